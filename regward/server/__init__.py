@@ -1,0 +1,1 @@
+"""The policy server: organizations, Registry Access settings, Save & Apply, Activity, the feed."""
