@@ -1,1 +1,60 @@
-"""The policy server: organizations, Registry Access settings, Save & Apply, Activity, the feed."""
+"""The policy server: organizations, Registry Access settings, Save & Apply, Activity, the feed.
+
+Map of the package (the dashboard and the REST API both call the services; neither touches the
+models' tables directly)::
+
+    settings.py   Settings.from_env(): REGWARD_DATA_DIR (default ./var), REGWARD_DATABASE_URL
+                  (default sqlite under the data dir), session lifetime, body limits
+    app.py        create_app(settings) -> FastAPI; app.state.server is the runtime `Server`
+                  (settings, database, signing_key, notifier)
+    db.py         Database: engine + sessions; `with db.session() as s` (read) and
+                  `with db.session(write=True) as s` (commits on success, rolls back on error)
+    models.py     SQLAlchemy 2 models: User, Organization, Membership, Token, Draft,
+                  Revision, ActivityEvent, Device, Denial
+    migrations/   Alembic scripts, shipped in the package; db.upgrade(url) runs them
+    keys.py       the Ed25519 signing key in the data dir (0600), created on first use
+    notify.py     Notifier protocol: LocalNotifier (one process, SQLite) and PostgresNotifier
+                  (LISTEN/NOTIFY, several processes); services call notify.announce()
+    errors.py     NotFound (404), PermissionDenied (403), Conflict (409), Unauthenticated (401),
+                  InvalidInput (422); all RegwardError, str() is one line naming the value
+    services/     the domain, typed and documented; every function takes a Session first
+      auth.py             authenticate(s, username, password) -> User; sign_in(...) -> token text;
+                          resolve_token(s, text) -> Caller; hash/verify passwords (argon2)
+      tokens.py           personal access tokens: create (value shown once), list, revoke
+      orgs.py             create, list_for_user, access(s, caller, org, need=Role.OWNER|MEMBER)
+                          (outsiders get NotFound), members: list, add, set_role, remove
+      registry_access.py  get_draft, replace_draft, add_entry, update_entry, remove_entry,
+                          set_enabled, pending_changes, apply (revision N+1, signed, with its
+                          activity events in the same transaction), current_revision
+      activity.py         record(...) and list(s, org, action=, actor=, since=, until=, page=, ...)
+      devices.py          check_in(s, org, caller, agent_id, revision, hostname), list (with
+                          compliance: applied revision vs current)
+      denials.py          report(s, org, caller, ...), list(s, org, page=...)
+    api/          REST routes under /api/v1 (OpenAPI at /api/v1/openapi.json, docs at /api/docs)
+    cli.py        regward server run|init|db upgrade; regward registries ... (over the API)
+
+REST contract (all JSON; `Authorization: Bearer TOKEN`, a session or personal access token)::
+
+    POST   /api/v1/auth/token                       {"username","password"} -> {"token"}
+    GET    /api/v1/user                             the caller
+    GET    /api/v1/signing-key                      {"algorithm":"ed25519","public_key":<base64>}
+    GET    /api/v1/orgs | POST /api/v1/orgs         list mine | create {"name"} (caller is owner)
+    GET    /api/v1/orgs/{org}
+    GET    /api/v1/orgs/{org}/members               POST {"username","role"} (new user: one-time
+    PUT|DELETE /api/v1/orgs/{org}/members/{user}    password in the answer); PUT {"role"}
+    GET|POST /api/v1/tokens, DELETE /api/v1/tokens/{id}   personal access tokens {"name","scope"}
+    GET|PUT /api/v1/orgs/{org}/registry-access      the draft {"enabled","registries","version"}
+    PUT    /api/v1/orgs/{org}/registry-access/enabled            {"enabled","version"}
+    POST   /api/v1/orgs/{org}/registry-access/registries         {"entry","version"}
+    PUT|DELETE /api/v1/orgs/{org}/registry-access/registries/{address}  (?version= on DELETE)
+    POST   /api/v1/orgs/{org}/registry-access/apply              -> {"revision"}
+    GET    /api/v1/orgs/{org}/activity?action=&actor=&from=&to=&page=&page_size=
+    GET    /api/v1/orgs/{org}/policy[?wait=S&after=N]  SignedPolicy JSON; ETag / If-None-Match
+    POST   /api/v1/orgs/{org}/devices/check-in      {"agent_id","revision","hostname"}
+    GET    /api/v1/orgs/{org}/devices
+    POST|GET /api/v1/orgs/{org}/denials             POST {"agent_id","reference","action",
+                                                    "revision","reason"} or {"denials":[...]}
+
+Roles: owners write; members (and read-only tokens) read the org, its draft and its feed and may
+report check-ins and denials; anyone outside the organization gets 404 for it.
+"""
