@@ -150,7 +150,7 @@ class Guard:
         return self._enforcement
 
     def update(self, enforcement: Enforcement) -> None:
-        """Swap in a new snapshot (a verified revision, a logout); takes effect for the next call."""
+        """Swap in a new snapshot (a verified revision, a logout), used from the next call."""
         self._enforcement = enforcement
         for listener in self._listeners:
             listener(enforcement)
@@ -212,6 +212,17 @@ class Guard:
         decision = evaluate_host(state.policy, host, port)
         if not decision.allowed:
             self._record(decision, "connect", target, host, source)
+        return decision
+
+    def unreadable(self, detail: str, source: str = "authz") -> Decision:
+        """Refuse a registry request that cannot be read (fail closed), saying what was wrong."""
+        state = self._enforcement
+        decision = refuse(
+            f"Regward refused this request because {detail}.",
+            state.organization or "",
+            state.policy.revision if state.policy else 0,
+        )
+        self._record(decision, "unknown", "", "", source)
         return decision
 
     def message(self, decision: Decision) -> str:

@@ -1,0 +1,492 @@
+"""The Docker Engine authorization plugin: which registry a request names, and the answer.
+
+dockerd POSTs each API call it receives to the plugin (`/AuthZPlugin.AuthZReq`) as JSON:
+
+    {"RequestMethod": "POST",
+     "RequestUri": "/v1.41/images/create?fromImage=ghcr.io%2Facme%2Fapi&tag=1.2",
+     "RequestHeaders": {"Content-Type": "application/json"},
+     "RequestBody": "<base64, only for small application/json bodies>"}
+
+`AuthZRequest.parse` reads it as Go would (`regward.agent.gojson`), and `registry_checks` lists
+what the request asks of a registry:
+
+    POST /images/create?fromImage=X&tag=T      pull X:T (T may be a digest; none means all tags)
+    POST /images/create?fromSrc=URL            connect to URL's host (import downloads it)
+    POST /images/{name}/push?tag=T             push name:T
+    POST /plugins/pull|privileges?remote=R     pull R
+    POST /plugins/{name}/upgrade?remote=R      pull R
+    POST /plugins/{name}/push                  push name
+    GET  /distribution/{name}/json             pull name
+    POST /build?remote=URL&cachefrom=[..]      connect to the context's host; pull each cache image
+    POST /services/create, /services/{id}/update   pull TaskTemplate.ContainerSpec.Image
+    POST /containers/create                    pull Image (it may already be on the machine)
+
+Every value of a repeated query parameter and every string a duplicated JSON key carries is
+checked; one refusal refuses the request. A registry endpoint whose request cannot be read (no
+body where one is needed, a form-encoded body the plugin cannot see, a bad reference) is refused.
+Other endpoints are allowed without decoding their bodies. Bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import posixpath
+import re
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regward.agent import gojson
+from regward.agent.guard import Guard
+from regward.policy import Action, Decision
+
+log = logging.getLogger("regward.agent.authz")
+
+MEDIA_TYPE = "application/vnd.docker.plugins.v1.2+json"
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # dockerd caps forwarded bodies at 4 MiB (base64: ~5.4 MiB)
+MAX_HEADER_BYTES = 64 * 1024
+
+_VERSION = re.compile(r"^/v[0-9][0-9.]*(?=/)")
+_IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
+
+
+class Unreadable(Exception):
+    """A registry endpoint whose request does not say clearly what it would fetch."""
+
+
+@dataclass(frozen=True)
+class AuthZRequest:
+    method: str
+    uri: str
+    path: str  # percent-decoded, cleaned, without the /vX.Y prefix
+    query: tuple[tuple[str, str], ...]
+    headers: dict[str, str]  # keys lower-cased, last duplicate wins
+    body: bytes | None
+
+    @classmethod
+    def parse(cls, data: bytes) -> AuthZRequest:
+        """Read dockerd's request; raise Unreadable when it is not one."""
+        try:
+            obj = gojson.loads(data)
+            if not gojson.is_object(obj):
+                raise Unreadable("the AuthZ request is not a JSON object")
+            method = gojson.last_string(obj, "RequestMethod") or ""
+            uri = gojson.last_string(obj, "RequestUri") or ""
+            headers = _headers(obj)
+            body_text = gojson.last_string(obj, "RequestBody")
+        except gojson.GoJSONError as error:
+            raise Unreadable(f"the AuthZ request is unreadable: {error}") from error
+        body = None
+        if body_text:
+            try:
+                body = base64.b64decode(
+                    body_text.replace("\r", "").replace("\n", ""), validate=True
+                )
+            except (binascii.Error, ValueError) as error:
+                raise Unreadable("the request body is not valid base64") from error
+        raw_path, _, raw_query = uri.partition("?")
+        path = urllib.parse.unquote(raw_path, errors="replace")
+        path = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", path)).lstrip("/")
+        path = _VERSION.sub("", path)
+        query = tuple(urllib.parse.parse_qsl(raw_query, keep_blank_values=True, separator="&"))
+        return cls(method.upper(), uri, path, query, headers, body)
+
+    def params(self, name: str) -> list[str]:
+        return [value for key, value in self.query if key == name]
+
+    def media_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _headers(obj: gojson.Pairs) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for value in gojson.values(obj, "RequestHeaders"):
+        if value is None:
+            continue
+        if not gojson.is_object(value):
+            raise gojson.GoJSONError("RequestHeaders must be an object")
+        for key, item in value:
+            if isinstance(item, str):
+                headers[key.lower()] = item
+    return headers
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    action: Action
+    reference: str
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    host: str
+    port: int
+    what: str
+
+
+Check = ImageCheck | HostCheck
+
+_ROUTES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^/images/create$", re.I), "pull"),
+    (re.compile(r"^/images/(?P<name>.+)/push$", re.I), "push"),
+    (re.compile(r"^/plugins/(?:pull|privileges)$", re.I), "plugin-pull"),
+    (re.compile(r"^/plugins/(?P<name>.+)/upgrade$", re.I), "plugin-pull"),
+    (re.compile(r"^/plugins/(?P<name>.+)/push$", re.I), "plugin-push"),
+    (re.compile(r"^/distribution/(?P<name>.+)/json$", re.I), "distribution"),
+    (re.compile(r"^/build$", re.I), "build"),
+    (re.compile(r"^/services/(?:create|[^/]+/update)$", re.I), "service"),
+    (re.compile(r"^/containers/create$", re.I), "container"),
+]
+_FIRST_SEGMENTS = frozenset(
+    {"images", "plugins", "distribution", "build", "services", "containers"}
+)
+
+
+def registry_checks(request: AuthZRequest) -> list[Check]:
+    """What the request asks of registries; [] for endpoints that name none. Raises Unreadable."""
+    first = request.path[1:].split("/", 1)[0].lower()
+    if first not in _FIRST_SEGMENTS:
+        return []
+    for pattern, kind in _ROUTES:
+        match = pattern.match(request.path)
+        if match:
+            return list(_CHECKERS[kind](request, match.groupdict().get("name") or ""))
+    return []
+
+
+def _query_only(request: AuthZRequest) -> None:
+    # Go's ParseForm reads a form-encoded body before the query, and the plugin never sees it.
+    if request.media_type() == "application/x-www-form-urlencoded":
+        raise Unreadable("a form-encoded body on this endpoint is not visible to the plugin")
+
+
+def _with_tag(image: str, tag: str) -> str:
+    if not tag:
+        return image
+    separator = "@" if ":" in tag else ":"
+    base = image.split("@", 1)[0] if separator == "@" else image
+    if separator == ":" and "@" in image:  # a digest in fromImage wins over the tag
+        return image
+    if separator == ":":
+        last = base.rsplit("/", 1)[-1]
+        if ":" in last:
+            base = base[: len(base) - len(last)] + last.split(":", 1)[0]
+    return f"{base}{separator}{tag}"
+
+
+def _pull(request: AuthZRequest, _name: str) -> Iterator[Check]:
+    _query_only(request)
+    tags = request.params("tag") or [""]
+    for image in request.params("fromImage"):
+        if image:
+            for tag in tags:
+                yield ImageCheck(Action.PULL, _with_tag(image, tag))
+    for source in request.params("fromSrc"):
+        if source and source != "-":
+            yield _url_check(source, "import from")
+
+
+def _push(request: AuthZRequest, name: str) -> Iterator[Check]:
+    _query_only(request)
+    for tag in request.params("tag") or [""]:
+        yield ImageCheck(Action.PUSH, _with_tag(name, tag))
+
+
+def _plugin_pull(request: AuthZRequest, _name: str) -> Iterator[Check]:
+    _query_only(request)
+    remotes = request.params("remote")
+    if not any(remotes):
+        raise Unreadable("the plugin request names no remote image")
+    for remote in remotes:
+        if remote:
+            yield ImageCheck(Action.PULL, remote)
+
+
+def _plugin_push(request: AuthZRequest, name: str) -> Iterator[Check]:
+    yield ImageCheck(Action.PUSH, name)
+
+
+def _distribution(request: AuthZRequest, name: str) -> Iterator[Check]:
+    yield ImageCheck(Action.PULL, name)
+
+
+def _build(request: AuthZRequest, _name: str) -> Iterator[Check]:
+    _query_only(request)
+    for remote in request.params("remote"):
+        if remote and remote != "client-session":
+            yield _git_or_url_check(remote)
+    for cache_from in request.params("cachefrom"):
+        if not cache_from:
+            continue
+        try:
+            images = gojson.loads(cache_from)
+        except gojson.GoJSONError as error:
+            raise Unreadable("cachefrom is not a JSON list of images") from error
+        if images is None:
+            continue
+        if not isinstance(images, list) or gojson.is_object(images):
+            raise Unreadable("cachefrom is not a JSON list of images")
+        for image in images:
+            if not isinstance(image, str):
+                raise Unreadable("cachefrom is not a JSON list of images")
+            yield ImageCheck(Action.PULL, image)
+
+
+def _json_body(request: AuthZRequest) -> Any:
+    if not request.body:
+        raise Unreadable(
+            "its JSON body did not reach the plugin (missing, not application/json, or too large)"
+        )
+    try:
+        return gojson.loads(request.body)
+    except gojson.GoJSONError as error:
+        raise Unreadable(f"its body is {error}") from error
+
+
+def _service(request: AuthZRequest, _name: str) -> Iterator[Check]:
+    body = _json_body(request)
+    try:
+        images = gojson.strings_at(body, ("TaskTemplate", "ContainerSpec", "Image"))
+        remotes = gojson.strings_at(body, ("TaskTemplate", "PluginSpec", "Remote"))
+    except gojson.GoJSONError as error:
+        raise Unreadable(f"its body does not follow the service spec: {error}") from error
+    for image in images + remotes:
+        if image and not _IMAGE_ID.match(image):
+            yield ImageCheck(Action.PULL, image)
+
+
+def _container(request: AuthZRequest, _name: str) -> Iterator[Check]:
+    body = _json_body(request)
+    try:
+        images = gojson.strings_at(body, ("Image",))
+    except gojson.GoJSONError as error:
+        raise Unreadable(f"its body does not follow the container config: {error}") from error
+    for image in images:
+        if image and not _IMAGE_ID.match(image):
+            yield ImageCheck(Action.PULL, image)
+
+
+def _url_check(text: str, what: str) -> HostCheck:
+    if "://" not in text:
+        text = "http://" + text  # dockerd's import does the same
+    try:
+        url = urllib.parse.urlsplit(text)
+        port = url.port
+    except ValueError as error:
+        raise Unreadable(f"cannot read the URL {text!r}") from error
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise Unreadable(f"cannot read the URL {text!r}")
+    return HostCheck(url.hostname, port or (443 if url.scheme == "https" else 80), what)
+
+
+_SCP_GIT = re.compile(r"^[A-Za-z0-9._-]+@(?P<host>[^:/]+):")
+
+
+def _git_or_url_check(remote: str) -> HostCheck:
+    scp = _SCP_GIT.match(remote)
+    if scp:
+        return HostCheck(scp.group("host").lower(), 22, "build context from")
+    if remote.startswith("git://"):
+        url = urllib.parse.urlsplit(remote)
+        if not url.hostname:
+            raise Unreadable(f"cannot read the build context URL {remote!r}")
+        return HostCheck(url.hostname, url.port or 9418, "build context from")
+    if remote.startswith("github.com/"):
+        return HostCheck("github.com", 443, "build context from")
+    if remote.startswith(("http://", "https://")):
+        return _url_check(remote, "build context from")
+    raise Unreadable(f"the build context {remote!r} is not a URL dockerd would fetch")
+
+
+_CHECKERS = {
+    "pull": _pull,
+    "push": _push,
+    "plugin-pull": _plugin_pull,
+    "plugin-push": _plugin_push,
+    "distribution": _distribution,
+    "build": _build,
+    "service": _service,
+    "container": _container,
+}
+
+
+def authorize(guard: Guard, data: bytes) -> tuple[Decision | None, str]:
+    """Answer one AuthZReq body: (the refusing decision or None, the message for dockerd)."""
+    try:
+        request = AuthZRequest.parse(data)
+        checks = registry_checks(request)
+    except Unreadable as error:
+        decision = guard.unreadable(str(error))
+        return decision, guard.message(decision)
+    for check in checks:
+        if isinstance(check, ImageCheck):
+            decision = guard.decide(check.action, check.reference, source="authz")
+        else:
+            decision = guard.decide_host(check.host, check.port, source="authz")
+        if not decision.allowed:
+            log.info("refused %s %s: %s", request.method, request.path, decision.reason)
+            return decision, guard.message(decision)
+    return None, ""
+
+
+@dataclass
+class PluginStats:
+    requests: int = 0
+    refused: int = 0
+    errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class AuthZPlugin:
+    """The plugin's HTTP/1.1 server on a unix socket: small, keep-alive, no framework."""
+
+    def __init__(self, guard: Guard, socket_path: Path) -> None:
+        self.guard = guard
+        self.socket_path = socket_path
+        self.stats = PluginStats()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._connection, path=str(self.socket_path), limit=MAX_HEADER_BYTES, backlog=1024
+        )
+        self.socket_path.chmod(0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    def handle(self, target: str, body: bytes) -> tuple[int, bytes]:
+        """One plugin call: (HTTP status, JSON reply)."""
+        path = target.split("?", 1)[0]
+        if path == "/AuthZPlugin.AuthZReq":
+            self.stats.requests += 1
+            try:
+                decision, message = authorize(self.guard, body)
+            except Exception:  # a bug must refuse, never crash the plugin or let a pull through
+                log.exception("AuthZ check failed; refusing the request")
+                self.stats.errors += 1
+                return 200, _REFUSE_ON_ERROR
+            if decision is None:
+                return 200, _ALLOW
+            self.stats.refused += 1
+            return 200, json.dumps({"Allow": False, "Msg": message}).encode()
+        if path == "/AuthZPlugin.AuthZRes":
+            return 200, _ALLOW
+        if path == "/Plugin.Activate":
+            return 200, _ACTIVATE
+        return 404, json.dumps({"Err": f"unknown plugin method {path[:100]}"}).encode()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                target, length, chunked, keep_alive = _parse_head(head)
+                if chunked:
+                    body = await _read_chunked(reader)
+                elif length > MAX_REQUEST_BYTES:
+                    writer.write(_response(200, _REFUSE_TOO_LARGE, False))
+                    await writer.drain()
+                    return
+                else:
+                    body = await reader.readexactly(length) if length else b""
+                status, reply = self.handle(target, body)
+                writer.write(_response(status, reply, keep_alive))
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()
+                if not keep_alive:
+                    await writer.drain()
+                    return
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+            _BadRequest,
+            ValueError,
+        ):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(_response(400, b'{"Err":"bad request"}', False))
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await writer.wait_closed()
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _parse_head(head: bytes) -> tuple[str, int, bool, bool]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _BadRequest(lines[0][:100])
+    length = 0
+    chunked = False
+    keep_alive = parts[2] == "HTTP/1.1"
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value.strip())
+            if length < 0:
+                raise _BadRequest("negative Content-Length")
+        elif name == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+        elif name == "connection":
+            keep_alive = value.strip().lower() != "close"
+    return parts[1], length, chunked, keep_alive
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";")[0].strip(), 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return b"".join(chunks)
+        total += size
+        if total > MAX_REQUEST_BYTES:
+            raise _BadRequest("chunked body too large")
+        chunks.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _response(status: int, body: bytes, keep_alive: bool) -> bytes:
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
+    connection = "keep-alive" if keep_alive else "close"
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {MEDIA_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
+    ).encode() + body
+
+
+_ALLOW = b'{"Allow":true}'
+_ACTIVATE = b'{"Implements":["authz"]}'
+_REFUSE_ON_ERROR = json.dumps(
+    {"Allow": False, "Msg": "Regward could not check this request, so it is refused."}
+).encode()
+_REFUSE_TOO_LARGE = json.dumps(
+    {"Allow": False, "Msg": "Regward refused a request too large to check."}
+).encode()
