@@ -4,7 +4,8 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	@.venv/bin/python -m regward.demo
+	@for image in ubuntu ghcr.io/acme/app:1 ghcr.io/acmeevil/app quay.io/org/tool; do \
+	  .venv/bin/regward check $$image --policy examples/policy.yaml; echo; done; true
 
 test: setup
 	.venv/bin/pytest

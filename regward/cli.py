@@ -1,23 +1,28 @@
 """The `regward` command: one entry point for policy checks, the server and the agent.
 
-Each domain adds its own subcommands (`regward.server.cli`, `regward.agent.cli`); those modules
-import their heavy dependencies inside the command functions, so `regward check` works on a
-machine that installed only the agent.
+`check` and `policy lint` live here; the server and the agent add their own subcommands
+(`regward.server.cli`, `regward.agent.cli`), importing heavy dependencies inside the command
+functions, so `regward check` works on a machine that installed only the agent.
+
+Exit codes of `check`: 0 allowed, 1 denied, 2 invalid input (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from regward import __version__
-from regward.errors import RegwardError
+from regward.errors import InvalidPolicy, RegwardError
+from regward.policy import Action, ImageReference, Policy, evaluate, lint, parse_policy_text
 
 
 def build_parser() -> argparse.ArgumentParser:
     from regward.agent import cli as agent_cli
-    from regward.policy import cli as policy_cli
     from regward.server import cli as server_cli
 
     parser = argparse.ArgumentParser(
@@ -25,7 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regward {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    policy_cli.add_commands(commands)
+
+    check = commands.add_parser(
+        "check", help="would this image be allowed?", description="Explain the policy's decision."
+    )
+    check.add_argument("image", metavar="IMAGE", help="image reference, e.g. ghcr.io/acme/app:1")
+    check.add_argument("--policy", metavar="FILE", required=True, help="policy file (JSON or YAML)")
+    check.add_argument("--action", choices=[a.value for a in Action], default=Action.PULL.value)
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(run=run_check)
+
+    policy = commands.add_parser("policy", help="work with policy files")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    lint_parser = policy_commands.add_parser("lint", help="warn about risky or dead entries")
+    lint_parser.add_argument("file", metavar="FILE")
+    lint_parser.set_defaults(run=run_lint)
+
     server_cli.add_commands(commands)
     agent_cli.add_commands(commands)
     return parser
@@ -42,6 +62,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def read_policy_file(path: str) -> Policy:
+    """Read and parse a policy file; any failure is an InvalidPolicy naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise InvalidPolicy(f"cannot read policy file {path}: {reason}") from None
+    return parse_policy_text(text, path)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    policy = read_policy_file(args.policy)
+    reference = ImageReference.parse(args.image)
+    action = Action(args.action)
+    decision = evaluate(policy, action, reference)
+    if args.json:
+        result: dict[str, Any] = {
+            "input": args.image,
+            "reference": str(reference),
+            "registry": reference.registry,
+            "repository": reference.repository,
+            "action": action.value,
+            "allowed": decision.allowed,
+            "reason": decision.reason,
+            "entry": str(decision.entry.address) if decision.entry else None,
+            "revision": decision.revision,
+        }
+        print(json.dumps(result))
+    else:
+        print(f"{'allowed' if decision.allowed else 'denied'}: {reference} ({action.value})")
+        print(decision.reason)
+    return 0 if decision.allowed else 1
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    warnings = lint(read_policy_file(args.file))
+    for warning in warnings:
+        print(warning)
+    if not warnings:
+        print(f"{args.file}: no warnings")
+    return 1 if warnings else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""The policy core, shared by every part of Regward; pure, no I/O.
+
+reference  image references as Docker parses and normalizes them
+address    registry address patterns (host, host:port, *.domain, IP literals)
+document   the policy document, its entries, the file format, canonical JSON
+catalog    well-known registries and the token and blob hosts they need
+engine     evaluate() and evaluate_host(): decisions with reasons
+signing    Ed25519 signatures over a policy revision
+lint       risky or dead entries
+"""
+
+from regward.policy.address import Address
+from regward.policy.document import (
+    Action,
+    Policy,
+    RegistryEntry,
+    RepositoryPattern,
+    canonical_json,
+    parse_policy_text,
+)
+from regward.policy.engine import Decision, evaluate, evaluate_host
+from regward.policy.lint import LintWarning, lint
+from regward.policy.reference import DOCKER_HUB, ImageReference
+from regward.policy.signing import (
+    SignedPolicy,
+    generate_key,
+    private_key_from_pem,
+    private_key_to_pem,
+    public_key_from_text,
+    public_key_to_text,
+    sign,
+    verify,
+)
+
+__all__ = [
+    "DOCKER_HUB",
+    "Action",
+    "Address",
+    "Decision",
+    "ImageReference",
+    "LintWarning",
+    "Policy",
+    "RegistryEntry",
+    "RepositoryPattern",
+    "SignedPolicy",
+    "canonical_json",
+    "evaluate",
+    "evaluate_host",
+    "generate_key",
+    "lint",
+    "parse_policy_text",
+    "private_key_from_pem",
+    "private_key_to_pem",
+    "public_key_from_text",
+    "public_key_to_text",
+    "sign",
+    "verify",
+]

@@ -1,0 +1,97 @@
+"""Well-known registries and the other hosts a pull from them needs (token realm, blob CDN).
+
+The egress proxy lets a connection through to one of these hosts only because an allowed entry
+of the policy names the registry; nobody allows `production.cloudflare.docker.com` by itself.
+Shared cloud-storage domains are never bundled whole: an ECR entry brings its region's layer
+bucket, not `s3.amazonaws.com`; an ACR registry on default storage needs its storage account
+host listed as an extra host. Sources: ../shared/reference/docker-ram.md §2.2 and the
+registries' own firewall documentation. The registry.k8s.io list names the mirrors it is known
+to redirect to and is not exhaustive; add others as extra hosts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from regward.policy.address import Address
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    name: str
+    address: re.Pattern[str]
+    """Matches an entry's address (`*.` prefix for wildcards, no port); groups fill templates."""
+    hosts: tuple[str, ...]
+
+
+def _bundle(name: str, address: str, *hosts: str) -> Bundle:
+    return Bundle(name, re.compile(address), hosts)
+
+
+CATALOG: tuple[Bundle, ...] = (
+    _bundle(
+        "Docker Hub",
+        r"docker\.io",
+        "registry-1.docker.io",
+        "index.docker.io",
+        "auth.docker.io",
+        "production.cloudflare.docker.com",
+        "production.cloudfront.docker.com",
+        "docker-images-prod.6aa30f8b08e16409b46e0173d6de2f56.r2.cloudflarestorage.com",
+    ),
+    _bundle("GitHub Container Registry", r"ghcr\.io", "pkg-containers.githubusercontent.com"),
+    _bundle(
+        "Quay and Red Hat",
+        r"quay\.io|registry\.redhat\.io|registry\.access\.redhat\.com",
+        "cdn.quay.io",
+        "cdn01.quay.io",
+        "cdn02.quay.io",
+        "cdn03.quay.io",
+    ),
+    _bundle(
+        "Google Container Registry",
+        r"(?:(?:us|eu|asia|mirror)\.)?gcr\.io",
+        "storage.googleapis.com",
+    ),
+    # Artifact Registry serves tokens and blob downloads from the registry host itself.
+    _bundle("Google Artifact Registry", r"(?:\*\.)?[a-z0-9-]+-docker\.pkg\.dev"),
+    _bundle(
+        "Amazon ECR",
+        r"(?:\*|[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com",
+        "api.ecr.{region}.amazonaws.com",
+        "prod-{region}-starport-layer-bucket.s3.{region}.amazonaws.com",
+    ),
+    _bundle("Amazon ECR Public", r"public\.ecr\.aws"),
+    # Data endpoints serve blobs only with a token from their own login server.
+    _bundle("Azure Container Registry", r"(?:\*|[a-z0-9]+)\.azurecr\.io", "*.data.azurecr.io"),
+    _bundle("GitLab", r"registry\.gitlab\.com", "gitlab.com", "cdn.registry.gitlab-static.net"),
+    _bundle("Microsoft Artifact Registry", r"mcr\.microsoft\.com", "*.data.mcr.microsoft.com"),
+    _bundle(
+        "Kubernetes",
+        r"registry\.k8s\.io",
+        "us-west1-docker.pkg.dev",
+        "us-west2-docker.pkg.dev",
+        "us-central1-docker.pkg.dev",
+        "us-east1-docker.pkg.dev",
+        "us-east4-docker.pkg.dev",
+        "us-south1-docker.pkg.dev",
+        "europe-west1-docker.pkg.dev",
+        "europe-west4-docker.pkg.dev",
+        "asia-east1-docker.pkg.dev",
+        "asia-northeast1-docker.pkg.dev",
+    ),
+)
+
+
+def bundle_for(address: Address) -> tuple[Bundle, tuple[Address, ...]] | None:
+    """The catalog bundle of a registry address and its hosts, or None for a custom registry."""
+    if address.port is not None:
+        return None
+    text = ("*." if address.wildcard else "") + address.host
+    for bundle in CATALOG:
+        match = bundle.address.fullmatch(text)
+        if match:
+            hosts = tuple(Address.parse(h.format(**match.groupdict())) for h in bundle.hosts)
+            return bundle, hosts
+    return None

@@ -1,0 +1,236 @@
+"""Decisions: may this image be pulled or pushed, may this host be reached?
+
+`evaluate(policy, action, reference)` answers for the AuthZ plugin and `regward check`;
+`evaluate_host(policy, host, port)` for the egress proxy, which sees only where a connection
+goes. Both use lookup tables built once per policy, so a decision costs a few dictionary
+lookups (one per label of the host and per component of the repository), whatever the size of
+the allowlist.
+
+Rules (PRODUCT.md, "Policy semantics"): off allows everything; on, the most specific entry
+that matches decides: an exact host over a wildcard, a longer domain over a shorter, an explicit
+port over none, then an exact repository over a prefix, a longer prefix over a shorter, any
+pattern over none. Among equally specific entries a switched-off one wins, else the action must
+be one any of them allows. The proxy may reach a host that an entry's address covers and that
+entry (or one as specific) is switched on, or a catalog or extra host of an allowed entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from regward.errors import InvalidAddress
+from regward.policy.address import Address, normalize_host
+from regward.policy.catalog import bundle_for
+from regward.policy.document import Action, Policy, RegistryEntry
+from regward.policy.reference import ImageReference
+
+HTTPS_PORT = 443
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one question, with the reason a person can read."""
+
+    allowed: bool
+    reason: str
+    entry: RegistryEntry | None
+    revision: int
+    organization: str
+
+    def message(self, dashboard_url: str | None = None) -> str:
+        """The reason, plus where to ask for a change when the dashboard address is known."""
+        if self.allowed or not dashboard_url:
+            return self.reason
+        return f"{self.reason} Allowed registries: {dashboard_url}"
+
+
+@dataclass
+class _Rules:
+    """Every entry that shares one address, indexed by repository pattern."""
+
+    address: Address
+    exact: dict[tuple[str, ...], list[RegistryEntry]] = field(default_factory=dict)
+    prefix: dict[tuple[str, ...], list[RegistryEntry]] = field(default_factory=dict)
+
+    def add(self, entry: RegistryEntry) -> None:
+        if not entry.repositories:
+            self.prefix.setdefault((), []).append(entry)
+        for pattern in entry.repositories:
+            table = self.prefix if pattern.prefix else self.exact
+            table.setdefault(pattern.components, []).append(entry)
+
+    def best(self, parts: tuple[str, ...]) -> tuple[tuple[int, int], list[RegistryEntry]] | None:
+        entries = self.exact.get(parts)
+        if entries:
+            return (len(parts), 1), entries
+        for depth in range(len(parts) - 1, -1, -1):
+            entries = self.prefix.get(parts[:depth])
+            if entries:
+                return (depth, 0), entries
+        return None
+
+    def entries(self) -> Iterable[RegistryEntry]:
+        for table in (self.exact, self.prefix):
+            for entries in table.values():
+                yield from entries
+
+
+class _HostIndex:
+    """Address patterns by exact host and by wildcard domain."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, dict[Address, _Rules]] = {}
+        self.wildcard: dict[str, dict[Address, _Rules]] = {}
+
+    def rules_for(self, address: Address) -> _Rules:
+        table = self.wildcard if address.wildcard else self.exact
+        by_address = table.setdefault(address.host, {})
+        rules = by_address.get(address)
+        if rules is None:
+            rules = by_address[address] = _Rules(address)
+        return rules
+
+    def matching(self, host: str, port: int) -> list[_Rules]:
+        found = [r for r in self.exact.get(host, {}).values() if r.address.matches(host, port)]
+        labels = host.split(".")
+        for start in range(1, len(labels)):
+            for rules in self.wildcard.get(".".join(labels[start:]), {}).values():
+                if rules.address.matches(host, port):
+                    found.append(rules)
+        return found
+
+
+@dataclass
+class _Compiled:
+    entries: _HostIndex
+    bundles: _HostIndex
+
+
+def _compile(policy: Policy) -> _Compiled:
+    compiled: _Compiled | None = policy._compiled
+    if compiled is not None:
+        return compiled
+    entries, bundles = _HostIndex(), _HostIndex()
+    for entry in policy.registries:
+        entries.rules_for(entry.address).add(entry)
+        if entry.allowed:
+            found = bundle_for(entry.address)
+            for host in (*(found[1] if found else ()), *entry.extra_hosts):
+                bundles.rules_for(host).add(entry)
+    compiled = _Compiled(entries, bundles)
+    object.__setattr__(policy, "_compiled", compiled)  # a cache on a frozen value
+    return compiled
+
+
+def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decision:
+    """May `action` be done on `reference` under `policy`?"""
+    registry = reference.registry
+    if not policy.enabled:
+        return _off(policy)
+    port = reference.port if reference.port is not None else HTTPS_PORT
+    parts = tuple(reference.repository.split("/"))
+    best_key: tuple[tuple[int, int, int], tuple[int, int]] | None = None
+    best: list[RegistryEntry] = []
+    host_matched = False
+    for rules in _compile(policy).entries.matching(reference.host, port):
+        host_matched = True
+        found = rules.best(parts)
+        if found is None:
+            continue
+        key = (rules.address.specificity, found[0])
+        if best_key is None or key > best_key:
+            best_key, best = key, list(found[1])
+        elif key == best_key:
+            best.extend(found[1])
+    target = f"{registry}/{reference.repository}"
+    if not best:
+        if host_matched:
+            return _deny(policy, f"{action.title()} of {target}", "allow this repository")
+        return _deny(policy, f"Access to registry {registry}", "add it to the allowed registries")
+    switched_off = next((e for e in best if not e.allowed), None)
+    if switched_off is not None:
+        return _deny(
+            policy,
+            f"Access to registry {registry}",
+            "switch it on in the allowed registries",
+            switched_off,
+        )
+    permitting = next((e for e in best if action in e.actions), None)
+    if permitting is None:
+        return _deny(policy, f"{action.title()} to {target}", f"allow {action} for it", best[0])
+    return Decision(
+        allowed=True,
+        reason=f"{action.title()} of {target} is allowed by the entry {_describe(permitting)} "
+        f"of organization '{policy.organization}' (policy revision {policy.revision}).",
+        entry=permitting,
+        revision=policy.revision,
+        organization=policy.organization,
+    )
+
+
+def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
+    """May a connection to `host:port` be made? The egress proxy's question."""
+    if not policy.enabled:
+        return _off(policy)
+    try:
+        host = normalize_host(host)
+    except InvalidAddress:
+        return _deny(policy, f"Access to host {host!r}", "add it to the allowed registries")
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    compiled = _compile(policy)
+    direct = compiled.entries.matching(host, port)
+    if direct:
+        top = max(rules.address.specificity for rules in direct)
+        entries = [e for r in direct if r.address.specificity == top for e in r.entries()]
+        allowed = next((e for e in entries if e.allowed), None)
+        if allowed is None:
+            return _deny(
+                policy, f"Access to {target}", "switch it on in the allowed registries", entries[0]
+            )
+        return _allow_host(policy, target, allowed)
+    for rules in compiled.bundles.matching(host, port):
+        for entry in rules.entries():
+            return _allow_host(policy, target, entry)
+    return _deny(policy, f"Access to {target}", "add it to the allowed registries")
+
+
+def _allow_host(policy: Policy, target: str, entry: RegistryEntry) -> Decision:
+    return Decision(
+        allowed=True,
+        reason=f"Access to {target} is allowed for the entry {_describe(entry)} of "
+        f"organization '{policy.organization}' (policy revision {policy.revision}).",
+        entry=entry,
+        revision=policy.revision,
+        organization=policy.organization,
+    )
+
+
+def _deny(policy: Policy, subject: str, fix: str, entry: RegistryEntry | None = None) -> Decision:
+    org = policy.organization
+    return Decision(
+        allowed=False,
+        reason=f"{subject} is restricted by your organization '{org}' (policy revision "
+        f"{policy.revision}). Ask an owner of '{org}' to {fix}.",
+        entry=entry,
+        revision=policy.revision,
+        organization=org,
+    )
+
+
+def _off(policy: Policy) -> Decision:
+    return Decision(
+        allowed=True,
+        reason=f"Registry access management is off for organization '{policy.organization}' "
+        f"(policy revision {policy.revision}): every registry is allowed.",
+        entry=None,
+        revision=policy.revision,
+        organization=policy.organization,
+    )
+
+
+def _describe(entry: RegistryEntry) -> str:
+    text = str(entry.address)
+    if entry.repositories:
+        text += f" (repositories {', '.join(str(p) for p in entry.repositories)})"
+    return text
