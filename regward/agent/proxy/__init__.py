@@ -1,0 +1,48 @@
+"""The registry egress proxy: builds and daemon-less clients cannot route around the policy.
+
+dockerd (classic and BuildKit builds), skopeo, podman and containerd send registry traffic
+through `HTTPS_PROXY`/`HTTP_PROXY`. The proxy serves two request forms and nothing else:
+
+    CONNECT ghcr.io:443 HTTP/1.1              a TLS tunnel (the registry's certificate is
+                                              checked by the client, end to end)
+    GET http://reg.local:5000/v2/ HTTP/1.1    plain-HTTP registries, one request per connection
+
+Each connection's host and port go to `decide_host(host, port) -> Decision` (the agent's
+`Guard.decide_host`, or `regward.policy.evaluate_host` on a policy file) before any name is
+resolved. A refusal is `403 Forbidden (<the product's denial sentence>)` with a registry-style
+body `{"errors":[{"code":"DENIED","message":...}]}`: Go clients print only the status line for
+CONNECT, and docker prints the body's message for plain-HTTP registries. Malformed requests get
+400, slow ones 408, oversized heads 431, an unreachable registry 502/504.
+
+Entry points for the agent (`regward agent run`):
+
+    await serve("127.0.0.1:3128", guard.decide_host, stop_event, describe=guard.message)
+
+    async with ProxyServer(ProxySettings(port=3128), guard.decide_host, guard.message) as px:
+        ...                       # px.address is the bound (host, port); close() is graceful
+
+and for `regward agent install`: `configure_dockerd(listen)` (in `.dockerd`) writes dockerd's
+proxy settings and returns what it changed. `add_proxy_command(agent_commands)` adds
+`regward agent proxy [--policy FILE] [--listen HOST:PORT]`.
+
+Layout, mitmproxy-style: `protocol` parses and renders bytes (no I/O), `relay` moves tunnel
+bytes with `os.splice` (they never enter Python), `server` is the asyncio I/O around both.
+"""
+
+from __future__ import annotations
+
+from .cli import add_proxy_command, decider_for_policy
+from .dockerd import configure_dockerd
+from .server import DEFAULT_LISTEN, HostDecider, ProxyServer, ProxySettings, parse_listen, serve
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "HostDecider",
+    "ProxyServer",
+    "ProxySettings",
+    "add_proxy_command",
+    "configure_dockerd",
+    "decider_for_policy",
+    "parse_listen",
+    "serve",
+]

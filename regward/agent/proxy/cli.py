@@ -1,0 +1,117 @@
+"""`regward agent proxy [--policy FILE] [--listen HOST:PORT]`: the proxy on its own.
+
+Enforces the same policy `regward agent run` would (the policy file, else the signed-in
+organization's verified cache), re-reading it within a second of a change on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from regward.policy import Decision, Policy, evaluate_host
+
+from .server import DEFAULT_LISTEN, HostDecider, ProxyServer, ProxySettings
+
+
+def decider_for_policy(policy: Policy) -> HostDecider:
+    """The host decision of one fixed policy (tests, standalone use)."""
+
+    def decide(host: str, port: int) -> Decision:
+        return evaluate_host(policy, host, port)
+
+    return decide
+
+
+def add_proxy_command(agent_commands: argparse._SubParsersAction[Any]) -> None:
+    """Add `proxy` to the `regward agent` subcommands."""
+    parser = agent_commands.add_parser(
+        "proxy",
+        help="run only the registry egress proxy",
+        description="Run the registry egress proxy alone: CONNECT and plain-HTTP requests "
+        "reach only registries the policy allows.",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="enforce this policy file (JSON or YAML) instead of the signed-in organization's",
+    )
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"address to listen on (default {DEFAULT_LISTEN}; keep it on loopback)",
+    )
+    parser.set_defaults(run=run_proxy_command)
+
+
+def run_proxy_command(args: argparse.Namespace) -> int:
+    from regward.agent.guard import Guard
+    from regward.agent.state import AgentState
+
+    settings = ProxySettings.from_listen(args.listen)
+    state = AgentState()
+    policy_file: Path | None = args.policy
+    guard = Guard(state.enforcement(policy_file))
+    watched = [policy_file] if policy_file else [state.credentials_path, state.policy_path]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    def reload() -> None:
+        guard.update(state.enforcement(policy_file))
+
+    asyncio.run(_run(settings, guard.decide_host, guard.message, watched, reload))
+    return 0
+
+
+async def _run(
+    settings: ProxySettings,
+    decide: HostDecider,
+    describe: Callable[[Decision], str],
+    watched: list[Path],
+    reload: Callable[[], None],
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with ProxyServer(settings, decide, describe) as server:
+        host, port = server.address
+        print(f"regward proxy listening on {host}:{port}", file=sys.stderr, flush=True)
+        watcher = asyncio.create_task(_watch(watched, reload), name="proxy-policy-watcher")
+        await stop.wait()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _watch(paths: list[Path], reload: Callable[[], None]) -> None:
+    """Reload the enforced policy when one of `paths` changes (new connections use it)."""
+    log = logging.getLogger("regward.agent.proxy")
+    last = [_stamp(path) for path in paths]
+    while True:
+        await asyncio.sleep(1)
+        now = [_stamp(path) for path in paths]
+        if now != last:
+            last = now
+            try:
+                reload()
+            except Exception as error:  # keep the last good policy; say why
+                log.warning("policy not reloaded, keeping the previous one: %s", error)
+            else:
+                log.info("policy reloaded")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size

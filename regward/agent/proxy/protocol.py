@@ -1,0 +1,310 @@
+"""The proxy's HTTP/1.1 protocol logic, sans I/O: bytes in, typed objects or bytes out.
+
+Only what a forward proxy in front of registry clients needs:
+
+    CONNECT registry.example:443 HTTP/1.1       authority form: a tunnel to host:port
+    CONNECT [2001:db8::1]:443 HTTP/1.1           IPv6 literals are bracketed
+    GET http://reg.local:5000/v2/ HTTP/1.1       absolute form: plain-HTTP registries
+
+Grammar accepted (RFC 9112, strictly; anything else is a `ProtocolError` and a 400):
+
+    head         = request-line *( field-line CRLF ) CRLF      at most `max_head` bytes
+    request-line = method SP request-target SP "HTTP/1." ("0" / "1") CRLF
+    field-line   = token ":" OWS value OWS     no obs-fold, no whitespace before ":",
+                                               no control characters but HTAB in the value
+    authority    = ( reg-name / IPv4 / "[" IPv6 "]" ) ":" port       port 1-65535, required
+    absolute     = "http://" authority-with-optional-port [ path-abempty [ "?" query ] ]
+
+Hosts come out lowercased and without brackets; whether a host may be reached is not decided
+here but by the policy core's host decision, and names are resolved only after it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+
+MAX_HEAD = 16 * 1024
+MAX_FIELDS = 100
+MAX_REASON = 300
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_REG_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.\-]{0,251}[a-z0-9_.])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+_TARGET_CHARS = re.compile(rb"[!-~]+")  # visible ASCII, no spaces or controls
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+# Hop-by-hop fields a proxy must not pass on (RFC 9110 7.6.1), plus the proxy-only ones.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    }
+)
+
+_PHRASES = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+# Registry-style error codes (distribution's errcode list), so docker shows the message.
+_CODES = {403: "DENIED", 503: "TOOMANYREQUESTS", 502: "UNAVAILABLE", 504: "UNAVAILABLE"}
+
+CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+class ProtocolError(Exception):
+    """A request the proxy will not serve; `status` and `message` become the response."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request wants to go: `host` lowercased, IPv6 without brackets."""
+
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def is_ip(self) -> bool:
+        return _is_ip(self.host)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One parsed request head. `path` is the origin-form target of an absolute-form request
+    (empty for CONNECT); `fields` keeps the raw (name, value) pairs in order."""
+
+    method: str
+    target: Target
+    path: str
+    version: str
+    fields: tuple[tuple[bytes, bytes], ...]
+
+    @property
+    def is_connect(self) -> bool:
+        return self.method == "CONNECT"
+
+
+def head_end(buffer: bytes | bytearray, max_head: int = MAX_HEAD) -> int:
+    """Index just past the head's final CRLF CRLF, or -1 when more bytes are needed.
+
+    Raises ProtocolError (431) once the buffer holds more than `max_head` bytes without an end.
+    """
+    end = buffer.find(b"\r\n\r\n", 0, max_head + 4)
+    if end >= 0:
+        return end + 4
+    if len(buffer) > max_head:
+        raise ProtocolError(431, f"request head larger than {max_head} bytes")
+    return -1
+
+
+def parse_request(head: bytes) -> Request:
+    """Parse one request head (ending in CRLF CRLF) into a `Request`."""
+    lines = head.split(b"\r\n")
+    if len(lines) < 3 or lines[-1] or lines[-2]:
+        raise ProtocolError(400, "request head does not end with an empty line")
+    fields = _parse_fields(lines[1:-2])
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise ProtocolError(400, "request line is not 'METHOD TARGET HTTP/1.1'")
+    raw_method, raw_target, raw_version = parts
+    if not _TOKEN.fullmatch(raw_method):
+        raise ProtocolError(400, "request method is not a token")
+    if raw_version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise ProtocolError(400, "only HTTP/1.0 and HTTP/1.1 requests are served")
+    if not _TARGET_CHARS.fullmatch(raw_target):
+        raise ProtocolError(400, "request target has spaces, controls or non-ASCII bytes")
+    method, text = raw_method.decode("ascii"), raw_target.decode("ascii")
+    if method == "CONNECT":
+        return Request(method, parse_authority(text), "", raw_version.decode(), fields)
+    target, path = parse_absolute(text)
+    return Request(method, target, path, raw_version.decode(), fields)
+
+
+def _parse_fields(lines: list[bytes]) -> tuple[tuple[bytes, bytes], ...]:
+    if len(lines) > MAX_FIELDS:
+        raise ProtocolError(431, f"more than {MAX_FIELDS} header fields")
+    fields = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise ProtocolError(400, "malformed header field line")
+        if _BAD_VALUE.search(value) or b"\r" in value:
+            raise ProtocolError(400, "control character in a header field value")
+        fields.append((name, value.strip(b" \t")))
+    return tuple(fields)
+
+
+def parse_authority(text: str, default_port: int | None = None) -> Target:
+    """`host:port`, `[v6]:port`, or (with `default_port`) the host alone, as a `Target`."""
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ProtocolError(400, "unterminated IPv6 literal in the request target")
+        literal, rest = text[1:close], text[close + 1 :]
+        try:
+            host = ipaddress.IPv6Address(literal).compressed
+        except ValueError:
+            raise ProtocolError(400, "bracketed host is not an IPv6 address") from None
+        if "%" in literal:
+            raise ProtocolError(400, "IPv6 zone identifiers are not served")
+        if rest and not rest.startswith(":"):
+            raise ProtocolError(400, "unexpected text after the IPv6 literal")
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text_or_empty = text.rpartition(":")
+        if not colon:
+            host, port_text = text, None
+        else:
+            port_text = port_text_or_empty
+        host = host.lower()
+        if not host or not _REG_NAME.fullmatch(host) or ".." in host:
+            raise ProtocolError(400, "request target host is not a hostname or IPv4 address")
+        if not _is_ip(host) and _looks_numeric(host):
+            # 127.1, 0x7f.1, 2130706433: inet_aton would turn these into addresses.
+            raise ProtocolError(400, "numeric host that is not a full IPv4 address")
+    if port_text is None:
+        if default_port is None:
+            raise ProtocolError(400, "CONNECT target needs a port, as in host:443")
+        return Target(host, default_port)
+    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
+        raise ProtocolError(400, "request target port is not a number from 1 to 65535")
+    return Target(host, int(port_text))
+
+
+def parse_absolute(text: str) -> tuple[Target, str]:
+    """`http://authority/path?query` into a `Target` (port 80 by default) and the origin form."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise ProtocolError(400, "this is a proxy: send CONNECT or an absolute http:// URL")
+    if scheme.lower() != "http":
+        raise ProtocolError(400, f"scheme {scheme.lower()!r} is not proxied; use CONNECT")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if "@" in authority:
+        raise ProtocolError(400, "user information in the URL is not served")
+    if "#" in path:
+        raise ProtocolError(400, "fragment in the request target")
+    if not path.startswith("/"):
+        path = "/" + path
+    return parse_authority(authority, default_port=80), path
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_numeric(host: str) -> bool:
+    labels = host.rstrip(".").split(".")
+    return all(
+        label.isdigit() or (label[:2] == "0x" and all(c in "0123456789abcdef" for c in label[2:]))
+        for label in labels
+    )
+
+
+def forward_head(request: Request) -> bytes:
+    """The head to send upstream for an absolute-form request: origin form, hop-by-hop fields
+    dropped, Host set to the target the decision was made for, one request per connection."""
+    named = _connection_names(request.fields)
+    out = [f"{request.method} {request.path} HTTP/1.1\r\n".encode()]
+    out.append(b"Host: " + _host_value(request.target).encode() + b"\r\n")
+    for name, value in request.fields:
+        lowered = name.lower()
+        if lowered == b"host" or lowered in _HOP_BY_HOP or lowered in named:
+            continue
+        out.append(name + b": " + value + b"\r\n")
+    out.append(b"Connection: close\r\n\r\n")
+    return b"".join(out)
+
+
+def _host_value(target: Target) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return host if target.port == 80 else f"{host}:{target.port}"
+
+
+def _connection_names(fields: tuple[tuple[bytes, bytes], ...]) -> frozenset[bytes]:
+    names: set[bytes] = set()
+    for name, value in fields:
+        if name.lower() in (b"connection", b"proxy-connection"):
+            names.update(part.strip().lower() for part in value.split(b","))
+    return frozenset(names)
+
+
+def response_status(head: bytes) -> int:
+    """The status code of an upstream response head; ProtocolError (502) if it has none."""
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(502, "the registry sent something that is not an HTTP response")
+    if len(parts[1]) != 3:
+        raise ProtocolError(502, "the registry sent a malformed status code")
+    return int(parts[1])
+
+
+def close_response_head(head: bytes) -> bytes:
+    """An upstream response head with its connection fields replaced by `Connection: close`,
+    so the client never reuses a connection the proxy will close after this exchange."""
+    lines = head.split(b"\r\n")
+    fields = []
+    for line in lines[1:-2]:
+        name = line.partition(b":")[0].strip().lower()
+        if name in (b"connection", b"proxy-connection", b"keep-alive"):
+            continue
+        fields.append(line)
+    return b"\r\n".join([lines[0], *fields, b"Connection: close", b"", b""])
+
+
+def reason_phrase(text: str, limit: int = MAX_REASON) -> str:
+    """One safe status-line reason: controls replaced by spaces, at most `limit` characters,
+    ASCII only (latin-1 bytes would be misread by clients)."""
+    flat = _CONTROL.sub(" ", text).strip()
+    flat = flat.encode("ascii", "replace").decode("ascii")
+    if len(flat) > limit:
+        flat = flat[: limit - 3].rstrip() + "..."
+    return flat
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A complete response for a refused or failed request: the message in the status line
+    (Go clients show only that for CONNECT) and a registry-style JSON error body (docker shows
+    its message for plain-HTTP registries)."""
+    phrase = _PHRASES.get(status, "Error")
+    reason = reason_phrase(message)
+    body = json.dumps(
+        {"errors": [{"code": _CODES.get(status, "UNSUPPORTED"), "message": message}]}
+    ).encode()
+    return (
+        f"HTTP/1.1 {status} {phrase} ({reason})\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii") + body

@@ -1,0 +1,358 @@
+"""The proxy's I/O: accept, read one request head, ask the host decision, connect, relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import resource
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from regward.errors import ConfigError
+from regward.policy import Decision
+
+from .protocol import (
+    CONNECT_ESTABLISHED,
+    MAX_HEAD,
+    ProtocolError,
+    Request,
+    Target,
+    close_response_head,
+    error_response,
+    forward_head,
+    head_end,
+    parse_request,
+    response_status,
+)
+from .relay import PipePool, Tunnel
+
+log = logging.getLogger("regward.agent.proxy")
+
+HostDecider = Callable[[str, int], Decision]
+DEFAULT_LISTEN = "127.0.0.1:3128"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Where the proxy listens and the limits that keep slow or hostile clients cheap."""
+
+    host: str = "127.0.0.1"
+    port: int = 3128
+    max_connections: int = 4096
+    max_head: int = MAX_HEAD
+    handshake_timeout: float = 10.0  # to send a complete request head (slowloris)
+    connect_timeout: float = 10.0  # to resolve and connect to the registry
+    idle_timeout: float = 300.0  # a tunnel with no bytes either way for this long is closed
+    shutdown_grace: float = 2.0  # open tunnels may finish this long after close()
+    backlog: int = 1024
+
+    @classmethod
+    def from_listen(cls, listen: str) -> ProxySettings:
+        """Default limits on `listen`, as given to --listen."""
+        host, port = parse_listen(listen)
+        return cls(host=host, port=port)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` into (host, port); ConfigError names the bad value."""
+    host, sep, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(
+            f"proxy listen address {listen!r} is not HOST:PORT; "
+            f"use e.g. {DEFAULT_LISTEN} or [::1]:3128"
+        )
+    return host, int(port)
+
+
+class ProxyServer:
+    """The egress proxy. `decide_host` is consulted for every connection, so a new policy
+    applies to the next connection at once; `describe` turns a refusal into its message."""
+
+    def __init__(
+        self,
+        settings: ProxySettings,
+        decide_host: HostDecider,
+        describe: Callable[[Decision], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._decide = decide_host
+        self._describe = describe or (lambda decision: decision.message())
+        self._listener: socket.socket | None = None
+        self._pool = PipePool()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tunnels: set[Tunnel] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.address: tuple[str, int] = (settings.host, settings.port)
+
+    @property
+    def connections(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        """Bind and start accepting; raises ConfigError when the address cannot be used."""
+        loop = asyncio.get_running_loop()
+        _raise_file_limit(self.settings.max_connections * 4 + 64)
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.settings.host, self.settings.port))
+            listener.listen(self.settings.backlog)
+        except OSError as error:
+            listener.close()
+            where = f"{self.settings.host}:{self.settings.port}"
+            raise ConfigError(
+                f"the proxy cannot listen on {where}: {error.strerror}; "
+                "pick another address with --listen / --proxy-listen"
+            ) from None
+        listener.setblocking(False)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        loop.add_reader(listener.fileno(), self._accept)
+        self._sweeper = loop.create_task(self._sweep_idle(), name="proxy-idle-sweeper")
+        log.info("proxy listening on %s:%d", *self.address)
+
+    def _accept(self) -> None:
+        listener, loop = self._listener, asyncio.get_running_loop()
+        if listener is None:
+            return
+        for _ in range(64):
+            try:
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE and friends: shed load, keep serving
+                log.warning("proxy accept failed: %s", error)
+                return
+            if len(self._tasks) >= self.settings.max_connections:
+                with contextlib.suppress(OSError):
+                    client.setblocking(False)
+                    client.send(error_response(503, "the proxy has too many open connections"))
+                client.close()
+                continue
+            client.setblocking(False)
+            task = loop.create_task(self._serve(client), name="proxy-connection")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, client: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        try:
+            try:
+                async with asyncio.timeout(self.settings.handshake_timeout):
+                    request, rest = await self._read_request(client)
+            except TimeoutError:
+                raise ProtocolError(408, "request head not received in time") from None
+            decision = self._decision(request.target)
+            if not decision.allowed:
+                message = self._describe(decision)
+                log.info("proxy refused %s: %s", request.target.authority, message)
+                await self._send(client, error_response(403, message))
+                return
+            upstream = await self._connect(request.target)
+            if request.is_connect:
+                await self._send(client, CONNECT_ESTABLISHED)
+                if rest:
+                    await self._send(upstream, rest)
+                await self._relay(client, upstream)
+            else:
+                await self._forward(client, upstream, request, rest)
+        except ProtocolError as error:
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(1):
+                    await self._send(client, error_response(error.status, error.message))
+        except OSError:
+            pass  # the client went away; nothing to tell it
+        finally:
+            client.close()
+            if upstream is not None:
+                upstream.close()
+
+    async def _send(self, sock: socket.socket, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, data)
+
+    async def _read_request(self, client: socket.socket) -> tuple[Request, bytes]:
+        loop = asyncio.get_running_loop()
+        buffer = bytearray()
+        while True:
+            chunk = await loop.sock_recv(client, 65536)
+            if not chunk:
+                raise OSError(errno.ECONNRESET, "client closed before a request")
+            buffer += chunk
+            end = head_end(buffer, self.settings.max_head)
+            if end >= 0:
+                return parse_request(bytes(buffer[:end])), bytes(buffer[end:])
+
+    def _decision(self, target: Target) -> Decision:
+        try:
+            return self._decide(target.host, target.port)
+        except Exception:  # fail closed: a broken decision never opens a connection
+            log.exception("proxy host decision failed for %s", target.authority)
+            raise ProtocolError(
+                503, f"Regward could not check {target.authority} against the policy"
+            ) from None
+
+    async def _connect(self, target: Target) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                if target.is_ip:
+                    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+                    addresses: list[tuple[socket.AddressFamily, Any]] = [
+                        (family, (target.host, target.port))
+                    ]
+                else:
+                    infos = await loop.getaddrinfo(
+                        target.host, target.port, type=socket.SOCK_STREAM
+                    )
+                    addresses = [(info[0], info[4]) for info in infos]
+                failure: OSError = OSError(f"{target.host} has no address")
+                for family, address in addresses:
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    try:
+                        await loop.sock_connect(sock, address)
+                    except OSError as error:
+                        sock.close()
+                        failure = error
+                        continue
+                    except BaseException:
+                        sock.close()
+                        raise
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    return sock
+        except TimeoutError:
+            raise ProtocolError(504, f"no connection to {target.authority} in time") from None
+        except socket.gaierror as error:
+            raise ProtocolError(502, f"cannot resolve {target.host}: {error.strerror}") from None
+        reason = failure.strerror or str(failure)
+        raise ProtocolError(502, f"cannot connect to {target.authority}: {reason}")
+
+    async def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        tunnel = Tunnel(loop, self._pool, client, upstream)
+        self._tunnels.add(tunnel)
+        try:
+            tunnel.up.start()
+            tunnel.down.start()
+            await tunnel.wait()
+        finally:
+            self._tunnels.discard(tunnel)
+
+    async def _forward(
+        self, client: socket.socket, upstream: socket.socket, request: Request, rest: bytes
+    ) -> None:
+        """One absolute-form request: its head rewritten, body and response spliced."""
+        loop = asyncio.get_running_loop()
+        await self._send(upstream, forward_head(request) + rest)
+        tunnel = Tunnel(loop, self._pool, client, upstream)
+        tunnel.downstream_only = True
+        self._tunnels.add(tunnel)
+        try:
+            tunnel.up.start()
+            head, extra = await self._response_head(upstream)
+            await self._send(client, head + extra)
+            tunnel.down.start()
+            await tunnel.wait()
+        finally:
+            tunnel.abort()
+            self._tunnels.discard(tunnel)
+
+    async def _response_head(self, upstream: socket.socket) -> tuple[bytes, bytes]:
+        """Read the final response head (passing 1xx heads through), rewritten to close."""
+        loop = asyncio.get_running_loop()
+        buffer = bytearray()
+        interim = b""
+        async with asyncio.timeout(self.settings.idle_timeout):
+            while True:
+                try:
+                    end = head_end(buffer, self.settings.max_head * 4)
+                except ProtocolError:
+                    raise ProtocolError(502, "the registry sent an oversized head") from None
+                if end < 0:
+                    chunk = await loop.sock_recv(upstream, 65536)
+                    if not chunk:
+                        raise ProtocolError(502, "the registry closed without a response")
+                    buffer += chunk
+                    continue
+                head = bytes(buffer[:end])
+                del buffer[:end]
+                if 100 <= response_status(head) < 200:
+                    interim += head
+                    continue
+                return interim + close_response_head(head), bytes(buffer)
+
+    async def _sweep_idle(self) -> None:
+        seen: dict[Tunnel, tuple[int, float]] = {}
+        period = max(0.05, self.settings.idle_timeout / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            current: dict[Tunnel, tuple[int, float]] = {}
+            for tunnel in self._tunnels:
+                activity = tunnel.activity
+                last, since = seen.get(tunnel, (-1, now))
+                if activity != last:
+                    since = now
+                elif now - since >= self.settings.idle_timeout:
+                    tunnel.abort()
+                current[tunnel] = (activity, since)
+            seen = current
+
+    async def close(self) -> None:
+        """Stop accepting, let open connections finish for `shutdown_grace`, then end them."""
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace)
+        for tunnel in list(self._tunnels):
+            tunnel.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        self._pool.close()
+
+    async def __aenter__(self) -> ProxyServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def serve(
+    listen: str,
+    decide_host: HostDecider,
+    stop: asyncio.Event,
+    describe: Callable[[Decision], str] | None = None,
+    ready: Callable[[ProxyServer], None] | None = None,
+) -> None:
+    """Run the proxy on `listen` (HOST:PORT) until `stop` is set, then shut down gracefully."""
+    async with ProxyServer(ProxySettings.from_listen(listen), decide_host, describe) as server:
+        if ready is not None:
+            ready(server)
+        await stop.wait()
+
+
+def _raise_file_limit(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
