@@ -105,9 +105,9 @@ def normalize_host(host: str, original: str | None = None) -> str:
     Raise InvalidAddress for anything that is not a hostname or an IP address.
     """
     shown = original if original is not None else host
-    if host.startswith("[") and host.endswith("]"):
+    if ":" in host or host.startswith("["):  # an IPv6 literal, with or without brackets
         try:
-            return ipaddress.IPv6Address(host[1:-1]).compressed
+            return ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]")).compressed
         except ValueError:
             raise InvalidAddress(f"registry address {shown!r}: not an IPv6 address") from None
     if host.endswith("."):

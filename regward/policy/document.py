@@ -174,7 +174,7 @@ class RegistryEntry:
             "nickname": self.nickname,
             "allowed": self.allowed,
             "repositories": [str(p) for p in self.repositories],
-            "actions": sorted(self.actions),
+            "actions": sorted(action.value for action in self.actions),
             "extra_hosts": [str(h) for h in self.extra_hosts],
         }
 

@@ -53,21 +53,9 @@ def lint(policy: Policy) -> list[LintWarning]:
     for number, entry in enumerate(policy.registries, start=1):
         name = str(entry.address)
         for host in (entry.address, *entry.extra_hosts):
-            shared = _shared_domain(host)
-            if shared:
-                warnings.append(
-                    LintWarning(
-                        name,
-                        f"{host} covers the shared domain {shared}: every tenant's storage, not "
-                        "just this registry's; list the exact host (e.g. the registry's bucket)",
-                    )
-                )
-            elif _public_suffix_wildcard(host):
-                warnings.append(
-                    LintWarning(
-                        name, f"{host} is a wildcard over a public suffix: it admits any registry"
-                    )
-                )
+            warning = _risk(host)
+            if warning:
+                warnings.append(LintWarning(name, warning))
         patterns = entry.repositories or (RepositoryPattern((), prefix=True),)
         earlier = [seen.get((entry.address, p)) for p in patterns]
         if all(earlier):
@@ -83,6 +71,18 @@ def lint(policy: Policy) -> list[LintWarning]:
             seen.setdefault((entry.address, pattern), number)
         warnings.extend(_redundant_extra_hosts(entry))
     return warnings
+
+
+def _risk(host: Address) -> str | None:
+    if _public_suffix_wildcard(host):
+        return f"{host} is a wildcard over a public suffix: it admits any registry"
+    shared = _shared_domain(host)
+    if shared:
+        return (
+            f"{host} covers the shared domain {shared}: every tenant's storage, not just this "
+            "registry's; list the exact host (e.g. the registry's bucket)"
+        )
+    return None
 
 
 def _shared_domain(address: Address) -> str | None:

@@ -1,0 +1,37 @@
+"""A naive, obviously correct evaluator: a linear scan over every entry.
+
+The tests compare the indexed engine with it on random policies; bench/match.py measures the
+engine against it. It restates the rules of regward.policy.engine in the plainest form.
+"""
+
+from __future__ import annotations
+
+from regward.policy import Action, ImageReference, Policy, RegistryEntry
+
+
+def naive_evaluate(policy: Policy, action: Action, reference: ImageReference) -> bool:
+    if not policy.enabled:
+        return True
+    port = reference.port if reference.port is not None else 443
+    parts = reference.repository.split("/")
+    best_key = None
+    best: list[RegistryEntry] = []
+    for entry in policy.registries:
+        if not entry.address.matches(reference.host, port):
+            continue
+        for pattern in entry.repositories or [None]:
+            if pattern is None:
+                repo_key = (0, 0)
+            elif pattern.matches(reference.repository):
+                repo_key = pattern.specificity
+            else:
+                continue
+            key = (entry.address.specificity, repo_key)
+            if best_key is None or key > best_key:
+                best_key, best = key, [entry]
+            elif key == best_key:
+                best.append(entry)
+    assert len(parts) >= 1
+    if not best or any(not e.allowed for e in best):
+        return False
+    return any(action in e.actions for e in best)
