@@ -1,10 +1,320 @@
-"""Subcommands of this domain; filled in by its issue."""
+"""The agent's commands: sign-in, status, and running or installing the agent.
+
+    regward login --server URL --org ORG [--token-stdin] [--public-key KEY]
+    regward logout
+    regward status [--json]
+    regward agent run [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
+    regward agent install [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
+                          [--root DIR] [--dry-run]
+
+The state directory is $REGWARD_AGENT_DIR (default /var/lib/regward as root) and registry.json
+is read from $REGWARD_REGISTRY_JSON (default /usr/share/docker-desktop/registry/registry.json).
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+from regward.errors import ConfigError
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
-    """Register this domain's subcommands on the top-level parser."""
+    """Register login, logout, status and agent on the top-level parser."""
+    login = commands.add_parser(
+        "login", help="sign this machine in to an organization of a Regward server"
+    )
+    login.add_argument("--server", required=True, help="the Regward server's URL")
+    login.add_argument("--org", required=True, help="the organization to sign in to")
+    login.add_argument(
+        "--token-stdin", action="store_true", help="read the access token from standard input"
+    )
+    login.add_argument(
+        "--public-key",
+        help="the server's signing key (base64) to pin, from the dashboard; "
+        "default: the key the server presents now",
+    )
+    login.set_defaults(run=_login)
+
+    logout = commands.add_parser(
+        "logout", help="drop the sign-in and the cached policy (applies at once)"
+    )
+    logout.set_defaults(run=_logout)
+
+    status = commands.add_parser("status", help="who is signed in and what is enforced")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(run=_status)
+
+    agent = commands.add_parser("agent", help="run or install the agent on this machine")
+    actions = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="run the AuthZ plugin, policy sync and egress proxy")
+    _enforcement_flags(run)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(run=_agent_run)
+    install = actions.add_parser(
+        "install", help="write the plugin spec, dockerd configuration and a systemd unit"
+    )
+    _enforcement_flags(install)
+    install.add_argument("--root", type=Path, default=Path("/"), help="install under this root")
+    install.add_argument("--dry-run", action="store_true", help="print what would change")
+    install.set_defaults(run=_agent_install)
+    try:
+        from regward.agent.proxy import add_proxy_command
+    except ImportError:  # the proxy package is optional in a partial build
+        return
+    add_proxy_command(actions)
+
+
+def _enforcement_flags(parser: argparse.ArgumentParser) -> None:
+    from regward.agent.runner import DEFAULT_AUTHZ_SOCKET, DEFAULT_PROXY_LISTEN
+
+    parser.add_argument(
+        "--authz-socket",
+        type=Path,
+        default=DEFAULT_AUTHZ_SOCKET,
+        help=f"the AuthZ plugin's unix socket (default {DEFAULT_AUTHZ_SOCKET})",
+    )
+    parser.add_argument(
+        "--proxy-listen",
+        default=DEFAULT_PROXY_LISTEN,
+        help=f"the egress proxy's address, or off (default {DEFAULT_PROXY_LISTEN})",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="enforce this policy file (YAML or JSON) instead of a signed-in server's",
+    )
+
+
+def _read_token(args: argparse.Namespace) -> str:
+    if args.token_stdin:
+        token = sys.stdin.readline().strip()
+    else:
+        token = getpass.getpass("Access token: ").strip()
+    if not token:
+        raise ConfigError("no access token given; create one in the dashboard (Tokens)")
+    return token
+
+
+def _login(args: argparse.Namespace) -> int:
+    import httpx
+
+    from regward.agent.state import AgentState, Credentials
+    from regward.errors import InvalidPolicy, SignatureError
+    from regward.policy import SignedPolicy, public_key_from_text, verify
+
+    server = args.server.rstrip("/")
+    if not server.startswith(("http://", "https://")):
+        raise ConfigError(f"--server {args.server!r} must be a URL like https://regward.example")
+    org = args.org.strip().lower()
+    token = _read_token(args)
+    headers = {"Authorization": f"Bearer {token}", "User-Agent": "regward-agent"}
+    try:
+        with httpx.Client(headers=headers, timeout=15, trust_env=False) as client:
+            user = client.get(f"{server}/api/v1/user")
+            if user.status_code == 401:
+                raise ConfigError("the server refused the token; create a new one and try again")
+            _expect(user, "checking the token")
+            organization = client.get(f"{server}/api/v1/orgs/{org}")
+            if organization.status_code == 404:
+                raise ConfigError(f"organization '{org}' does not exist or you are not a member")
+            _expect(organization, f"reading organization '{org}'")
+            key = client.get(f"{server}/api/v1/signing-key")
+            _expect(key, "reading the server's signing key")
+            presented = str(key.json().get("public_key", ""))
+            policy = client.get(f"{server}/api/v1/orgs/{org}/policy")
+    except httpx.HTTPError as error:
+        raise ConfigError(f"cannot reach {server}: {error}") from error
+    pinned = args.public_key or presented
+    if args.public_key and args.public_key != presented:
+        raise ConfigError(
+            "the server presents a different signing key than --public-key; refusing to sign in"
+        )
+    try:
+        public_key = public_key_from_text(pinned)
+    except SignatureError as error:
+        raise ConfigError(f"the server's signing key {pinned!r} is not valid: {error}") from error
+    state = AgentState()
+    credentials = Credentials(
+        server=server,
+        organization=org,
+        token=token,
+        public_key=pinned,
+        user=str(user.json().get("username", "")),
+    )
+    revision = "none applied yet"
+    if policy.status_code == 200:
+        try:
+            verified = verify(SignedPolicy.from_json(policy.content), public_key)
+        except (InvalidPolicy, SignatureError) as error:
+            raise ConfigError(f"the server's policy does not verify: {error}") from error
+        state.logout()  # the previous organization's cache must not survive
+        state.save_policy(policy.content)
+        revision = f"revision {verified.revision}"
+    else:
+        state.logout()
+    state.save_credentials(credentials)
+    print(f"Signed in to '{org}' at {server} as {credentials.user or 'token'} ({revision}).")
+    print(f"Pinned signing key {pinned}; credentials in {state.credentials_path} (0600).")
+    return 0
+
+
+def _expect(response: Any, what: str) -> None:
+    if response.status_code >= 400:
+        raise ConfigError(f"{what} failed: the server answered {response.status_code}")
+
+
+def _logout(args: argparse.Namespace) -> int:
+    from regward.agent.state import AgentState
+
+    state = AgentState()
+    credentials = state.credentials()
+    if state.logout():
+        where = f" from '{credentials.organization}'" if credentials else ""
+        print(f"Signed out{where}; the cached policy is gone.")
+    else:
+        print("Not signed in.")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from regward.agent.runner import describe
+    from regward.agent.state import AgentState
+
+    state = AgentState()
+    credentials = state.credentials()
+    enforcement = state.enforcement()
+    running = state.read_status()
+    alive = bool(running and running.get("running") and _pid_alive(int(running.get("pid", 0))))
+    points: dict[str, Any] = {"authz": None, "proxy": None}
+    if alive and running:
+        sock = running.get("authz_socket")
+        points["authz"] = {"socket": sock, "up": bool(sock) and _unix_up(str(sock))}
+        listen = running.get("proxy_listen")
+        points["proxy"] = {"listen": listen, "up": bool(listen) and _tcp_up(str(listen))}
+    report: dict[str, Any] = {
+        "signed_in": credentials is not None,
+        "server": credentials.server if credentials else None,
+        "organization": credentials.organization if credentials else None,
+        "user": credentials.user if credentials else None,
+        "required_orgs": list(enforcement.required_orgs),
+        "enforced": describe(enforcement) if not (alive and running) else None,
+        "agent_running": alive,
+        "enforcement_points": points,
+    }
+    if alive and running:
+        report["enforced"] = (
+            f"revision {running['revision']} of '{running['organization']}'"
+            if running.get("revision") is not None
+            else describe(enforcement)
+        )
+        if running.get("policy_file"):
+            report["enforced"] += f" (policy file {running['policy_file']})"
+        report["revision"] = running.get("revision")
+        report["sync"] = running.get("sync")
+    else:
+        report["revision"] = enforcement.policy.revision if enforcement.policy else None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if credentials:
+        print(f"Signed in:   {credentials.user or 'token'} to '{credentials.organization}'")
+        print(f"Server:      {credentials.server}")
+    else:
+        print("Signed in:   no")
+    if enforcement.required_orgs:
+        print(f"registry.json requires: {', '.join(enforcement.required_orgs)}")
+    print(f"Enforcing:   {report['enforced']}")
+    sync = report.get("sync")
+    if sync:
+        last = sync.get("last_sync")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last)) if last else "never"
+        print(
+            f"Last sync:   {when}" + (f" ({sync['last_error']})" if sync.get("last_error") else "")
+        )
+    if not alive:
+        print("Agent:       not running (`regward agent run`)")
+    else:
+        for name, point in points.items():
+            if point is None or not (point.get("socket") or point.get("listen")):
+                print(f"{name:<12} off")
+            else:
+                where = point.get("socket") or point.get("listen")
+                print(f"{name + ':':<12} {'up' if point['up'] else 'DOWN'} at {where}")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unix_up(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def _tcp_up(listen: str) -> bool:
+    host, _, port = listen.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from regward.agent.runner import AgentOptions, parse_listen
+    from regward.agent.state import load_policy_file
+
+    if args.policy is not None:
+        load_policy_file(args.policy)  # a bad file is an error now, not a refused pull later
+    return AgentOptions(
+        authz_socket=args.authz_socket,
+        proxy_listen=parse_listen(args.proxy_listen),
+        policy_file=args.policy,
+    )
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from regward.agent.runner import run_agent
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(run_agent(_options(args)))
+    return 0
+
+
+def _agent_install(args: argparse.Namespace) -> int:
+    from regward.agent.install import install
+
+    options = _options(args)
+    for line in install(options, root=args.root, dry_run=args.dry_run):
+        print(line)
+    return 0

@@ -1,0 +1,229 @@
+"""`regward agent run`: the AuthZ plugin, policy sync and the egress proxy in one process.
+
+    AgentOptions(authz_socket=..., proxy_listen="127.0.0.1:3128" | None, policy_file=None)
+    asyncio.run(run_agent(options))          # until SIGTERM or SIGINT, then a clean shutdown
+
+Sign-in changes made while the agent runs (`regward login`, `regward logout`, a new
+registry.json) are picked up within a second: a watcher compares the files' stamps and rebuilds
+what is enforced, so a logout applies at once, as Docker's forced logout does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from regward.agent.authz import AuthZPlugin
+from regward.agent.guard import Enforcement, Guard
+from regward.agent.state import AgentState, write_private
+from regward.agent.sync import Syncer
+from regward.errors import ConfigError
+
+log = logging.getLogger("regward.agent")
+
+DEFAULT_AUTHZ_SOCKET = Path("/run/docker/plugins/regward.sock")
+DEFAULT_PROXY_LISTEN = "127.0.0.1:3128"
+WATCH_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    authz_socket: Path | None = DEFAULT_AUTHZ_SOCKET
+    proxy_listen: tuple[str, int] | None = ("127.0.0.1", 3128)
+    policy_file: Path | None = None
+    state_dir: Path | None = None
+    registry_json: Path | None = None
+    long_poll: int = 30
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`HOST:PORT` or `off`; raise ConfigError naming the value otherwise."""
+    if text.strip().lower() == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--proxy-listen {text!r} must be HOST:PORT (like 127.0.0.1:3128) or off")
+    return host, int(port)
+
+
+def agent_id(state: AgentState) -> str:
+    path = state.directory / "agent-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = str(uuid.uuid4())
+        write_private(path, value.encode())
+        return value
+
+
+async def start_proxy(guard: Guard, host: str, port: int) -> Any:
+    """Start the egress proxy (regward.agent.proxy, its own package) on host:port."""
+    try:
+        from regward.agent.proxy import ProxyServer, ProxySettings
+    except ImportError as error:
+        raise ConfigError(
+            f"the egress proxy cannot start ({error}); run with --proxy-listen off"
+        ) from error
+    server = ProxyServer(ProxySettings(host=host, port=port), guard.decide_host, guard.message)
+    await server.start()
+    return server
+
+
+class Agent:
+    def __init__(self, options: AgentOptions) -> None:
+        self.options = options
+        self.state = AgentState(options.state_dir, options.registry_json)
+        self.guard = Guard(self.state.enforcement(options.policy_file))
+        self.plugin = (
+            AuthZPlugin(self.guard, options.authz_socket) if options.authz_socket else None
+        )
+        self.syncer: Syncer | None = None
+        self._sync_tasks: list[asyncio.Task[None]] = []
+        self._proxy: Any = None
+        self._stamps = self._file_stamps()
+        self.started = time.time()
+
+    def _file_stamps(self) -> tuple[object, ...]:
+        paths = [self.state.credentials_path, self.state.registry_json]
+        if self.options.policy_file:
+            paths.append(self.options.policy_file)
+        stamps: list[object] = []
+        for path in paths:
+            try:
+                info = path.stat()
+                stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.plugin is not None:
+            await self.plugin.start()
+            log.info("AuthZ plugin listening on %s", self.plugin.socket_path)
+        if self.options.proxy_listen is not None:
+            host, port = self.options.proxy_listen
+            self._proxy = await start_proxy(self.guard, host, port)
+            log.info("egress proxy listening on %s:%d", host, port)
+        self._start_sync()
+        self.write_status()
+        watcher = asyncio.create_task(self._watch(stop), name="regward-agent-watch")
+        try:
+            await stop.wait()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await self._stop_sync()
+            if self._proxy is not None:
+                await self._proxy.close()
+            if self.plugin is not None:
+                await self.plugin.close()
+            self.write_status(running=False)
+            log.info("agent stopped")
+
+    def _start_sync(self) -> None:
+        if self.options.policy_file is not None:
+            return
+        credentials = self.state.credentials()
+        if credentials is None:
+            return
+        self.syncer = Syncer(
+            self.state,
+            self.guard,
+            credentials,
+            agent_id(self.state),
+            wait=self.options.long_poll,
+            on_change=self.write_status,
+        )
+        self._sync_tasks = [
+            asyncio.create_task(self.syncer.run(), name="regward-agent-sync"),
+            asyncio.create_task(self.syncer.report_denials(), name="regward-agent-report"),
+        ]
+
+    async def _stop_sync(self) -> None:
+        for task in self._sync_tasks:
+            task.cancel()
+        for task in self._sync_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._sync_tasks = []
+        if self.syncer is not None:
+            await self.syncer.aclose()
+            self.syncer = None
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Rebuild what is enforced when the sign-in, registry.json or policy file changes."""
+        while not stop.is_set():
+            await asyncio.sleep(WATCH_INTERVAL)
+            stamps = self._file_stamps()
+            if stamps == self._stamps:
+                continue
+            self._stamps = stamps
+            try:
+                enforcement = self.state.enforcement(self.options.policy_file)
+            except Exception as error:  # a broken file keeps the current, never opens up
+                log.error("cannot reload the agent's settings: %s", error)
+                continue
+            log.info("sign-in or settings changed; now enforcing: %s", describe(enforcement))
+            await self._stop_sync()
+            self.guard.update(enforcement)
+            self._start_sync()
+            self.write_status()
+
+    def write_status(self, running: bool = True) -> None:
+        enforcement = self.guard.enforcement
+        status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "running": running,
+            "started": self.started,
+            "updated": time.time(),
+            "mode": enforcement.mode,
+            "organization": enforcement.organization,
+            "revision": enforcement.policy.revision if enforcement.policy else None,
+            "blocked": enforcement.blocked_reason,
+            "authz_socket": str(self.plugin.socket_path) if self.plugin else None,
+            "proxy_listen": (
+                "{}:{}".format(*self.options.proxy_listen) if self.options.proxy_listen else None
+            ),
+            "policy_file": str(self.options.policy_file) if self.options.policy_file else None,
+            "denials_queued": len(self.guard.denials),
+            "denials_dropped": self.guard.denials.dropped,
+        }
+        if self.syncer is not None:
+            status["sync"] = self.syncer.status.to_dict()
+        try:
+            self.state.write_status(status)
+        except OSError as error:
+            log.warning("cannot write %s: %s", self.state.status_path, error)
+
+
+def describe(enforcement: Enforcement) -> str:
+    blocked = enforcement.blocked_reason
+    if blocked:
+        return f"nothing (fail closed): {blocked}"
+    if enforcement.policy is None:
+        return "nothing (no organization manages this machine)"
+    return (
+        f"revision {enforcement.policy.revision} of '{enforcement.policy.organization}'"
+        f" from {enforcement.source}"
+    )
+
+
+async def run_agent(options: AgentOptions) -> None:
+    """Run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    agent = Agent(options)
+    log.info("enforcing %s", describe(agent.guard.enforcement))
+    await agent.run(stop)

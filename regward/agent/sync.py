@@ -1,0 +1,259 @@
+"""Policy sync: the signed feed of the signed-in organization, kept verified and cached.
+
+One loop per agent:
+
+    GET {server}/api/v1/orgs/{org}/policy?wait=S&after=N   (If-None-Match: the last ETag)
+      200  a signed revision: verify against the key pinned at login; refuse anything unsigned,
+           badly signed, of another organization or older than the one enforced; else write the
+           cache atomically, hand the policy to the guard, check in the applied revision
+      304  nothing newer within the wait; ask again at once
+      else the server is unreachable or refuses: keep enforcing the last verified revision and
+           retry with exponential backoff and jitter (0.5 s doubling to 60 s)
+
+A second loop sends denial reports in batches from the guard's bounded queue every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from regward.agent.guard import Enforcement, Guard
+from regward.agent.state import AgentState, Credentials
+from regward.errors import InvalidPolicy, SignatureError
+from regward.policy import Policy, SignedPolicy, public_key_from_text, verify
+
+log = logging.getLogger("regward.agent.sync")
+
+LONG_POLL_SECONDS = 30
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 60.0
+REPORT_INTERVAL = 2.0
+
+
+@dataclass
+class SyncStatus:
+    last_sync: float | None = None  # last successful answer from the server
+    last_error: str | None = None
+    revision: int | None = None
+    refused_revisions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "last_sync": self.last_sync,
+            "last_error": self.last_error,
+            "revision": self.revision,
+            "refused_revisions": self.refused_revisions[-5:],
+        }
+
+
+def api_url(server: str, path: str) -> str:
+    return server.rstrip("/") + path
+
+
+class Syncer:
+    """Keeps the guard's policy equal to the newest verified revision of the organization."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        guard: Guard,
+        credentials: Credentials,
+        agent_id: str,
+        *,
+        wait: int = LONG_POLL_SECONDS,
+        on_change: Any = None,
+    ) -> None:
+        self.state = state
+        self.guard = guard
+        self.credentials = credentials
+        self.agent_id = agent_id
+        self.wait = wait
+        self.status = SyncStatus()
+        self.on_change = on_change
+        self._public_key = public_key_from_text(credentials.public_key)
+        self._etag: str | None = None
+        self._client = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {credentials.token}", "User-Agent": "regward-agent"},
+            timeout=httpx.Timeout(10.0, read=wait + 15.0),
+            trust_env=False,
+        )
+        current = guard.enforcement.policy
+        self.status.revision = current.revision if current else None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def run(self) -> None:
+        """Long-poll until cancelled; never raises for a server problem."""
+        failures = 0
+        first = True
+        while True:
+            try:
+                applied = await self.poll_once(wait=0 if first else self.wait)
+                if first and not applied:
+                    await self.check_in()  # the cached revision is current: say so
+                first = False
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # every failure keeps the last verified revision
+                failures += 1
+                self.status.last_error = _describe(error)
+                self._changed()
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 10))
+                delay *= random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
+                log.warning("policy sync failed (%s); retrying in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+
+    async def poll_once(self, wait: int) -> bool:
+        """One feed request; True when a new revision was applied."""
+        current = self.guard.enforcement.policy
+        params: dict[str, Any] = {}
+        if wait and current is not None:
+            params = {"wait": wait, "after": current.revision}
+        headers = {"If-None-Match": self._etag} if self._etag and current is not None else {}
+        url = api_url(
+            self.credentials.server, f"/api/v1/orgs/{self.credentials.organization}/policy"
+        )
+        response = await self._client.get(url, params=params, headers=headers)
+        if response.status_code == 304:
+            self._reached()
+            return False
+        if response.status_code != 200:
+            raise SyncError(f"the server answered {response.status_code}: {_detail(response)}")
+        self._reached()
+        applied = self.accept(response.content)
+        if applied:
+            self._etag = response.headers.get("ETag")
+            await self.check_in()
+        return applied
+
+    def accept(self, raw: bytes) -> bool:
+        """Verify and apply one signed revision; refuse (and keep the old one) when it is bad."""
+        try:
+            signed = SignedPolicy.from_json(raw)
+            policy = verify(signed, self._public_key)
+        except (InvalidPolicy, SignatureError) as error:
+            self._refused(f"a revision that does not verify against the pinned key: {error}")
+            return False
+        if policy.organization != self.credentials.organization:
+            self._refused(f"a policy of organization '{policy.organization}'")
+            return False
+        current = self.guard.enforcement.policy
+        if current is not None and policy.revision < current.revision:
+            self._refused(f"revision {policy.revision}, older than {current.revision}")
+            return False
+        if current is not None and policy.revision == current.revision:
+            return False
+        self.state.save_policy(raw)
+        self._apply(policy)
+        log.info("enforcing revision %d of '%s'", policy.revision, policy.organization)
+        return True
+
+    def _apply(self, policy: Policy) -> None:
+        previous = self.guard.enforcement
+        self.guard.update(
+            Enforcement(
+                mode="signed-in",
+                policy=policy,
+                organization=previous.organization,
+                required_orgs=previous.required_orgs,
+                dashboard_url=previous.dashboard_url,
+                source=previous.source,
+            )
+        )
+        self.status.revision = policy.revision
+        self._changed()
+
+    def _refused(self, what: str) -> None:
+        message = f"refused {what}; still enforcing revision {self.status.revision}"
+        log.error("policy sync %s", message)
+        self.status.refused_revisions.append(message)
+        self.status.last_error = message
+        self._changed()
+
+    def _reached(self) -> None:
+        self.status.last_sync = time.time()
+        self.status.last_error = None
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def check_in(self) -> None:
+        url = api_url(
+            self.credentials.server,
+            f"/api/v1/orgs/{self.credentials.organization}/devices/check-in",
+        )
+        body = {
+            "agent_id": self.agent_id,
+            "revision": self.status.revision,
+            "hostname": socket.gethostname(),
+        }
+        try:
+            response = await self._client.post(url, json=body)
+            if response.status_code >= 400:
+                log.warning("check-in refused: %s %s", response.status_code, _detail(response))
+        except httpx.HTTPError as error:
+            log.warning("check-in failed: %s", error)
+
+    async def report_denials(self, interval: float = REPORT_INTERVAL) -> None:
+        """Send queued denials in batches until cancelled; a failed batch goes back in the queue."""
+        url = api_url(
+            self.credentials.server, f"/api/v1/orgs/{self.credentials.organization}/denials"
+        )
+        while True:
+            await asyncio.sleep(interval)
+            batch = self.guard.denials.drain()
+            if not batch:
+                continue
+            body = {
+                "denials": [
+                    {
+                        "agent_id": self.agent_id,
+                        "reference": report.target,
+                        "action": report.action,
+                        "revision": report.revision,
+                        "reason": report.reason,
+                    }
+                    for report in batch
+                ]
+            }
+            try:
+                response = await self._client.post(url, json=body)
+                if response.status_code >= 500:
+                    raise SyncError(f"the server answered {response.status_code}")
+                if response.status_code >= 400:
+                    log.warning("denial report refused: %s", _detail(response))
+            except (httpx.HTTPError, SyncError) as error:
+                log.warning("denial report failed (%s); keeping %d reports", error, len(batch))
+                self.guard.denials.requeue(batch)
+
+
+class SyncError(Exception):
+    pass
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:200]
+    return str(body)[:200]
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, httpx.HTTPError):
+        return f"cannot reach the server: {error!s}" or type(error).__name__
+    return str(error) or type(error).__name__
