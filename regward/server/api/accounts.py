@@ -1,0 +1,107 @@
+"""Sign-in, the caller's account, personal access tokens, and the public signing key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from regward.policy import public_key_to_text
+from regward.server.api.deps import CallerDep, ServerDep
+from regward.server.models import Scope, Token
+from regward.server.services import auth, orgs, tokens
+
+router = APIRouter()
+
+
+class Credentials(BaseModel):
+    username: str = Field(max_length=200)
+    password: str = Field(max_length=1024)
+
+
+class NewToken(BaseModel):
+    name: str = Field(max_length=100)
+    scope: Scope = Scope.READ
+
+
+class NewPassword(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def token_dict(token: Token) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "scope": token.scope,
+        "created_at": _iso(token.created_at),
+        "revoked_at": _iso(token.revoked_at),
+        "active": token.revoked_at is None,
+    }
+
+
+@router.post("/auth/token", summary="Sign in with a password; returns a bearer token")
+def sign_in(body: Credentials, server: ServerDep) -> dict[str, str]:
+    with server.database.session(write=True) as session:
+        token = auth.sign_in(session, body.username, body.password, server.settings.session_ttl)
+    return {"token": token}
+
+
+@router.delete("/auth/token", status_code=204, summary="Sign out: revoke the token used")
+def sign_out(caller: CallerDep, server: ServerDep) -> None:
+    with server.database.session(write=True) as session:
+        auth.sign_out(session, caller)
+
+
+@router.get("/user", summary="The caller, and their organizations")
+def me(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session() as session:
+        memberships = orgs.list_for_user(session, caller.user)
+    return {
+        "username": caller.user.username,
+        "scope": caller.scope,
+        "organizations": [{"name": org.name, "role": role} for org, role in memberships],
+    }
+
+
+@router.put("/user/password", status_code=204, summary="Change the caller's password")
+def change_password(body: NewPassword, caller: CallerDep, server: ServerDep) -> None:
+    with server.database.session(write=True) as session:
+        auth.require_write(caller)
+        auth.authenticate(session, caller.user.username, body.current_password)
+        auth.set_password(session, caller.user, body.new_password)
+
+
+@router.get("/signing-key", summary="The Ed25519 public key that signs every revision")
+def signing_key(server: ServerDep) -> dict[str, str]:
+    return {
+        "algorithm": "ed25519",
+        "public_key": public_key_to_text(server.signing_key.public_key()),
+    }
+
+
+@router.get("/tokens", summary="The caller's personal access tokens")
+def list_tokens(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session() as session:
+        return {"tokens": [token_dict(t) for t in tokens.list_for(session, caller.user)]}
+
+
+@router.post("/tokens", status_code=201, summary="Create a personal access token (shown once)")
+def create_token(body: NewToken, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    auth.require_write(caller)
+    with server.database.session(write=True) as session:
+        token, value = tokens.create(session, caller.user, body.name, body.scope)
+        return {**token_dict(token), "token": value}
+
+
+@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a personal access token")
+def revoke_token(token_id: int, caller: CallerDep, server: ServerDep) -> None:
+    auth.require_write(caller)
+    with server.database.session(write=True) as session:
+        tokens.revoke(session, caller.user, token_id)

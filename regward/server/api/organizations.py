@@ -1,0 +1,234 @@
+"""Organizations, members, Activity, devices and denials."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from regward.server.api.deps import CallerDep, ServerDep
+from regward.server.models import Membership, Role
+from regward.server.services import activity, auth, denials, devices, orgs
+
+router = APIRouter()
+
+
+class NewOrganization(BaseModel):
+    name: str = Field(max_length=200)
+
+
+class NewMember(BaseModel):
+    username: str = Field(max_length=200)
+    role: Role = Role.MEMBER
+
+
+class RoleChange(BaseModel):
+    role: Role
+
+
+class CheckIn(BaseModel):
+    agent_id: str = Field(max_length=128)
+    revision: int = Field(ge=0)
+    hostname: str | None = Field(default=None, max_length=255)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _member(membership: Membership) -> dict[str, Any]:
+    return {
+        "username": membership.user.username,
+        "role": membership.role,
+        "since": _iso(membership.created_at),
+    }
+
+
+@router.get("/orgs", summary="The caller's organizations")
+def list_orgs(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session() as session:
+        rows = orgs.list_for_user(session, caller.user)
+    return {"organizations": [{"name": org.name, "role": role} for org, role in rows]}
+
+
+@router.post("/orgs", status_code=201, summary="Create an organization; the caller owns it")
+def create_org(body: NewOrganization, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    auth.require_write(caller)
+    with server.database.session(write=True) as session:
+        org = orgs.create(session, body.name, caller.user, server.signing_key)
+        return {"name": org.name, "role": Role.OWNER}
+
+
+@router.get("/orgs/{org}", summary="One organization and the caller's role in it")
+def get_org(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session() as session:
+        organization = orgs.access(session, caller, org)
+        return {
+            "name": organization.name,
+            "role": orgs.role_of(session, caller.user, organization),
+            "created_at": _iso(organization.created_at),
+        }
+
+
+@router.get("/orgs/{org}/members", summary="Members and their roles")
+def list_members(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session() as session:
+        organization = orgs.access(session, caller, org)
+        return {"members": [_member(m) for m in orgs.list_members(session, organization)]}
+
+
+@router.post(
+    "/orgs/{org}/members",
+    status_code=201,
+    summary="Add a member; an unknown username gets an account and a one-time password",
+)
+def add_member(org: str, body: NewMember, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session(write=True) as session:
+        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
+        membership, password = orgs.add_member(
+            session, organization, caller.user, body.username, body.role
+        )
+        answer = _member(membership)
+    if password is not None:
+        answer["password"] = password
+    return answer
+
+
+@router.put("/orgs/{org}/members/{username}", summary="Change a member's role")
+def set_role(
+    org: str, username: str, body: RoleChange, caller: CallerDep, server: ServerDep
+) -> dict[str, Any]:
+    with server.database.session(write=True) as session:
+        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
+        return _member(orgs.set_role(session, organization, caller.user, username, body.role))
+
+
+@router.delete("/orgs/{org}/members/{username}", status_code=204, summary="Remove a member")
+def remove_member(org: str, username: str, caller: CallerDep, server: ServerDep) -> None:
+    with server.database.session(write=True) as session:
+        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
+        orgs.remove_member(session, organization, caller.user, username)
+
+
+@router.get("/orgs/{org}/activity", summary="Activity: who changed what, when, before and after")
+def list_activity(
+    org: str,
+    caller: CallerDep,
+    server: ServerDep,
+    action: str | None = None,
+    actor: str | None = None,
+    since: Annotated[datetime | None, Query(alias="from")] = None,
+    until: Annotated[datetime | None, Query(alias="to")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=activity.MAX_PAGE_SIZE)] = 25,
+) -> dict[str, Any]:
+    with server.database.session() as session:
+        organization = orgs.access(session, caller, org, role=Role.OWNER)
+        result = activity.list(
+            session,
+            organization,
+            action=action,
+            actor=actor,
+            since=since,
+            until=until,
+            page=page,
+            page_size=page_size,
+        )
+        return {
+            "total": result.total,
+            "page": result.page,
+            "page_size": result.page_size,
+            "logs": [
+                {
+                    "id": event.id,
+                    "account": organization.name,
+                    "action": event.action,
+                    "action_description": activity.describe(event.action),
+                    "actor": event.actor,
+                    "data": event.data,
+                    "timestamp": _iso(event.created_at),
+                }
+                for event in result.items
+            ],
+        }
+
+
+@router.post("/orgs/{org}/devices/check-in", summary="An agent reports the revision it enforces")
+def check_in(org: str, body: CheckIn, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session(write=True) as session:
+        organization = orgs.access(session, caller, org)
+        device = devices.check_in(
+            session, organization, caller.user, body.agent_id, body.revision, body.hostname
+        )
+        current = devices.list(session, organization)
+        latest = current[0].current_revision if current else body.revision
+        return {
+            "agent_id": device.agent_id,
+            "applied_revision": device.applied_revision,
+            "current_revision": latest,
+        }
+
+
+@router.get("/orgs/{org}/devices", summary="Devices, the revision each enforces, last seen")
+def list_devices(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    with server.database.session() as session:
+        organization = orgs.access(session, caller, org, role=Role.OWNER)
+        return {
+            "devices": [
+                {
+                    "agent_id": status.device.agent_id,
+                    "hostname": status.device.hostname,
+                    "user": status.device.user.username if status.device.user else None,
+                    "applied_revision": status.device.applied_revision,
+                    "current_revision": status.current_revision,
+                    "up_to_date": status.up_to_date,
+                    "first_seen": _iso(status.device.first_seen),
+                    "last_seen": _iso(status.device.last_seen),
+                }
+                for status in devices.list(session, organization)
+            ]
+        }
+
+
+@router.post("/orgs/{org}/denials", status_code=201, summary="An agent reports refused pulls")
+def report_denials(
+    org: str, body: dict[str, Any], caller: CallerDep, server: ServerDep
+) -> dict[str, int]:
+    items = body["denials"] if isinstance(body.get("denials"), list) else [body]
+    with server.database.session(write=True) as session:
+        organization = orgs.access(session, caller, org)
+        return {"stored": denials.report(session, organization, caller.user, items)}
+
+
+@router.get("/orgs/{org}/denials", summary="Pulls and pushes that agents refused")
+def list_denials(
+    org: str,
+    caller: CallerDep,
+    server: ServerDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=denials.MAX_PAGE_SIZE)] = 25,
+) -> dict[str, Any]:
+    with server.database.session() as session:
+        organization = orgs.access(session, caller, org, role=Role.OWNER)
+        result = denials.list(session, organization, page=page, page_size=page_size)
+        return {
+            "total": result.total,
+            "page": result.page,
+            "page_size": result.page_size,
+            "denials": [
+                {
+                    "id": d.id,
+                    "reference": d.reference,
+                    "registry": d.registry_host,
+                    "action": d.action,
+                    "revision": d.revision,
+                    "reason": d.reason,
+                    "agent_id": d.agent_id,
+                    "user": d.user.username if d.user else None,
+                    "occurred_at": _iso(d.occurred_at),
+                }
+                for d in result.items
+            ],
+        }

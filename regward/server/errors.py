@@ -1,0 +1,38 @@
+"""Errors the services raise; the API maps each to one HTTP status.
+
+RegwardError
+└── ServiceError         status 400
+    ├── Unauthenticated  401  no, unknown, expired or revoked credentials
+    ├── PermissionDenied 403  a member (or a read-only token) attempting an owner's write
+    ├── NotFound         404  also what an outsider gets for an organization
+    ├── Conflict         409  a stale draft version, a name taken, the last owner leaving
+    └── InvalidInput     422  a bad field value; the message names the field and the value
+"""
+
+from __future__ import annotations
+
+from regward.errors import RegwardError
+
+
+class ServiceError(RegwardError):
+    status = 400
+
+
+class Unauthenticated(ServiceError):
+    status = 401
+
+
+class PermissionDenied(ServiceError):
+    status = 403
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Conflict(ServiceError):
+    status = 409
+
+
+class InvalidInput(ServiceError):
+    status = 422

@@ -1,0 +1,155 @@
+"""Users, passwords and bearer tokens: who is calling, and with which rights.
+
+Passwords are hashed with argon2id. Tokens are 256 random bits; only their SHA-256 is stored,
+which is enough for values of that entropy. A sign-in token (`rws_...`) expires after the
+session lifetime; personal access tokens (`rwp_...`, see `tokens`) last until revoked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from regward.server.errors import Conflict, InvalidInput, PermissionDenied, Unauthenticated
+from regward.server.models import Scope, Token, TokenKind, User, utcnow
+from regward.server.services.names import check_name
+
+_hasher = PasswordHasher()
+# Compared against when the user does not exist, so both cases take the same time.
+_DUMMY_HASH = _hasher.hash("regward-dummy-password")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+PREFIXES = {TokenKind.SESSION: "rws_", TokenKind.PERSONAL: "rwp_"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The user behind a request and what their credential allows."""
+
+    user: User
+    token_id: int | None
+    scope: Scope
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope is Scope.READ_WRITE
+
+
+def hash_password(password: str) -> str:
+    check_password(password)
+    return _hasher.hash(password)
+
+
+def check_password(password: object) -> str:
+    if not isinstance(password, str) or not (
+        MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH
+    ):
+        raise InvalidInput(
+            f"password: must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+        )
+    return password
+
+
+def generate_password() -> str:
+    """A one-time password for a new account, easy to copy: 20 URL-safe characters."""
+    return secrets.token_urlsafe(15)
+
+
+def create_user(session: Session, username: str, password: str) -> User:
+    """A new account; Conflict when the name is taken."""
+    check_name(username, "username")
+    if get_user(session, username) is not None:
+        raise Conflict(f"username {username!r} is already taken")
+    user = User(username=username, password_hash=hash_password(password))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def authenticate(session: Session, username: str, password: str) -> User:
+    """The user whose password this is; Unauthenticated (same words either way) otherwise."""
+    user = get_user(session, username) if isinstance(username, str) else None
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        user = None
+    if user is None:
+        raise Unauthenticated("wrong username or password")
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """Set a new password for `user` (who may come from another session)."""
+    row = session.get(User, user.id)
+    if row is None:
+        raise Unauthenticated(f"user {user.username!r} no longer exists")
+    row.password_hash = hash_password(password)
+    session.flush()
+
+
+def new_token_value(kind: TokenKind) -> tuple[str, str]:
+    """(the value shown once, its stored hash)."""
+    value = PREFIXES[kind] + secrets.token_urlsafe(32)
+    return value, token_hash(value)
+
+
+def token_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def sign_in(session: Session, username: str, password: str, lifetime: int) -> str:
+    """Check the password; return a new sign-in token (read-write, lasts `lifetime` seconds)."""
+    user = authenticate(session, username, password)
+    value, digest = new_token_value(TokenKind.SESSION)
+    session.add(
+        Token(
+            user_id=user.id,
+            kind=TokenKind.SESSION,
+            name="sign-in",
+            scope=Scope.READ_WRITE,
+            token_hash=digest,
+            expires_at=utcnow() + timedelta(seconds=lifetime),
+        )
+    )
+    session.flush()
+    return value
+
+
+def resolve_token(session: Session, value: str) -> Caller:
+    """The caller a bearer token stands for; Unauthenticated if unknown, expired or revoked."""
+    if not value.startswith(tuple(PREFIXES.values())) or len(value) > 200:
+        raise Unauthenticated("invalid token; sign in again or create a new access token")
+    token = session.scalar(select(Token).where(Token.token_hash == token_hash(value)))
+    if token is None or token.revoked_at is not None:
+        raise Unauthenticated("invalid token; sign in again or create a new access token")
+    if token.expires_at is not None and token.expires_at <= utcnow():
+        raise Unauthenticated("your sign-in has expired; sign in again")
+    return Caller(user=token.user, token_id=token.id, scope=Scope(token.scope))
+
+
+def sign_out(session: Session, caller: Caller) -> None:
+    """Revoke the token the caller used."""
+    if caller.token_id is not None:
+        token = session.get(Token, caller.token_id)
+        if token is not None and token.revoked_at is None:
+            token.revoked_at = utcnow()
+            session.flush()
+
+
+def require_write(caller: Caller) -> None:
+    """PermissionDenied unless the caller's credential may change things."""
+    if not caller.can_write:
+        raise PermissionDenied("this token is read-only; use a read-write token")

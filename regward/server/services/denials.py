@@ -1,0 +1,100 @@
+"""Denials: pulls and pushes that agents refused, reported for owners to review."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from regward.errors import RegwardError
+from regward.policy import Action, ImageReference
+from regward.server.errors import InvalidInput
+from regward.server.models import Denial, Organization, User, utcnow
+
+MAX_BATCH = 500
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[Denial]
+    total: int
+    page: int
+    page_size: int
+
+
+def _parse(item: object, where: str) -> dict[str, object]:
+    if not isinstance(item, Mapping):
+        raise InvalidInput(f"{where}: expected an object with 'reference' and 'action'")
+    reference = item.get("reference")
+    if not isinstance(reference, str) or not 0 < len(reference) <= 512:
+        raise InvalidInput(f"{where}.reference: {reference!r} must be an image reference")
+    try:
+        registry = ImageReference.parse(reference).registry
+    except RegwardError:
+        registry = ""  # agents report what they refused, unparseable references included
+    action = item.get("action")
+    try:
+        action = Action(str(action))
+    except ValueError:
+        raise InvalidInput(f"{where}.action: {action!r} must be 'pull' or 'push'") from None
+    revision = item.get("revision", 0)
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidInput(f"{where}.revision: {revision!r} must be a whole number >= 0")
+    reason = item.get("reason") or ""
+    agent_id = item.get("agent_id") or ""
+    if not isinstance(reason, str) or not isinstance(agent_id, str) or len(agent_id) > 128:
+        raise InvalidInput(f"{where}: 'reason' and 'agent_id' must be text")
+    occurred_at = item.get("occurred_at")
+    when = utcnow()
+    if isinstance(occurred_at, str):
+        try:
+            when = datetime.fromisoformat(occurred_at)
+        except ValueError:
+            raise InvalidInput(
+                f"{where}.occurred_at: {occurred_at!r} is not an ISO 8601 time"
+            ) from None
+        if when.tzinfo is None:
+            raise InvalidInput(f"{where}.occurred_at: {occurred_at!r} needs a time zone")
+    return {
+        "reference": reference,
+        "registry_host": registry,
+        "action": str(action),
+        "revision": revision,
+        "reason": reason[:1000],
+        "agent_id": agent_id,
+        "occurred_at": when,
+    }
+
+
+def report(
+    session: Session, organization: Organization, user: User, items: Sequence[object]
+) -> int:
+    """Store a batch of denials (each: reference, action, revision, reason, agent_id,
+    occurred_at); returns how many were stored."""
+    if len(items) > MAX_BATCH:
+        raise InvalidInput(f"denials: {len(items)} in one batch; send at most {MAX_BATCH}")
+    rows = [_parse(item, f"denials[{i}]") for i, item in enumerate(items)]
+    for row in rows:
+        session.add(Denial(organization_id=organization.id, user_id=user.id, **row))
+    session.flush()
+    return len(rows)
+
+
+def list(  # shadows the builtin on purpose: callers write denials.list(...)
+    session: Session, organization: Organization, *, page: int = 1, page_size: int = 25
+) -> Page:
+    """Denials newest first, one page at a time."""
+    if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidInput(
+            f"page {page}, page_size {page_size}: pages count from 1, sizes 1 to {MAX_PAGE_SIZE}"
+        )
+    query = select(Denial).where(Denial.organization_id == organization.id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    items = session.scalars(
+        query.order_by(Denial.id.desc()).limit(page_size).offset((page - 1) * page_size)
+    ).all()
+    return Page(items=items, total=total, page=page, page_size=page_size)

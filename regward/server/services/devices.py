@@ -1,0 +1,94 @@
+"""Devices: machines running the agent, the revision each enforces, and when it was last seen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from regward.server.errors import InvalidInput
+from regward.server.models import Device, Organization, User, utcnow
+from regward.server.services import registry_access
+
+MAX_ID_LENGTH = 128
+MAX_HOSTNAME_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    device: Device
+    current_revision: int
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.device.applied_revision >= self.current_revision
+
+
+def _text(value: object, field: str, limit: int, *, required: bool) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value) or len(value) > limit:
+        raise InvalidInput(f"{field}: {value!r} must be text of 1 to {limit} characters")
+    return value
+
+
+def check_in(
+    session: Session,
+    organization: Organization,
+    user: User,
+    agent_id: str,
+    revision: int,
+    hostname: str | None = None,
+) -> Device:
+    """Record that `agent_id` enforces `revision` now (insert or update, safe under races)."""
+    agent_id = _text(agent_id, "agent_id", MAX_ID_LENGTH, required=True)
+    hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidInput(f"revision: {revision!r} must be a whole number >= 0")
+    now = utcnow()
+    values = {
+        "organization_id": organization.id,
+        "agent_id": agent_id,
+        "hostname": hostname,
+        "user_id": user.id,
+        "applied_revision": revision,
+        "first_seen": now,
+        "last_seen": now,
+    }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(Device).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Device.organization_id, Device.agent_id],
+        set_={
+            "hostname": statement.excluded.hostname,
+            "user_id": statement.excluded.user_id,
+            "applied_revision": statement.excluded.applied_revision,
+            "last_seen": statement.excluded.last_seen,
+        },
+    )
+    session.execute(statement)
+    device = session.scalar(
+        select(Device)
+        .where(Device.organization_id == organization.id, Device.agent_id == agent_id)
+        .execution_options(populate_existing=True)
+    )
+    if device is None:  # pragma: no cover - written just above
+        raise RuntimeError("device row vanished after its upsert")
+    return device
+
+
+def list(  # shadows the builtin on purpose: callers write devices.list(...)
+    session: Session, organization: Organization
+) -> Sequence[DeviceStatus]:
+    """Every device of the organization, most recently seen first, with its compliance."""
+    applied = registry_access.current(session, organization)
+    current_revision = applied.revision if applied else 0
+    rows = session.scalars(
+        select(Device)
+        .where(Device.organization_id == organization.id)
+        .order_by(Device.last_seen.desc(), Device.id)
+    ).all()
+    return [DeviceStatus(device=row, current_revision=current_revision) for row in rows]

@@ -1,0 +1,190 @@
+"""Organizations, their members, and the access check every organization route starts with.
+
+An outsider cannot tell an organization they do not belong to from one that does not exist:
+both are NotFound. Members read; owners write; a read-only token never writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from regward.server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from regward.server.models import Membership, Organization, Role, User
+from regward.server.services import activity, auth, registry_access
+from regward.server.services.auth import Caller
+from regward.server.services.names import check_name
+
+
+def create(
+    session: Session, name: str, owner: User, signing_key: Ed25519PrivateKey
+) -> Organization:
+    """A new organization owned by `owner`: Registry Access off, Docker Hub listed, and that
+    state applied as revision 1, so agents always find a signed policy."""
+    check_name(name, "name")
+    if get(session, name) is not None:
+        raise Conflict(f"organization {name!r} already exists")
+    organization = Organization(name=name)
+    session.add(organization)
+    session.flush()
+    session.add(Membership(user_id=owner.id, organization_id=organization.id, role=Role.OWNER))
+    activity.record(session, organization, "organization.created", owner.username, name=name)
+    registry_access.initialize(session, organization, owner, signing_key)
+    return organization
+
+
+def get(session: Session, name: str) -> Organization | None:
+    return session.scalar(select(Organization).where(Organization.name == name))
+
+
+def list_for_user(session: Session, user: User) -> Sequence[tuple[Organization, Role]]:
+    """The user's organizations with their role in each, by name."""
+    rows = session.execute(
+        select(Organization, Membership.role)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == user.id)
+        .order_by(Organization.name)
+    ).all()
+    return [(org, Role(role)) for org, role in rows]
+
+
+def access(
+    session: Session, caller: Caller, name: str, *, role: Role = Role.MEMBER, write: bool = False
+) -> Organization:
+    """The organization `name` if the caller may use it as asked.
+
+    NotFound for outsiders (and unknown names); PermissionDenied when a member asks for an
+    owner's right, or a read-only token asks to write."""
+    organization = get(session, name) if isinstance(name, str) else None
+    membership = (
+        session.get(Membership, (caller.user.id, organization.id)) if organization else None
+    )
+    if organization is None or membership is None:
+        raise NotFound(f"organization {name!r} not found")
+    if role is Role.OWNER and membership.role != Role.OWNER:
+        raise PermissionDenied(f"only owners of {name!r} can do this")
+    if write and not caller.can_write:
+        raise PermissionDenied("this token is read-only; use a read-write token")
+    return organization
+
+
+def role_of(session: Session, user: User, organization: Organization) -> Role | None:
+    membership = session.get(Membership, (user.id, organization.id))
+    return Role(membership.role) if membership else None
+
+
+def list_members(session: Session, organization: Organization) -> Sequence[Membership]:
+    return session.scalars(
+        select(Membership)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.organization_id == organization.id)
+        .order_by(User.username)
+    ).all()
+
+
+def _role(value: object) -> Role:
+    try:
+        return Role(value)  # type: ignore[arg-type]  # checked just here
+    except ValueError:
+        raise InvalidInput(f"role: {value!r} must be 'owner' or 'member'") from None
+
+
+def add_member(
+    session: Session, organization: Organization, actor: User, username: str, role: Role | str
+) -> tuple[Membership, str | None]:
+    """Add `username` with `role`; a new account is created when the name is unknown, and its
+    one-time password returned (else None). Conflict if already a member."""
+    check_name(username, "username")
+    new_role = _role(role)
+    password: str | None = None
+    user = auth.get_user(session, username)
+    if user is None:
+        password = auth.generate_password()
+        user = auth.create_user(session, username, password)
+    elif session.get(Membership, (user.id, organization.id)) is not None:
+        raise Conflict(f"{username!r} is already a member of {organization.name!r}")
+    membership = Membership(user_id=user.id, organization_id=organization.id, role=new_role)
+    session.add(membership)
+    activity.record(
+        session,
+        organization,
+        "organization.member_added",
+        actor.username,
+        member=username,
+        after={"role": str(new_role)},
+    )
+    session.flush()
+    return membership, password
+
+
+def _membership(session: Session, organization: Organization, username: str) -> Membership:
+    user = auth.get_user(session, username) if isinstance(username, str) else None
+    membership = session.get(Membership, (user.id, organization.id)) if user else None
+    if membership is None:
+        raise NotFound(f"{username!r} is not a member of {organization.name!r}")
+    return membership
+
+
+def _lock_owners(session: Session, organization: Organization) -> int:
+    """Count owners, locking the organization's membership rows against a concurrent change."""
+    session.scalars(
+        select(Membership.user_id)
+        .where(Membership.organization_id == organization.id)
+        .with_for_update()
+    ).all()
+    count = session.scalar(
+        select(func.count()).where(
+            Membership.organization_id == organization.id, Membership.role == Role.OWNER
+        )
+    )
+    return count or 0
+
+
+def set_role(
+    session: Session, organization: Organization, actor: User, username: str, role: Role | str
+) -> Membership:
+    """Change a member's role; Conflict when it would leave the organization without owners."""
+    new_role = _role(role)
+    membership = _membership(session, organization, username)
+    old = Role(membership.role)
+    if old is new_role:
+        return membership
+    if old is Role.OWNER and _lock_owners(session, organization) <= 1:
+        raise Conflict(
+            f"{username!r} is the last owner of {organization.name!r}; add another first"
+        )
+    membership.role = new_role
+    activity.record(
+        session,
+        organization,
+        "organization.member_role_changed",
+        actor.username,
+        member=username,
+        before={"role": str(old)},
+        after={"role": str(new_role)},
+    )
+    session.flush()
+    return membership
+
+
+def remove_member(session: Session, organization: Organization, actor: User, username: str) -> None:
+    """Remove a member; Conflict for the last owner."""
+    membership = _membership(session, organization, username)
+    if membership.role == Role.OWNER and _lock_owners(session, organization) <= 1:
+        raise Conflict(
+            f"{username!r} is the last owner of {organization.name!r}; add another first"
+        )
+    role = membership.role
+    session.delete(membership)
+    activity.record(
+        session,
+        organization,
+        "organization.member_removed",
+        actor.username,
+        member=username,
+        before={"role": role},
+    )
+    session.flush()

@@ -1,0 +1,73 @@
+"""The server's settings: one typed object, read from `REGWARD_*` environment variables.
+
+REGWARD_DATA_DIR        directory for the SQLite file and the signing key (default ./var)
+REGWARD_DATABASE_URL    SQLAlchemy URL; default sqlite:///<data dir>/regward.db;
+                        postgresql://user@host/db selects PostgreSQL (driver psycopg 3)
+REGWARD_SESSION_TTL     lifetime of sign-in tokens in seconds (default 30 days)
+REGWARD_MAX_WAIT        longest long-poll a client may ask for, in seconds (default 300)
+REGWARD_PUBLIC_URL      address users reach the server at (shown in messages), optional
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regward.errors import ConfigError
+
+
+def normalize_database_url(url: str) -> str:
+    """Select the psycopg 3 driver for plain `postgresql://` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads from its environment, resolved once at start."""
+
+    data_dir: Path
+    database_url: str
+    session_ttl: int = 30 * 24 * 3600
+    max_wait: int = 300
+    max_body_bytes: int = 1024 * 1024
+    public_url: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("REGWARD_DATA_DIR") or "var").absolute()
+        url = env.get("REGWARD_DATABASE_URL") or f"sqlite:///{data_dir / 'regward.db'}"
+        return cls(
+            data_dir=data_dir,
+            database_url=normalize_database_url(url),
+            session_ttl=_int(env, "REGWARD_SESSION_TTL", 30 * 24 * 3600),
+            max_wait=_int(env, "REGWARD_MAX_WAIT", 300),
+            public_url=env.get("REGWARD_PUBLIC_URL") or None,
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.data_dir / "signing-key.pem"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a whole number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={text!r} must be greater than zero")
+    return value

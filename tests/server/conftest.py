@@ -1,0 +1,140 @@
+"""Fixtures for server tests: every database test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL is one cluster per session (tests/harness/postgres.py); each test gets a fresh
+database cloned from a migrated template. SQLite tests copy a migrated file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from regward.server.app import create_app
+from regward.server.db import Database
+from regward.server.keys import load_or_create
+from regward.server.models import Role
+from regward.server.services import auth, orgs
+from regward.server.settings import Settings
+from tests.harness.postgres import PostgresCluster, unavailable_reason
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers the httpx2 fork for its test client; httpx works the same here.
+    warnings.simplefilter("ignore", UserWarning)
+    from starlette.testclient import TestClient
+
+TEMPLATE = "rwsrv_template"
+PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts share it
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = PostgresCluster.start()
+    url = cluster.create_database(TEMPLATE)
+    template = Database(url)
+    template.upgrade()
+    template.dispose()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rwsrv-sqlite") / "template.db"
+    database = Database(f"sqlite:///{path}")
+    database.upgrade()
+    database.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[str]:
+    """A migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "regward.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    name = f"rwsrv_test_{next(_counter)}"
+    yield cluster.create_database(name, template=TEMPLATE)
+    cluster.drop_database(name)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[Database]:
+    db = Database(settings.database_url)
+    yield db
+    db.dispose()
+
+
+@dataclass
+class World:
+    """A server with an organization `acme` (owner alice, member bob) and an outsider eve."""
+
+    client: TestClient
+    database: Database
+    settings: Settings
+    tokens: dict[str, str]
+
+    def headers(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
+
+
+def make_users(database: Database, settings: Settings) -> None:
+    key = load_or_create(settings.signing_key_path)
+    with database.session(write=True) as session:
+        alice = auth.create_user(session, "alice", PASSWORD)
+        orgs.create(session, "acme", alice, key)
+        organization = orgs.get(session, "acme")
+        assert organization is not None
+        orgs.add_member(session, organization, alice, "bob", Role.MEMBER)
+        bob = auth.get_user(session, "bob")
+        assert bob is not None
+        auth.set_password(session, bob, PASSWORD)
+        auth.create_user(session, "eve", PASSWORD)
+        eve = auth.get_user(session, "eve")
+        assert eve is not None
+        orgs.create(session, "evilcorp", eve, key)
+
+
+@pytest.fixture
+def world(settings: Settings, database: Database) -> Iterator[World]:
+    make_users(database, settings)
+    app = create_app(settings, database=database)
+    with TestClient(app) as client:
+        tokens = {}
+        for name in ("alice", "bob", "eve"):
+            answer = client.post(
+                "/api/v1/auth/token", json={"username": name, "password": PASSWORD}
+            )
+            assert answer.status_code == 200, answer.text
+            tokens[name] = answer.json()["token"]
+        for name, owner in (("alice_read", "alice"), ("bob_read", "bob")):
+            answer = client.post(
+                "/api/v1/tokens",
+                json={"name": name, "scope": "read"},
+                headers={"Authorization": f"Bearer {tokens[owner]}"},
+            )
+            assert answer.status_code == 201, answer.text
+            tokens[name] = answer.json()["token"]
+        yield World(client=client, database=database, settings=settings, tokens=tokens)
+
+
+Headers = Callable[[str], dict[str, str]]
