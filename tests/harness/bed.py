@@ -261,6 +261,13 @@ class Bed:
         self.processes.append(process)
         return process
 
+    def claim(self, *paths: Path) -> None:
+        """Note directories about to be made by something the bed starts, so teardown removes
+        them (when empty) if they did not exist before."""
+        for path in paths:
+            if not path.exists() and path not in self._created:
+                self._created.append(path)
+
     def stop(self, process: Process) -> None:
         process.stop()
         if process in self.processes:
@@ -352,9 +359,7 @@ class Bed:
         """A real dockerd inside the namespace (one per bed; stop the old one first)."""
         if self.dockerd is not None:
             raise RuntimeError("this bed already runs a dockerd; stop_dockerd() first")
-        for path in (Path("/run/docker"), Path("/run/docker/plugins")):
-            if not path.exists():
-                self._created.append(path)
+        self.claim(Path("/run/docker"), Path("/run/docker/plugins"))
         root = self.directory / name
         data_root, exec_root = root / "data", root / "exec"
         data_root.mkdir(parents=True, exist_ok=True)

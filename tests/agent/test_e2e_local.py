@@ -1,0 +1,228 @@
+"""End to end with a local policy file: `regward agent run --policy FILE` before a real dockerd.
+
+One bed for the module (network namespace, two docker-registry instances, a real dockerd with
+the agent as its authorization plugin); no Regward server is involved.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.bed import unavailable_reason
+from tests.harness.scenario import ALLOWED, BLOCKED, PULL_ONLY, Scene
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+]
+
+POLICY = """\
+organization: acme
+enabled: true
+registries:
+  - address: {allowed}
+    nickname: team registry
+  - address: {pull_only}
+    actions: [pull]
+"""
+
+
+def write_policy(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def scene() -> Iterator[Scene]:
+    created = Scene.create("l")
+    try:
+        policy = created.bed.directory / "policy.yaml"
+        write_policy(policy, POLICY.format(allowed=ALLOWED, pull_only=PULL_ONLY))
+        created.start_agent(["--policy", str(policy)])
+        created.bed.start_dockerd([f"--authorization-plugin={created.plugin_name}"])
+        yield created
+    finally:
+        created.close()
+
+
+@pytest.fixture
+def policy_file(scene: Scene) -> Iterator[Path]:
+    """The agent's policy file; restored after a test that edits it."""
+    path = scene.bed.directory / "policy.yaml"
+    original = path.read_text()
+    yield path
+    if path.read_text() != original:
+        path.write_text(original)
+        wait_until(lambda: scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0)
+
+
+def wait_until(condition: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def denial(registry: str) -> str:
+    return f"Access to registry {registry} is restricted by your organization 'acme'"
+
+
+def test_allowed_pull_and_run_work(scene: Scene) -> None:
+    pulled = scene.bed.docker("pull", Scene.image(ALLOWED))
+    assert pulled.returncode == 0, pulled.stderr
+    ran = scene.bed.docker("run", "--rm", "--network", "none", Scene.image(ALLOWED))
+    assert ran.returncode == 0, ran.stderr
+    assert "hello from regward test image" in ran.stdout
+
+
+def test_disallowed_pull_fails_with_the_message(scene: Scene) -> None:
+    result = scene.bed.docker("pull", Scene.image(BLOCKED))
+    assert result.returncode != 0
+    assert f"authorization denied by plugin {scene.plugin_name}" in result.stderr
+    assert denial(BLOCKED) in result.stderr
+    assert "(policy revision 0)" in result.stderr
+    assert scene.bed.docker("image", "inspect", Scene.image(BLOCKED)).returncode != 0
+
+
+def test_disallowed_run_fails_with_the_message(scene: Scene) -> None:
+    result = scene.bed.docker("run", "--rm", "--network", "none", Scene.image(BLOCKED))
+    assert result.returncode == 125
+    assert denial(BLOCKED) in result.stderr
+
+
+def test_docker_hub_short_names_are_normalized_and_refused(scene: Scene) -> None:
+    # Not on the list: refused by the plugin before dockerd could try to reach Docker Hub.
+    result = scene.bed.docker("pull", "alpine")
+    assert result.returncode != 0
+    assert denial("docker.io") in result.stderr
+
+
+def test_push_to_a_pull_only_entry_fails_and_push_to_a_full_entry_works(scene: Scene) -> None:
+    assert scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+    pull_only = Scene.image(PULL_ONLY, "demo/pushed", "v2")
+    full = Scene.image(ALLOWED, "demo/pushed", "v2")
+    assert scene.bed.docker("tag", Scene.image(ALLOWED), pull_only).returncode == 0
+    assert scene.bed.docker("tag", Scene.image(ALLOWED), full).returncode == 0
+    refused = scene.bed.docker("push", pull_only)
+    assert refused.returncode != 0
+    assert f"Push to {PULL_ONLY}/demo/pushed is restricted" in refused.stderr
+    pushed = scene.bed.docker("push", full)
+    assert pushed.returncode == 0, pushed.stderr
+    # Pulling through the pull-only name is allowed.
+    assert scene.bed.docker("pull", pull_only).returncode == 0
+
+
+def test_policy_file_change_applies_and_covers_images_already_present(
+    scene: Scene, policy_file: Path
+) -> None:
+    assert scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+    write_policy(
+        policy_file,
+        "organization: acme\nenabled: true\nregistries:\n  - address: other.example\n",
+    )
+
+    def refused() -> bool:
+        result = scene.bed.docker("run", "--rm", "--network", "none", Scene.image(ALLOWED))
+        return result.returncode == 125 and denial(ALLOWED) in result.stderr
+
+    wait_until(refused)  # the image is on the machine, but creating a container from it is not
+    assert scene.bed.docker("image", "inspect", Scene.image(ALLOWED)).returncode == 0
+
+
+def test_other_endpoints_are_not_affected(scene: Scene) -> None:
+    assert scene.bed.docker("ps").returncode == 0
+    assert scene.bed.docker("images").returncode == 0
+    assert scene.bed.docker("info").returncode == 0
+
+
+HOSTILE: list[bytes] = [
+    b"",
+    b"not json",
+    b"[]",
+    b"null",
+    b'{"RequestUri": 5}',
+    b'{"RequestMethod":"POST","RequestUri":"/v1.41/images/create?fromImage=%s/demo/hello&tag=v1",'
+    b'"requesturi":"/v1.41/images/create?fromImage=%s/demo/hello&tag=v1"}',
+    b'{"REQUESTURI":"/v1.41/images/create?fromImage=%s/demo/hello"}',
+    b'{"RequestUri":"/v1.41/images/create?fromImage=%s/demo/hello",'
+    b'"RequestHeaders":{"Content-Type":"application/x-www-form-urlencoded"}}',
+    b'{"RequestUri":"/v1.41/images/create?fromImage=%s/demo/hello&fromImage=%s/demo/hello"}',
+    b'{"RequestUri":"/v1.41//images/./create?fromImage=%s/demo/hello"}',
+    b'{"RequestUri":"/v1.41/images%%2Fcreate?fromImage=%s/demo/hello"}',
+    b'{"RequestUri":"/v1.41/containers/create","RequestHeaders":{"Content-Length":"0"}}',
+    b'{"RequestUri":"/v1.41/containers/create","RequestBody":"!!!not base64"}',
+]
+
+
+def hostile_requests() -> list[bytes]:
+    allowed, blocked = ALLOWED.encode(), BLOCKED.encode()
+    requests = []
+    for template in HOSTILE:
+        count = template.count(b"%s")
+        values = (allowed, blocked)[-count:] if count == 2 else (blocked,) * count
+        requests.append(template % values if count else template.replace(b"%%", b"%"))
+    for body in (
+        {"Image": Scene.image(ALLOWED), "image": Scene.image(BLOCKED)},
+        {"\u212aey": 1, "IMAGE": Scene.image(BLOCKED)},
+        {"Image": 7},
+    ):
+        encoded = base64.b64encode(json.dumps(body).encode()).decode()
+        requests.append(
+            json.dumps(
+                {
+                    "RequestUri": "/v1.41/containers/create",
+                    "RequestHeaders": {"Content-Type": "application/json"},
+                    "RequestBody": encoded,
+                }
+            ).encode()
+        )
+    duplicated = (
+        b'{"RequestUri":"/v1.41/containers/create","RequestBody":"'
+        + base64.b64encode(
+            b'{"Image":"'
+            + BLOCKED.encode()
+            + b'/demo/hello:v1","Image":"'
+            + ALLOWED.encode()
+            + b'/demo/hello:v1"}'
+        )
+        + b'"}'
+    )
+    requests.append(duplicated)
+    huge = base64.b64encode(b'{"Image":"' + b"a" * (6 * 1024 * 1024) + b'"}')
+    requests.append(b'{"RequestUri":"/v1.41/containers/create","RequestBody":"' + huge + b'"}')
+    return requests
+
+
+def test_hostile_authz_requests_never_crash_the_plugin_or_let_a_pull_through(
+    scene: Scene,
+) -> None:
+    for request in hostile_requests():
+        answer = scene.authz(request)
+        assert answer["Allow"] is False, request[:300]
+        assert isinstance(answer["Msg"], str) and answer["Msg"]
+    assert scene.agent is not None and scene.agent.alive()
+    # Still enforcing, still serving dockerd.
+    assert scene.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0
+    assert scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+
+
+def test_registry_json_without_sign_in_refuses(scene: Scene) -> None:
+    scene.registry_json.write_text('{"allowedOrgs": ["globex"]}')
+    try:
+        scene.start_agent([])  # no policy file, not signed in
+        result = scene.bed.docker("pull", Scene.image(ALLOWED))
+        assert result.returncode != 0
+        assert "Sign-in to organization 'globex' is required" in result.stderr
+        assert "regward login" in result.stderr
+        assert scene.bed.docker("ps").returncode == 0  # only registry requests are refused
+    finally:
+        scene.registry_json.unlink()
+        scene.start_agent(["--policy", str(scene.bed.directory / "policy.yaml")])
+    assert scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
