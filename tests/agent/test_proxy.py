@@ -1,0 +1,439 @@
+"""The egress proxy over real loopback sockets: decisions, both request forms, limits, shutdown.
+
+Upstreams are small servers on 127.0.0.1 (or ::1) that the policy names by IP literal, or
+`localhost` from the hosts file; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regward.agent.proxy import ProxyServer, ProxySettings, configure_dockerd, decider_for_policy
+from regward.agent.proxy.dockerd import engine_major, proxy_url
+from regward.errors import ConfigError
+from regward.policy import Decision, parse_policy_text
+
+
+def make_decider(*addresses: str) -> Callable[[str, int], Decision]:
+    """The host decision of organization acme, revision 7, allowing exactly `addresses`."""
+    document = {
+        "organization": "acme",
+        "revision": 7,
+        "registries": [{"address": address} for address in addresses],
+    }
+    return decider_for_policy(parse_policy_text(json.dumps(document), "policy.json"))
+
+
+class Switch:
+    """A decision callable whose policy a test can replace between connections."""
+
+    def __init__(self, decide: Callable[[str, int], Decision]) -> None:
+        self.decide = decide
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> Decision:
+        self.calls.append((host, port))
+        return self.decide(host, port)
+
+
+@dataclass
+class Upstream:
+    """A loopback server: echoes bytes, or answers one HTTP request and records it."""
+
+    family: int = socket.AF_INET
+    http: bool = False
+    requests: list[bytes] = field(default_factory=list)
+    accepted: int = 0
+
+    def __post_init__(self) -> None:
+        self.sock = socket.socket(self.family, socket.SOCK_STREAM)
+        self.sock.bind(("::1" if self.family == socket.AF_INET6 else "127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            if not self.http:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.requests.append(data)
+            body = b'{"ok": true}'
+            conn.sendall(
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=9\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RunningProxy:
+    """A ProxyServer on its own event loop thread, for blocking test clients."""
+
+    def __init__(self, settings: ProxySettings, decide: Callable[[str, int], Decision]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = ProxyServer(settings, decide)
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+        self.host, self.port = self.server.address
+
+    def connect(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        try:
+            sock.connect((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def close(self, timeout: float = 30) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.server.close(), self.loop)
+        future.result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@contextmanager
+def running(
+    decide: Callable[[str, int], Decision], **limits: float | str | int
+) -> Iterator[RunningProxy]:
+    proxy = RunningProxy(replace(ProxySettings(port=0), **limits), decide)  # type: ignore[arg-type]
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def read_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def exchange(proxy: RunningProxy, request: bytes) -> bytes:
+    with proxy.connect() as sock:
+        sock.sendall(request)
+        return read_all(sock)
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[Upstream]:
+    upstream = Upstream()
+    yield upstream
+    upstream.close()
+
+
+def test_defaults_are_loopback_3128() -> None:
+    settings = ProxySettings()
+    assert (settings.host, settings.port) == ("127.0.0.1", 3128)
+    assert ProxySettings.from_listen("[::1]:3129").host == "::1"
+    with pytest.raises(ConfigError, match="'nowhere' is not HOST:PORT"):
+        ProxySettings.from_listen("nowhere")
+
+
+def test_connect_tunnel_relays_both_ways_including_early_bytes(echo: Upstream) -> None:
+    with running(make_decider(f"127.0.0.1:{echo.port}")) as proxy, proxy.connect() as sock:
+        # A client may send its first bytes (a TLS ClientHello) right behind the CONNECT head.
+        sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\nearly".encode())
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        while len(rest) < 5:
+            rest += sock.recv(100)
+        assert rest == b"early"
+        payload = bytes(range(256)) * 40000  # 10 MB each way, through the pipes
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        received = bytearray()
+        while len(received) < len(payload):
+            received += sock.recv(1 << 20)
+        sender.join()
+        assert received == payload
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(10) == b""  # the upstream's end travels back as EOF
+
+
+def test_refused_connect_names_the_reason_and_never_contacts_upstream(echo: Upstream) -> None:
+    before = echo.accepted
+    with running(make_decider("allowed.test")) as proxy:
+        response = exchange(proxy, f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+    status, _, rest = response.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 403 Forbidden (Access to 127.0.0.1:")
+    assert b"restricted by your organization 'acme' (policy revision 7)" in status
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["errors"][0]["code"] == "DENIED"
+    assert "Ask an owner of 'acme'" in body["errors"][0]["message"]
+    assert echo.accepted == before
+
+
+def test_ip_literal_needs_an_entry_that_names_it(echo: Upstream) -> None:
+    # localhost resolves to 127.0.0.1, but an entry for the name does not admit the literal.
+    with running(make_decider(f"localhost:{echo.port}")) as proxy:
+        literal = exchange(proxy, f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+        named = proxy.connect()
+        named.sendall(f"CONNECT localhost:{echo.port} HTTP/1.1\r\n\r\n".encode())
+        assert read_head(named).startswith(b"HTTP/1.1 200 ")
+        named.sendall(b"ping")
+        assert named.recv(10) == b"ping"
+        named.close()
+        numeric = exchange(proxy, f"CONNECT 127.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+    assert literal.startswith(b"HTTP/1.1 403 ")
+    assert numeric.startswith(b"HTTP/1.1 400 ")
+
+
+def test_refused_names_are_never_resolved() -> None:
+    # A name outside every hosts file would go to DNS; a refusal must come before any lookup,
+    # so the answer is 403 (not 502 "cannot resolve").
+    with running(make_decider("allowed.test")) as proxy:
+        response = exchange(proxy, b"CONNECT never-resolved.invalid:443 HTTP/1.1\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 403 Forbidden (Access to never-resolved.invalid:443")
+
+
+def test_ipv6_bracketed_connect() -> None:
+    upstream = Upstream(family=socket.AF_INET6)
+    try:
+        with running(make_decider(f"[::1]:{upstream.port}"), host="::1") as proxy:
+            with proxy.connect() as sock:
+                sock.sendall(f"CONNECT [::1]:{upstream.port} HTTP/1.1\r\n\r\n".encode())
+                assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+                sock.sendall(b"v6")
+                assert sock.recv(10) == b"v6"
+            refused = exchange(proxy, f"CONNECT [::2]:{upstream.port} HTTP/1.1\r\n\r\n".encode())
+        assert refused.startswith(b"HTTP/1.1 403 Forbidden (Access to [::2]:")
+    finally:
+        upstream.close()
+
+
+def test_absolute_form_is_rewritten_and_closed() -> None:
+    upstream = Upstream(http=True)
+    try:
+        with running(make_decider(f"127.0.0.1:{upstream.port}")) as proxy:
+            response = exchange(
+                proxy,
+                f"GET http://127.0.0.1:{upstream.port}/v2/?n=1 HTTP/1.1\r\n"
+                "Host: other.example\r\nProxy-Connection: keep-alive\r\n"
+                "Proxy-Authorization: Basic eDp5\r\nConnection: X-Drop\r\nX-Drop: 1\r\n"
+                "Accept: */*\r\n\r\n".encode(),
+            )
+        sent = upstream.requests[0].decode()
+        assert sent == (
+            f"GET /v2/?n=1 HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\n"
+            "Accept: */*\r\nConnection: close\r\n\r\n"
+        )
+        assert response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+        final_head, body = response.split(b"\r\n\r\n")[1:3]
+        assert b"Connection: close" in final_head and b"keep-alive" not in final_head
+        assert json.loads(body) == {"ok": True}
+    finally:
+        upstream.close()
+
+
+def test_absolute_form_refused_with_registry_error() -> None:
+    with running(make_decider("allowed.test")) as proxy:
+        response = exchange(proxy, b"GET http://blocked.test:5000/v2/ HTTP/1.1\r\n\r\n")
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 403 Forbidden (Access to blocked.test:5000 is restricted")
+    assert json.loads(body)["errors"][0]["code"] == "DENIED"
+
+
+def test_new_policy_applies_to_the_next_connection(echo: Upstream) -> None:
+    switch = Switch(make_decider(f"127.0.0.1:{echo.port}"))
+    with running(switch) as proxy:
+        kept = proxy.connect()
+        kept.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+        assert read_head(kept).startswith(b"HTTP/1.1 200 ")
+        switch.decide = make_decider()  # an empty list: nothing is allowed
+        refused = exchange(proxy, f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+        kept.close()
+    assert refused.startswith(b"HTTP/1.1 403 ")
+    assert switch.calls == [("127.0.0.1", echo.port)] * 2
+
+
+def test_a_failing_decision_fails_closed(echo: Upstream) -> None:
+    def broken(host: str, port: int) -> Decision:
+        raise RuntimeError("policy store exploded")
+
+    with running(broken) as proxy:
+        response = exchange(proxy, f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+    assert response.startswith(b"HTTP/1.1 503 Service Unavailable (Regward could not check")
+
+
+def test_unreachable_registry_is_502() -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with running(make_decider(f"127.0.0.1:{port}")) as proxy:
+        response = exchange(proxy, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+    assert response.startswith(b"HTTP/1.1 502 Bad Gateway (cannot connect to 127.0.0.1:")
+
+
+def test_slow_clients_time_out_and_oversized_heads_are_refused(echo: Upstream) -> None:
+    with running(make_decider(f"127.0.0.1:{echo.port}"), handshake_timeout=0.3) as proxy:
+        with proxy.connect() as slow:
+            slow.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nX-Slow: ")
+            started = time.monotonic()
+            response = read_all(slow)
+            assert response.startswith(b"HTTP/1.1 408 Request Timeout")
+            assert time.monotonic() - started < 5
+        big = exchange(proxy, b"CONNECT a.test:1 HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+        assert big.startswith(b"HTTP/1.1 431 ")
+
+
+def test_open_connection_limit(echo: Upstream) -> None:
+    with running(make_decider(f"127.0.0.1:{echo.port}"), max_connections=2) as proxy:
+        held = [proxy.connect(), proxy.connect()]
+        for sock in held:
+            sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+            assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+        assert exchange(proxy, b"").startswith(b"HTTP/1.1 503 ")
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while proxy.server.connections > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with proxy.connect() as again:
+            again.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+            assert read_head(again).startswith(b"HTTP/1.1 200 ")
+        held[0].close()
+
+
+def test_idle_tunnels_are_closed(echo: Upstream) -> None:
+    with running(make_decider(f"127.0.0.1:{echo.port}"), idle_timeout=0.4) as proxy:
+        with proxy.connect() as sock:
+            sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+            assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            assert read_all(sock) == b""
+            assert 0.3 < time.monotonic() - started < 5
+
+
+def test_graceful_shutdown_lets_tunnels_finish_then_stops(echo: Upstream) -> None:
+    proxy = RunningProxy(
+        replace(ProxySettings(port=0), shutdown_grace=5.0), make_decider(f"127.0.0.1:{echo.port}")
+    )
+    sock = proxy.connect()
+    sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+    assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+    closer = threading.Thread(target=proxy.close)
+    closer.start()
+    time.sleep(0.3)
+    sock.sendall(b"still here")  # the open tunnel keeps working during the grace period
+    assert sock.recv(100) == b"still here"
+    with pytest.raises(OSError):
+        proxy.connect()  # no new connections
+    sock.close()
+    closer.join(10)
+    assert not closer.is_alive()
+
+
+# Any bytes a client sends get an answer or a close, and the proxy keeps serving.
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(min_size=1, max_size=2000).map(lambda data: data + b"\r\n\r\n"))
+def test_malformed_requests_never_take_the_proxy_down(data: bytes) -> None:
+    proxy = _FUZZ_PROXY
+    assert proxy is not None
+    response = exchange(proxy, data)
+    assert response == b"" or response.startswith(b"HTTP/1.1 ")
+    # Still deciding: allowed, then nothing listens on port 1.
+    ok = exchange(proxy, b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 502 ")
+
+
+_FUZZ_PROXY: RunningProxy | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fuzz_proxy() -> Iterator[None]:
+    global _FUZZ_PROXY
+    with running(make_decider("127.0.0.1:1")) as proxy:
+        _FUZZ_PROXY = proxy
+        yield
+    _FUZZ_PROXY = None
+
+
+def test_dockerd_dropin_for_engine_20(tmp_path: Path) -> None:
+    dropin = tmp_path / "docker.service.d" / "regward-proxy.conf"
+    daemon = tmp_path / "daemon.json"
+    changes = configure_dockerd("127.0.0.1:3128", engine=20, dropin=dropin, daemon_json=daemon)
+    assert changes[0].startswith(str(dropin))
+    text = dropin.read_text()
+    assert '"HTTPS_PROXY=http://127.0.0.1:3128"' in text and text.count("[Service]") == 1
+    assert not daemon.exists()  # 20.10 refuses a daemon.json with "proxies"
+    again = configure_dockerd("127.0.0.1:3128", engine=20, dropin=dropin, daemon_json=daemon)
+    assert "already" in again[0]
+
+
+def test_dockerd_daemon_json_for_engine_23_keeps_other_keys(tmp_path: Path) -> None:
+    daemon = tmp_path / "daemon.json"
+    daemon.write_text('{"authorization-plugins": ["regward"]}')
+    configure_dockerd("[::1]:3128", engine=27, dropin=tmp_path / "x.conf", daemon_json=daemon)
+    config = json.loads(daemon.read_text())
+    assert config["authorization-plugins"] == ["regward"]
+    assert config["proxies"]["https-proxy"] == "http://[::1]:3128"
+    assert not (tmp_path / "x.conf").exists()
+    daemon.write_text("[1]")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        configure_dockerd("127.0.0.1:3128", engine=27, daemon_json=daemon)
+
+
+def test_engine_version_and_url_helpers() -> None:
+    assert engine_major("Docker version 20.10.24+dfsg1, build 297e128") == 20
+    assert engine_major("Docker version 28.2.2, build e6534b4") == 28
+    assert engine_major("garbage") is None
+    assert proxy_url("0.0.0.0:3128") == "http://127.0.0.1:3128"

@@ -1,0 +1,212 @@
+"""The proxy's sans-IO request parsing and response rendering, with hypothesis on hostile input."""
+
+from __future__ import annotations
+
+import json
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regward.agent.proxy.protocol import (
+    MAX_REASON,
+    ProtocolError,
+    Target,
+    close_response_head,
+    error_response,
+    forward_head,
+    head_end,
+    parse_request,
+    reason_phrase,
+    response_status,
+)
+
+TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
+LABEL = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,10}[a-z0-9])?", fullmatch=True)
+HOSTNAME = (
+    st.lists(LABEL, min_size=1, max_size=4)
+    .map(".".join)
+    .filter(lambda host: not all(part.isdigit() for part in host.split(".")))
+)
+IPV4 = st.ip_addresses(v=4).map(str)
+IPV6 = st.ip_addresses(v=6).map(lambda address: address.compressed)
+PORT = st.integers(min_value=1, max_value=65535)
+FIELD_NAME = st.text(TOKEN_CHARS, min_size=1, max_size=20)
+FIELD_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(
+    lambda value: value.strip(" ")
+)
+
+
+def head(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_connect_hostname() -> None:
+    request = parse_request(head("CONNECT Registry.Example.com:443 HTTP/1.1", "Host: x"))
+    assert request.is_connect
+    assert request.target == Target("registry.example.com", 443)
+    assert request.fields == ((b"Host", b"x"),)
+
+
+def test_connect_ipv6_is_unbracketed_and_canonical() -> None:
+    request = parse_request(head("CONNECT [2001:DB8:0::1]:5000 HTTP/1.1"))
+    assert request.target == Target("2001:db8::1", 5000)
+    assert request.target.authority == "[2001:db8::1]:5000"
+    assert request.target.is_ip
+
+
+def test_absolute_form_defaults_to_port_80_and_keeps_query() -> None:
+    request = parse_request(head("GET http://reg.local/v2/x/tags/list?n=1 HTTP/1.1"))
+    assert request.target == Target("reg.local", 80)
+    assert request.path == "/v2/x/tags/list?n=1"
+    request = parse_request(head("HEAD http://reg.local:5000 HTTP/1.0"))
+    assert (request.target.port, request.path, request.version) == (5000, "/", "HTTP/1.0")
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("CONNECT reg.test HTTP/1.1", "needs a port"),
+        ("CONNECT reg.test:0 HTTP/1.1", "port"),
+        ("CONNECT reg.test:65536 HTTP/1.1", "port"),
+        ("CONNECT reg.test:+443 HTTP/1.1", "port"),
+        ("CONNECT 127.1:443 HTTP/1.1", "numeric host"),
+        ("CONNECT 0x7f.0.0.1:443 HTTP/1.1", "numeric host"),
+        ("CONNECT 2130706433:443 HTTP/1.1", "numeric host"),
+        ("CONNECT [fe80::1%25eth0]:443 HTTP/1.1", "IPv6"),
+        ("CONNECT [::1:443 HTTP/1.1", "unterminated"),
+        ("CONNECT user@reg.test:443 HTTP/1.1", "not a hostname"),
+        ("CONNECT reg..test:443 HTTP/1.1", "not a hostname"),
+        ("GET /v2/ HTTP/1.1", "this is a proxy"),
+        ("GET https://reg.test/v2/ HTTP/1.1", "use CONNECT"),
+        ("GET http://user:pw@reg.test/ HTTP/1.1", "user information"),
+        ("GET http://reg.test/#x HTTP/1.1", "fragment"),
+        ("GET http://reg.test/ HTTP/2.0", "HTTP/1.0 and HTTP/1.1"),
+        ("GET  http://reg.test/ HTTP/1.1", "request line"),
+        ("G(T http://reg.test/ HTTP/1.1", "token"),
+    ],
+)
+def test_bad_request_lines_are_400(line: str, why: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(head(line))
+    assert caught.value.status == 400
+    assert why in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["Host : x", " folded", "Name\x00: v", "Name: a\x01b", "NoColon", "Na me: v", "X: a\rb"],
+)
+def test_bad_fields_are_400(field: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(head("CONNECT reg.test:443 HTTP/1.1", field))
+    assert caught.value.status == 400
+
+
+def test_head_limits() -> None:
+    assert head_end(b"CONNECT a:1 HTTP/1.1\r\n") == -1
+    with pytest.raises(ProtocolError) as caught:
+        head_end(b"x" * 200, max_head=100)
+    assert caught.value.status == 431
+    many = head("CONNECT a.b:1 HTTP/1.1", *[f"X-{i}: v" for i in range(101)])
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(many)
+    assert caught.value.status == 431
+
+
+@given(
+    host=st.one_of(HOSTNAME, IPV4, IPV6),
+    port=PORT,
+    fields=st.lists(st.tuples(FIELD_NAME, FIELD_VALUE), max_size=8),
+)
+def test_connect_round_trip(host: str, port: int, fields: list[tuple[str, str]]) -> None:
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", *(f"{n}: {v}" for n, v in fields)]
+    request = parse_request(head(*lines))
+    assert request.target == Target(host, port)
+    assert request.target.authority == authority
+    assert [(n.decode(), v.decode()) for n, v in request.fields] == fields
+
+
+@given(
+    host=st.one_of(HOSTNAME, IPV4, IPV6),
+    port=st.one_of(st.none(), PORT),
+    path=st.from_regex(r"(/[a-zA-Z0-9._~%-]{0,12}){0,4}(\?[a-z=&0-9]{0,10})?", fullmatch=True),
+    method=st.text(TOKEN_CHARS, min_size=1, max_size=8).filter(lambda m: m != "CONNECT"),
+    fields=st.lists(st.tuples(FIELD_NAME, FIELD_VALUE), max_size=8),
+)
+def test_absolute_form_forwarding(
+    host: str, port: int | None, path: str, method: str, fields: list[tuple[str, str]]
+) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    authority = shown if port is None else f"{shown}:{port}"
+    lines = [f"{method} http://{authority}{path} HTTP/1.1", *(f"{n}: {v}" for n, v in fields)]
+    request = parse_request(head(*lines))
+    assert request.target == Target(host, port or 80)
+    out = forward_head(request)
+    again = parse_request(out.replace(b" " + request.path.encode(), b" http://x.test/", 1))
+    names = [name.lower() for name, _ in again.fields]
+    # The upstream sees exactly one Host (the decided target) and one Connection: close.
+    assert names.count(b"host") == 1 and names.count(b"connection") == 1
+    assert (b"Connection", b"close") in again.fields
+    assert not {b"proxy-connection", b"proxy-authorization", b"keep-alive"} & set(names)
+    host_value = dict((n.lower(), v) for n, v in again.fields)[b"host"].decode()
+    expected_port = port or 80
+    assert host_value == (shown if expected_port == 80 else f"{shown}:{expected_port}")
+    origin = path if path.startswith("/") else "/" + path
+    assert out.startswith(f"{method} {origin} HTTP/1.1\r\n".encode())
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_raise_protocol_errors(data: bytes) -> None:
+    try:
+        end = head_end(data, max_head=256)
+        if end >= 0:
+            parse_request(data[:end])
+    except ProtocolError as error:
+        assert 400 <= error.status < 500
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=80), st.text(max_size=200))
+def test_mutated_request_lines_only_raise_protocol_errors(target: str, field: str) -> None:
+    data = f"CONNECT {target} HTTP/1.1\r\nX: {field}\r\n\r\n".encode("utf-8", "surrogatepass")
+    try:
+        request = parse_request(data)
+    except ProtocolError as error:
+        assert error.status in (400, 431)
+    else:
+        assert request.target.port > 0
+        assert request.target.host == request.target.host.lower()
+
+
+@given(st.text(max_size=1000))
+def test_reason_phrase_is_one_bounded_ascii_line(text: str) -> None:
+    phrase = reason_phrase(text)
+    assert len(phrase) <= MAX_REASON
+    assert phrase.isascii()
+    assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in phrase)
+
+
+def test_error_response_carries_the_reason_twice() -> None:
+    message = "Access to evil.test:443 is restricted\r\nInjected: yes"
+    data = error_response(403, message)
+    status_line, _, rest = data.partition(b"\r\n")
+    assert status_line == (
+        b"HTTP/1.1 403 Forbidden (Access to evil.test:443 is restricted Injected: yes)"
+    )
+    body = rest.split(b"\r\n\r\n", 1)[1]
+    assert json.loads(body) == {"errors": [{"code": "DENIED", "message": message}]}
+    assert b"Content-Length: %d\r\n" % len(body) in rest
+
+
+def test_response_head_rewritten_to_close() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nA: b\r\n\r\n"
+    assert response_status(raw) == 200
+    assert close_response_head(raw) == b"HTTP/1.1 200 OK\r\nA: b\r\nConnection: close\r\n\r\n"
+    for bad in (b"SSH-2.0-x\r\n\r\n", b"HTTP/1.1 2000 OK\r\n\r\n", b"HTTP/1.1\r\n\r\n"):
+        with pytest.raises(ProtocolError) as caught:
+            response_status(bad)
+        assert caught.value.status == 502
