@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from regward.errors import InvalidAddress
-from regward.policy.address import Address, normalize_host
+from regward.policy.address import DEFAULT_PORTS, Address, normalize_host
 from regward.policy.catalog import bundle_for
 from regward.policy.document import Action, Policy, RegistryEntry
 from regward.policy.reference import ImageReference
@@ -45,13 +45,22 @@ class Decision:
         return f"{self.reason} Allowed registries: {dashboard_url}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Rules:
     """Every entry that shares one address, indexed by repository pattern."""
 
     address: Address
+    port: int | None = field(init=False)
+    specificity: tuple[int, int, int] = field(init=False)
     exact: dict[tuple[str, ...], list[RegistryEntry]] = field(default_factory=dict)
     prefix: dict[tuple[str, ...], list[RegistryEntry]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.port = self.address.port
+        self.specificity = self.address.specificity
+
+    def covers(self, port: int) -> bool:
+        return port == self.port if self.port is not None else port in DEFAULT_PORTS
 
     def add(self, entry: RegistryEntry) -> None:
         if not entry.repositories:
@@ -61,7 +70,7 @@ class _Rules:
             table.setdefault(pattern.components, []).append(entry)
 
     def best(self, parts: tuple[str, ...]) -> tuple[tuple[int, int], list[RegistryEntry]] | None:
-        entries = self.exact.get(parts)
+        entries = self.exact.get(parts) if self.exact else None
         if entries:
             return (len(parts), 1), entries
         for depth in range(len(parts) - 1, -1, -1):
@@ -77,27 +86,28 @@ class _Rules:
 
 
 class _HostIndex:
-    """Address patterns by exact host and by wildcard domain."""
+    """Address patterns by exact host and by wildcard domain (the part after `*.`)."""
 
     def __init__(self) -> None:
-        self.exact: dict[str, dict[Address, _Rules]] = {}
-        self.wildcard: dict[str, dict[Address, _Rules]] = {}
+        self.exact: dict[str, list[_Rules]] = {}
+        self.wildcard: dict[str, list[_Rules]] = {}
 
     def rules_for(self, address: Address) -> _Rules:
         table = self.wildcard if address.wildcard else self.exact
-        by_address = table.setdefault(address.host, {})
-        rules = by_address.get(address)
-        if rules is None:
-            rules = by_address[address] = _Rules(address)
-        return rules
+        candidates = table.setdefault(address.host, [])
+        for rules in candidates:
+            if rules.address == address:
+                return rules
+        candidates.append(_Rules(address))
+        return candidates[-1]
 
     def matching(self, host: str, port: int) -> list[_Rules]:
-        found = [r for r in self.exact.get(host, {}).values() if r.address.matches(host, port)]
-        labels = host.split(".")
-        for start in range(1, len(labels)):
-            for rules in self.wildcard.get(".".join(labels[start:]), {}).values():
-                if rules.address.matches(host, port):
-                    found.append(rules)
+        found = [r for r in self.exact.get(host, ()) if r.covers(port)]
+        if self.wildcard:
+            dot = host.find(".")
+            while dot != -1:  # every proper parent domain, by whole labels
+                found.extend(r for r in self.wildcard.get(host[dot + 1 :], ()) if r.covers(port))
+                dot = host.find(".", dot + 1)
         return found
 
 
@@ -105,6 +115,8 @@ class _HostIndex:
 class _Compiled:
     entries: _HostIndex
     bundles: _HostIndex
+    described: dict[int, str]
+    """`_describe(entry)` by `id(entry)`, for the entries of this policy."""
 
 
 def _compile(policy: Policy) -> _Compiled:
@@ -118,7 +130,8 @@ def _compile(policy: Policy) -> _Compiled:
             found = bundle_for(entry.address)
             for host in (*(found[1] if found else ()), *entry.extra_hosts):
                 bundles.rules_for(host).add(entry)
-    compiled = _Compiled(entries, bundles)
+    described = {id(entry): _describe(entry) for entry in policy.registries}
+    compiled = _Compiled(entries, bundles, described)
     object.__setattr__(policy, "_compiled", compiled)  # a cache on a frozen value
     return compiled
 
@@ -133,12 +146,13 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
     best_key: tuple[tuple[int, int, int], tuple[int, int]] | None = None
     best: list[RegistryEntry] = []
     host_matched = False
-    for rules in _compile(policy).entries.matching(reference.host, port):
+    compiled = _compile(policy)
+    for rules in compiled.entries.matching(reference.host, port):
         host_matched = True
         found = rules.best(parts)
         if found is None:
             continue
-        key = (rules.address.specificity, found[0])
+        key = (rules.specificity, found[0])
         if best_key is None or key > best_key:
             best_key, best = key, list(found[1])
         elif key == best_key:
@@ -161,7 +175,8 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
         return _deny(policy, f"{action.title()} to {target}", f"allow {action} for it", best[0])
     return Decision(
         allowed=True,
-        reason=f"{action.title()} of {target} is allowed by the entry {_describe(permitting)} "
+        reason=f"{action.title()} of {target} is allowed by the entry "
+        f"{compiled.described[id(permitting)]} "
         f"of organization '{policy.organization}' (policy revision {policy.revision}).",
         entry=permitting,
         revision=policy.revision,
@@ -181,8 +196,8 @@ def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
     compiled = _compile(policy)
     direct = compiled.entries.matching(host, port)
     if direct:
-        top = max(rules.address.specificity for rules in direct)
-        entries = [e for r in direct if r.address.specificity == top for e in r.entries()]
+        top = max(rules.specificity for rules in direct)
+        entries = [e for r in direct if r.specificity == top for e in r.entries()]
         allowed = next((e for e in entries if e.allowed), None)
         if allowed is None:
             return _deny(
