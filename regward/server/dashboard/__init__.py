@@ -1,0 +1,26 @@
+"""The owners' dashboard: server-rendered pages on the same services as the REST API.
+
+    routes.py     the pages and form posts (sign-in, Registry Access, Activity, Members,
+                  Tokens, Devices, Blocked pulls, Test an image)
+    views.py      service results worded and formatted for the templates
+    security.py   session cookie, CSRF tokens, sign-in rate limit
+    templates/    Jinja2, autoescaped; static/ one stylesheet, one small optional script
+
+No JavaScript build step and no CDN: every asset is served by the server itself under /static.
+`install(app)`, called by `create_app`, adds the pages to the FastAPI app built by `create_app`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from regward.server.dashboard.routes import STATIC_DIR, router
+from regward.server.dashboard.security import SignInLimiter
+
+
+def install(app: FastAPI) -> None:
+    """Serve the dashboard's pages at / and its assets at /static."""
+    app.state.dashboard_limiter = SignInLimiter()
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

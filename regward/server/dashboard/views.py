@@ -1,0 +1,243 @@
+"""What the templates show: service results turned into plain, display-ready values.
+
+No business rules live here; the services decide, this module only words and formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from regward.policy import LintWarning
+from regward.server.models import ActivityEvent, Denial
+from regward.server.services import activity
+from regward.server.services.devices import DeviceStatus
+from regward.server.services.registry_access import Change
+
+
+@dataclass
+class EntryForm:
+    """The fields of the Add registry and Edit forms, as the user typed them."""
+
+    address: str = ""
+    nickname: str = ""
+    allowed: bool = True
+    repositories: str = ""
+    actions: tuple[str, ...] = ("pull", "push")
+    extra_hosts: str = ""
+
+    @property
+    def advanced_open(self) -> bool:
+        return bool(
+            self.repositories.strip()
+            or self.extra_hosts.strip()
+            or set(self.actions) != {"pull", "push"}
+        )
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> EntryForm:
+        return cls(
+            address=str(entry.get("address", "")),
+            nickname=str(entry.get("nickname") or ""),
+            allowed=bool(entry.get("allowed", True)),
+            repositories="\n".join(entry.get("repositories") or ()),
+            actions=tuple(entry.get("actions") or ("pull", "push")),
+            extra_hosts="\n".join(entry.get("extra_hosts") or ()),
+        )
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any], actions: Sequence[str]) -> EntryForm:
+        return cls(
+            address=str(form.get("address", "")).strip(),
+            nickname=str(form.get("nickname", "")).strip(),
+            allowed=form.get("allowed") == "true",
+            repositories=str(form.get("repositories", "")),
+            actions=tuple(actions),
+            extra_hosts=str(form.get("extra_hosts", "")),
+        )
+
+    def to_entry(self) -> dict[str, Any]:
+        """The entry in the policy file's form, for the services to parse and check."""
+        entry: dict[str, Any] = {
+            "address": self.address,
+            "nickname": self.nickname,
+            "allowed": self.allowed,
+            "actions": list(self.actions),
+        }
+        repositories = _lines(self.repositories)
+        if repositories:
+            entry["repositories"] = repositories
+        extra_hosts = _lines(self.extra_hosts)
+        if extra_hosts:
+            entry["extra_hosts"] = extra_hosts
+        return entry
+
+
+def _lines(text: str) -> list[str]:
+    """One item per line (commas also separate), blanks dropped."""
+    return [item.strip() for line in text.splitlines() for item in line.split(",") if item.strip()]
+
+
+ENTRY_FIELDS = ("address", "nickname", "allowed", "repositories", "actions", "extra_hosts")
+
+
+def field_errors(message: str) -> dict[str, str]:
+    """Place a service's InvalidInput message beside the field it names (`entry.address: ...`)."""
+    head = message.split(":", 1)[0]
+    for name in ENTRY_FIELDS:
+        if head.endswith("." + name) or head == name:
+            return {name: message}
+    return {"address": message}
+
+
+@dataclass
+class EntryRow:
+    address: str
+    nickname: str
+    allowed: bool
+    repositories: list[str]
+    actions: list[str]
+    extra_hosts: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def entry_rows(
+    registries: Iterable[Mapping[str, Any]], warnings: Sequence[LintWarning]
+) -> list[EntryRow]:
+    by_address: dict[str, list[str]] = {}
+    for warning in warnings:
+        by_address.setdefault(warning.address, []).append(warning.message)
+    return [
+        EntryRow(
+            address=str(entry["address"]),
+            nickname=str(entry.get("nickname") or ""),
+            allowed=bool(entry.get("allowed", True)),
+            repositories=list(entry.get("repositories") or ()),
+            actions=list(entry.get("actions") or ("pull", "push")),
+            extra_hosts=list(entry.get("extra_hosts") or ()),
+            warnings=by_address.get(str(entry["address"]), []),
+        )
+        for entry in registries
+    ]
+
+
+def describe_change(change: Change) -> str:
+    """One line for the pending-changes banner."""
+    if change.action == "registry_access.enabled":
+        return "Turn Registry Access Management on"
+    if change.action == "registry_access.disabled":
+        return "Turn Registry Access Management off"
+    verb = {
+        "registry_access.registry_added": "Add",
+        "registry_access.registry_updated": "Change",
+        "registry_access.registry_removed": "Remove",
+    }.get(change.action, change.action)
+    return f"{verb} {change.address}"
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ago(moment: datetime, now: datetime | None = None) -> str:
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    if seconds < 60:
+        return "just now"
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"  # pragma: no cover - the loop always returns
+
+
+def _yaml(value: Any) -> str:
+    return yaml.safe_dump(
+        value, sort_keys=False, default_flow_style=False, allow_unicode=True
+    ).strip()
+
+
+@dataclass
+class EventRow:
+    action: str
+    summary: str
+    actor: str
+    time: str
+    time_iso: str
+    before: str | None
+    after: str | None
+
+
+def event_row(event: ActivityEvent) -> EventRow:
+    data = dict(event.data or {})
+    subject = data.get("address") or data.get("member") or data.get("name")
+    summary = activity.describe(event.action)
+    if subject:
+        summary = f"{summary}: {subject}"
+    if event.action == "registry_access.applied" and "revision" in data:
+        summary = f"{summary} as revision {data['revision']}"
+    before = data.get("before")
+    after = data.get("after")
+    return EventRow(
+        action=event.action,
+        summary=summary,
+        actor=event.actor,
+        time=when(event.created_at),
+        time_iso=event.created_at.isoformat(),
+        before=None if before is None else _yaml(before),
+        after=None if after is None else _yaml(after),
+    )
+
+
+@dataclass
+class DeviceRow:
+    id: str
+    hostname: str
+    user: str
+    revision: int
+    last_seen: str
+    last_seen_iso: str
+    outdated: bool
+
+
+def device_row(status: DeviceStatus) -> DeviceRow:
+    device = status.device
+    return DeviceRow(
+        id=device.agent_id,
+        hostname=device.hostname,
+        user=device.user.username if device.user else "",
+        revision=device.applied_revision,
+        last_seen=f"{ago(device.last_seen)} ({when(device.last_seen)})",
+        last_seen_iso=device.last_seen.isoformat(),
+        outdated=not status.up_to_date,
+    )
+
+
+@dataclass
+class DenialRow:
+    time: str
+    time_iso: str
+    reference: str
+    action: str
+    device: str
+    user: str
+    reason: str
+    revision: int | None
+
+
+def denial_row(denial: Denial) -> DenialRow:
+    return DenialRow(
+        time=when(denial.occurred_at),
+        time_iso=denial.occurred_at.isoformat(),
+        reference=denial.reference,
+        action=denial.action,
+        device=denial.agent_id,
+        user=denial.user.username if denial.user else "",
+        reason=denial.reason,
+        revision=denial.revision or None,
+    )

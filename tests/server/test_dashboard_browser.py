@@ -1,0 +1,363 @@
+"""The dashboard in a real Chromium against a real server process on loopback.
+
+One server (SQLite in a temporary data directory) serves the whole module: organization `acme`
+with owner alice and member bob, and `evilcorp` owned by eve. Tests that change the draft apply
+or undo their own changes. Screenshots of every page, at laptop and phone widths, are saved
+under test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Dialog, Page, expect
+
+from regward.server.db import Database
+from regward.server.keys import load_or_create
+from regward.server.models import Role
+from regward.server.services import auth, orgs
+from regward.server.settings import Settings
+from tests.harness.browser import (
+    ARTIFACTS,
+    LAPTOP,
+    PHONE,
+    BrowserSession,
+    LiveServer,
+    require_chromium,
+    screenshot,
+)
+
+pytestmark = pytest.mark.browser
+PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts share it
+
+
+def seed(data_dir: Path) -> None:
+    settings = Settings.from_env({"REGWARD_DATA_DIR": str(data_dir)})
+    database = Database(settings.database_url)
+    database.upgrade()
+    key = load_or_create(settings.signing_key_path)
+    with database.session(write=True) as session:
+        alice = auth.create_user(session, "alice", PASSWORD)
+        acme = orgs.create(session, "acme", alice, key)
+        orgs.add_member(session, acme, alice, "bob", Role.MEMBER)
+        bob = auth.get_user(session, "bob")
+        assert bob is not None
+        auth.set_password(session, bob, PASSWORD)
+        eve = auth.create_user(session, "eve", PASSWORD)
+        orgs.create(session, "evilcorp", eve, key)
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    require_chromium()
+    root = tmp_path_factory.mktemp("rwdash-server")
+    seed(root / "data")
+    with LiveServer(root / "data", root / "server.log") as live:
+        yield live
+
+
+def api(server: LiveServer, method: str, path: str, body: Any = None, token: str = "") -> Any:
+    """A REST call, as a script or an agent would make it."""
+    answer = httpx.request(
+        method,
+        server.url + path,
+        json=body,
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json() if answer.content else None
+
+
+def token_of(server: LiveServer, username: str) -> str:
+    answer = api(server, "POST", "/api/v1/auth/token", {"username": username, "password": PASSWORD})
+    token: str = answer["token"]
+    return token
+
+
+def sign_in(page: Page, server: LiveServer, username: str) -> None:
+    page.goto(server.url + "/")
+    expect(page).to_have_url(f"{server.url}/signin?next=%2F")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(f"Signed in as {username}")).to_be_visible()
+
+
+def row(page: Page, address: str) -> Any:
+    return page.locator(f'#registries tr[data-address="{address}"]')
+
+
+def fail_on_dialog(dialog: Dialog) -> None:
+    message = dialog.message
+    dialog.dismiss()
+    raise AssertionError(f"unexpected dialog: {message!r}")
+
+
+def test_owner_adds_ghcr_applies_and_finds_it_in_activity(server: LiveServer) -> None:
+    with BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "alice")
+        expect(page.get_by_role("heading", name="Registry Access", exact=True)).to_be_visible()
+        # A new organization: Docker Hub listed, Registry Access off, nothing pending.
+        expect(row(page, "docker.io")).to_contain_text("Docker Hub")
+        expect(
+            page.get_by_role("heading", name="Registry Access Management is off")
+        ).to_be_visible()
+        expect(page.locator("#pending")).to_have_count(0)
+
+        page.get_by_label("Registry address").fill("ghcr.io")
+        page.get_by_label("Nickname").fill("GitHub Container Registry")
+        page.get_by_role("button", name="Add registry").click()
+
+        expect(page.get_by_role("status").first).to_contain_text("Added ghcr.io to the draft")
+        expect(row(page, "ghcr.io")).to_contain_text("GitHub Container Registry")
+        banner = page.locator("#pending")
+        expect(banner).to_contain_text("Pending changes")
+        expect(banner).to_contain_text("Add ghcr.io")
+        expect(banner).to_contain_text("Machines still enforce revision 1")
+
+        # The feed still serves revision 1 until Save & Apply.
+        bob = token_of(server, "bob")
+        assert api(server, "GET", "/api/v1/orgs/acme/policy", token=bob)["policy"]["revision"] == 1
+
+        banner.get_by_role("button", name="Save & Apply").click()
+        expect(page.get_by_role("status").first).to_contain_text("Applied as revision 2")
+        expect(page.locator("#pending")).to_have_count(0)
+        feed = api(server, "GET", "/api/v1/orgs/acme/policy", token=bob)["policy"]
+        assert feed["revision"] == 2
+        assert "ghcr.io" in [entry["address"] for entry in feed["registries"]]
+
+        page.get_by_role("link", name="Activity").click()
+        added = page.locator("li.event", has_text="registry added: ghcr.io")
+        expect(added).to_contain_text("alice")
+        expect(page.locator("li.event", has_text="applied as revision 2")).to_be_visible()
+        added.get_by_text("Before and after").click()
+        expect(added.locator(".diff")).to_contain_text("nickname: GitHub Container Registry")
+
+        # Filtering by action keeps only that kind of event.
+        page.get_by_label("Action").select_option("registry_access.applied")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.locator("li.event")).to_have_count(1)
+
+
+def test_member_sees_read_only_pages_and_cannot_post(server: LiveServer) -> None:
+    with BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "bob")
+        expect(page.get_by_text("you can see these settings but only owners")).to_be_visible()
+        expect(row(page, "docker.io")).to_be_visible()
+        expect(page.get_by_role("switch", name="Registry Access Management")).to_be_disabled()
+        expect(page.get_by_role("switch", name="Allow docker.io")).to_be_disabled()
+        expect(page.get_by_role("button", name="Add registry")).to_have_count(0)
+        expect(page.get_by_role("link", name="Edit docker.io")).to_have_count(0)
+
+        # Even a hand-made post with bob's own valid CSRF token is refused.
+        csrf = page.locator('input[name="csrf_token"]').first.get_attribute("value")
+        answer = page.request.post(
+            server.url + "/orgs/acme/registry-access/add",
+            form={"csrf_token": csrf or "", "address": "quay.io", "actions": "pull"},
+            max_redirects=0,
+        )
+        assert answer.status == 403
+        assert "Only owners of &#39;acme&#39; can do this" in answer.text()
+        page.reload()
+        expect(row(page, "quay.io")).to_have_count(0)
+
+        page.get_by_role("link", name="Members").click()
+        expect(page.locator('#members tr[data-username="alice"]')).to_contain_text("owner")
+        expect(page.get_by_role("button", name="Add member")).to_have_count(0)
+
+
+def test_outsider_sees_nothing_of_another_organization(server: LiveServer) -> None:
+    with BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "eve")
+        expect(page).to_have_url(server.url + "/orgs/evilcorp/registry-access")
+        options = page.locator("#org-switch option").all_inner_texts()
+        assert options == ["evilcorp"]
+        for path in ("registry-access", "activity", "members", "devices", "blocked", "test"):
+            answer = page.goto(f"{server.url}/orgs/acme/{path}")
+            assert answer is not None and answer.status == 404, path
+            expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+            assert "docker.io" not in page.content()
+
+
+def test_nickname_with_markup_is_shown_as_text(server: LiveServer) -> None:
+    payload = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2</script>'
+    with BrowserSession() as browser:
+        page = browser.page
+        page.on("dialog", fail_on_dialog)
+        sign_in(page, server, "alice")
+        page.get_by_label("Registry address").fill("xss.example.com")
+        page.get_by_label("Nickname").fill(payload)
+        page.get_by_role("button", name="Add registry").click()
+        cell = row(page, "xss.example.com").locator("td").nth(1)
+        expect(cell).to_have_text(payload)
+        assert cell.locator("img, script").count() == 0
+        assert page.evaluate("window.__xss") is None
+        # Inside an attribute (the edit form's value) it stays intact and inert too.
+        page.get_by_role("link", name="Edit xss.example.com").click()
+        expect(page.get_by_label("Nickname")).to_have_value(payload)
+        assert page.evaluate("window.__xss") is None
+        # Leave the shared draft as it was.
+        page.goto(server.url + "/orgs/acme/registry-access")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.remove_listener("dialog", fail_on_dialog)
+        page.get_by_role("button", name="Remove xss.example.com").click()
+        expect(row(page, "xss.example.com")).to_have_count(0)
+
+
+class _AttackerPage(BaseHTTPRequestHandler):
+    """Another site the owner visits: it posts a form to the dashboard on load."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            "<!doctype html><title>Win a prize</title>"
+            f'<form id="f" method="post" action="{self.target}">'
+            '<input name="address" value="evil.example.com">'
+            '<input name="nickname" value="forged"><input name="allowed" value="true">'
+            '<input name="actions" value="pull"></form>'
+            "<script>document.getElementById('f').submit()</script>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_forged_post_without_csrf_token_is_refused(server: LiveServer) -> None:
+    _AttackerPage.target = server.url + "/orgs/acme/registry-access/add"
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
+    thread = threading.Thread(target=attacker.serve_forever, name="rwdash-attacker", daemon=True)
+    thread.start()
+    try:
+        with BrowserSession() as browser:
+            page = browser.page
+            sign_in(page, server, "alice")
+            # 127.0.0.1 on another port is the same *site*, so SameSite alone would not stop
+            # this post: the CSRF token must.
+            page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+            page.wait_for_url(_AttackerPage.target)
+            expect(page.get_by_role("heading", name="This form cannot be accepted")).to_be_visible()
+            answer = page.request.post(
+                _AttackerPage.target, form={"address": "evil.example.com"}, max_redirects=0
+            )
+            assert answer.status == 403
+            page.goto(server.url + "/orgs/acme/registry-access")
+            expect(row(page, "evil.example.com")).to_have_count(0)
+            expect(row(page, "docker.io")).to_be_visible()
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+        thread.join()
+
+
+def test_stale_edit_keeps_the_input_and_says_what_changed(server: LiveServer) -> None:
+    alice = token_of(server, "alice")
+    with BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "alice")
+        page.get_by_role("link", name="Edit docker.io").click()
+        page.get_by_label("Nickname").fill("Docker Hub (official images only)")
+        page.get_by_text("Advanced: repositories").click()
+        page.get_by_label("Repositories").fill("library/*")
+
+        # Meanwhile another owner changes the same entry through the API.
+        api(
+            server,
+            "PUT",
+            "/api/v1/orgs/acme/registry-access/registries/docker.io",
+            {"entry": {"address": "docker.io", "nickname": "Hub, edited elsewhere"}},
+            alice,
+        )
+        page.get_by_role("button", name="Save change").click()
+        expect(page.get_by_role("alert")).to_contain_text("Your change was not saved")
+        expect(page.get_by_text("Hub, edited elsewhere")).to_be_visible()
+        expect(page.get_by_label("Nickname")).to_have_value("Docker Hub (official images only)")
+        expect(page.get_by_label("Repositories")).to_have_value("library/*")
+
+        # Saving again, now knowingly, goes through: Docker Hub is restrictable.
+        page.get_by_role("button", name="Save change").click()
+        expect(row(page, "docker.io")).to_contain_text("library/*")
+        page.locator("#pending").get_by_role("button", name="Save & Apply").click()
+        expect(page.get_by_role("status").first).to_contain_text("Applied as revision")
+
+
+def test_screenshots_of_every_page(server: LiveServer) -> None:
+    """Not a check of looks: saves the pages for a person to review (test-artifacts/)."""
+    bob = token_of(server, "bob")
+    revision = api(server, "GET", "/api/v1/orgs/acme/policy", token=bob)["policy"]["revision"]
+    api(
+        server,
+        "POST",
+        "/api/v1/orgs/acme/devices/check-in",
+        {"agent_id": "laptop-bob-7f3a", "revision": revision, "hostname": "bob-laptop"},
+        bob,
+    )
+    api(
+        server,
+        "POST",
+        "/api/v1/orgs/acme/devices/check-in",
+        {"agent_id": "ci-runner-02", "revision": 1, "hostname": "ci-runner-02"},
+        bob,
+    )
+    api(
+        server,
+        "POST",
+        "/api/v1/orgs/acme/denials",
+        {
+            "agent_id": "ci-runner-02",
+            "reference": "quay.io/prometheus/node-exporter:v1.8.0",
+            "action": "pull",
+            "revision": 1,
+            "reason": "Access to registry quay.io is restricted by your organization 'acme'",
+        },
+        bob,
+    )
+    for name, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
+        with BrowserSession(viewport) as browser:
+            page = browser.page
+            page.goto(server.url + "/signin")
+            screenshot(page, f"dashboard-signin-{name}")
+            sign_in(page, server, "alice")
+            if name == "laptop":
+                # A draft with pending changes and a lint warning, for the pictures.
+                page.get_by_role("switch", name="Registry Access Management").click()
+                page.get_by_label("Registry address").fill("*.corp.example")
+                page.get_by_label("Nickname").fill("Internal mirrors")
+                page.get_by_text("Advanced: repositories").click()
+                page.get_by_label("Extra hosts").fill("blobs.corp.example")
+                page.get_by_role("button", name="Add registry").click()
+                expect(page.locator("#pending")).to_be_visible()
+            screenshot(page, f"dashboard-registry-access-{name}")
+            page.get_by_role("link", name="Edit docker.io").click()
+            screenshot(page, f"dashboard-edit-{name}")
+            for tab in ("activity", "members", "devices", "blocked"):
+                page.goto(f"{server.url}/orgs/acme/{tab}")
+                screenshot(page, f"dashboard-{tab}-{name}")
+            page.goto(server.url + "/orgs/acme/test?image=quay.io/prometheus/node-exporter")
+            screenshot(page, f"dashboard-test-{name}")
+            page.goto(server.url + "/tokens")
+            page.get_by_label("Name").fill(f"ci-{name}")
+            page.get_by_role("button", name="Create token").click()
+            expect(page.get_by_text("it is shown only once")).to_be_visible()
+            screenshot(page, f"dashboard-tokens-{name}")
+        with BrowserSession(viewport) as browser:
+            sign_in(browser.page, server, "bob")
+            screenshot(browser.page, f"dashboard-member-view-{name}")
+    artifacts = sorted(p.name for p in ARTIFACTS.glob("dashboard-*.png"))
+    assert len(artifacts) >= 20
