@@ -82,6 +82,7 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    grace: float = 15  # seconds between SIGTERM and SIGKILL at teardown
 
     @property
     def pid(self) -> int:
@@ -268,8 +269,8 @@ class Bed:
             if not path.exists() and path not in self._created:
                 self._created.append(path)
 
-    def stop(self, process: Process) -> None:
-        process.stop()
+    def stop(self, process: Process, timeout: float = 15) -> None:
+        process.stop(timeout)
         if process in self.processes:
             self.processes.remove(process)
 
@@ -447,7 +448,7 @@ class Bed:
         self.stop_dockerd()
         for process in reversed(self.processes):
             with contextlib.suppress(Exception):
-                process.stop()
+                process.stop(process.grace)
         self.processes.clear()
         for cert in self._certs:
             cert.unlink(missing_ok=True)

@@ -186,6 +186,7 @@ class Scene:
             str(SERVER_PORT),
         ]
         process = self.bed.spawn("server", argv, env)
+        process.grace = 3  # uvicorn waits for open long-polls; do not wait for them
         api = f"http://{self.bed.ip(2)}:{SERVER_PORT}"
         self.bed.wait_for(
             "the Regward server", lambda: _http_up(self.bed.ip(2), SERVER_PORT), process, timeout=60
@@ -197,7 +198,7 @@ class Scene:
 
     def stop_server(self) -> None:
         if self.server is not None:
-            self.bed.stop(self.server.process)
+            self.bed.stop(self.server.process, self.server.process.grace)
 
 
 def plugin_call(path: Path, method: str, body: bytes, timeout: float = 10) -> bytes:

@@ -1,0 +1,230 @@
+"""End to end with the real Regward server: sign-in, sync, apply, offline enforcement, logout.
+
+One bed for the module: the namespace, two registries, `regward server init` + `regward server
+run` (SQLite), `regward login` with a personal access token, `regward agent run`, and a real
+dockerd using the agent as its authorization plugin. The test process drives the server's REST
+API over the namespace's veth, as an owner would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness.bed import unavailable_reason
+from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+]
+
+
+class Owner:
+    """The organization's owner, over the REST API."""
+
+    def __init__(self, scene: Scene) -> None:
+        server = scene.server
+        assert server is not None
+        self.org = server.org
+        self.client = httpx.Client(base_url=server.api + "/api/v1", timeout=30, trust_env=False)
+        token = self.client.post(
+            "/auth/token", json={"username": server.owner, "password": server.password}
+        )
+        token.raise_for_status()
+        self.client.headers["Authorization"] = f"Bearer {token.json()['token']}"
+
+    def token(self, name: str) -> str:
+        created = self.client.post("/tokens", json={"name": name, "scope": "read"})
+        created.raise_for_status()
+        return str(created.json()["token"])
+
+    def apply(self, registries: list[dict[str, Any]], enabled: bool = True) -> int:
+        draft = self.client.get(f"/orgs/{self.org}/registry-access")
+        draft.raise_for_status()
+        body = {"enabled": enabled, "registries": registries, "version": draft.json()["version"]}
+        self.client.put(f"/orgs/{self.org}/registry-access", json=body).raise_for_status()
+        applied = self.client.post(f"/orgs/{self.org}/registry-access/apply", json={})
+        applied.raise_for_status()
+        return int(applied.json()["revision"])
+
+    def get(self, path: str) -> Any:
+        response = self.client.get(f"/orgs/{self.org}{path}")
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def scene() -> Iterator[Scene]:
+    created = Scene.create("s")
+    try:
+        created.start_server()
+        yield created
+    finally:
+        created.close()
+
+
+@pytest.fixture(scope="module")
+def owner(scene: Scene) -> Iterator[Owner]:
+    owner = Owner(scene)
+    owner.apply([{"address": ALLOWED}])
+    yield owner
+    owner.client.close()
+
+
+@pytest.fixture(scope="module")
+def signed_in(scene: Scene, owner: Owner) -> Scene:
+    assert scene.server is not None
+    token = owner.token("ci-runner")
+    login = scene.regward(
+        "login",
+        "--server",
+        scene.server.url,
+        "--org",
+        owner.org,
+        "--token-stdin",
+        input=token.encode() + b"\n",
+    )
+    assert login.returncode == 0, login.stderr
+    assert f"Signed in to '{owner.org}'" in login.stdout
+    scene.start_agent([])
+    scene.bed.start_dockerd([f"--authorization-plugin={scene.plugin_name}"])
+    return scene
+
+
+def denial(registry: str, revision: int) -> str:
+    return (
+        f"Access to registry {registry} is restricted by your organization 'acme' "
+        f"(policy revision {revision})"
+    )
+
+
+def wait_for(condition: Any, timeout: float) -> float:
+    """Seconds until `condition()` held; fails after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def test_login_stores_secrets_private_and_pins_the_key(signed_in: Scene, owner: Owner) -> None:
+    credentials = signed_in.agent_dir / "credentials.json"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert (signed_in.agent_dir / "policy.json").stat().st_mode & 0o777 == 0o600
+    stored = json.loads(credentials.read_text())
+    key = owner.client.get("/signing-key").json()["public_key"]
+    assert stored["public_key"] == key
+    assert stored["organization"] == "acme"
+
+
+def test_allowed_pull_works_and_disallowed_fails_with_the_message(signed_in: Scene) -> None:
+    assert signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+    refused = signed_in.bed.docker("pull", Scene.image(BLOCKED))
+    assert refused.returncode != 0
+    assert "Access to registry blocked.registry.test:5000 is restricted" in refused.stderr
+    assert "'acme'" in refused.stderr
+    assert "Allowed registries: http://regward.test:8080" in refused.stderr
+    ran = signed_in.bed.docker("run", "--rm", "--network", "none", Scene.image(BLOCKED))
+    assert ran.returncode == 125
+    assert "Access to registry blocked.registry.test:5000 is restricted" in ran.stderr
+
+
+def test_status_reports_the_enforced_revision(signed_in: Scene, owner: Owner) -> None:
+    def synced() -> bool:
+        status = json.loads(signed_in.regward("status", "--json").stdout)
+        return bool(status["agent_running"] and status["sync"] and status["sync"]["last_sync"])
+
+    wait_for(synced, 10)
+    status = json.loads(signed_in.regward("status", "--json").stdout)
+    current = owner.get("/policy")["policy"]["revision"]
+    assert status["organization"] == "acme"
+    assert status["revision"] == current
+    assert status["enforcement_points"]["authz"]["up"] is True
+    devices = owner.get("/devices")["devices"]
+    assert any(device["applied_revision"] == current for device in devices)
+
+
+def test_apply_flips_the_next_pull_within_two_seconds(signed_in: Scene, owner: Owner) -> None:
+    assert signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0
+    owner.apply([{"address": ALLOWED}, {"address": BLOCKED}])
+    elapsed = wait_for(
+        lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode == 0, 2
+    )
+    assert elapsed < 2
+    revision = owner.apply([{"address": ALLOWED}])
+    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0, 2)
+    refused = signed_in.bed.docker("pull", Scene.image(BLOCKED))
+    assert denial(BLOCKED, revision) in refused.stderr
+
+
+def test_denials_reach_the_server(signed_in: Scene, owner: Owner) -> None:
+    assert signed_in.bed.docker("pull", Scene.image(BLOCKED, "demo/reported")).returncode != 0
+
+    def reported() -> bool:
+        listed = owner.get("/denials")["denials"]
+        return any("demo/reported" in json.dumps(item) for item in listed)
+
+    wait_for(reported, 10)
+
+
+def test_server_stopped_a_restarted_agent_still_enforces_the_last_revision(
+    signed_in: Scene, owner: Owner
+) -> None:
+    revision = owner.get("/policy")["policy"]["revision"]
+    signed_in.stop_server()
+    try:
+        signed_in.start_agent([])
+        refused = signed_in.bed.docker("pull", Scene.image(BLOCKED))
+        assert denial(BLOCKED, revision) in refused.stderr
+        assert signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+        status = json.loads(signed_in.regward("status", "--json").stdout)
+        assert status["revision"] == revision
+    finally:
+        signed_in.start_server()
+        signed_in.start_agent([])
+    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 10)
+
+
+def test_tampered_cache_is_not_enforced(signed_in: Scene, owner: Owner) -> None:
+    cache = signed_in.agent_dir / "policy.json"
+    original = cache.read_bytes()
+    document = json.loads(original)
+    document["policy"]["registries"].append({"address": BLOCKED})
+    cache.write_text(json.dumps(document))
+    try:
+        signed_in.stop_server()
+        signed_in.start_agent([])
+        refused = signed_in.bed.docker("pull", Scene.image(ALLOWED))
+        assert refused.returncode != 0
+        assert "No verified policy of organization 'acme'" in refused.stderr
+    finally:
+        cache.write_bytes(original)
+        signed_in.start_server()
+        signed_in.start_agent([])
+    assert signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+
+
+def test_registry_json_is_satisfied_by_sign_in_and_logout_applies_at_once(
+    signed_in: Scene, owner: Owner
+) -> None:
+    signed_in.registry_json.write_text('{"allowedOrgs": ["acme", "globex"]}')
+    try:
+        wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 5)
+        logout = signed_in.regward("logout")
+        assert logout.returncode == 0
+        assert not (signed_in.agent_dir / "policy.json").exists()
+
+        def refused() -> bool:
+            result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
+            return "Sign-in to organization 'acme' or 'globex' is required" in result.stderr
+
+        wait_for(refused, 3)
+    finally:
+        signed_in.registry_json.unlink()
