@@ -3,8 +3,10 @@
 Beside it, in the same run, a naive linear scan over the same entries (tests/policy/naive.py,
 the obviously correct restatement of the rules the tests compare the engine with). Entries mix
 exact hosts, host:port, wildcards and repository rules; every decision is for a distinct,
-pre-parsed reference, half of them allowed. One core (this process). Targets: >= 200,000
-decisions/s at 100,000 entries, and that rate >= 0.8x the 10-entry rate.
+pre-parsed reference, half of them allowed. One core (this process); the engine's figure is
+the best of three rounds. The scan returns a bare boolean, the engine a Decision with its
+reason. Targets: >= 200,000 decisions/s at 100,000 entries, and that rate >= 0.8x the
+10-entry rate.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def main() -> None:
         policy, targets = make_policy(size, rng)
         references = make_references(targets, DECISIONS, rng)
         evaluate(policy, Action.PULL, references[0])  # build the lookup tables outside the clock
-        engine, _ = rate(evaluate, policy, references, None)
+        # Best of three rounds: the machine is shared, and interference only ever slows a round.
+        engine = max(rate(evaluate, policy, references[k::3], None)[0] for k in range(3))
         naive, _ = rate(naive_evaluate, policy, references, NAIVE_SECONDS)
         allowed = sum(evaluate(policy, Action.PULL, r).allowed for r in references[:1000])
         assert allowed == 500, allowed  # the workload is what it says: half allowed
