@@ -182,14 +182,8 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
         return _deny(
             policy, f"{action.title()} to {target}", f"allow {action} for it", best[0].entry
         )
-    return Decision(
-        allowed=True,
-        reason=f"{action.title()} of {target} is allowed by the entry {permitting.described} "
-        f"of organization '{policy.organization}' (policy revision {policy.revision}).",
-        entry=permitting.entry,
-        revision=policy.revision,
-        organization=policy.organization,
-    )
+    reason = f"{action.title()} of {target} is allowed by the entry {permitting.described}"
+    return _decision(policy, True, reason, permitting.entry)
 
 
 def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
@@ -219,37 +213,29 @@ def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
 
 
 def _allow_host(policy: Policy, target: str, entry: RegistryEntry) -> Decision:
-    return Decision(
-        allowed=True,
-        reason=f"Access to {target} is allowed for the entry {_describe(entry)} of "
-        f"organization '{policy.organization}' (policy revision {policy.revision}).",
-        entry=entry,
-        revision=policy.revision,
-        organization=policy.organization,
-    )
+    reason = f"Access to {target} is allowed for the entry {_describe(entry)}"
+    return _decision(policy, True, reason, entry)
 
 
 def _deny(policy: Policy, subject: str, fix: str, entry: RegistryEntry | None = None) -> Decision:
     org = policy.organization
-    return Decision(
-        allowed=False,
-        reason=f"{subject} is restricted by your organization '{org}' (policy revision "
-        f"{policy.revision}). Ask an owner of '{org}' to {fix}.",
-        entry=entry,
-        revision=policy.revision,
-        organization=org,
-    )
+    reason = f"{subject} is restricted by your organization '{org}' (policy revision "
+    reason += f"{policy.revision}). Ask an owner of '{org}' to {fix}."
+    return Decision(False, reason, entry, policy.revision, org)
 
 
 def _off(policy: Policy) -> Decision:
-    return Decision(
-        allowed=True,
-        reason=f"Registry access management is off for organization '{policy.organization}' "
-        f"(policy revision {policy.revision}): every registry is allowed.",
-        entry=None,
-        revision=policy.revision,
-        organization=policy.organization,
-    )
+    org, revision = policy.organization, policy.revision
+    reason = f"Registry access management is off for organization '{org}' (policy revision "
+    reason += f"{revision}): every registry is allowed."
+    return Decision(True, reason, None, revision, org)
+
+
+def _decision(policy: Policy, allowed: bool, subject: str, entry: RegistryEntry) -> Decision:
+    """A decision whose reason is `subject` followed by the organization and revision."""
+    org, revision = policy.organization, policy.revision
+    reason = f"{subject} of organization '{org}' (policy revision {revision})."
+    return Decision(allowed, reason, entry, revision, org)
 
 
 def _describe(entry: RegistryEntry) -> str:
