@@ -53,7 +53,7 @@ MEDIA_TYPE = "application/vnd.docker.plugins.v1.2+json"
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # dockerd caps forwarded bodies at 4 MiB (base64: ~5.4 MiB)
 MAX_HEADER_BYTES = 64 * 1024
 
-_VERSION = re.compile(r"^/v[0-9][0-9.]*(?=/)")
+_VERSION = re.compile(r"^/v[0-9][0-9.]*(?=/)", re.IGNORECASE)
 _IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 
 

@@ -1,0 +1,290 @@
+"""What the AuthZ plugin reads from each Engine API request, and what it answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regward.agent.authz import (
+    AuthZRequest,
+    HostCheck,
+    ImageCheck,
+    Unreadable,
+    authorize,
+    registry_checks,
+)
+from regward.agent.guard import Enforcement, Guard
+from regward.policy import Action, Policy
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "authz-samples.json"
+
+POLICY = Policy.from_dict(
+    {
+        "organization": "acme",
+        "enabled": True,
+        "registries": [
+            {"address": "allowed.registry.test:5000"},
+            {"address": "pullonly.registry.test:5000", "actions": ["pull"]},
+            {"address": "files.example"},
+        ],
+    }
+)
+
+
+def guard(policy: Policy = POLICY) -> Guard:
+    return Guard(Enforcement(mode="local", policy=policy, organization=policy.organization))
+
+
+def request(
+    uri: str, body: Any = None, headers: dict[str, str] | None = None, method: str = "POST"
+) -> bytes:
+    obj: dict[str, Any] = {"RequestMethod": method, "RequestUri": uri}
+    if headers is not None:
+        obj["RequestHeaders"] = headers
+    if body is not None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        obj["RequestBody"] = base64.b64encode(raw).decode()
+        obj.setdefault("RequestHeaders", {"Content-Type": "application/json"})
+    return json.dumps(obj).encode()
+
+
+def checks(data: bytes) -> list[Any]:
+    return registry_checks(AuthZRequest.parse(data))
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        (
+            "/v1.41/images/create?fromImage=allowed.registry.test%3A5000%2Fdemo%2Fhello&tag=v1",
+            [ImageCheck(Action.PULL, "allowed.registry.test:5000/demo/hello:v1")],
+        ),
+        (
+            "/v1.41/images/create?fromImage=alpine&tag=latest",
+            [ImageCheck(Action.PULL, "alpine:latest")],
+        ),
+        (
+            "/images/create?fromImage=docker.io/library/alpine&tag=sha256:" + "a" * 64,
+            [ImageCheck(Action.PULL, "docker.io/library/alpine@sha256:" + "a" * 64)],
+        ),
+        (
+            "/v1.47/images/create?fromImage=ghcr.io/acme/x",
+            [ImageCheck(Action.PULL, "ghcr.io/acme/x")],
+        ),
+        (
+            "/v1.41/images/create?fromSrc=http%3A%2F%2Fevil.example%3A8000%2Fx.tar&repo=x",
+            [HostCheck("evil.example", 8000, "import from")],
+        ),
+        ("/v1.41/images/create?fromSrc=-&repo=x", []),
+        (
+            "/v1.41/images/reg.example:5000/team/app/push?tag=v2",
+            [ImageCheck(Action.PUSH, "reg.example:5000/team/app:v2")],
+        ),
+        (
+            "/v1.41/plugins/privileges?remote=vieux/sshfs",
+            [ImageCheck(Action.PULL, "vieux/sshfs")],
+        ),
+        (
+            "/v1.41/plugins/pull?remote=vieux%2Fsshfs%3Alatest&name=x",
+            [ImageCheck(Action.PULL, "vieux/sshfs:latest")],
+        ),
+        (
+            "/v1.41/plugins/sshfs/upgrade?remote=ghcr.io/a/b",
+            [ImageCheck(Action.PULL, "ghcr.io/a/b")],
+        ),
+        ("/v1.41/plugins/ghcr.io/a/b/push", [ImageCheck(Action.PUSH, "ghcr.io/a/b")]),
+        ("/v1.41/distribution/quay.io/x/y/json", [ImageCheck(Action.PULL, "quay.io/x/y")]),
+        (
+            "/v1.41/build?remote=https%3A%2F%2Fgit.example%2Fa.git&t=x",
+            [HostCheck("git.example", 443, "build context from")],
+        ),
+        (
+            "/v1.41/build?remote=git%40github.com%3Aacme%2Fapp.git",
+            [HostCheck("github.com", 22, "build context from")],
+        ),
+        (
+            "/v1.41/build?cachefrom=%5B%22ghcr.io%2Fa%2Fcache%22%5D&version=1",
+            [ImageCheck(Action.PULL, "ghcr.io/a/cache")],
+        ),
+        ("/v1.41/build?remote=client-session&version=2", []),
+        ("/v1.41/containers/json", []),
+        ("/v1.41/images/json", []),
+        ("/_ping", []),
+    ],
+)
+def test_endpoint_table(uri: str, expected: list[Any]) -> None:
+    assert checks(request(uri)) == expected
+
+
+def test_every_value_of_a_repeated_parameter_is_checked() -> None:
+    uri = "/images/create?fromImage=a.example/x&fromImage=b.example/y&tag=1&tag=2"
+    assert {check.reference for check in checks(request(uri))} == {
+        "a.example/x:1",
+        "a.example/x:2",
+        "b.example/y:1",
+        "b.example/y:2",
+    }
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/v1.41//images/./create?fromImage=evil.example/x",
+        "/v1.41/images/../images/create?fromImage=evil.example/x",
+        "/v1.41/images%2Fcreate?fromImage=evil.example/x",
+        "/V1.41/IMAGES/CREATE?fromImage=evil.example/x",
+        "/images/create?fromImage=evil.example%2Fx",
+    ],
+)
+def test_odd_paths_are_normalized_before_matching(uri: str) -> None:
+    decision, message = authorize(guard(), request(uri))
+    assert decision is not None
+    assert "evil.example" in message
+
+
+def test_container_and_service_bodies() -> None:
+    create = request("/v1.41/containers/create", {"Image": "evil.example/x", "Cmd": ["sh"]})
+    assert checks(create) == [ImageCheck(Action.PULL, "evil.example/x")]
+    by_id = request("/v1.41/containers/create", {"Image": "sha256:" + "b" * 64})
+    assert checks(by_id) == []
+    service = request(
+        "/v1.41/services/create",
+        {"TaskTemplate": {"ContainerSpec": {"Image": "evil.example/x"}}},
+    )
+    assert checks(service) == [ImageCheck(Action.PULL, "evil.example/x")]
+    update = request(
+        "/v1.41/services/abc/update?version=3",
+        {"taskTemplate": {"containerSpec": {"image": "evil.example/y"}}},
+    )
+    assert checks(update) == [ImageCheck(Action.PULL, "evil.example/y")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request("/v1.41/containers/create"),  # no body reached the plugin
+        request("/v1.41/containers/create", headers={"Content-Length": "0"}),
+        request("/v1.41/containers/create", b"{not json"),
+        request("/v1.41/containers/create", {"Image": 5}),
+        request("/v1.41/services/create", {"TaskTemplate": "x"}),
+        request(
+            "/v1.41/images/create?fromImage=allowed.registry.test:5000/x",
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        ),
+        request("/v1.41/build?cachefrom=not-json"),
+        request("/v1.41/build?remote=ftp://x.example/ctx"),
+        request("/v1.41/plugins/pull?name=x"),
+        b'{"RequestUri": "/v1.41/containers/create", "RequestBody": "***"}',
+        b"{",
+        b"[]",
+        b'{"RequestUri": 1}',
+    ],
+)
+def test_unreadable_requests_are_refused(data: bytes) -> None:
+    decision, message = authorize(guard(), data)
+    assert decision is not None and not decision.allowed
+    assert message.startswith("Regward refused this request because")
+
+
+def test_unreadable_non_registry_request_is_refused_only_when_the_envelope_is_bad() -> None:
+    assert authorize(guard(), request("/v1.41/containers/json", b"{bad"))[0] is None
+    with pytest.raises(Unreadable):
+        AuthZRequest.parse(b"not json")
+
+
+def test_duplicate_and_cased_envelope_keys_follow_go() -> None:
+    data = (
+        b'{"RequestUri": "/v1.41/images/create?fromImage=allowed.registry.test:5000/x",'
+        b' "requesturi": "/v1.41/images/create?fromImage=evil.example/x"}'
+    )
+    decision, message = authorize(guard(), data)
+    assert decision is not None and "evil.example" in message
+
+
+def test_duplicate_image_keys_in_a_body_refuse_if_any_is_refused() -> None:
+    raw = b'{"Image": "evil.example/x", "image": "allowed.registry.test:5000/x"}'
+    decision, _ = authorize(guard(), request("/v1.41/containers/create", raw))
+    assert decision is not None
+
+
+def test_push_to_a_pull_only_entry_is_refused_but_pull_is_allowed() -> None:
+    push = request("/v1.41/images/pullonly.registry.test:5000/x/push?tag=1")
+    decision, message = authorize(guard(), push)
+    assert decision is not None
+    assert "Push to pullonly.registry.test:5000/x is restricted" in message
+    pull = request("/v1.41/images/create?fromImage=pullonly.registry.test:5000/x&tag=1")
+    assert authorize(guard(), pull)[0] is None
+
+
+def test_import_from_an_allowed_host_is_allowed() -> None:
+    ok = request("/v1.41/images/create?fromSrc=https://files.example/rootfs.tar")
+    assert authorize(guard(), ok)[0] is None
+
+
+def test_the_reference_samples_get_the_expected_answers() -> None:
+    samples = json.loads(SAMPLES.read_text())
+    answers = {}
+    for name, sample in samples.items():
+        if sample.get("_endpoint") != "/AuthZPlugin.AuthZReq":
+            continue
+        data = {k: v for k, v in sample.items() if not k.startswith("_") and k[0].isupper()}
+        if "RequestBody_decoded" in sample and sample["RequestBody_decoded"].endswith("}"):
+            data["RequestBody"] = base64.b64encode(sample["RequestBody_decoded"].encode()).decode()
+        decision, _ = authorize(guard(), json.dumps(data).encode())
+        answers[name] = decision is None
+    assert answers["pull (CLI 28)"] is True
+    assert answers["pull denied"] is False
+    assert answers["push"] is False
+    assert answers["pull short name (CLI 20.10 does not normalise)"] is False
+    assert answers["login"] is True
+    assert answers["load"] is True
+
+
+def test_auth_bodies_are_never_read() -> None:
+    secret = request("/v1.41/auth", {"username": "u", "password": "hunter2"})
+    assert checks(secret) == []
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["RequestUri", "requesturi", "RequestBody", "RequestHeaders", "RequestMethod", "X"]
+        ),
+        st.one_of(
+            st.text(max_size=80),
+            st.integers(),
+            st.none(),
+            st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3),
+            st.sampled_from(
+                [
+                    "/v1.41/images/create?fromImage=evil.example/x",
+                    "/v1.41/containers/create",
+                    "/images/a/push",
+                    base64.b64encode(b'{"Image":"evil.example/x"}').decode(),
+                ]
+            ),
+        ),
+    )
+)
+def test_arbitrary_requests_never_raise_and_never_allow_evil(data: dict[str, Any]) -> None:
+    decision, message = authorize(guard(), json.dumps(data).encode())
+    if decision is None:
+        # Whatever was allowed named no refused registry.
+        assert "evil.example" not in json.dumps(data) or not _names_registry(data)
+    else:
+        assert message
+
+
+def _names_registry(data: dict[str, Any]) -> bool:
+    uri = ""
+    for key, value in data.items():
+        if key.lower() == "requesturi" and isinstance(value, str):
+            uri = value
+    return any(part in uri for part in ("images/create", "containers/create", "/push"))
