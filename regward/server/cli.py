@@ -1,10 +1,392 @@
-"""Subcommands of this domain; filled in by its issue."""
+"""The server's commands, and the owners' scriptable registry list.
+
+    regward server init --org ORG --owner USER [--password-stdin]
+    regward server run [--host 127.0.0.1] [--port 8080]
+    regward server db upgrade
+    regward registries list|add|update|remove|enable|disable|apply --org ORG
+                       [--server URL] [--token TOKEN]
+
+The server commands read REGWARD_DATA_DIR (default ./var) and REGWARD_DATABASE_URL. The
+`registries` commands talk to a running server over its REST API: --server (or REGWARD_SERVER,
+default http://127.0.0.1:8080) and --token (or REGWARD_TOKEN), a personal access token with
+read-write scope (read scope is enough for `list`). FastAPI, SQLAlchemy and uvicorn are imported
+inside the command functions, so the agent-only install keeps working.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from regward.errors import ConfigError, RegwardError
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+FIRST_SIGN_IN_FILE = "initial-password"
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
-    """Register this domain's subcommands on the top-level parser."""
+    """Register `server` and `registries` on the top-level parser."""
+    server = commands.add_parser("server", help="run and set up the policy server")
+    actions = server.add_subparsers(dest="server_command", required=True, metavar="ACTION")
+
+    init = actions.add_parser(
+        "init",
+        help="create the database, signing key, first owner and organization (idempotent)",
+    )
+    init.add_argument("--org", required=True, help="the organization to create, e.g. acme")
+    init.add_argument("--owner", required=True, help="the first owner's username, e.g. admin")
+    init.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the owner's password from standard input instead of generating one",
+    )
+    init.set_defaults(run=_init)
+
+    run = actions.add_parser("run", help="serve the API and the dashboard")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    run.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    run.set_defaults(run=_run)
+
+    db = actions.add_parser("db", help="database maintenance")
+    db_actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_actions.add_parser("upgrade", help="apply the schema migrations")
+    upgrade.set_defaults(run=_upgrade)
+
+    registries = commands.add_parser(
+        "registries", help="an organization's allowed registries, over the server's API"
+    )
+    verbs = registries.add_subparsers(dest="registries_command", required=True, metavar="ACTION")
+    listing = _api_parser(verbs, "list", "show the draft settings and what Apply would change")
+    listing.add_argument("--json", action="store_true", help="print the draft as JSON")
+    listing.set_defaults(run=_list)
+    add = _api_parser(verbs, "add", "add a registry to the draft")
+    add.add_argument("address", help="host, host:port or *.domain")
+    _entry_flags(add)
+    add.set_defaults(run=_add)
+    update = _api_parser(verbs, "update", "change a registry in the draft (given fields only)")
+    update.add_argument("address", help="the entry's current address")
+    update.add_argument("--address", dest="new_address", help="a new address for the entry")
+    _entry_flags(update)
+    update.set_defaults(run=_update)
+    remove = _api_parser(verbs, "remove", "remove a registry from the draft")
+    remove.add_argument("address")
+    remove.set_defaults(run=_remove)
+    enable = _api_parser(verbs, "enable", "turn Registry Access on in the draft")
+    enable.set_defaults(run=_enable, enabled=True)
+    disable = _api_parser(verbs, "disable", "turn Registry Access off in the draft")
+    disable.set_defaults(run=_enable, enabled=False)
+    apply = _api_parser(verbs, "apply", "Save & Apply: publish the draft as a new revision")
+    apply.set_defaults(run=_apply)
+
+
+def _api_parser(verbs: argparse._SubParsersAction[Any], name: str, text: str) -> Any:
+    parser = verbs.add_parser(name, help=text)
+    parser.add_argument("--org", required=True, help="the organization")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("REGWARD_SERVER", DEFAULT_SERVER),
+        help=f"the server's URL (REGWARD_SERVER, default {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("REGWARD_TOKEN"),
+        help="a personal access token (REGWARD_TOKEN)",
+    )
+    return parser
+
+
+def _entry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nickname", help="a name people recognise, e.g. 'GitHub'")
+    parser.add_argument(
+        "--repository",
+        action="append",
+        dest="repositories",
+        metavar="PATTERN",
+        help="allow only these repositories (repeatable), e.g. 'acme/*'",
+    )
+    parser.add_argument(
+        "--action",
+        action="append",
+        dest="actions",
+        choices=["pull", "push"],
+        help="allow only these actions (repeatable; default pull and push)",
+    )
+    parser.add_argument(
+        "--extra-host",
+        action="append",
+        dest="extra_hosts",
+        metavar="HOST",
+        help="another host the registry needs, e.g. its CDN (repeatable)",
+    )
+    allowed = parser.add_mutually_exclusive_group()
+    allowed.add_argument(
+        "--disallow", dest="allowed", action="store_false", default=None, help="list it, blocked"
+    )
+    allowed.add_argument("--allow", dest="allowed", action="store_true", help="allow it")
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+def _settings() -> Any:
+    from regward.server.settings import Settings
+
+    return Settings.from_env()
+
+
+def _upgrade(_args: argparse.Namespace) -> int:
+    from regward.server.db import Database
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    try:
+        database.upgrade()
+    finally:
+        database.dispose()
+    print(f"regward: database schema is up to date ({_safe_url(settings.database_url)})")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from regward.server import keys
+    from regward.server.db import Database
+    from regward.server.errors import ServiceError
+    from regward.server.models import Role
+    from regward.server.services import auth, orgs
+
+    settings = _settings()
+    password: str | None = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        auth.check_password(password)
+    database = Database(settings.database_url)
+    try:
+        database.upgrade()
+        key = keys.load_or_create(settings.signing_key_path)
+        generated = False
+        with database.session(write=True) as session:
+            user = auth.get_user(session, args.owner)
+            if user is None:
+                if password is None:
+                    password, generated = auth.generate_password(), True
+                user = auth.create_user(session, args.owner, password)
+                created_user = True
+            else:
+                created_user = False
+            organization = orgs.get(session, args.org)
+            if organization is None:
+                orgs.create(session, args.org, user, key)
+                created_org = True
+            else:
+                created_org = False
+                if orgs.role_of(session, user, organization) is None:
+                    orgs.add_member(session, organization, user, args.owner, Role.OWNER)
+    except ServiceError as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        database.dispose()
+    password_file = settings.data_dir / FIRST_SIGN_IN_FILE
+    if generated and password is not None:
+        _write_secret(password_file, f"{args.owner}:{password}\n")
+    print(f"regward: data directory {settings.data_dir}")
+    print(f"regward: database {_safe_url(settings.database_url)}")
+    print(f"regward: signing key {settings.signing_key_path}")
+    print(
+        f"regward: organization {args.org!r} "
+        + ("created" if created_org else "already exists")
+        + f", owner {args.owner!r} "
+        + ("created" if created_user else "already exists")
+    )
+    if generated:
+        print(f"regward: one-time password for {args.owner!r}: {password}")
+        print(f"regward: (also saved in {password_file} until you change it)")
+    else:
+        _show_initial_password(database_url=settings.database_url, path=password_file)
+    return 0
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def _show_initial_password(database_url: str, path: Path) -> None:
+    """Print the generated first password again while it still works (for `make run`)."""
+    from regward.server.db import Database
+    from regward.server.errors import Unauthenticated
+    from regward.server.services import auth
+
+    if not path.exists():
+        return
+    username, _, password = path.read_text().strip().partition(":")
+    database = Database(database_url)
+    try:
+        with database.session() as session:
+            auth.authenticate(session, username, password)
+    except Unauthenticated:
+        path.unlink()  # the owner changed it: forget the old one
+        return
+    finally:
+        database.dispose()
+    print(f"regward: sign in as {username!r} with password {password} (from {path})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from regward.server.app import create_app
+    from regward.server.db import Database
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    database.upgrade()
+    app = create_app(settings, database=database)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"regward: policy server on http://{shown}:{args.port}/ "
+        f"(API /api/v1, API docs /api/docs); data in {settings.data_dir}",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75)
+    return 0
+
+
+# --- registries, over the API -------------------------------------------------------------
+
+
+def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    import httpx
+
+    if not args.token:
+        raise ConfigError(
+            "no token: pass --token or set REGWARD_TOKEN (create one under Tokens in the "
+            "dashboard, or POST /api/v1/tokens)"
+        )
+    url = f"{args.server.rstrip('/')}/api/v1/orgs/{quote(args.org, safe='')}{path}"
+    try:
+        response = httpx.request(
+            method,
+            url,
+            json=body,
+            headers={"Authorization": f"Bearer {args.token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as error:
+        raise ConfigError(f"cannot reach the server at {args.server}: {error}") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text.strip()[:200]
+        raise RegwardError(f"{method} {path or '/'}: {response.status_code}: {detail}")
+    return response.json() if response.content else None
+
+
+def _address(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _list(args: argparse.Namespace) -> int:
+    draft = _request(args, "GET", "/registry-access")
+    if args.json:
+        print(json.dumps(draft, indent=2))
+        return 0
+    state = "on" if draft["enabled"] else "off (every registry is allowed)"
+    print(f"Registry Access for {draft['organization']}: {state}")
+    print(f"draft version {draft['version']}, applied revision {draft['applied_revision']}")
+    rows = [("ADDRESS", "NICKNAME", "ALLOWED", "ACTIONS", "REPOSITORIES", "EXTRA HOSTS")]
+    for entry in draft["registries"]:
+        rows.append(
+            (
+                entry["address"],
+                entry.get("nickname") or "",
+                "yes" if entry.get("allowed", True) else "no",
+                ",".join(entry.get("actions") or ["pull", "push"]),
+                ",".join(entry.get("repositories") or []) or "*",
+                ",".join(entry.get("extra_hosts") or []),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    pending = draft.get("pending_changes") or []
+    if pending:
+        print(f"{len(pending)} change(s) not applied yet; run `regward registries apply`:")
+        for change in pending:
+            print(f"  {change['action']} {change.get('address') or ''}".rstrip())
+    return 0
+
+
+def _entry_from_flags(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    entry = dict(base)
+    for name in ("nickname", "repositories", "actions", "extra_hosts", "allowed"):
+        value = getattr(args, name)
+        if value is not None:
+            entry[name] = value
+    return entry
+
+
+def _add(args: argparse.Namespace) -> int:
+    entry = _entry_from_flags(args, {"address": args.address})
+    draft = _request(args, "POST", "/registry-access/registries", {"entry": entry})
+    print(f"added {entry['address']} to the draft (version {draft['version']}); apply to enforce")
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    draft = _request(args, "GET", "/registry-access")
+    wanted = _request_address(args, draft)
+    entry = _entry_from_flags(args, wanted)
+    if args.new_address:
+        entry["address"] = args.new_address
+    draft = _request(
+        args,
+        "PUT",
+        f"/registry-access/registries/{_address(args.address)}",
+        {"entry": entry, "version": draft["version"]},
+    )
+    print(f"updated {args.address} in the draft (version {draft['version']}); apply to enforce")
+    return 0
+
+
+def _request_address(args: argparse.Namespace, draft: dict[str, Any]) -> dict[str, Any]:
+    target = args.address.lower().rstrip(".")
+    for entry in draft["registries"]:
+        if entry["address"] == target:
+            return dict(entry)
+    known = ", ".join(e["address"] for e in draft["registries"]) or "none"
+    raise ConfigError(f"{args.address!r} is not in the list of {args.org!r} (listed: {known})")
+
+
+def _remove(args: argparse.Namespace) -> int:
+    draft = _request(args, "DELETE", f"/registry-access/registries/{_address(args.address)}")
+    print(f"removed {args.address} from the draft (version {draft['version']}); apply to enforce")
+    return 0
+
+
+def _enable(args: argparse.Namespace) -> int:
+    draft = _request(args, "PUT", "/registry-access/enabled", {"enabled": args.enabled})
+    state = "on" if args.enabled else "off"
+    print(f"Registry Access {state} in the draft (version {draft['version']}); apply to enforce")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    answer = _request(args, "POST", "/registry-access/apply")
+    print(f"applied revision {answer['revision']} ({len(answer['changes'])} change(s))")
+    return 0

@@ -14,7 +14,8 @@ from regward.errors import ConfigError
 def load_or_create(path: Path) -> Ed25519PrivateKey:
     """Read the key at `path`, creating it (0600, never overwritten) when it does not exist."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The data directory also holds the database: keep it to the server's user.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(
             serialization.Encoding.PEM,

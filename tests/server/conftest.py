@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from regward.server.app import create_app
 from regward.server.db import Database
@@ -88,6 +89,7 @@ def database(settings: Settings) -> Iterator[Database]:
 class World:
     """A server with an organization `acme` (owner alice, member bob) and an outsider eve."""
 
+    app: FastAPI
     client: TestClient
     database: Database
     settings: Settings
@@ -134,7 +136,7 @@ def world(settings: Settings, database: Database) -> Iterator[World]:
             )
             assert answer.status_code == 201, answer.text
             tokens[name] = answer.json()["token"]
-        yield World(client=client, database=database, settings=settings, tokens=tokens)
+        yield World(app=app, client=client, database=database, settings=settings, tokens=tokens)
 
 
 Headers = Callable[[str], dict[str, str]]
