@@ -480,9 +480,12 @@ def _registry_page(
 
 
 @router.get("/orgs/{org}/registry-access")
-def registry_page(request: Request, org: str) -> Response:
+def registry_page(request: Request, org: str, add: str = "") -> Response:
+    """`?add=HOST` fills in Add registry (the Blocked pulls page links here)."""
     with _org(request, org) as (session, visitor, organization):
-        return _registry_page(request, session, visitor, organization)
+        return _registry_page(
+            request, session, visitor, organization, add_form=views.EntryForm(address=add[:300])
+        )
 
 
 def _draft_write(
@@ -1009,6 +1012,7 @@ def blocked_page(request: Request, org: str, page: str = "1") -> Response:
             tab="blocked",
             title=f"Blocked pulls · {org}",
             denials=[views.denial_row(item) for item in result.items],
+            can_edit=visitor.role_in(org) is Role.OWNER,
             newer_url=f"{base}{number - 1}" if number > 1 else None,
             older_url=f"{base}{number + 1}" if number * PAGE_SIZE < result.total else None,
         )

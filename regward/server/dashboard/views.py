@@ -228,6 +228,7 @@ class DenialRow:
     user: str
     reason: str
     revision: int | None
+    registry: str
 
 
 def denial_row(denial: Denial) -> DenialRow:
@@ -240,4 +241,5 @@ def denial_row(denial: Denial) -> DenialRow:
         user=denial.user.username if denial.user else "",
         reason=denial.reason,
         revision=denial.revision or None,
+        registry=denial.registry_host,
     )

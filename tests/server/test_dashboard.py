@@ -1,0 +1,375 @@
+"""The dashboard's security and form handling, over HTTP without a browser (fast).
+
+Each test gets its own SQLite database copied from the migrated template: `acme` (owner alice,
+member bob) and `evilcorp` (owner eve). The browser tests (test_dashboard_browser.py) cover the
+same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regward.server.app import create_app
+from regward.server.dashboard.security import SignInLimiter
+from regward.server.db import Database
+from regward.server.keys import load_or_create
+from regward.server.models import Role
+from regward.server.services import auth, orgs, registry_access
+from regward.server.settings import Settings
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers the httpx2 fork for its test client; httpx works the same here.
+    warnings.simplefilter("ignore", UserWarning)
+    from starlette.testclient import TestClient
+
+PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts share it
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+TOKEN_SHOWN = re.compile(r'id="created-token" type="text" readonly value="(rwp_[^"]+)"')
+
+
+@pytest.fixture
+def client(tmp_path: Path, sqlite_template: Path) -> Iterator[TestClient]:
+    shutil.copy(sqlite_template, tmp_path / "regward.db")
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'regward.db'}")
+    database = Database(settings.database_url)
+    key = load_or_create(settings.signing_key_path)
+    with database.session(write=True) as session:
+        alice = auth.create_user(session, "alice", PASSWORD)
+        acme = orgs.create(session, "acme", alice, key)
+        orgs.add_member(session, acme, alice, "bob", Role.MEMBER)
+        bob = auth.get_user(session, "bob")
+        assert bob is not None
+        auth.set_password(session, bob, PASSWORD)
+        eve = auth.create_user(session, "eve", PASSWORD)
+        orgs.create(session, "evilcorp", eve, key)
+    app = create_app(settings, database=database)
+    with TestClient(app, follow_redirects=False) as test_client:
+        yield test_client
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF.search(html)
+    assert match, "page has no form with a CSRF token"
+    return match.group(1)
+
+
+def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> None:
+    page = client.get("/signin")
+    answer = client.post(
+        "/signin",
+        data={"csrf_token": csrf_of(page.text), "username": username, "password": password},
+    )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/"
+
+
+def draft(client: TestClient) -> list[str]:
+    """Addresses in acme's draft, read through the REST API with alice's session."""
+    token = client.cookies.get("regward_session")
+    answer = client.get(
+        "/api/v1/orgs/acme/registry-access", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200, answer.text
+    return [entry["address"] for entry in answer.json()["registries"]]
+
+
+def test_session_cookie_is_httponly_and_samesite(client: TestClient) -> None:
+    page = client.get("/signin")
+    answer = client.post(
+        "/signin",
+        data={"csrf_token": csrf_of(page.text), "username": "alice", "password": PASSWORD},
+    )
+    cookie = next(
+        value
+        for name, value in answer.headers.multi_items()
+        if name == "set-cookie" and value.startswith("regward_session=")
+    )
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
+    assert client.get("/").headers["location"] == "/orgs/acme/registry-access"
+
+
+def test_pages_forbid_framing_and_foreign_scripts(client: TestClient) -> None:
+    answer = client.get("/signin")
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert answer.headers["x-frame-options"] == "DENY"
+    # Every asset the page names is served by the server itself.
+    for asset in re.findall(r'(?:href|src)="(/static/[^"]+)"', answer.text):
+        assert client.get(asset).status_code == 200, asset
+    assert "http" not in "".join(re.findall(r'(?:href|src)="([^"]+)"', answer.text))
+
+
+def test_sign_in_is_rate_limited_per_username(client: TestClient) -> None:
+    page = client.get("/signin")
+    token = csrf_of(page.text)
+    for _ in range(SignInLimiter().per_user):
+        wrong = client.post(
+            "/signin", data={"csrf_token": token, "username": "alice", "password": "wrong-guess"}
+        )
+        assert wrong.status_code == 401
+        assert "Wrong username or password." in wrong.text
+    # Now even the right password waits: a guesser cannot tell.
+    blocked = client.post(
+        "/signin", data={"csrf_token": token, "username": "alice", "password": PASSWORD}
+    )
+    assert blocked.status_code == 429
+    assert re.search(r"Wait \d+ seconds and try again", blocked.text)
+    # Other users are not locked out by alice's attacker.
+    sign_in(client, "bob")
+
+
+def test_limiter_forgets_failures_after_the_window() -> None:
+    now = [1000.0]
+    limiter = SignInLimiter(per_user=2, per_client=100, window=60, clock=lambda: now[0])
+    limiter.failed("alice", "10.0.0.1")
+    limiter.failed("alice", "10.0.0.1")
+    assert limiter.retry_after("alice", "10.0.0.1") == 60
+    assert limiter.retry_after("bob", "10.0.0.1") == 0
+    now[0] += 61
+    assert limiter.retry_after("alice", "10.0.0.1") == 0
+
+
+def test_sign_in_form_needs_its_csrf_token(client: TestClient) -> None:
+    client.get("/signin")
+    answer = client.post("/signin", data={"username": "alice", "password": PASSWORD})
+    assert answer.status_code == 403
+    assert "regward_session" not in client.cookies
+
+
+def test_sign_in_never_redirects_off_site(client: TestClient) -> None:
+    page = client.get("/signin", params={"next": "//evil.example.com/x"})
+    assert 'name="next" value="/"' in page.text
+    answer = client.post(
+        "/signin",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "username": "alice",
+            "password": PASSWORD,
+            "next": "https://evil.example.com/",
+        },
+    )
+    assert answer.headers["location"] == "/"
+
+
+def test_sign_out_ends_the_session_on_the_server(client: TestClient) -> None:
+    sign_in(client, "alice")
+    stolen = client.cookies.get("regward_session")
+    page = client.get("/orgs/acme/registry-access")
+    answer = client.post("/signout", data={"csrf_token": csrf_of(page.text)})
+    assert answer.status_code == 303
+    client.cookies.set("regward_session", stolen or "")
+    again = client.get("/orgs/acme/registry-access")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/signin")
+
+
+def test_every_post_needs_the_session_csrf_token(client: TestClient) -> None:
+    sign_in(client, "alice")
+    posts = [
+        "/orgs/acme/registry-access/toggle",
+        "/orgs/acme/registry-access/add",
+        "/orgs/acme/registry-access/allowed",
+        "/orgs/acme/registry-access/remove",
+        "/orgs/acme/registry-access/apply",
+        "/orgs/acme/registry-access/edit",
+        "/orgs/acme/members/add",
+        "/orgs/acme/members/role",
+        "/orgs/acme/members/remove",
+        "/tokens/create",
+        "/tokens/revoke",
+        "/signout",
+    ]
+    for path in posts:
+        for token in ("", "forged-token-value"):
+            answer = client.post(
+                path, data={"csrf_token": token, "address": "quay.io", "username": "bob"}
+            )
+            assert answer.status_code == 403, path
+            assert "This form cannot be accepted" in answer.text
+    assert draft(client) == ["docker.io"]
+
+
+def test_member_reads_but_every_change_is_refused(client: TestClient) -> None:
+    sign_in(client, "bob")
+    page = client.get("/orgs/acme/registry-access")
+    assert page.status_code == 200
+    assert "only owners can change them" in page.text
+    assert 'action="/orgs/acme/registry-access/add"' not in page.text
+    token = csrf_of(page.text)
+    for path, data in [
+        ("/orgs/acme/registry-access/toggle", {"enabled": "true"}),
+        ("/orgs/acme/registry-access/add", {"address": "quay.io", "actions": "pull"}),
+        ("/orgs/acme/registry-access/remove", {"address": "docker.io"}),
+        ("/orgs/acme/registry-access/apply", {}),
+        ("/orgs/acme/members/add", {"username": "mallory", "role": "owner"}),
+        ("/orgs/acme/members/role", {"username": "bob", "role": "owner"}),
+    ]:
+        answer = client.post(path, data={"csrf_token": token, **data})
+        assert answer.status_code == 403, path
+    assert client.get("/orgs/acme/registry-access/edit?address=docker.io").status_code == 403
+    members = client.get("/orgs/acme/members").text
+    assert "Add member" not in members
+
+
+def test_outsider_gets_not_found_for_every_page(client: TestClient) -> None:
+    sign_in(client, "eve")
+    page = client.get("/orgs/evilcorp/registry-access")
+    token = csrf_of(page.text)
+    for tab in ("registry-access", "activity", "members", "devices", "blocked", "test"):
+        answer = client.get(f"/orgs/acme/{tab}")
+        assert answer.status_code == 404, tab
+        assert "docker.io" not in answer.text
+    answer = client.post(
+        "/orgs/acme/registry-access/add", data={"csrf_token": token, "address": "quay.io"}
+    )
+    assert answer.status_code == 404
+    assert '<option value="acme"' not in page.text
+
+
+def test_markup_in_a_nickname_is_escaped(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    nickname = '"><script>alert(1)</script>'
+    client.post(
+        "/orgs/acme/registry-access/add",
+        data={
+            "csrf_token": token,
+            "address": "ghcr.io",
+            "nickname": nickname,
+            "allowed": "true",
+            "actions": ["pull", "push"],
+        },
+    )
+    page = client.get("/orgs/acme/registry-access").text
+    assert "<script>alert(1)</script>" not in page
+    assert "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_bad_address_names_the_value_and_keeps_the_input(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    answer = client.post(
+        "/orgs/acme/registry-access/add",
+        data={
+            "csrf_token": token,
+            "address": "not a host!",
+            "nickname": "Typo",
+            "repositories": "acme/*",
+            "actions": "pull",
+        },
+    )
+    assert answer.status_code == 422
+    assert "The registry was not added." in answer.text
+    assert "not a host!" in answer.text
+    assert 'value="Typo"' in answer.text
+    assert ">acme/*</textarea>" in answer.text
+    assert draft(client) == ["docker.io"]
+
+
+def test_stale_toggle_is_refused_and_the_draft_kept(client: TestClient) -> None:
+    sign_in(client, "alice")
+    page = client.get("/orgs/acme/registry-access").text
+    token = csrf_of(page)
+    version = re.search(r'name="version" value="(\d+)"', page)
+    assert version
+    fresh = client.post(
+        "/orgs/acme/registry-access/add",
+        data={"csrf_token": token, "address": "quay.io", "allowed": "true", "actions": "pull"},
+    )
+    assert fresh.status_code == 303
+    stale = client.post(
+        "/orgs/acme/registry-access/remove",
+        data={"csrf_token": token, "address": "docker.io", "version": version.group(1)},
+    )
+    assert stale.status_code == 409
+    assert "changed since you loaded them" in stale.text
+    assert draft(client) == ["docker.io", "quay.io"]
+
+
+def test_token_value_is_shown_once(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/tokens").text)
+    created = client.post(
+        "/tokens/create", data={"csrf_token": token, "name": "ci", "scope": "read"}
+    )
+    value = re.search(TOKEN_SHOWN, created.text)
+
+    assert value
+    feed = client.get(
+        "/api/v1/orgs/acme/policy", headers={"Authorization": f"Bearer {value.group(1)}"}
+    )
+    assert feed.status_code == 200
+    listing = client.get("/tokens").text
+    assert value.group(1) not in listing
+    token_id = re.search(r'name="token_id" value="(\d+)"', listing)
+    assert token_id
+    revoked = client.post(
+        "/tokens/revoke", data={"csrf_token": token, "token_id": token_id.group(1)}
+    )
+    assert revoked.status_code == 303
+    feed = client.get(
+        "/api/v1/orgs/acme/policy", headers={"Authorization": f"Bearer {value.group(1)}"}
+    )
+    assert feed.status_code == 401
+
+
+def test_new_member_gets_a_one_time_password(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/members").text)
+    answer = client.post(
+        "/orgs/acme/members/add", data={"csrf_token": token, "username": "carol", "role": "member"}
+    )
+    assert answer.status_code == 200
+    password = re.search(r'id="new-password" type="text" readonly value="([^"]+)"', answer.text)
+    assert password
+    client.cookies.clear()
+    sign_in(client, "carol", password.group(1))
+    assert "member of acme" in client.get("/orgs/acme/registry-access").text
+
+
+def test_last_owner_cannot_demote_themselves(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/members").text)
+    answer = client.post(
+        "/orgs/acme/members/role", data={"csrf_token": token, "username": "alice", "role": "member"}
+    )
+    assert answer.status_code == 409
+    assert "last owner" in answer.text
+
+
+def test_image_tester_compares_draft_and_applied(client: TestClient, tmp_path: Path) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    client.post("/orgs/acme/registry-access/toggle", data={"csrf_token": token, "enabled": "true"})
+    page = client.get("/orgs/acme/test", params={"image": "quay.io/org/app:1", "action": "pull"})
+    assert page.status_code == 200
+    assert 'Draft, with pending changes: <span class="tag tag-bad">blocked' in page.text
+    assert 'Applied revision 1: <span class="tag tag-ok">allowed' in page.text
+    assert "restricted by your organization" in page.text
+    bad = client.get("/orgs/acme/test", params={"image": "UPPER/Case:bad tag"})
+    assert bad.status_code == 422
+    assert "UPPER/Case:bad tag" in bad.text
+    # The pending toggle is what Save & Apply would publish.
+    database = Database(f"sqlite:///{tmp_path / 'regward.db'}")
+    with database.session() as session:
+        acme = orgs.get(session, "acme")
+        assert acme is not None
+        assert [c.action for c in registry_access.pending_changes(session, acme)] == [
+            "registry_access.enabled"
+        ]
+    database.dispose()
+
+
+def test_activity_rejects_a_malformed_time(client: TestClient) -> None:
+    sign_in(client, "alice")
+    answer = client.get("/orgs/acme/activity", params={"since": "yesterday"})
+    assert answer.status_code == 422
+    assert "yesterday" in answer.text
