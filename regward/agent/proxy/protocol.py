@@ -216,8 +216,12 @@ def parse_absolute(text: str) -> tuple[Target, str]:
 
 
 def _is_ip(host: str) -> bool:
+    if ":" in host:
+        return True  # only a bracketed IPv6 literal can hold a colon here
+    if host.strip("0123456789."):
+        return False  # a name: skip the costly failed parse
     try:
-        ipaddress.ip_address(host)
+        ipaddress.IPv4Address(host)
     except ValueError:
         return False
     return True

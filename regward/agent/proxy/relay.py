@@ -67,8 +67,10 @@ class Direction:
         "_pending",
         "_pipe",
         "_pool",
+        "_reading",
         "_src",
         "_src_fd",
+        "_writing",
         "done",
         "moved",
     )
@@ -90,8 +92,10 @@ class Direction:
         self._pending = 0
         self.moved = 0
         self.done = False
+        self._reading = self._writing = False
 
     def start(self) -> None:
+        self._reading = True
         self._loop.add_reader(self._src_fd, self._readable)
 
     def _readable(self) -> None:
@@ -108,7 +112,6 @@ class Direction:
                 self._finish(clean=False)
                 return
             if count == 0:
-                self._loop.remove_reader(self._src_fd)
                 self._finish(clean=True)
                 return
             self.moved += count
@@ -117,7 +120,9 @@ class Direction:
                 if self.done:
                     return
                 self._loop.remove_reader(self._src_fd)
+                self._reading = False
                 self._loop.add_writer(self._dst_fd, self._writable)
+                self._writing = True
                 return
         if self._pipe is not None:
             pool.put(self._pipe)
@@ -141,9 +146,11 @@ class Direction:
         if not self._flush(self._pipe[0]) or self.done:
             return
         self._loop.remove_writer(self._dst_fd)
+        self._writing = False
         self._pool.put(self._pipe)
         self._pipe = None
         self._loop.add_reader(self._src_fd, self._readable)
+        self._reading = True
 
     def _finish(self, clean: bool) -> None:
         if self.done:
@@ -157,8 +164,12 @@ class Direction:
 
     def stop(self) -> None:
         """Stop watching both sockets and release the pipe (idempotent)."""
-        self._loop.remove_reader(self._src_fd)
-        self._loop.remove_writer(self._dst_fd)
+        if self._reading:
+            self._loop.remove_reader(self._src_fd)
+            self._reading = False
+        if self._writing:
+            self._loop.remove_writer(self._dst_fd)
+            self._writing = False
         if self._pipe is not None:
             if self._pending:
                 self._pool.discard(self._pipe)
@@ -199,10 +210,11 @@ class Tunnel:
             self.abort()
 
     def abort(self) -> None:
+        if self._finished.done():
+            return
         self.up.stop()
         self.down.stop()
-        if not self._finished.done():
-            self._finished.set_result(None)
+        self._finished.set_result(None)
 
     async def wait(self) -> None:
         try:

@@ -8,6 +8,7 @@ import errno
 import logging
 import resource
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ log = logging.getLogger("regward.agent.proxy")
 
 HostDecider = Callable[[str, int], Decision]
 DEFAULT_LISTEN = "127.0.0.1:3128"
+RESOLVE_TTL = 5.0
+RESOLVE_CACHE = 512
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class ProxyServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tunnels: set[Tunnel] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._resolved: dict[
+            tuple[str, int], tuple[float, list[tuple[socket.AddressFamily, Any]]]
+        ] = {}
         self.address: tuple[str, int] = (settings.host, settings.port)
 
     @property
@@ -209,10 +215,7 @@ class ProxyServer:
                         (family, (target.host, target.port))
                     ]
                 else:
-                    infos = await loop.getaddrinfo(
-                        target.host, target.port, type=socket.SOCK_STREAM
-                    )
-                    addresses = [(info[0], info[4]) for info in infos]
+                    addresses = await self._resolve(target)
                 failure: OSError = OSError(f"{target.host} has no address")
                 for family, address in addresses:
                     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -234,6 +237,23 @@ class ProxyServer:
             raise ProtocolError(502, f"cannot resolve {target.host}: {error.strerror}") from None
         reason = failure.strerror or str(failure)
         raise ProtocolError(502, f"cannot connect to {target.authority}: {reason}")
+
+    async def _resolve(self, target: Target) -> list[tuple[socket.AddressFamily, Any]]:
+        """The system resolver's addresses for an allowed name, kept for `RESOLVE_TTL`
+        seconds so a burst of connections to one registry costs one lookup."""
+        key = (target.host, target.port)
+        now = time.monotonic()
+        cached = self._resolved.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            target.host, target.port, type=socket.SOCK_STREAM
+        )
+        addresses = [(info[0], info[4]) for info in infos]
+        if len(self._resolved) >= RESOLVE_CACHE:
+            self._resolved.clear()
+        self._resolved[key] = (now + RESOLVE_TTL, addresses)
+        return addresses
 
     async def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,442 @@
+"""Benchmark of the registry egress proxy beside a direct connection and Debian's squid.
+
+Everything runs on loopback (127.0.0.1, the name `localhost` from /etc/hosts; no DNS):
+
+    docker-registry  127.0.0.1:R  with a 1 GiB blob pushed by this script
+    regward proxy    127.0.0.1:P  `regward agent proxy --policy F`, F allowing only localhost:R
+    squid            127.0.0.1:S  the same allowlist (dstdomain localhost, port R), no cache,
+                                  hosts_file /etc/hosts, pinger off
+    C splice relay   127.0.0.1:C  the least a CONNECT relay can do (reference ceiling)
+    C ping server    127.0.0.1:G  answers GET /v2/ with 200 {} and closes, for the rate test
+                                  (docker-registry itself tops out near 800/s here)
+
+Measured in one run: 1 GiB blob download with curl (direct; CONNECT and absolute-form through
+each proxy; median of 3); CONNECT + GET /v2/ rate with 100 concurrent clients (a C client,
+bench/proxy_load.c, compiled here with gcc); tunnel setup latency p99 at 10 concurrent; resident
+memory with 1,000 open tunnels. Prints a table, then one JSON line.
+
+Needs docker-registry, squid, gcc and curl. Bounded: each phase stops after a fixed count or
+time; every process started here is stopped by PID and waited for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BLOB_MIB = 1024
+RUNS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+@contextmanager
+def started(
+    argv: list[str], what: str, port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_port(port, process, what)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def push_blob(port: int, path: Path) -> str:
+    """Write BLOB_MIB MiB of incompressible bytes and upload them; return the digest."""
+    digest = hashlib.sha256()
+    chunk = os.urandom(1 << 20)
+    with path.open("wb") as out:
+        for i in range(BLOB_MIB):
+            block = chunk[i % 251 :] + chunk[: i % 251]
+            digest.update(block)
+            out.write(block)
+    name = "sha256:" + digest.hexdigest()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    conn.request("POST", "/v2/bench/blob/blobs/uploads/")
+    response = conn.getresponse()
+    response.read()
+    location = response.getheader("Location") or ""
+    separator = "&" if "?" in location else "?"
+    with path.open("rb") as body:
+        conn.request(
+            "PUT",
+            f"{location}{separator}digest={name}",
+            body=body,
+            headers={"Content-Length": str(path.stat().st_size)},
+        )
+        response = conn.getresponse()
+        response.read()
+    if response.status != 201:
+        raise RuntimeError(f"blob upload failed: {response.status}")
+    path.unlink()
+    return name
+
+
+def curl_speed(url: str, proxy: str | None, tunnel: bool) -> float:
+    """Download speed of `url` in bytes/s, once."""
+    argv = ["curl", "-sS", "--max-time", "120", "-o", "/dev/null", "-w", "%{speed_download}"]
+    if proxy:
+        argv += ["-x", proxy] + (["-p"] if tunnel else [])
+    result = subprocess.run(
+        [*argv, url], capture_output=True, text=True, check=True, env=clean_env()
+    )
+    return float(result.stdout)
+
+
+def speeds(url: str, paths: dict[str, tuple[str | None, bool]]) -> dict[str, float]:
+    """Median speed per path over RUNS rounds; the paths take turns within each round, so a
+    change in machine load touches all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(RUNS):
+        for name, (proxy, tunnel) in paths.items():
+            samples[name].append(curl_speed(url, proxy, tunnel))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+
+
+def load(
+    binary: Path, proxy_port: int, target_port: int, conc: int, total: int
+) -> dict[str, float]:
+    argv = [str(binary), "rate", str(proxy_port), "localhost", str(target_port)]
+    result = subprocess.run(
+        [*argv, str(conc), str(total), "10"], capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(result.stdout))
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for candidate in [pid, *children(pid)]:
+        for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    found = [int(child) for child in text.split()]
+    return found + [grand for child in found for grand in children(child)]
+
+
+def hold_tunnels(proxy_port: int, target_port: int, count: int) -> list[socket.socket]:
+    """Open `count` tunnels, each used for one keep-alive GET /v2/, and keep them open."""
+    socks = []
+    connect = f"CONNECT localhost:{target_port} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+    get = f"GET /v2/ HTTP/1.1\r\nHost: localhost:{target_port}\r\n\r\n".encode()
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+        socks.append(sock)
+        sock.sendall(connect)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"tunnel refused: {head[:80]!r}")
+        sock.sendall(get)
+        response = b""
+        while not response.endswith(b"{}"):
+            response += sock.recv(4096)
+    return socks
+
+
+def squid_config(directory: Path, port: int, registry_ports: str) -> Path:
+    config = directory / "squid.conf"
+    config.write_text(
+        f"""http_port 127.0.0.1:{port}
+visible_hostname rwpx-bench-squid
+pid_filename {directory}/squid.pid
+access_log none
+cache_log {directory}/cache.log
+cache_store_log none
+coredump_dir {directory}
+cache deny all
+cache_mem 8 MB
+hosts_file /etc/hosts
+dns_nameservers 127.0.0.1
+max_filedescriptors 8192
+acl registry_ports port {registry_ports}
+acl allowed_registries dstdomain localhost
+http_access deny !registry_ports
+http_access allow allowed_registries
+http_access deny all
+forwarded_for delete
+via off
+shutdown_lifetime 1 seconds
+pinger_enable off
+"""
+    )
+    return config
+
+
+def row(name: str, value: str, baseline: str, ratio: str, target: str) -> str:
+    return f"{name:<42} {value:>14} {baseline:>20} {ratio:>8} {target:>9}"
+
+
+def main() -> int:
+    missing = [tool for tool in ("docker-registry", "squid", "gcc", "curl") if not which(tool)]
+    if missing:
+        print(f"bench/proxy.py needs {', '.join(missing)} (apt-get install docker-registry squid)")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="rwpx-bench-") as temp, ExitStack() as stack:
+        work = Path(temp)
+        binary = work / "proxy_load"
+        subprocess.run(
+            ["gcc", "-O2", "-o", str(binary), str(HERE / "proxy_load.c"), "-lpthread"], check=True
+        )
+        registry_port, ping_port, proxy_port, squid_port, relay_port = (
+            free_port() for _ in range(5)
+        )
+        (work / "registry.yml").write_text(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {work}/registry\nhttp:\n  addr: 127.0.0.1:{registry_port}\n"
+        )
+        stack.enter_context(
+            started(
+                ["docker-registry", "serve", str(work / "registry.yml")],
+                "docker-registry",
+                registry_port,
+                work / "registry.log",
+            )
+        )
+        stack.enter_context(
+            started(
+                [str(binary), "serve", str(ping_port)], "ping server", ping_port, work / "p.log"
+            )
+        )
+        print(f"pushing a {BLOB_MIB} MiB blob ...", flush=True)
+        digest = push_blob(registry_port, work / "blob")
+        policy = work / "policy.yaml"
+        policy.write_text(
+            "organization: bench\nregistries:\n"
+            f"  - address: localhost:{registry_port}\n  - address: localhost:{ping_port}\n"
+        )
+        env = {
+            **clean_env(),
+            "REGWARD_AGENT_DIR": str(work / "agent"),
+            "REGWARD_REGISTRY_JSON": str(work / "no-registry.json"),
+        }
+        ours = stack.enter_context(
+            started(
+                [
+                    sys.executable,
+                    "-m",
+                    "regward.cli",
+                    "agent",
+                    "proxy",
+                    "--policy",
+                    str(policy),
+                    "--listen",
+                    f"127.0.0.1:{proxy_port}",
+                ],
+                "regward proxy",
+                proxy_port,
+                work / "proxy.log",
+                env,
+            )
+        )
+        config = squid_config(work, squid_port, f"{registry_port} {ping_port}")
+        squid = stack.enter_context(
+            started(["squid", "-N", "-f", str(config)], "squid", squid_port, work / "squid.log")
+        )
+        stack.enter_context(
+            started(
+                [str(binary), "relay", str(relay_port), str(registry_port)],
+                "C splice relay",
+                relay_port,
+                work / "relay.log",
+            )
+        )
+        rss_idle = rss_mb(ours.pid)
+        url = f"http://localhost:{registry_port}/v2/bench/blob/blobs/{digest}"
+        ours_url, squid_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{squid_port}"
+        print("downloading (curl, median of 3) ...", flush=True)
+        speed = speeds(
+            url,
+            {
+                "direct": (None, False),
+                "connect": (ours_url, True),
+                "squid_connect": (squid_url, True),
+                "relay_connect": (f"http://127.0.0.1:{relay_port}", True),
+                "absolute": (ours_url, False),
+                "squid_absolute": (squid_url, False),
+            },
+        )
+        print("connection rate and setup latency (C client) ...", flush=True)
+        rate = {
+            "direct": load(binary, 0, ping_port, 100, 30000),
+            "ours": load(binary, proxy_port, ping_port, 100, 30000),
+            "squid": load(binary, squid_port, ping_port, 100, 30000),
+            "ours_10": load(binary, proxy_port, ping_port, 10, 10000),
+            "squid_10": load(binary, squid_port, ping_port, 10, 10000),
+        }
+        print("memory with 1,000 open tunnels ...", flush=True)
+        rss = {}
+        for name, pid, port in (("ours", ours.pid, proxy_port), ("squid", squid.pid, squid_port)):
+            socks = hold_tunnels(port, registry_port, 1000)
+            time.sleep(0.5)
+            rss[name] = rss_mb(pid)
+            for sock in socks:
+                sock.close()
+            time.sleep(0.5)
+
+    gb = 1e9
+    figures = {
+        "blob_mib": BLOB_MIB,
+        "direct_gbps": speed["direct"] / gb,
+        "connect_gbps": speed["connect"] / gb,
+        "squid_connect_gbps": speed["squid_connect"] / gb,
+        "c_relay_connect_gbps": speed["relay_connect"] / gb,
+        "absolute_gbps": speed["absolute"] / gb,
+        "squid_absolute_gbps": speed["squid_absolute"] / gb,
+        "connect_vs_direct": speed["connect"] / speed["direct"],
+        "c_relay_vs_direct": speed["relay_connect"] / speed["direct"],
+        "connect_vs_squid": speed["connect"] / speed["squid_connect"],
+        "absolute_vs_squid": speed["absolute"] / speed["squid_absolute"],
+        "rate_per_s": rate["ours"]["rate"],
+        "squid_rate_per_s": rate["squid"]["rate"],
+        "direct_rate_per_s": rate["direct"]["rate"],
+        "rate_vs_squid": rate["ours"]["rate"] / rate["squid"]["rate"],
+        "rate_errors": rate["ours"]["errors"],
+        "squid_rate_errors": rate["squid"]["errors"],
+        "setup_p50_ms": rate["ours_10"]["setup_p50_ms"],
+        "setup_p99_ms": rate["ours_10"]["setup_p99_ms"],
+        "squid_setup_p99_ms": rate["squid_10"]["setup_p99_ms"],
+        "setup_p99_ms_at_100": rate["ours"]["setup_p99_ms"],
+        "squid_setup_p99_ms_at_100": rate["squid"]["setup_p99_ms"],
+        "rss_mb_idle": rss_idle,
+        "rss_mb_1000_tunnels": rss["ours"],
+        "squid_rss_mb_1000_tunnels": rss["squid"],
+    }
+    figures = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+    print()
+    print(row("measure", "regward", "baseline", "ratio", "target"))
+    print("-" * 97)
+    f = figures
+    print(
+        row(
+            "1 GiB CONNECT (GB/s) vs direct",
+            f"{f['connect_gbps']:.2f}",
+            f"direct {f['direct_gbps']:.2f}",
+            f"{f['connect_vs_direct']:.2f}x",
+            ">= 0.8x",
+        )
+    )
+    print(
+        row(
+            "1 GiB CONNECT (GB/s) vs squid",
+            f"{f['connect_gbps']:.2f}",
+            f"squid {f['squid_connect_gbps']:.2f}",
+            f"{f['connect_vs_squid']:.2f}x",
+            ">= 1.5x",
+        )
+    )
+    print(
+        row(
+            "  reference: C splice relay (GB/s)",
+            f"{f['c_relay_connect_gbps']:.2f}",
+            f"direct {f['direct_gbps']:.2f}",
+            f"{f['c_relay_vs_direct']:.2f}x",
+            "",
+        )
+    )
+    print(
+        row(
+            "1 GiB absolute-form HTTP (GB/s) vs squid",
+            f"{f['absolute_gbps']:.2f}",
+            f"squid {f['squid_absolute_gbps']:.2f}",
+            f"{f['absolute_vs_squid']:.2f}x",
+            ">= 1x",
+        )
+    )
+    print(
+        row(
+            "CONNECT+GET/s, 100 concurrent",
+            f"{f['rate_per_s']:.0f}",
+            f"squid {f['squid_rate_per_s']:.0f}",
+            f"{f['rate_vs_squid']:.2f}x",
+            ">= 0.5x",
+        )
+    )
+    print(
+        row(
+            "  reference: direct GET/s, 100 concurrent", f"{f['direct_rate_per_s']:.0f}", "", "", ""
+        )
+    )
+    print(
+        row(
+            "setup p99 (ms), 10 concurrent",
+            f"{f['setup_p99_ms']:.2f}",
+            f"squid {f['squid_setup_p99_ms']:.2f}",
+            "",
+            "<= 5 ms",
+        )
+    )
+    print(
+        row(
+            "RSS (MB) with 1,000 open tunnels",
+            f"{f['rss_mb_1000_tunnels']:.1f}",
+            f"squid {f['squid_rss_mb_1000_tunnels']:.1f}",
+            "",
+            "<= 80 MB",
+        )
+    )
+    print(
+        f"(regward proxy idle RSS {f['rss_mb_idle']:.1f} MB; rate errors {f['rate_errors']}, "
+        f"squid {f['squid_rate_errors']})"
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+def which(tool: str) -> bool:
+    return shutil.which(tool) is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
