@@ -352,6 +352,7 @@ class AuthZPlugin:
         self.socket_path = socket_path
         self.stats = PluginStats()
         self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -363,8 +364,12 @@ class AuthZPlugin:
         self.socket_path.chmod(0o600)
 
     async def close(self) -> None:
+        """Stop listening, end idle keep-alive connections, and remove the socket."""
         if self._server is not None:
             self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
         with contextlib.suppress(FileNotFoundError):
@@ -392,6 +397,18 @@ class AuthZPlugin:
         return 404, json.dumps({"Err": f"unknown plugin method {path[:100]}"}).encode()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # closing: the connection ends with the plugin (asyncio would log it)
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 try:

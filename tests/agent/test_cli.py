@@ -1,0 +1,122 @@
+"""The agent's commands as a user types them: exact flags, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from regward.cli import main
+
+
+@pytest.fixture(autouse=True)
+def agent_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("REGWARD_AGENT_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("REGWARD_REGISTRY_JSON", str(tmp_path / "registry.json"))
+    return tmp_path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:", ":3128", "127.0.0.1:99999"])
+def test_bad_proxy_listen_is_one_clear_line(
+    listen: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["agent", "run", "--proxy-listen", listen], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and listen in err and "off" in err
+
+
+def test_bad_policy_file_is_refused_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("organization: acme\nregistries:\n  - address: 'a b'\n")
+    code, _, err = run(["agent", "run", "--policy", str(bad), "--proxy-listen", "off"], capsys)
+    assert code == 2 and "a b" in err
+    code, _, err = run(["agent", "run", "--policy", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "nope.yaml" in err
+
+
+def test_login_errors_name_the_problem(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("token\n"))
+    code, _, err = run(
+        ["login", "--server", "regward.example", "--org", "a", "--token-stdin"], capsys
+    )
+    assert code == 2 and "'regward.example'" in err
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr("sys.stdin", io.StringIO("token\n"))
+    code, _, err = run(
+        ["login", "--server", f"http://127.0.0.1:{port}", "--org", "a", "--token-stdin"], capsys
+    )
+    assert code == 2 and f"cannot reach http://127.0.0.1:{port}" in err
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    code, _, err = run(["login", "--server", "http://x", "--org", "a", "--token-stdin"], capsys)
+    assert code == 2 and "no access token" in err
+
+
+def test_logout_and_status_when_not_signed_in(
+    agent_dirs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logout"], capsys)
+    assert code == 0 and out == "Not signed in.\n"
+    code, out, _ = run(["status", "--json"], capsys)
+    status = json.loads(out)
+    assert status["signed_in"] is False
+    assert status["agent_running"] is False
+    assert status["enforced"] == "nothing (no organization manages this machine)"
+    (agent_dirs / "registry.json").write_text('{"allowedOrgs": ["acme"]}')
+    code, out, _ = run(["status"], capsys)
+    assert "registry.json requires: acme" in out
+    assert "Sign-in to organization 'acme' is required" in out
+
+
+def test_install_writes_spec_daemon_json_and_unit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    daemon_json = root / "etc/docker/daemon.json"
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"storage-driver": "overlay2", "authorization-plugins": ["other"]}')
+    argv = [
+        "agent",
+        "install",
+        "--root",
+        str(root),
+        "--proxy-listen",
+        "off",
+        "--authz-socket",
+        "/run/regward/authz.sock",
+    ]
+    code, out, _ = run(argv, capsys)
+    assert code == 0
+    spec = root / "etc/docker/plugins/regward.spec"
+    assert spec.read_text() == "unix:///run/regward/authz.sock\n"
+    config = json.loads(daemon_json.read_text())
+    assert config == {"storage-driver": "overlay2", "authorization-plugins": ["other", "regward"]}
+    unit = (root / "etc/systemd/system/regward-agent.service").read_text()
+    assert "Before=docker.service" in unit
+    assert "agent run --authz-socket /run/regward/authz.sock --proxy-listen off" in unit
+    assert f"{spec}: wrote" in out
+    code, out, _ = run(argv, capsys)
+    assert out.count("unchanged") == 3
+
+
+def test_install_dry_run_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    code, out, _ = run(["agent", "install", "--root", str(root), "--dry-run"], capsys)
+    assert code == 0 and "would write" in out and "would use the proxy" in out
+    assert not root.exists()
