@@ -245,11 +245,16 @@ def _show_initial_password(database_url: str, path: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
 
     from regward.server.app import create_app
     from regward.server.db import Database
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = _settings()
     database = Database(settings.database_url)
     database.upgrade()

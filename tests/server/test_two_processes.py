@@ -1,0 +1,160 @@
+"""Two `regward server run` processes on one PostgreSQL: an apply on either wakes long-polls held
+by the other (LISTEN/NOTIFY), and both survive a database restart."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from regward.policy import SignedPolicy
+from tests.harness.postgres import PostgresCluster
+from tests.server.conftest import PASSWORD, TEMPLATE
+from tests.server.live import ProcessServer
+
+pytestmark = pytest.mark.postgres
+ORG = "/api/v1/orgs/acme"
+
+
+@dataclass
+class Pair:
+    a: ProcessServer
+    b: ProcessServer
+    token: str
+    cluster: PostgresCluster
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="module")
+def pair(pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    base = tmp_path_factory.mktemp("rwsrv-two")
+    url = pg_cluster.create_database("rwsrv_two", template=TEMPLATE)
+    env = {"REGWARD_DATA_DIR": str(base / "data"), "REGWARD_DATABASE_URL": url}
+    init = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "regward.cli",
+            "server",
+            "init",
+            "--org",
+            "acme",
+            "--owner",
+            "alice",
+            "--password-stdin",
+        ],
+        input=PASSWORD + "\n",
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert init.returncode == 0, init.stderr
+    with ProcessServer(env, base / "a.log") as a, ProcessServer(env, base / "b.log") as b:
+        token = httpx.post(
+            f"{a.url}/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
+        ).json()["token"]
+        yield Pair(a=a, b=b, token=token, cluster=pg_cluster)
+    pg_cluster.drop_database("rwsrv_two")
+
+
+def _revision(answer: httpx.Response) -> int:
+    return SignedPolicy.from_json(answer.content).policy.revision
+
+
+def _apply(server: ProcessServer, headers: dict[str, str], address: str) -> int:
+    added = httpx.post(
+        f"{server.url}{ORG}/registry-access/registries", json={"address": address}, headers=headers
+    )
+    assert added.status_code == 201, added.text
+    applied = httpx.post(f"{server.url}{ORG}/registry-access/apply", headers=headers, timeout=30)
+    assert applied.status_code == 200, applied.text
+    return int(applied.json()["revision"])
+
+
+def _current(server: ProcessServer, headers: dict[str, str]) -> int:
+    return _revision(httpx.get(f"{server.url}{ORG}/policy", headers=headers))
+
+
+def _poll_then_apply(
+    pair: Pair, poller: ProcessServer, applier: ProcessServer, address: str
+) -> tuple[int, float]:
+    after = _current(poller, pair.headers)
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        polls = [
+            pool.submit(
+                httpx.get,
+                f"{poller.url}{ORG}/policy?wait=30&after={after}",
+                headers=pair.headers,
+                timeout=60,
+            )
+            for _ in range(5)
+        ]
+        time.sleep(0.5)
+        assert not any(p.done() for p in polls)
+        revision = _apply(applier, pair.headers, address)
+        applied = time.monotonic()
+        answers = [p.result(timeout=20) for p in polls]
+        latency = time.monotonic() - applied
+    assert all(a.status_code == 200 for a in answers), [a.status_code for a in answers]
+    assert {_revision(a) for a in answers} == {revision}
+    return revision, latency
+
+
+def test_apply_on_one_process_wakes_long_polls_on_the_other(pair: Pair) -> None:
+    first, latency_ab = _poll_then_apply(pair, poller=pair.b, applier=pair.a, address="ghcr.io")
+    second, latency_ba = _poll_then_apply(pair, poller=pair.a, applier=pair.b, address="quay.io")
+    assert second == first + 1
+    assert latency_ab < 1.0, latency_ab
+    assert latency_ba < 1.0, latency_ba
+
+
+def test_concurrent_applies_on_both_processes_give_increasing_revisions(pair: Pair) -> None:
+    start = _current(pair.a, pair.headers)
+
+    def add_and_apply(index: int) -> int:
+        server = pair.a if index % 2 else pair.b
+        return _apply(server, pair.headers, f"r{index}.example.com")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        revisions = list(pool.map(add_and_apply, range(16)))
+    assert sorted(revisions) == list(range(start + 1, start + 17))
+    draft = httpx.get(f"{pair.a.url}{ORG}/registry-access", headers=pair.headers).json()
+    addresses = {e["address"] for e in draft["registries"]}
+    assert {f"r{i}.example.com" for i in range(16)} <= addresses  # no edit lost
+    assert draft["pending_changes"] == []  # the last apply included every edit
+
+
+def test_database_restart_gives_clean_errors_then_recovers(pair: Pair, tmp_path: Path) -> None:
+    after = _current(pair.b, pair.headers)
+    pair.cluster.pause()
+    try:
+        down = httpx.get(f"{pair.a.url}{ORG}/registry-access", headers=pair.headers, timeout=30)
+        assert down.status_code == 503
+        assert "database" in down.json()["detail"]
+    finally:
+        pair.cluster.resume()
+    deadline = time.monotonic() + 20
+    while True:
+        answer = httpx.get(f"{pair.a.url}{ORG}/registry-access", headers=pair.headers, timeout=30)
+        if answer.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert answer.status_code == 200, answer.text
+    # The LISTEN connections came back too: a long-poll on B still hears an apply on A.
+    time.sleep(1.5)
+    revision, latency = _poll_then_apply(
+        pair, poller=pair.b, applier=pair.a, address="mcr.microsoft.com"
+    )
+    assert revision > after
+    assert latency < 1.0, latency
