@@ -252,12 +252,12 @@ def _run(args: argparse.Namespace) -> int:
     from regward.server.app import create_app
     from regward.server.db import Database
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = _settings()
     database = Database(settings.database_url)
     database.upgrade()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings, database=database)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(
