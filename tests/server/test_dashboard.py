@@ -373,3 +373,27 @@ def test_activity_rejects_a_malformed_time(client: TestClient) -> None:
     answer = client.get("/orgs/acme/activity", params={"since": "yesterday"})
     assert answer.status_code == 422
     assert "yesterday" in answer.text
+
+
+def test_change_password(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/account").text)
+    new = "a much longer passphrase"
+
+    def change(current: str, confirm: str) -> int:
+        answer = client.post(
+            "/account/password",
+            data={
+                "csrf_token": token,
+                "current_password": current,
+                "new_password": new,
+                "confirm_password": confirm,
+            },
+        )
+        return answer.status_code
+
+    assert change("wrong password", new) == 401
+    assert change(PASSWORD, "something else") == 422
+    assert change(PASSWORD, new) == 303
+    client.cookies.clear()
+    sign_in(client, "alice", new)

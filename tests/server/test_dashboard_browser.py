@@ -297,6 +297,54 @@ def test_stale_edit_keeps_the_input_and_says_what_changed(server: LiveServer) ->
         expect(page.get_by_role("status").first).to_contain_text("Applied as revision")
 
 
+UNLABELLED = """() => Array.from(
+  document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href]')
+).filter(el => {
+  if (el.tagName === 'BUTTON' || el.tagName === 'A') {
+    return !(el.innerText.trim() || el.getAttribute('aria-label'));
+  }
+  if (el.getAttribute('aria-label') || el.closest('label')) return false;
+  return !(el.id && document.querySelector(`label[for="${el.id}"]`));
+}).map(el => el.outerHTML)"""
+
+
+def test_every_control_is_labelled_and_reachable_by_keyboard(server: LiveServer) -> None:
+    with BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "alice")
+        for path in (
+            "/orgs/acme/registry-access",
+            "/orgs/acme/registry-access/edit?address=docker.io",
+            "/orgs/acme/activity",
+            "/orgs/acme/members",
+            "/orgs/acme/devices",
+            "/orgs/acme/blocked",
+            "/orgs/acme/test?image=ubuntu",
+            "/tokens",
+            "/account",
+        ):
+            page.goto(server.url + path)
+            assert page.evaluate(UNLABELLED) == [], path
+
+        # The first Tab shows the skip link; focus is always drawn.
+        page.goto(server.url + "/orgs/acme/registry-access")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        # Adding a registry with the keyboard alone: type, Enter submits the form.
+        page.get_by_label("Registry address").focus()
+        page.keyboard.type("registry.k8s.io")
+        page.keyboard.press("Tab")
+        page.keyboard.type("Kubernetes")
+        page.keyboard.press("Enter")
+        expect(row(page, "registry.k8s.io")).to_contain_text("Kubernetes")
+        page.once("dialog", lambda dialog: dialog.accept())
+        remove = page.get_by_role("button", name="Remove registry.k8s.io")
+        remove.focus()
+        page.keyboard.press("Enter")
+        expect(row(page, "registry.k8s.io")).to_have_count(0)
+
+
 def test_screenshots_of_every_page(server: LiveServer) -> None:
     """Not a check of looks: saves the pages for a person to review (test-artifacts/)."""
     bob = token_of(server, "bob")
@@ -351,6 +399,8 @@ def test_screenshots_of_every_page(server: LiveServer) -> None:
                 screenshot(page, f"dashboard-{tab}-{name}")
             page.goto(server.url + "/orgs/acme/test?image=quay.io/prometheus/node-exporter")
             screenshot(page, f"dashboard-test-{name}")
+            page.goto(server.url + "/account")
+            screenshot(page, f"dashboard-account-{name}")
             page.goto(server.url + "/tokens")
             page.get_by_label("Name").fill(f"ci-{name}")
             page.get_by_role("button", name="Create token").click()

@@ -977,6 +977,64 @@ def revoke_token(request: Request, form: Form) -> Response:
     return redirect(request, "/tokens", f"Revoked {name}: anything using it can no longer sign in.")
 
 
+# --- Account ------------------------------------------------------------------------------
+
+
+def _account_page(
+    request: Request, visitor: Visitor, *, status: int = 200, error: str = ""
+) -> HTMLResponse:
+    return render(
+        request,
+        "account.html",
+        visitor,
+        org=_nav_org(request, visitor),
+        tab="account",
+        status=status,
+        title="Your account",
+        error=error,
+    )
+
+
+@router.get("/account")
+def account_page(request: Request) -> Response:
+    with _using(request) as (_, visitor):
+        return _account_page(request, visitor)
+
+
+@router.post("/account/password")
+def change_password(request: Request, form: Form) -> Response:
+    current = _text(form, "current_password")
+    new = _text(form, "new_password")
+    if new != _text(form, "confirm_password"):
+        with _using(request) as (_, visitor):
+            return _account_page(
+                request, visitor, status=422, error="The two new passwords differ; type them again."
+            )
+    limiter = _limiter(request)
+    client = request.client.host if request.client else "unknown"
+    try:
+        with _using(request, write=True) as (session, visitor):
+            # Guessing the current password is limited like signing in.
+            wait = limiter.retry_after(visitor.username, client)
+            if wait:
+                raise InvalidInput(f"too many wrong passwords; wait {wait} seconds and try again")
+            try:
+                auth.authenticate(session, visitor.username, current)
+            except Unauthenticated:
+                limiter.failed(visitor.username, client)
+                raise
+            auth.set_password(session, visitor.caller.user, new)
+    except (Unauthenticated, InvalidInput) as error:
+        message = (
+            "Your current password is not right."
+            if isinstance(error, Unauthenticated)
+            else _sentence(error)
+        )
+        with _using(request) as (_, visitor):
+            return _account_page(request, visitor, status=error.status, error=message)
+    return redirect(request, "/account", "Your password is changed.")
+
+
 # --- Devices, blocked pulls, the image tester --------------------------------------------
 
 
