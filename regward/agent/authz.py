@@ -61,42 +61,73 @@ class Unreadable(Exception):
     """A registry endpoint whose request does not say clearly what it would fetch."""
 
 
-@dataclass(frozen=True)
 class AuthZRequest:
-    method: str
-    uri: str
-    path: str  # percent-decoded, cleaned, without the /vX.Y prefix
-    query: tuple[tuple[str, str], ...]
-    headers: dict[str, str]  # keys lower-cased, last duplicate wins
-    body: bytes | None
+    """One AuthZReq envelope. The query and body are decoded on first use, so requests to
+    endpoints that name no registry cost one JSON parse and a path check."""
+
+    __slots__ = ("_body", "_body_text", "_query", "headers", "method", "path", "uri")
+
+    def __init__(
+        self, method: str, uri: str, headers: dict[str, str], body_text: str | None
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.headers = headers  # keys lower-cased, last duplicate wins
+        self._body_text = body_text
+        self._body: bytes | None = None
+        self._query: tuple[tuple[str, str], ...] | None = None
+        self.path = _clean_path(uri.partition("?")[0])  # decoded, without the /vX.Y prefix
 
     @classmethod
     def parse(cls, data: bytes) -> AuthZRequest:
-        """Read dockerd's request; raise Unreadable when it is not one."""
+        """Read dockerd's request as Go would; raise Unreadable when it is not one."""
         try:
             obj = gojson.loads(data)
             if not gojson.is_object(obj):
                 raise Unreadable("the AuthZ request is not a JSON object")
-            method = gojson.last_string(obj, "RequestMethod") or ""
-            uri = gojson.last_string(obj, "RequestUri") or ""
-            headers = _headers(obj)
-            body_text = gojson.last_string(obj, "RequestBody")
+            fields: dict[str, str] = {}
+            headers: dict[str, str] = {}
+            for key, value in obj:
+                name = gojson.fold(key)
+                if name in _STRING_FIELDS:
+                    if value is None:
+                        continue  # null leaves a Go string as it was
+                    if not isinstance(value, str):
+                        raise gojson.GoJSONError(f"field {key} must be a string")
+                    fields[name] = value
+                elif name == "REQUESTHEADERS" and value is not None:
+                    if not gojson.is_object(value):
+                        raise gojson.GoJSONError("RequestHeaders must be an object")
+                    for header, item in value:
+                        if isinstance(item, str):
+                            headers[header.lower()] = item
         except gojson.GoJSONError as error:
             raise Unreadable(f"the AuthZ request is unreadable: {error}") from error
-        body = None
-        if body_text:
+        return cls(
+            fields.get("REQUESTMETHOD", "").upper(),
+            fields.get("REQUESTURI", ""),
+            headers,
+            fields.get("REQUESTBODY") or None,
+        )
+
+    @property
+    def query(self) -> tuple[tuple[str, str], ...]:
+        if self._query is None:
+            raw = self.uri.partition("?")[2]
+            self._query = tuple(urllib.parse.parse_qsl(raw, keep_blank_values=True, separator="&"))
+        return self._query
+
+    @property
+    def body(self) -> bytes | None:
+        """The forwarded body, or None; Unreadable when it is not base64 (Go's []byte form)."""
+        if self._body is None and self._body_text:
             try:
-                body = base64.b64decode(
-                    body_text.replace("\r", "").replace("\n", ""), validate=True
+                self._body = base64.b64decode(
+                    self._body_text.replace("\r", "").replace("\n", ""), validate=True
                 )
             except (binascii.Error, ValueError) as error:
                 raise Unreadable("the request body is not valid base64") from error
-        raw_path, _, raw_query = uri.partition("?")
-        path = urllib.parse.unquote(raw_path, errors="replace")
-        path = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", path)).lstrip("/")
-        path = _VERSION.sub("", path)
-        query = tuple(urllib.parse.parse_qsl(raw_query, keep_blank_values=True, separator="&"))
-        return cls(method.upper(), uri, path, query, headers, body)
+        return self._body
 
     def params(self, name: str) -> list[str]:
         return [value for key, value in self.query if key == name]
@@ -105,17 +136,17 @@ class AuthZRequest:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _headers(obj: gojson.Pairs) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for value in gojson.values(obj, "RequestHeaders"):
-        if value is None:
-            continue
-        if not gojson.is_object(value):
-            raise gojson.GoJSONError("RequestHeaders must be an object")
-        for key, item in value:
-            if isinstance(item, str):
-                headers[key.lower()] = item
-    return headers
+_STRING_FIELDS = frozenset({"REQUESTMETHOD", "REQUESTURI", "REQUESTBODY"})
+_PLAIN_PATH = re.compile(r"^(?:/[A-Za-z0-9_.:@+-]+)+$")
+
+
+def _clean_path(raw: str) -> str:
+    """What the Engine's router would see: percent-decoded, `//`, `.` and `..` resolved."""
+    path = raw
+    if not _PLAIN_PATH.match(raw) or "/./" in raw or "/../" in raw or raw.endswith(("/.", "/..")):
+        path = urllib.parse.unquote(raw, errors="replace")
+        path = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", path)).lstrip("/")
+    return _VERSION.sub("", path)
 
 
 @dataclass(frozen=True)

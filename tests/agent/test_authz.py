@@ -288,3 +288,25 @@ def _names_registry(data: dict[str, Any]) -> bool:
         if key.lower() == "requesturi" and isinstance(value, str):
             uri = value
     return any(part in uri for part in ("images/create", "containers/create", "/push"))
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["v1.41", "images", "create", ".", "..", "", "a:b", "x%2Fy", "push", "%41"]
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_fast_path_cleaning_agrees_with_the_full_one(parts: list[str]) -> None:
+    import posixpath
+    import re
+    import urllib.parse
+
+    from regward.agent.authz import _VERSION, _clean_path
+
+    raw = "/" + "/".join(parts)
+    slow = urllib.parse.unquote(raw, errors="replace")
+    slow = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", slow)).lstrip("/")
+    assert _clean_path(raw) == _VERSION.sub("", slow)

@@ -1,0 +1,301 @@
+"""The AuthZ plugin's cost: round trips over its unix socket, and a real `docker pull`.
+
+1. AuthZReq round trips: the Regward plugin (a real Guard on a 100-entry policy) and, in the
+   same run, a minimal always-allow plugin with the same HTTP framing and no decision. Each
+   plugin runs alone in its own process pinned to CPU 0; clients run on the other core. The mix
+   is what dockerd sends during `docker run`: pulls (allowed and refused), containers/create with
+   a JSON body, and endpoints that name no registry. Latency: one keep-alive connection, one
+   request at a time. Throughput: 4 client processes, each with its own connection.
+2. `docker pull` of a ~100 MB image from a registry in the bed's network namespace, by a real
+   dockerd without an authorization plugin and then with `regward agent run --policy` as its
+   plugin (median of 3 pulls each, image removed between pulls). Needs root; skipped otherwise.
+
+Targets: p99 <= 1 ms, >= 5,000 requests/s on one core, pull wall-time ratio <= 1.05.
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+LATENCY_REQUESTS = 20_000
+THROUGHPUT_SECONDS = 3.0
+CLIENTS = 4
+PULLS = 3
+
+
+def policy_dict() -> dict[str, Any]:
+    registries: list[dict[str, Any]] = [{"address": f"reg{i}.corp.example"} for i in range(97)]
+    registries += [
+        {"address": "allowed.registry.test:5000"},
+        {"address": "ghcr.io", "repositories": ["acme/*"]},
+        {"address": "docker.io", "repositories": ["library/*"], "actions": ["pull"]},
+    ]
+    return {"organization": "acme", "enabled": True, "registries": registries}
+
+
+def request_mix() -> list[bytes]:
+    body = base64.b64encode(
+        json.dumps({"Image": "allowed.registry.test:5000/demo/hello:v1", "Cmd": None}).encode()
+        + b" " * 1200
+    ).decode()
+    envelopes = [
+        {
+            "RequestMethod": "POST",
+            "RequestUri": "/v1.41/images/create?fromImage=allowed.registry.test%3A5000%2Fdemo"
+            "%2Fhello&tag=v1",
+            "RequestHeaders": {"Content-Length": "0", "User-Agent": "Docker-Client/28.2.2 (linux)"},
+        },
+        {
+            "RequestMethod": "POST",
+            "RequestUri": "/v1.41/images/create?fromImage=blocked.registry.test%3A5000%2Fdemo"
+            "%2Fhello&tag=v1",
+            "RequestHeaders": {"Content-Length": "0", "User-Agent": "Docker-Client/28.2.2 (linux)"},
+        },
+        {
+            "RequestMethod": "POST",
+            "RequestUri": "/v1.41/containers/create",
+            "RequestHeaders": {"Content-Type": "application/json", "Content-Length": "1496"},
+            "RequestBody": body,
+        },
+        {
+            "RequestMethod": "GET",
+            "RequestUri": "/v1.41/containers/json",
+            "RequestHeaders": {"User-Agent": "Docker-Client/28.2.2 (linux)"},
+        },
+    ]
+    out = []
+    for envelope in envelopes:
+        data = json.dumps(envelope).encode()
+        out.append(
+            b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: plugin\r\n"
+            b"Content-Type: application/vnd.docker.plugins.v1.2+json\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+    return out
+
+
+# ---- the two plugins, each in its own process pinned to CPU 0 ----------------------------------
+def pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+def serve_regward(path: str, ready: Any) -> None:
+    pin(0)
+    from regward.agent.authz import AuthZPlugin
+    from regward.agent.guard import Enforcement, Guard
+    from regward.policy import Policy
+
+    policy = Policy.from_dict(policy_dict())
+    guard = Guard(Enforcement(mode="local", policy=policy, organization="acme"))
+
+    async def main() -> None:
+        plugin = AuthZPlugin(guard, Path(path))
+        await plugin.start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def serve_always_allow(path: str, ready: Any) -> None:
+    """The baseline: the same framing (asyncio streams, Content-Length), no decision."""
+    pin(0)
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1.2+json\r\n"
+        b'Content-Length: 14\r\n\r\n{"Allow":true}'
+    )
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                writer.write(reply)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        await asyncio.start_unix_server(connection, path=path, backlog=1024)
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ---- clients ----------------------------------------------------------------------------
+def round_trip(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    data = sock.recv(65536)
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return body
+
+
+def latency(path: str) -> list[float]:
+    pin(1)
+    mix = request_mix()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        for request in mix * 200:  # warm-up
+            round_trip(sock, request)
+        samples = []
+        for i in range(LATENCY_REQUESTS):
+            start = time.perf_counter()
+            round_trip(sock, mix[i % len(mix)])
+            samples.append(time.perf_counter() - start)
+    return samples
+
+
+def throughput_client(path: str, seconds: float, counts: Any, index: int) -> None:
+    pin(1)
+    mix = request_mix()
+    done = 0
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for request in mix:
+                round_trip(sock, request)
+            done += len(mix)
+    counts[index] = done
+
+
+def throughput(path: str) -> float:
+    counts = multiprocessing.Array("l", CLIENTS)
+    clients = [
+        multiprocessing.Process(
+            target=throughput_client, args=(path, THROUGHPUT_SECONDS, counts, i)
+        )
+        for i in range(CLIENTS)
+    ]
+    start = time.perf_counter()
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def measure_plugin(name: str, target: Any, directory: str) -> dict[str, float]:
+    path = os.path.join(directory, f"{name}.sock")
+    ready = multiprocessing.Event()
+    server = multiprocessing.Process(target=target, args=(path, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError(f"{name} plugin did not start")
+        samples = sorted(latency(path))
+        rate = throughput(path)
+    finally:
+        server.terminate()
+        server.join(5)
+    return {
+        "p50_ms": samples[len(samples) // 2] * 1000,
+        "p99_ms": samples[int(len(samples) * 0.99)] * 1000,
+        "max_ms": samples[-1] * 1000,
+        "requests_per_s": rate,
+        "single_connection_per_s": len(samples) / sum(samples),
+    }
+
+
+# ---- docker pull with and without the agent -----------------------------------------------
+def pull_bench() -> dict[str, Any]:
+    from tests.harness.bed import unavailable_reason
+    from tests.harness.scenario import ALLOWED, Scene
+
+    reason = unavailable_reason()
+    if reason:
+        return {"skipped": reason}
+    scene = Scene.create("b")
+    try:
+        image = Scene.image(ALLOWED, "demo/big", "v1")
+        scene.bed.push(f"http://{ALLOWED}", "demo/big", "v1", random_mb=100)
+        policy = scene.bed.directory / "policy.json"
+        policy.write_text(json.dumps(policy_dict()))
+
+        def pulls() -> list[float]:
+            times = []
+            for _ in range(PULLS):
+                start = time.perf_counter()
+                result = scene.bed.docker("pull", "-q", image, timeout=600)
+                times.append(time.perf_counter() - start)
+                if result.returncode != 0:
+                    raise RuntimeError(f"pull failed: {result.stderr}")
+                scene.bed.docker("rmi", image)
+            return times
+
+        scene.bed.start_dockerd()
+        without = pulls()
+        scene.bed.stop_dockerd()
+        scene.start_agent(["--policy", str(policy)])
+        scene.bed.start_dockerd([f"--authorization-plugin={scene.plugin_name}"])
+        with_agent = pulls()
+        refused = scene.bed.docker("pull", Scene.image("blocked.registry.test:5000"))
+        assert refused.returncode != 0, "the agent must be in the path"
+    finally:
+        scene.close()
+    return {
+        "image_mb": 100,
+        "without_s": statistics.median(without),
+        "with_agent_s": statistics.median(with_agent),
+        "ratio": statistics.median(with_agent) / statistics.median(without),
+        "without_all_s": without,
+        "with_agent_all_s": with_agent,
+    }
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="rwag-bench-") as directory:
+        regward = measure_plugin("regward", serve_regward, directory)
+        baseline = measure_plugin("always-allow", serve_always_allow, directory)
+    pull = pull_bench()
+    print("AuthZReq round trips over the unix socket (plugin pinned to one core)")
+    print(
+        f"{'plugin':<22}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'req/s (4 conns)':>18}"
+        f"{'req/s (1 conn)':>16}"
+    )
+    for name, figures in (("regward (100 entries)", regward), ("always-allow baseline", baseline)):
+        print(
+            f"{name:<22}{figures['p50_ms']:>10.3f}{figures['p99_ms']:>10.3f}"
+            f"{figures['max_ms']:>10.3f}{figures['requests_per_s']:>18,.0f}"
+            f"{figures['single_connection_per_s']:>16,.0f}"
+        )
+    print("targets: p99 <= 1 ms, >= 5,000 req/s on one core")
+    print()
+    if "skipped" in pull:
+        print(f"docker pull: skipped ({pull['skipped']})")
+    else:
+        print(f"docker pull of a {pull['image_mb']} MB image (median of {PULLS})")
+        print(f"{'without the agent':<22}{pull['without_s']:>10.3f} s")
+        print(f"{'with the agent':<22}{pull['with_agent_s']:>10.3f} s")
+        print(f"{'ratio':<22}{pull['ratio']:>10.3f}   (target <= 1.05)")
+    print(json.dumps({"authz": {"regward": regward, "always_allow": baseline}, "pull": pull}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
