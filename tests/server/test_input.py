@@ -1,0 +1,199 @@
+"""Bad input: 422 naming the field and the value, 413 for oversized bodies, 409 for stale or
+conflicting writes, and concurrent applies that lose nothing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regward.server.errors import InvalidInput
+from regward.server.services.names import check_name
+from tests.server.conftest import World
+from tests.server.live import ThreadServer
+
+ORG = "/api/v1/orgs/acme"
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "value"),
+    [
+        ({"address": "bad host!"}, "address", "bad host!"),
+        ({"address": "ghcr.io/acme"}, "address", "ghcr.io/acme"),
+        ({"address": "*.com:99999"}, "address", "*.com:99999"),
+        ({"address": "ghcr.io", "repositories": ["Acme/*"]}, "repositories", "Acme/*"),
+        ({"address": "ghcr.io", "actions": ["delete"]}, "actions", "delete"),
+        ({"address": "ghcr.io", "extra_hosts": ["cdn..x"]}, "extra_hosts", "cdn..x"),
+        ({"address": "ghcr.io", "nickname": "x" * 101}, "nickname", "xxxxxxxx"),
+        ({"address": "ghcr.io", "allowed": "yes"}, "allowed", "yes"),
+        ({"address": "ghcr.io", "colour": "red"}, "colour", "colour"),
+    ],
+)
+def test_bad_entry_gets_422_naming_field_and_value(
+    world: World, entry: dict[str, object], field: str, value: str
+) -> None:
+    answer = world.client.post(
+        f"{ORG}/registry-access/registries", json={"entry": entry}, headers=world.headers("alice")
+    )
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert field in detail
+    assert value in detail
+    draft = world.client.get(f"{ORG}/registry-access", headers=world.headers("alice")).json()
+    assert draft["version"] == 1  # nothing was written
+
+
+def test_bad_draft_names_the_entry_index(world: World) -> None:
+    h = world.headers("alice")
+    body = {
+        "enabled": True,
+        "registries": [{"address": "docker.io"}, {"address": "ghcr.io", "actions": ["pul"]}],
+        "version": 1,
+    }
+    answer = world.client.put(f"{ORG}/registry-access", json=body, headers=h)
+    assert answer.status_code == 422
+    assert "registries[1].actions" in answer.json()["detail"]
+    assert "pul" in answer.json()["detail"]
+    twice = {**body, "registries": [{"address": "ghcr.io"}, {"address": "GHCR.IO."}]}
+    answer = world.client.put(f"{ORG}/registry-access", json=twice, headers=h)
+    assert answer.status_code == 422
+    assert "registries[1].address" in answer.json()["detail"]
+    missing = world.client.put(f"{ORG}/registry-access", json={"enabled": "maybe"}, headers=h)
+    assert missing.status_code == 422
+    assert "enabled" in missing.json()["detail"] and "maybe" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["A", "Acme", "-acme", "acme-", "ac me", "x" * 65, "ä"])
+def test_bad_organization_names(world: World, name: str) -> None:
+    answer = world.client.post("/api/v1/orgs", json={"name": name}, headers=world.headers("bob"))
+    assert answer.status_code == 422
+    assert repr(name)[:60] in answer.json()["detail"]
+
+
+def test_oversized_body_is_refused(world: World) -> None:
+    huge = {"entry": {"address": "ghcr.io", "nickname": "x" * (2 * 1024 * 1024)}}
+    answer = world.client.post(
+        f"{ORG}/registry-access/registries", json=huge, headers=world.headers("alice")
+    )
+    assert answer.status_code == 413
+    assert "too large" in answer.json()["detail"]
+
+
+def test_oversized_chunked_body_is_refused(world: World) -> None:
+    def chunks() -> object:
+        yield b'{"entry": {"address": "ghcr.io", "nickname": "'
+        for _ in range(300):
+            yield b"x" * 8192
+        yield b'"}}'
+
+    with ThreadServer(world.app) as server:
+        answer = httpx.post(
+            f"{server.url}{ORG}/registry-access/registries",
+            content=chunks(),  # type: ignore[arg-type]
+            headers={**world.headers("alice"), "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 413
+
+
+def test_stale_version_gets_409_and_keeps_the_other_edit(world: World) -> None:
+    c = world.client
+    h = world.headers("alice")
+    version = c.get(f"{ORG}/registry-access", headers=h).json()["version"]
+    first = c.post(
+        f"{ORG}/registry-access/registries",
+        json={"entry": {"address": "ghcr.io"}, "version": version},
+        headers=h,
+    )
+    assert first.status_code == 201
+    stale = c.put(
+        f"{ORG}/registry-access",
+        json={"enabled": True, "registries": [{"address": "quay.io"}], "version": version},
+        headers=h,
+    )
+    assert stale.status_code == 409
+    assert "reload" in stale.json()["detail"]
+    draft = c.get(f"{ORG}/registry-access", headers=h).json()
+    assert [e["address"] for e in draft["registries"]] == ["docker.io", "ghcr.io"]
+    duplicate = c.post(f"{ORG}/registry-access/registries", json={"address": "ghcr.io"}, headers=h)
+    assert duplicate.status_code == 409
+    gone = c.delete(f"{ORG}/registry-access/registries/nosuch.example", headers=h)
+    assert gone.status_code == 404
+
+
+def test_last_owner_cannot_leave(world: World) -> None:
+    c = world.client
+    h = world.headers("alice")
+    assert c.delete(f"{ORG}/members/alice", headers=h).status_code == 409
+    assert c.put(f"{ORG}/members/alice", json={"role": "member"}, headers=h).status_code == 409
+    assert c.put(f"{ORG}/members/bob", json={"role": "owner"}, headers=h).status_code == 200
+    assert c.put(f"{ORG}/members/alice", json={"role": "member"}, headers=h).status_code == 200
+
+
+def test_concurrent_edits_and_applies_lose_nothing(world: World) -> None:
+    h = world.headers("alice")
+    with ThreadServer(world.app) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+
+        def edit_and_apply(index: int) -> int:
+            added = c.post(
+                f"{ORG}/registry-access/registries",
+                json={"address": f"r{index}.example.com"},
+                headers=h,
+            )
+            assert added.status_code == 201, added.text
+            applied = c.post(f"{ORG}/registry-access/apply", headers=h)
+            assert applied.status_code == 200, applied.text
+            return int(applied.json()["revision"])
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            revisions = list(pool.map(edit_and_apply, range(20)))
+        draft = c.get(f"{ORG}/registry-access", headers=h).json()
+        activity = c.get(
+            f"{ORG}/activity?action=registry_access.registry_added&page_size=100", headers=h
+        ).json()
+    assert sorted(revisions) == list(range(2, 22))
+    assert {f"r{i}.example.com" for i in range(20)} <= {e["address"] for e in draft["registries"]}
+    assert draft["pending_changes"] == []
+    assert activity["total"] == 20  # each addition recorded once, by the apply that published it
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(max_size=80), st.integers(), st.none(), st.binary(max_size=10)))
+def test_check_name_accepts_or_raises_invalid_input(value: object) -> None:
+    try:
+        name = check_name(value, "name")
+    except InvalidInput as error:
+        assert "name" in str(error)
+    else:
+        assert name == value
+        assert isinstance(name, str) and name == name.lower() and 2 <= len(name) <= 64
+
+
+entries = st.dictionaries(
+    st.sampled_from(
+        ["address", "nickname", "allowed", "repositories", "actions", "extra_hosts", "x"]
+    ),
+    st.one_of(
+        st.text(max_size=30),
+        st.booleans(),
+        st.lists(st.text(max_size=12), max_size=3),
+        st.integers(),
+        st.none(),
+    ),
+    max_size=6,
+)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entry=entries)
+def test_any_entry_is_accepted_or_refused_with_422(world: World, entry: dict[str, object]) -> None:
+    answer = world.client.post(
+        f"{ORG}/registry-access/registries", json={"entry": entry}, headers=world.headers("alice")
+    )
+    assert answer.status_code in (201, 409, 422), answer.text
+    assert isinstance(answer.json().get("detail", ""), str)
