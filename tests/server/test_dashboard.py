@@ -390,7 +390,8 @@ def test_change_password(client: TestClient) -> None:
                 "confirm_password": confirm,
             },
         )
-        return answer.status_code
+        status: int = answer.status_code
+        return status
 
     assert change("wrong password", new) == 401
     assert change(PASSWORD, "something else") == 422

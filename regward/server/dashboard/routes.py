@@ -469,7 +469,10 @@ def _registry_page(
         enabled=state.enabled,
         version=state.version,
         entries=views.entry_rows(state.registries, warnings),
-        general_warnings=[w.message for w in warnings if not w.address],
+        # "Off" is already the card's headline; the other whole-policy warnings go beside it.
+        general_warnings=[
+            views.capitalized(w.message) for w in warnings if not w.address and state.enabled
+        ],
         pending=bool(state.pending),
         changes=[views.describe_change(change) for change in state.pending],
         applied_revision=state.applied_revision,

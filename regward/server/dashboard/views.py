@@ -110,7 +110,7 @@ def entry_rows(
 ) -> list[EntryRow]:
     by_address: dict[str, list[str]] = {}
     for warning in warnings:
-        by_address.setdefault(warning.address, []).append(warning.message)
+        by_address.setdefault(warning.address, []).append(capitalized(warning.message))
     return [
         EntryRow(
             address=str(entry["address"]),
@@ -123,6 +123,10 @@ def entry_rows(
         )
         for entry in registries
     ]
+
+
+def capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def describe_change(change: Change) -> str:
