@@ -3,9 +3,12 @@
 setup:
 	@scripts/setup.sh
 
+# The policy server on SQLite in ./var (REGWARD_DATA_DIR), initialised the first time with the
+# organization `demo` and its owner `admin`; prints the address and the owner's password.
+PORT ?= 8080
 run: setup
-	@for image in ubuntu ghcr.io/acme/app:1 ghcr.io/acmeevil/app quay.io/org/tool; do \
-	  .venv/bin/regward check $$image --policy examples/policy.yaml; echo; done; true
+	@.venv/bin/regward server init --org demo --owner admin
+	@.venv/bin/regward server run --host 127.0.0.1 --port $(PORT)
 
 test: setup
 	.venv/bin/pytest
