@@ -39,7 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BLOB_MIB = 1024
-RUNS = 3
+RUNS = 5
 
 
 def free_port() -> int:

@@ -1,0 +1,172 @@
+"""End to end: a real dockerd, builds and skopeo reach registries only through the egress proxy.
+
+One bed for the module, inside a private network namespace (tests/harness):
+
+    allowed.registry.test:5000   plain HTTP, 127.0.0.2   allowed by the policy
+    blocked.registry.test:5000   plain HTTP, 127.0.0.3   not in the policy
+    tls-ok.rwpx.test:443         TLS (own CA), 10.234.N.4   allowed
+    tls-evil.rwpx.test:443       TLS (own CA), 10.234.N.5   not in the policy
+
+`regward agent run --policy FILE --proxy-listen 127.0.0.1:3128` runs in the namespace, and
+dockerd runs with HTTP_PROXY/HTTPS_PROXY pointing at it and no AuthZ plugin, so every refusal
+seen here is the proxy's. Both TLS names are trusted in certs.d: a refusal is never a TLS error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.bed import unavailable_reason
+from tests.harness.proxy_bed import Pki, add_tls_registry
+from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+]
+
+TLS_OK = "tls-ok.rwpx.test"
+TLS_EVIL = "tls-evil.rwpx.test"
+PROXY = "http://127.0.0.1:3128"
+PROXY_ENV = {"HTTP_PROXY": PROXY, "HTTPS_PROXY": PROXY, "NO_PROXY": ""}
+LEGACY_CLI = "/usr/bin/docker"  # Debian's 20.10 CLI: the one with BuildKit built in here
+POLICY = f"""\
+organization: acme
+revision: 3
+registries:
+  - address: {ALLOWED}
+  - address: {TLS_OK}
+"""
+
+
+def refusal(host: str) -> str:
+    return (
+        f"Access to {host} is restricted by your organization 'acme' (policy revision 3). "
+        "Ask an owner of 'acme' to add it to the allowed registries."
+    )
+
+
+@pytest.fixture(scope="module")
+def scene() -> Iterator[Scene]:
+    created = Scene.create("px")
+    try:
+        bed = created.bed
+        pki = Pki.create(bed.directory / "pki")
+        add_tls_registry(bed, pki, "tls-ok", TLS_OK, index=4)
+        add_tls_registry(bed, pki, "tls-evil", TLS_EVIL, index=5)
+        policy = bed.directory / "policy.yaml"
+        policy.write_text(POLICY)
+        created.start_agent(["--policy", str(policy)], proxy_listen="127.0.0.1:3128")
+        # After certs.d is in place: BuildKit reads it only when dockerd starts.
+        bed.start_dockerd(env=PROXY_ENV)
+        yield created
+    finally:
+        created.close()
+
+
+def build(
+    scene: Scene, tmp_path: Path, image: str, buildkit: bool, tag: str = "rwpx-build:latest"
+) -> subprocess.CompletedProcess[str]:
+    """`docker build -t tag` of `FROM image`, classic (DOCKER_BUILDKIT=0) or BuildKit."""
+    bed = scene.bed
+    assert bed.dockerd is not None
+    (tmp_path / "Dockerfile").write_text(f'FROM {image}\nCMD ["/hello"]\n')
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.upper().endswith("_PROXY") and not key.startswith("DOCKER_")
+    }
+    env.update(DOCKER_BUILDKIT="1" if buildkit else "0", DOCKER_CONFIG=str(tmp_path / "cli"))
+    return subprocess.run(
+        [LEGACY_CLI, "-H", bed.dockerd.host, "build", "--no-cache", "-t", tag, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+def test_dockerd_uses_the_proxy(scene: Scene) -> None:
+    info = scene.bed.docker("info", "--format", "{{.HTTPProxy}} {{.HTTPSProxy}}")
+    assert info.stdout.strip() == f"{PROXY} {PROXY}"
+
+
+def test_pull_from_an_allowed_registry_works(scene: Scene) -> None:
+    result = scene.bed.docker("pull", scene.image(ALLOWED))
+    assert result.returncode == 0, result.stderr
+    result = scene.bed.docker("pull", scene.image(TLS_OK))
+    assert result.returncode == 0, result.stderr
+
+
+def test_pull_from_a_disallowed_registry_fails_with_the_reason(scene: Scene) -> None:
+    result = scene.bed.docker("pull", scene.image(BLOCKED))
+    assert result.returncode != 0
+    assert f"denied: {refusal(BLOCKED)}" in result.stderr
+    result = scene.bed.docker("pull", scene.image(TLS_EVIL))
+    assert result.returncode != 0
+    assert f"Forbidden ({refusal(TLS_EVIL + ':443')})" in result.stderr
+
+
+def test_classic_build_from_a_disallowed_registry_fails(scene: Scene, tmp_path: Path) -> None:
+    result = build(scene, tmp_path, scene.image(BLOCKED), buildkit=False)
+    assert result.returncode != 0
+    assert f"denied: {refusal(BLOCKED)}" in result.stdout + result.stderr
+
+
+def test_classic_build_from_an_allowed_registry_works(scene: Scene, tmp_path: Path) -> None:
+    scene.bed.docker("rmi", "-f", scene.image(ALLOWED))
+    result = build(scene, tmp_path, scene.image(ALLOWED), buildkit=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Successfully built" in result.stdout
+
+
+def test_buildkit_build_from_a_disallowed_tls_registry_fails(scene: Scene, tmp_path: Path) -> None:
+    result = build(scene, tmp_path, scene.image(TLS_EVIL), buildkit=True)
+    assert result.returncode != 0
+    assert f"Forbidden ({refusal(TLS_EVIL + ':443')})" in result.stderr
+
+
+def test_buildkit_build_from_an_allowed_tls_registry_works(scene: Scene, tmp_path: Path) -> None:
+    result = build(scene, tmp_path, scene.image(TLS_OK), buildkit=True, tag="rwpx-kit:ok")
+    assert result.returncode == 0, result.stderr
+    run = scene.bed.docker("run", "--rm", "--network", "none", "rwpx-kit:ok")
+    assert run.stdout == "hello from regward test image\n", run.stderr
+
+
+def skopeo(
+    scene: Scene, tmp_path: Path, source: str, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    destination = tmp_path / "copy"
+    return scene.bed.run(
+        ["skopeo", "copy", *flags, f"docker://{source}", f"dir:{destination}"],
+        env=PROXY_ENV,
+        timeout=120,
+    )
+
+
+def test_skopeo_copy_through_the_proxy(scene: Scene, tmp_path: Path) -> None:
+    plain = ("--src-tls-verify=false",)
+    certs = scene.bed.directory / "skopeo-certs"
+    certs.mkdir(exist_ok=True)
+    (certs / "ca.crt").write_bytes((scene.bed.directory / "pki" / "ca.crt").read_bytes())
+    tls = (f"--src-cert-dir={certs}",)
+
+    allowed = skopeo(scene, tmp_path / "a", scene.image(ALLOWED), *plain)
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "a" / "copy" / "manifest.json").exists()
+    allowed_tls = skopeo(scene, tmp_path / "b", scene.image(TLS_OK), *tls)
+    assert allowed_tls.returncode == 0, allowed_tls.stderr
+
+    blocked = skopeo(scene, tmp_path / "c", scene.image(BLOCKED), *plain)
+    assert blocked.returncode != 0
+    # skopeo prints only the status for a plain-HTTP registry's ping; the reason shows for TLS.
+    assert "invalid status code from registry 403 (Forbidden)" in blocked.stderr
+    blocked_tls = skopeo(scene, tmp_path / "d", scene.image(TLS_EVIL), *tls)
+    assert blocked_tls.returncode != 0
+    assert f"Forbidden ({refusal(TLS_EVIL + ':443')})" in blocked_tls.stderr
