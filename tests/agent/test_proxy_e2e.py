@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.bed import unavailable_reason
+from tests.harness.bed import PYTHON, unavailable_reason
 from tests.harness.proxy_bed import Pki, add_tls_registry
 from tests.harness.scenario import ALLOWED, BLOCKED, Scene
 
@@ -170,3 +171,61 @@ def test_skopeo_copy_through_the_proxy(scene: Scene, tmp_path: Path) -> None:
     blocked_tls = skopeo(scene, tmp_path / "d", scene.image(TLS_EVIL), *tls)
     assert blocked_tls.returncode != 0
     assert f"Forbidden ({refusal(TLS_EVIL + ':443')})" in blocked_tls.stderr
+
+
+def test_a_new_policy_applies_to_the_next_connection(scene: Scene) -> None:
+    policy = scene.bed.directory / "policy.yaml"
+    try:
+        policy.write_text(
+            POLICY.replace("revision: 3", "revision: 4") + f"  - address: {BLOCKED}\n"
+        )
+        deadline = time.monotonic() + 10
+        while True:  # the agent re-reads its policy file within about a second
+            result = scene.bed.docker("pull", scene.image(BLOCKED))
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert result.returncode == 0, result.stderr
+    finally:
+        policy.write_text(POLICY)
+    deadline = time.monotonic() + 10
+    while True:
+        again = scene.bed.docker("pull", scene.image(BLOCKED))
+        if again.returncode != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert f"denied: {refusal(BLOCKED)}" in again.stderr
+
+
+def test_standalone_proxy_command(scene: Scene, tmp_path: Path) -> None:
+    """`regward agent proxy --policy FILE --listen ADDR` alone, used by skopeo."""
+    policy = scene.bed.directory / "standalone.yaml"
+    policy.write_text(f"organization: solo\nregistries:\n  - address: {TLS_OK}\n")
+    listen = "127.0.0.1:3129"
+    argv = [str(PYTHON), "-m", "regward.cli", "agent", "proxy", "--policy", str(policy)]
+    process = scene.bed.spawn("standalone-proxy", [*argv, "--listen", listen], scene.agent_env())
+    try:
+        probe = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", f"http://{listen}"]
+        scene.bed.wait_for(
+            "the standalone proxy",
+            lambda: scene.bed.run([*probe, "http://refused.invalid/"]).stdout == "403",
+            process,
+        )
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        (certs / "ca.crt").write_bytes((scene.bed.directory / "pki" / "ca.crt").read_bytes())
+        env = {"HTTPS_PROXY": f"http://{listen}", "HTTP_PROXY": f"http://{listen}"}
+        copy = ["skopeo", "copy", f"--src-cert-dir={certs}"]
+        ok = scene.bed.run(
+            [*copy, f"docker://{scene.image(TLS_OK)}", f"dir:{tmp_path / 'ok'}"], env=env
+        )
+        assert ok.returncode == 0, ok.stderr
+        refused = scene.bed.run(
+            [*copy, f"docker://{scene.image(TLS_EVIL)}", f"dir:{tmp_path / 'no'}"], env=env
+        )
+        assert "Forbidden (Access to tls-evil.rwpx.test:443 is restricted by your " in (
+            refused.stderr
+        )
+        assert "organization 'solo' (policy revision 0)" in refused.stderr
+    finally:
+        scene.bed.stop(process)
