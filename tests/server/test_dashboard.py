@@ -398,3 +398,51 @@ def test_change_password(client: TestClient) -> None:
     assert change(PASSWORD, new) == 303
     client.cookies.clear()
     sign_in(client, "alice", new)
+
+
+def _database(tmp_path: Path) -> Database:
+    return Database(f"sqlite:///{tmp_path / 'regward.db'}")
+
+
+def test_activity_pages_through_many_events(client: TestClient, tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    key = load_or_create(tmp_path / "signing-key.pem")
+    with database.session(write=True) as session:
+        acme = orgs.get(session, "acme")
+        alice = auth.get_user(session, "alice")
+        assert acme is not None and alice is not None
+        for number in range(30):
+            registry_access.add_entry(session, acme, alice, {"address": f"r{number}.example.com"})
+        registry_access.apply(session, acme, alice, key)
+    database.dispose()
+    sign_in(client, "alice")
+    first = client.get("/orgs/acme/activity", params={"action": "registry_access.registry_added"})
+    assert first.text.count('<li class="card event">') == 25
+    assert "r29.example.com" in first.text
+    assert "page=2" in first.text
+    second = client.get(
+        "/orgs/acme/activity", params={"action": "registry_access.registry_added", "page": "2"}
+    )
+    assert second.text.count('<li class="card event">') == 5
+    assert "r0.example.com" in second.text
+    assert "Older" not in second.text
+    by_actor = client.get("/orgs/acme/activity", params={"actor": "nobody"})
+    assert "No activity matches these filters." in by_actor.text
+
+
+def test_switcher_lists_only_my_organizations(client: TestClient, tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    with database.session(write=True) as session:
+        evilcorp = orgs.get(session, "evilcorp")
+        eve = auth.get_user(session, "eve")
+        assert evilcorp is not None and eve is not None
+        orgs.add_member(session, evilcorp, eve, "alice", Role.MEMBER)
+    database.dispose()
+    sign_in(client, "alice")
+    page = client.get("/orgs/acme/devices").text
+    assert re.findall(r'<option value="([^"]+)"', page) == ["acme", "evilcorp"]
+    answer = client.get("/switch", params={"org": "evilcorp", "tab": "activity"})
+    assert answer.headers["location"] == "/orgs/evilcorp/activity"
+    evil = client.get("/orgs/evilcorp/registry-access").text
+    assert "member of evilcorp" in evil
+    assert 'action="/orgs/evilcorp/registry-access/add"' not in evil

@@ -917,7 +917,6 @@ def _tokens_page(
             "hint": "rwp_…",
             "scope": token.scope,
             "created": views.when(token.created_at),
-            "last_used": views.when(token.last_used_at),
             "revoked": token.revoked_at is not None,
         }
         for token in tokens.list_for(session, visitor.caller.user)
