@@ -13,8 +13,9 @@ Layout (NAME = rwag<pid>, N = a free 10.234.N.0/24 subnet):
 
 Plain-HTTP registries listen on 127.0.0.x inside the namespace (dockerd treats 127/8 as an
 insecure registry, so no flags are needed); a TLS registry on a 10.234.N.x address is verified
-for real against the CA given to `trust_ca`. dockerd is entered per testbed.md's safety rule:
-nsenter --net + unshare --mount, with the namespace's hosts and resolv.conf bound over /etc.
+for real against the CA given to `trust_ca` (`make_certificate` makes both). dockerd is entered
+per testbed.md's safety rule: nsenter --net + unshare --mount, with the namespace's hosts,
+resolv.conf and the bed's own /etc/docker (certs.d) bound over the host's.
 
     with Bed.create() as bed:
         bed.add_host("allowed.registry.test", "127.0.0.2")
@@ -131,7 +132,6 @@ class Bed:
     processes: list[Process] = field(default_factory=list)
     dockerd: Dockerd | None = None
     _created: list[Path] = field(default_factory=list)
-    _certs: list[Path] = field(default_factory=list)
 
     # ---- set-up -------------------------------------------------------------------------
     @classmethod
@@ -343,15 +343,92 @@ class Bed:
             raise RuntimeError(f"push to {base} failed: {result.stderr[-2000:]}")
         return result.stdout.strip()
 
+    @property
+    def certs_dir(self) -> Path:
+        """The bed's certs.d; dockerd sees the bed's etc-docker/ as /etc/docker (its mount ns)."""
+        return self.directory / "etc-docker" / "certs.d"
+
     def trust_ca(self, registry_host: str, ca_file: Path) -> None:
-        """Install a CA for `registry_host` in /etc/docker/certs.d (removed at teardown)."""
-        target = Path("/etc/docker/certs.d") / registry_host
-        for path in (Path("/etc/docker"), Path("/etc/docker/certs.d"), target):
-            if not path.exists():
-                path.mkdir()
-                self._created.append(path)
+        """Make dockerd trust `ca_file` for `registry_host` (HOST, or HOST:PORT unless 443).
+
+        The host's /etc/docker/certs.d is untouched: dockerd's private mount namespace gets the
+        bed's directory bound over it. Classic pulls read it on every pull; BuildKit only when
+        dockerd starts, so call this before `start_dockerd` where builds matter.
+        """
+        target = self.certs_dir / registry_host
+        target.mkdir(parents=True, exist_ok=True)
         (target / "ca.crt").write_bytes(ca_file.read_bytes())
-        self._certs.append(target / "ca.crt")
+
+    def make_certificate(self, *hostnames: str, ip: str | None = None) -> tuple[Path, Path, Path]:
+        """A CA (made once per bed) and a server certificate for `hostnames` (and `ip`):
+        (ca.crt, server.crt, server.key), files in the bed's directory."""
+        pki = self.directory / "pki"
+        pki.mkdir(exist_ok=True)
+        ca_key, ca_crt = pki / "ca.key", pki / "ca.crt"
+        if not ca_crt.exists():
+            _run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=rwag test CA",
+                    "-keyout",
+                    str(ca_key),
+                    "-out",
+                    str(ca_crt),
+                ]
+            )
+        name = hostnames[0]
+        key, csr, crt = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.crt"
+        ext = pki / f"{name}.ext"
+        alt = [f"DNS:{host}" for host in hostnames] + ([f"IP:{ip}"] if ip else [])
+        ext.write_text(f"subjectAltName={','.join(alt)}\nextendedKeyUsage=serverAuth\n")
+        _run(
+            [
+                "openssl",
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                f"/CN={name}",
+                "-keyout",
+                str(key),
+                "-out",
+                str(csr),
+            ]
+        )
+        _run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(ca_crt),
+                "-CAkey",
+                str(ca_key),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                str(ext),
+                "-out",
+                str(crt),
+            ]
+        )
+        return ca_crt, crt, key
 
     # ---- dockerd ------------------------------------------------------------------------
     def start_dockerd(
@@ -379,8 +456,14 @@ class Bed:
             f"--host=unix://{sock}",
             *args,
         ]
+        # The bed's own /etc/docker (certs.d; the key.json and daemon.json dockerd would read or
+        # write) bound over the host's, inside dockerd's private mount namespace only.
+        self.claim(Path("/etc/docker"))
+        Path("/etc/docker").mkdir(exist_ok=True)
+        self.certs_dir.mkdir(parents=True, exist_ok=True)
         script = (
             f"mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && "
+            f"mount --bind {self.certs_dir.parent} /etc/docker && "
             'exec "$@"'
         )
         argv = [
@@ -450,9 +533,6 @@ class Bed:
             with contextlib.suppress(Exception):
                 process.stop(process.grace)
         self.processes.clear()
-        for cert in self._certs:
-            cert.unlink(missing_ok=True)
-        self._certs.clear()
         subprocess.run(["ip", "link", "del", f"{self.name}-h"], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
         self._unmount_under(self.directory)
