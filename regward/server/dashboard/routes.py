@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -125,6 +125,14 @@ class DashboardRoute(APIRoute):
             except ServiceError as error:
                 heading = HEADINGS.get(error.status, "Something is not right")
                 response = error_page(request, error.status, heading, _sentence(error))
+            except IntegrityError:
+                response = error_page(
+                    request,
+                    409,
+                    "Changed meanwhile",
+                    "Someone else made a conflicting change at the same moment. Nothing of "
+                    "yours was saved; go back, reload the page and try again.",
+                )
             except DBAPIError:
                 log.warning("database error on %s", request.url.path, exc_info=True)
                 response = error_page(
@@ -280,11 +288,11 @@ def _using(request: Request, *, write: bool = False) -> Iterator[tuple[Session, 
 
 @contextmanager
 def _org(
-    request: Request, name: str, *, owner: bool = False
+    request: Request, name: str, *, owner: bool = False, write: bool | None = None
 ) -> Iterator[tuple[Session, Visitor, Organization]]:
-    """The organization `name` for this visitor (NotFound for outsiders); owner rights and a
-    write session when `owner`."""
-    with _using(request, write=owner) as (session, visitor):
+    """The organization `name` for this visitor (NotFound for outsiders); with `owner`, owner
+    rights and (unless `write=False`, for an owner-only page) a write session."""
+    with _using(request, write=owner if write is None else write) as (session, visitor):
         organization = orgs.access(
             session, visitor.caller, name, role=Role.OWNER if owner else Role.MEMBER, write=owner
         )
@@ -645,7 +653,7 @@ def _find_entry(state: registry_access.DraftState, address: str) -> dict[str, An
 
 @router.get("/orgs/{org}/registry-access/edit")
 def edit_form(request: Request, org: str, address: str = "") -> Response:
-    with _org(request, org, owner=True) as (session, visitor, organization):
+    with _org(request, org, owner=True, write=False) as (session, visitor, organization):
         entry = _find_entry(registry_access.get_draft(session, organization), address)
         if entry is None:
             raise NotFound(f"registry {address!r} is not in the list of {org!r}")
@@ -676,7 +684,7 @@ def edit(request: Request, org: str, form: Form) -> Response:
                 _version(form),
             )
     except (Conflict, InvalidInput, NotFound) as error:
-        with _org(request, org, owner=True) as (session, visitor, organization):
+        with _org(request, org, owner=True, write=False) as (session, visitor, organization):
             current: dict[str, Any] | None = None
             if isinstance(error, Conflict | NotFound):
                 found = _find_entry(registry_access.get_draft(session, organization), original)
