@@ -295,7 +295,7 @@ def main() -> int:
         rss_idle = rss_mb(ours.pid)
         url = f"http://localhost:{registry_port}/v2/bench/blob/blobs/{digest}"
         ours_url, squid_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{squid_port}"
-        print("downloading (curl, median of 3) ...", flush=True)
+        print(f"downloading (curl, median of {RUNS}) ...", flush=True)
         speed = speeds(
             url,
             {
