@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -437,3 +441,52 @@ def test_engine_version_and_url_helpers() -> None:
     assert engine_major("Docker version 28.2.2, build e6534b4") == 28
     assert engine_major("garbage") is None
     assert proxy_url("0.0.0.0:3128") == "http://127.0.0.1:3128"
+
+
+def test_out_of_descriptors_pauses_accepting_and_recovers(tmp_path: Path, echo: Upstream) -> None:
+    """`regward agent proxy` under a 48-descriptor limit: a flood of idle clients exhausts it,
+    the proxy pauses accepting instead of failing, and serves again once they leave."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"organization: acme\nregistries:\n  - address: 127.0.0.1:{echo.port}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "proxy.log"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    env = {"REGWARD_AGENT_DIR": str(tmp_path / "agent"), "PATH": os.environ["PATH"]}
+    env["REGWARD_REGISTRY_JSON"] = str(tmp_path / "none.json")
+    argv = [sys.executable, "-m", "regward.cli", "agent", "proxy", "--policy", str(policy)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*argv, "--listen", f"127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=limit,
+        )
+    flood: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 20
+        while b"listening" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(80):
+            flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        while b"pausing" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"proxy accept failed, pausing 0.1 s: [Errno 24]" in log.read_bytes()
+        for sock in flood:
+            sock.close()
+        flood.clear()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.settimeout(20)
+            sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+            assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+        assert process.poll() is None
+    finally:
+        for sock in flood:
+            sock.close()
+        process.terminate()
+        process.wait(30)

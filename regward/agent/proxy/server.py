@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import resource
 import socket
@@ -123,6 +124,12 @@ class ProxyServer:
         loop.add_reader(listener.fileno(), self._accept)
         self._sweeper = loop.create_task(self._sweep_idle(), name="proxy-idle-sweeper")
         log.info("proxy listening on %s:%d", *self.address)
+        if not ipaddress.ip_address(self.address[0]).is_loopback:
+            log.warning(
+                "the proxy listens on %s, beyond loopback, and has no authentication: anyone "
+                "who reaches it may use every registry the policy allows",
+                self.address[0],
+            )
 
     def _accept(self) -> None:
         listener, loop = self._listener, asyncio.get_running_loop()
@@ -133,8 +140,12 @@ class ProxyServer:
                 client, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # EMFILE and friends: shed load, keep serving
-                log.warning("proxy accept failed: %s", error)
+            except OSError as error:
+                # Out of descriptors (EMFILE) and the like: the backlog stays readable, so pause
+                # accepting briefly instead of spinning, and keep serving open connections.
+                log.warning("proxy accept failed, pausing 0.1 s: %s", error)
+                loop.remove_reader(listener.fileno())
+                loop.call_later(0.1, self._resume_accepting)
                 return
             if len(self._tasks) >= self.settings.max_connections:
                 with contextlib.suppress(OSError):
@@ -146,6 +157,10 @@ class ProxyServer:
             task = loop.create_task(self._serve(client), name="proxy-connection")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _resume_accepting(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
 
     async def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
