@@ -144,3 +144,20 @@ def test_bodies_are_never_logged(tmp_path: Path, caplog: object) -> None:
     assert "eyJJbWFnZSI6" not in logged
     assert "ERROR" not in logged
     assert "refused POST /containers/create" in logged
+
+
+def test_pipelined_and_byte_by_byte_requests(tmp_path: Path) -> None:
+    async def body(plugin: AuthZPlugin, sock: Path) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        writer.write(
+            http("/AuthZPlugin.AuthZReq", PULL_OK) + http("/AuthZPlugin.AuthZReq", PULL_EVIL)
+        )
+        assert (await read_response(reader))[1] == {"Allow": True}
+        assert (await read_response(reader))[1]["Allow"] is False
+        for byte in http("/AuthZPlugin.AuthZReq", PULL_EVIL):
+            writer.write(bytes([byte]))
+            await writer.drain()
+        assert (await read_response(reader))[1]["Allow"] is False
+        writer.close()
+
+    with_plugin(tmp_path, body)
