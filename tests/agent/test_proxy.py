@@ -28,6 +28,7 @@ from regward.agent.proxy import ProxyServer, ProxySettings, configure_dockerd, d
 from regward.agent.proxy.dockerd import engine_major, proxy_url
 from regward.errors import ConfigError
 from regward.policy import Decision, parse_policy_text
+from tests.agent.test_proxy_protocol import client_hello
 
 
 def make_decider(*addresses: str) -> Callable[[str, int], Decision]:
@@ -490,3 +491,22 @@ def test_out_of_descriptors_pauses_accepting_and_recovers(tmp_path: Path, echo: 
             sock.close()
         process.terminate()
         process.wait(30)
+
+
+def test_tls_naming_another_server_needs_that_name_allowed(echo: Upstream) -> None:
+    """Domain fronting: CONNECT to an allowed address, then a ClientHello for another name."""
+    decide = make_decider(f"127.0.0.1:{echo.port}", f"also-allowed.test:{echo.port}")
+    with running(decide) as proxy:
+        for server_name, passes in (("evil.test", False), ("also-allowed.test", True)):
+            hello = client_hello(server_name)
+            with proxy.connect() as sock:
+                sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode() + hello)
+                head = read_head(sock)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                echoed = head.split(b"\r\n\r\n", 1)[1]
+                if passes:
+                    while len(echoed) < len(hello):
+                        echoed += sock.recv(65536)
+                    assert echoed == hello
+                else:  # closed, and nothing reached the registry to be echoed
+                    assert echoed + read_all(sock) == b""

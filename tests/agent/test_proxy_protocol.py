@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 import string
 
 import pytest
@@ -11,8 +13,10 @@ from hypothesis import strategies as st
 
 from regward.agent.proxy.protocol import (
     MAX_REASON,
+    NEED_MORE,
     ProtocolError,
     Target,
+    client_hello_sni,
     close_response_head,
     error_response,
     forward_head,
@@ -210,3 +214,59 @@ def test_response_head_rewritten_to_close() -> None:
         with pytest.raises(ProtocolError) as caught:
             response_status(bad)
         assert caught.value.status == 502
+
+
+@functools.cache
+def client_hello(server_name: str | None) -> bytes:
+    """The ClientHello OpenSSL (through Python's ssl) really sends."""
+    context = ssl.create_default_context()
+    if server_name is None:
+        context.check_hostname = False
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_client_hello_server_name() -> None:
+    hello = client_hello("Registry.Example.COM")
+    assert client_hello_sni(hello) == "registry.example.com"
+    for cut in range(len(hello)):
+        assert client_hello_sni(hello[:cut]) in (NEED_MORE, None)
+    assert client_hello_sni(hello + b"trailing application data") == "registry.example.com"
+    assert client_hello_sni(client_hello(None)) is None
+    assert client_hello_sni(b"GET / HTTP/1.1\r\n\r\n") is None
+
+
+def test_client_hello_split_over_records() -> None:
+    hello = client_hello("fronted.example")
+    body = hello[5:]
+    records = b"".join(
+        b"\x16\x03\x01" + len(part).to_bytes(2, "big") + part
+        for part in (body[:7], body[7:100], body[100:])
+    )
+    assert client_hello_sni(records) == "fronted.example"
+    assert client_hello_sni(records[:-1]) == NEED_MORE
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=600))
+def test_hostile_tls_bytes_only_raise_protocol_errors(data: bytes) -> None:
+    try:
+        name = client_hello_sni(b"\x16\x03" + data)
+    except ProtocolError as error:
+        assert error.status == 400
+    else:
+        assert name is None or name == NEED_MORE or name.isascii()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=400), st.binary(min_size=1, max_size=8))
+def test_corrupted_client_hellos_only_raise_protocol_errors(at: int, junk: bytes) -> None:
+    hello = bytearray(client_hello("good.example"))
+    hello[at % len(hello) : at % len(hello) + len(junk)] = junk
+    try:
+        client_hello_sni(bytes(hello))
+    except ProtocolError as error:
+        assert error.status == 400

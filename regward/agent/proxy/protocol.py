@@ -312,3 +312,75 @@ def error_response(status: int, message: str) -> bytes:
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode("ascii") + body
+
+
+MAX_HELLO = 64 * 1024
+NEED_MORE = "need-more"
+
+
+def client_hello_sni(data: bytes) -> str | None:
+    """The server name a TLS ClientHello at the start of `data` asks for.
+
+    Returns the name (lowercased, no trailing dot), None when `data` does not start a TLS
+    handshake or the hello names no server, or `NEED_MORE` until the whole hello (possibly
+    spread over several records) is there. Raises ProtocolError for a broken or oversized hello,
+    so a name cannot hide in a part the proxy did not read.
+    """
+    if not data or data[0] != 0x16:
+        return None
+    handshake = bytearray()
+    offset = 0
+    while True:
+        if len(data) < offset + 5:
+            return _more(data)
+        if data[offset] != 0x16 or data[offset + 1] != 0x03:
+            raise ProtocolError(400, "TLS record that is not a handshake")
+        length = int.from_bytes(data[offset + 3 : offset + 5], "big")
+        if len(data) < offset + 5 + length:
+            return _more(data)
+        handshake += data[offset + 5 : offset + 5 + length]
+        offset += 5 + length
+        if len(handshake) >= 4:
+            if handshake[0] != 0x01:
+                raise ProtocolError(400, "TLS handshake that does not start with a ClientHello")
+            size = int.from_bytes(handshake[1:4], "big")
+            if len(handshake) >= 4 + size:
+                return _server_name(bytes(handshake[4 : 4 + size]))
+
+
+def _more(data: bytes) -> str:
+    if len(data) > MAX_HELLO:
+        raise ProtocolError(400, "TLS ClientHello larger than 64 KiB")
+    return NEED_MORE
+
+
+def _server_name(hello: bytes) -> str | None:
+    try:
+        at = 2 + 32  # legacy version, random
+        at += 1 + hello[at]  # session id
+        at += 2 + int.from_bytes(hello[at : at + 2], "big")  # cipher suites
+        at += 1 + hello[at]  # compression methods
+        if at == len(hello):
+            return None  # no extensions
+        end = at + 2 + int.from_bytes(hello[at : at + 2], "big")
+        at += 2
+        if end != len(hello):
+            raise IndexError
+        while at < end:
+            kind = int.from_bytes(hello[at : at + 2], "big")
+            size = int.from_bytes(hello[at + 2 : at + 4], "big")
+            body = hello[at + 4 : at + 4 + size]
+            if len(body) != size:
+                raise IndexError
+            at += 4 + size
+            if kind == 0:  # server_name
+                names = body[2 : 2 + int.from_bytes(body[0:2], "big")]
+                if not names or names[0] != 0:
+                    raise IndexError
+                name = names[3 : 3 + int.from_bytes(names[1:3], "big")]
+                if len(name) != int.from_bytes(names[1:3], "big") or not name.isascii():
+                    raise IndexError
+                return name.decode("ascii").lower().rstrip(".")
+    except IndexError:
+        raise ProtocolError(400, "malformed TLS ClientHello") from None
+    return None

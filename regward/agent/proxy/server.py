@@ -20,9 +20,11 @@ from regward.policy import Decision
 from .protocol import (
     CONNECT_ESTABLISHED,
     MAX_HEAD,
+    NEED_MORE,
     ProtocolError,
     Request,
     Target,
+    client_hello_sni,
     close_response_head,
     error_response,
     forward_head,
@@ -179,9 +181,7 @@ class ProxyServer:
             upstream = await self._connect(request.target)
             if request.is_connect:
                 await self._send(client, CONNECT_ESTABLISHED)
-                if rest:
-                    await self._send(upstream, rest)
-                await self._relay(client, upstream)
+                await self._relay(client, upstream, request.target, rest)
             else:
                 await self._forward(client, upstream, request, rest)
         except ProtocolError as error:
@@ -270,16 +270,57 @@ class ProxyServer:
         self._resolved[key] = (now + RESOLVE_TTL, addresses)
         return addresses
 
-    async def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+    async def _relay(
+        self, client: socket.socket, upstream: socket.socket, target: Target, rest: bytes
+    ) -> None:
+        """A CONNECT tunnel. The registry's bytes flow at once; the client's first bytes are
+        read first: a TLS ClientHello naming another server than the tunnel's (domain
+        fronting) needs that name allowed too, or the tunnel is closed."""
         loop = asyncio.get_running_loop()
         tunnel = Tunnel(loop, self._pool, client, upstream)
         self._tunnels.add(tunnel)
         try:
-            tunnel.up.start()
             tunnel.down.start()
+            first = await self._client_hello(client, rest)
+            if first is None:
+                return
+            hello, name = first
+            if name is not None and name != target.host:
+                decision = self._decision(Target(name, target.port))
+                if not decision.allowed:
+                    log.info(
+                        "proxy closed a tunnel to %s whose TLS names %s: %s",
+                        target.authority,
+                        name,
+                        self._describe(decision),
+                    )
+                    return
+            await self._send(upstream, hello)
+            tunnel.up.start()
             await tunnel.wait()
         finally:
+            tunnel.abort()
             self._tunnels.discard(tunnel)
+
+    async def _client_hello(
+        self, client: socket.socket, data: bytes
+    ) -> tuple[bytes, str | None] | None:
+        """The client's first bytes and the server name they ask for (when they are a TLS
+        ClientHello); None when the client leaves or stays silent past the idle timeout."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.settings.idle_timeout):
+                while True:
+                    if data:
+                        name = client_hello_sni(data)
+                        if name != NEED_MORE:
+                            return data, name
+                    chunk = await loop.sock_recv(client, 65536)
+                    if not chunk:
+                        return None
+                    data += chunk
+        except (TimeoutError, ProtocolError):
+            return None
 
     async def _forward(
         self, client: socket.socket, upstream: socket.socket, request: Request, rest: bytes
