@@ -446,3 +446,32 @@ def test_switcher_lists_only_my_organizations(client: TestClient, tmp_path: Path
     evil = client.get("/orgs/evilcorp/registry-access").text
     assert "member of evilcorp" in evil
     assert 'action="/orgs/evilcorp/registry-access/add"' not in evil
+
+
+def test_user_without_organization_is_told_what_to_do(client: TestClient, tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    with database.session(write=True) as session:
+        auth.create_user(session, "dave", PASSWORD)
+    database.dispose()
+    sign_in(client, "dave")
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "No organization yet" in page.text
+    assert "regward server init --org ORG --owner dave" in page.text
+
+
+def test_token_name_with_markup_is_escaped_in_notices(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/tokens").text)
+    name = "<b onmouseover=alert(1)>ci</b>"
+    created = client.post(
+        "/tokens/create", data={"csrf_token": token, "name": name, "scope": "read"}
+    )
+    assert name not in created.text
+    assert "&lt;b onmouseover=alert(1)&gt;ci&lt;/b&gt;" in created.text
+    token_id = re.search(r'name="token_id" value="(\d+)"', created.text)
+    assert token_id
+    client.post("/tokens/revoke", data={"csrf_token": token, "token_id": token_id.group(1)})
+    notice = client.get("/tokens").text
+    assert "Revoked &lt;b onmouseover=alert(1)&gt;ci&lt;/b&gt;" in notice
+    assert name not in notice
