@@ -132,6 +132,7 @@ def _login(args: argparse.Namespace) -> int:
             policy = client.get(f"{server}/api/v1/orgs/{org}/policy")
     except httpx.HTTPError as error:
         raise ConfigError(f"cannot reach {server}: {error}") from error
+    _check_registry_json(org, user.json())
     pinned = args.public_key or presented
     if args.public_key and args.public_key != presented:
         raise ConfigError(
@@ -164,6 +165,30 @@ def _login(args: argparse.Namespace) -> int:
     print(f"Signed in to '{org}' at {server} as {credentials.user or 'token'} ({revision}).")
     print(f"Pinned signing key {pinned}; credentials in {state.credentials_path} (0600).")
     return 0
+
+
+def _check_registry_json(org: str, user: Any) -> None:
+    """Where registry.json names organizations, sign-in must be to the first one the user
+    belongs to (Docker's rule: with several, the first one's policy is enforced)."""
+    from regward.agent.state import default_registry_json, read_registry_json
+
+    path = default_registry_json()
+    required = read_registry_json(path)
+    if not required:
+        return
+    if org not in required:
+        raise ConfigError(
+            f"{path} allows sign-in only to {', '.join(repr(o) for o in required)}; "
+            f"'{org}' would leave every pull refused. Use --org {required[0]}"
+        )
+    memberships = user.get("organizations", []) if isinstance(user, dict) else []
+    mine = {str(m.get("name")) for m in memberships if isinstance(m, dict)}
+    first = next((name for name in required if name in mine), org)
+    if first != org:
+        raise ConfigError(
+            f"{path} lists '{first}' before '{org}' and you belong to both; the first "
+            f"organization's policy is the one enforced. Use --org {first}"
+        )
 
 
 def _expect(response: Any, what: str) -> None:

@@ -124,6 +124,36 @@ def test_login_stores_secrets_private_and_pins_the_key(signed_in: Scene, owner: 
     assert stored["organization"] == "acme"
 
 
+def test_login_follows_registry_json(signed_in: Scene, owner: Owner) -> None:
+    assert signed_in.server is not None
+    owner.client.post("/orgs", json={"name": "beta"}).raise_for_status()
+    token = owner.token("registry-json")
+
+    def login() -> str:
+        assert signed_in.server is not None
+        result = signed_in.regward(
+            "login",
+            "--server",
+            signed_in.server.url,
+            "--org",
+            "acme",
+            "--token-stdin",
+            input=token.encode() + b"\n",
+        )
+        assert result.returncode == 2
+        return result.stderr
+
+    try:
+        signed_in.registry_json.write_text('{"allowedOrgs": ["globex"]}')
+        assert "allows sign-in only to 'globex'" in login()
+        signed_in.registry_json.write_text('{"allowedOrgs": ["beta", "acme"]}')
+        assert "lists 'beta' before 'acme'" in login()
+    finally:
+        signed_in.registry_json.unlink()
+    stored = json.loads((signed_in.agent_dir / "credentials.json").read_text())
+    assert stored["organization"] == "acme"  # a refused login changes nothing
+
+
 def test_allowed_pull_works_and_disallowed_fails_with_the_message(signed_in: Scene) -> None:
     assert signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
     refused = signed_in.bed.docker("pull", Scene.image(BLOCKED))
