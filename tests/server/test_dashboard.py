@@ -475,3 +475,18 @@ def test_token_name_with_markup_is_escaped_in_notices(client: TestClient) -> Non
     notice = client.get("/tokens").text
     assert "Revoked &lt;b onmouseover=alert(1)&gt;ci&lt;/b&gt;" in notice
     assert name not in notice
+
+
+def test_owner_who_leaves_lands_outside(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/members").text)
+    promoted = client.post(
+        "/orgs/acme/members/role", data={"csrf_token": token, "username": "bob", "role": "owner"}
+    )
+    assert promoted.status_code == 303
+    left = client.post("/orgs/acme/members/remove", data={"csrf_token": token, "username": "alice"})
+    assert left.headers["location"] == "/"
+    home = client.get("/")
+    assert "You left acme." in home.text
+    assert "No organization yet" in home.text
+    assert client.get("/orgs/acme/registry-access").status_code == 404

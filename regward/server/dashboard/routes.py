@@ -891,12 +891,18 @@ def change_role(request: Request, org: str, form: Form) -> Response:
 @router.post("/orgs/{org}/members/remove")
 def remove_member(request: Request, org: str, form: Form) -> Response:
     username = _text(form, "username")
-    return _member_write(
-        request,
-        org,
-        lambda s, v, o: orgs.remove_member(s, o, v.caller.user, username),
-        f"Removed {username} from {org}.",
-    )
+    left = False
+
+    def write(session: Session, visitor: Visitor, organization: Organization) -> object:
+        nonlocal left
+        orgs.remove_member(session, organization, visitor.caller.user, username)
+        left = username == visitor.username
+        return None
+
+    response = _member_write(request, org, write, f"Removed {username} from {org}.")
+    if left:  # the organization's pages are closed to you now
+        return redirect(request, "/", f"You left {org}.")
+    return response
 
 
 # --- Tokens --------------------------------------------------------------------------------
