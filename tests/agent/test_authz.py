@@ -22,7 +22,8 @@ from regward.agent.authz import (
 from regward.agent.guard import Enforcement, Guard
 from regward.policy import Action, Policy
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "authz-samples.json"
+# Captured from a real dockerd 20.10 with CLI 28 (pull, run, push, build, login, ...).
+SAMPLES = Path(__file__).resolve().parent / "data" / "authz-samples.json"
 
 POLICY = Policy.from_dict(
     {
