@@ -10,10 +10,11 @@ Everything runs on loopback (127.0.0.1, the name `localhost` from /etc/hosts; no
     C ping server    127.0.0.1:G  answers GET /v2/ with 200 {} and closes, for the rate test
                                   (docker-registry itself tops out near 800/s here)
 
-Measured in one run: 1 GiB blob download with curl (direct; CONNECT and absolute-form through
-each proxy; median of 3); CONNECT + GET /v2/ rate with 100 concurrent clients (a C client,
-bench/proxy_load.c, compiled here with gcc); tunnel setup latency p99 at 10 concurrent; resident
-memory with 1,000 open tunnels. Prints a table, then one JSON line.
+Measured in one run, each figure the median of RUNS runs in which the paths take turns (so a
+change in machine load touches all alike): 1 GiB blob download with curl (direct; CONNECT and
+absolute-form through each proxy and the C relay); CONNECT + GET /v2/ rate with 100 concurrent
+clients (a C client, bench/proxy_load.c, compiled here with gcc); tunnel setup latency p99 at 10
+concurrent; then resident memory with 1,000 open tunnels. Prints a table, then one JSON line.
 
 Needs docker-registry, squid, gcc and curl. Bounded: each phase stops after a fixed count or
 time; every process started here is stopped by PID and waited for.
@@ -144,6 +145,22 @@ def load(
         [*argv, str(conc), str(total), "10"], capture_output=True, text=True, check=True
     )
     return dict(json.loads(result.stdout))
+
+
+def loads(
+    binary: Path, runs: dict[str, tuple[int, int, int]], target_port: int
+) -> dict[str, dict[str, float]]:
+    """Each (proxy port, concurrency, connections) load RUNS times, taking turns so a change
+    in machine load touches all alike; per name, the median of each figure, errors summed."""
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    for _ in range(RUNS):
+        for name, (port, conc, total) in runs.items():
+            samples[name].append(load(binary, port, target_port, conc, total))
+    merged = {}
+    for name, values in samples.items():
+        merged[name] = {key: statistics.median(value[key] for value in values) for key in values[0]}
+        merged[name]["errors"] = sum(value["errors"] for value in values)
+    return merged
 
 
 def rss_mb(pid: int) -> float:
@@ -308,13 +325,17 @@ def main() -> int:
             },
         )
         print("connection rate and setup latency (C client) ...", flush=True)
-        rate = {
-            "direct": load(binary, 0, ping_port, 100, 30000),
-            "ours": load(binary, proxy_port, ping_port, 100, 30000),
-            "squid": load(binary, squid_port, ping_port, 100, 30000),
-            "ours_10": load(binary, proxy_port, ping_port, 10, 10000),
-            "squid_10": load(binary, squid_port, ping_port, 10, 10000),
-        }
+        rate = loads(
+            binary,
+            {
+                "direct": (0, 100, 15000),
+                "ours": (proxy_port, 100, 15000),
+                "squid": (squid_port, 100, 15000),
+                "ours_10": (proxy_port, 10, 5000),
+                "squid_10": (squid_port, 10, 5000),
+            },
+            ping_port,
+        )
         print("memory with 1,000 open tunnels ...", flush=True)
         rss = {}
         for name, pid, port in (("ours", ours.pid, proxy_port), ("squid", squid.pid, squid_port)):
