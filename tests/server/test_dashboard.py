@@ -490,3 +490,27 @@ def test_owner_who_leaves_lands_outside(client: TestClient) -> None:
     assert "You left acme." in home.text
     assert "No organization yet" in home.text
     assert client.get("/orgs/acme/registry-access").status_code == 404
+
+
+def test_discard_puts_the_draft_back_to_the_applied_revision(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    client.post("/orgs/acme/registry-access/toggle", data={"csrf_token": token, "enabled": "true"})
+    client.post(
+        "/orgs/acme/registry-access/add",
+        data={"csrf_token": token, "address": "quay.io", "allowed": "true", "actions": "pull"},
+    )
+    page = client.get("/orgs/acme/registry-access").text
+    assert "Pending changes." in page
+    version = re.search(r'name="version" value="(\d+)"', page)
+    assert version
+    answer = client.post(
+        "/orgs/acme/registry-access/discard",
+        data={"csrf_token": token, "version": version.group(1)},
+    )
+    assert answer.status_code == 303
+    page = client.get("/orgs/acme/registry-access").text
+    assert "Pending changes discarded" in page
+    assert "Pending changes." not in page
+    assert "Registry Access Management is off" in page
+    assert draft(client) == ["docker.io"]

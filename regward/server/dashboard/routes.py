@@ -612,6 +612,28 @@ def apply(request: Request, org: str, form: Form) -> Response:
     return response
 
 
+@router.post("/orgs/{org}/registry-access/discard")
+def discard(request: Request, org: str, form: Form) -> Response:
+    """Put the draft back to the applied revision (an edit like any other: versioned)."""
+
+    def write(session: Session, visitor: Visitor, organization: Organization) -> object:
+        applied = registry_access.current_policy(session, organization)
+        if applied is None:
+            raise Conflict(f"{organization.name!r} has no applied revision to go back to")
+        return registry_access.replace_draft(
+            session,
+            organization,
+            visitor.caller.user,
+            enabled=applied.enabled,
+            registries=[entry.to_dict() for entry in applied.registries],
+            version=_version(form),
+        )
+
+    return _draft_write(
+        request, org, write, "Pending changes discarded: the draft is the applied revision again."
+    )
+
+
 def _edit_page(
     request: Request,
     session: Session,
