@@ -10,10 +10,10 @@ through `HTTPS_PROXY`/`HTTP_PROXY`. The proxy serves two request forms and nothi
 Each connection's host and port go to `decide_host(host, port) -> Decision` (the agent's
 `Guard.decide_host`, or `regward.policy.evaluate_host` on a policy file) before any name is
 resolved; inside a tunnel, a TLS ClientHello naming another server needs that name allowed
-too (no domain fronting). A refusal is `403 Forbidden (<the product's denial sentence>)` with a registry-style
-body `{"errors":[{"code":"DENIED","message":...}]}`: Go clients print only the status line for
-CONNECT, and docker prints the body's message for plain-HTTP registries. Malformed requests get
-400, slow ones 408, oversized heads 431, an unreachable registry 502/504.
+too (no domain fronting). A refusal is `403 Forbidden (<the product's denial sentence>)` with
+a registry-style body `{"errors":[{"code":"DENIED","message":...}]}`: Go clients print only
+the status line for CONNECT, and docker prints the body's message for plain-HTTP registries.
+Malformed requests get 400, slow ones 408, oversized heads 431, an unreachable registry 502/504.
 
 Entry points for the agent (`regward agent run`):
 

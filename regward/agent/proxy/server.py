@@ -286,7 +286,10 @@ class ProxyServer:
                 return
             hello, name = first
             if name is not None and name != target.host:
-                decision = self._decision(Target(name, target.port))
+                try:
+                    decision = self._decision(Target(name, target.port))
+                except ProtocolError:  # already logged; after "200" only a close can refuse
+                    return
                 if not decision.allowed:
                     log.info(
                         "proxy closed a tunnel to %s whose TLS names %s: %s",
