@@ -510,3 +510,48 @@ def test_tls_naming_another_server_needs_that_name_allowed(echo: Upstream) -> No
                     assert echoed == hello
                 else:  # closed, and nothing reached the registry to be echoed
                     assert echoed + read_all(sock) == b""
+
+
+def test_standalone_command_rereads_its_policy_file(tmp_path: Path, echo: Upstream) -> None:
+    """`regward agent proxy --policy FILE`: an edited file governs the next connection."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"organization: acme\nregistries:\n  - address: 127.0.0.1:{echo.port}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "REGWARD_AGENT_DIR": str(tmp_path / "agent"),
+        "REGWARD_REGISTRY_JSON": str(tmp_path / "none.json"),
+        "PATH": os.environ["PATH"],
+    }
+    argv = [sys.executable, "-m", "regward.cli", "agent", "proxy", "--policy", str(policy)]
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*argv, "--listen", f"127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    request = f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode()
+
+    def status() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            return read_head(sock)[:12]
+
+    try:
+        deadline = time.monotonic() + 20
+        while b"listening" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status() == b"HTTP/1.1 200"
+        policy.write_text("organization: acme\nrevision: 2\nregistries: []\n")
+        while status() != b"HTTP/1.1 403" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status() == b"HTTP/1.1 403"
+        policy.write_text("registries: [oops")  # a broken edit keeps the last good policy
+        warning = b"policy not reloaded, keeping the previous one"
+        while warning not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert warning in log.read_bytes()
+        assert status() == b"HTTP/1.1 403"
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
