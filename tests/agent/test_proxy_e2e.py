@@ -229,3 +229,19 @@ def test_standalone_proxy_command(scene: Scene, tmp_path: Path) -> None:
         assert "organization 'solo' (policy revision 0)" in refused.stderr
     finally:
         scene.bed.stop(process)
+
+
+def test_push_through_the_proxy(scene: Scene) -> None:
+    """Uploads go through too: absolute-form request bodies (plain HTTP) and CONNECT (TLS)."""
+    bed = scene.bed
+    assert bed.docker("pull", scene.image(ALLOWED)).returncode == 0
+    for registry in (ALLOWED, TLS_OK):
+        target = scene.image(registry, "rwpx/pushed", "v2")
+        assert bed.docker("tag", scene.image(ALLOWED), target).returncode == 0
+        result = bed.docker("push", target)
+        assert result.returncode == 0, result.stderr
+    refused_target = scene.image(TLS_EVIL, "rwpx/pushed", "v2")
+    assert bed.docker("tag", scene.image(ALLOWED), refused_target).returncode == 0
+    refused = bed.docker("push", refused_target)
+    assert refused.returncode != 0
+    assert f"Forbidden ({refusal(TLS_EVIL + ':443')})" in refused.stderr
