@@ -155,3 +155,9 @@ def test_any_mangled_field_is_refused_or_parsed(data: dict[str, Any], key: str, 
         Policy.from_dict(data)
     except InvalidPolicy as error:
         assert str(error)
+
+
+def test_a_signed_revision_from_the_feed_reads_as_its_policy() -> None:
+    document = {"organization": "acme", "revision": 4, "registries": [{"address": "ghcr.io"}]}
+    wire = json.dumps({"policy": document, "signature": "c2ln"})
+    assert parse_policy_text(wire, "feed.json") == Policy.from_dict(document)
