@@ -6,6 +6,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# Machines here are shared and noisy: a slow example is not a failure (no timing in tests).
+settings.register_profile("regward", deadline=None, print_blob=True)
+settings.load_profile("regward")
 
 
 @pytest.fixture(autouse=True)
