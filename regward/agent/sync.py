@@ -21,11 +21,12 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from regward.agent.guard import Enforcement, Guard
+from regward.agent.guard import DenialReport, Enforcement, Guard
 from regward.agent.state import AgentState, Credentials
 from regward.errors import InvalidPolicy, SignatureError
 from regward.policy import Policy, SignedPolicy, public_key_from_text, verify
@@ -216,18 +217,7 @@ class Syncer:
             batch = self.guard.denials.drain()
             if not batch:
                 continue
-            body = {
-                "denials": [
-                    {
-                        "agent_id": self.agent_id,
-                        "reference": report.target,
-                        "action": report.action,
-                        "revision": report.revision,
-                        "reason": report.reason,
-                    }
-                    for report in batch
-                ]
-            }
+            body = {"denials": [self._denial(report) for report in batch]}
             try:
                 response = await self._client.post(url, json=body)
                 if response.status_code >= 500:
@@ -237,6 +227,21 @@ class Syncer:
             except (httpx.HTTPError, SyncError) as error:
                 log.warning("denial report failed (%s); keeping %d reports", error, len(batch))
                 self.guard.denials.requeue(batch)
+
+    def _denial(self, report: DenialReport) -> dict[str, Any]:
+        """The server's denial shape: it knows pull and push; a refused proxy connection is
+        an attempt to pull from that host, an unreadable request is named as such."""
+        action = report.action if report.action in ("pull", "push") else "pull"
+        reference = report.target or "(unreadable request)"
+        reason = report.reason if report.source == "authz" else f"{report.reason} (proxy)"
+        return {
+            "agent_id": self.agent_id,
+            "reference": reference[:512],
+            "action": action,
+            "revision": report.revision,
+            "reason": reason[:1000],
+            "occurred_at": datetime.fromtimestamp(report.time, UTC).isoformat(),
+        }
 
 
 class SyncError(Exception):

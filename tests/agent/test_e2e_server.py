@@ -150,6 +150,8 @@ def test_login_follows_registry_json(signed_in: Scene, owner: Owner) -> None:
         assert "lists 'beta' before 'acme'" in login()
     finally:
         signed_in.registry_json.unlink()
+    # The running agent enforced those files too; it notices their removal within a second.
+    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 5)
     stored = json.loads((signed_in.agent_dir / "credentials.json").read_text())
     assert stored["organization"] == "acme"  # a refused login changes nothing
 
@@ -196,10 +198,11 @@ def test_apply_flips_the_next_pull_within_two_seconds(signed_in: Scene, owner: O
 
 def test_denials_reach_the_server(signed_in: Scene, owner: Owner) -> None:
     assert signed_in.bed.docker("pull", Scene.image(BLOCKED, "demo/reported")).returncode != 0
+    assert signed_in.authz(b"{garbage")["Allow"] is False  # reported too, in the same batch
 
     def reported() -> bool:
-        listed = owner.get("/denials")["denials"]
-        return any("demo/reported" in json.dumps(item) for item in listed)
+        listed = json.dumps(owner.get("/denials")["denials"])
+        return "demo/reported" in listed and "(unreadable request)" in listed
 
     wait_for(reported, 10)
 
