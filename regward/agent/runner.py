@@ -107,7 +107,13 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.plugin is not None:
-            await self.plugin.start()
+            try:
+                await self.plugin.start()
+            except OSError as error:
+                raise ConfigError(
+                    f"the AuthZ plugin cannot listen on {self.plugin.socket_path}: "
+                    f"{error.strerror}; run as root or pick another --authz-socket"
+                ) from error
             log.info("AuthZ plugin listening on %s", self.plugin.socket_path)
         if self.options.proxy_listen is not None:
             host, port = self.options.proxy_listen

@@ -49,8 +49,13 @@ def default_registry_json() -> Path:
 
 def write_private(path: Path, data: bytes) -> None:
     """Atomically replace `path` with `data`, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write {path}: {error.strerror}; run as root or set REGWARD_AGENT_DIR"
+        ) from error
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as stream:

@@ -120,3 +120,25 @@ def test_install_dry_run_changes_nothing(
     code, out, _ = run(["agent", "install", "--root", str(root), "--dry-run"], capsys)
     assert code == 0 and "would write" in out and "would use the proxy" in out
     assert not root.exists()
+
+
+def test_an_unusable_socket_path_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("organization: acme\nenabled: true\nregistries: []\n")
+    argv = [
+        "agent",
+        "run",
+        "--policy",
+        str(policy),
+        "--proxy-listen",
+        "off",
+        "--authz-socket",
+        str(blocker / "sub" / "authz.sock"),
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert "cannot listen on" in err and "--authz-socket" in err and "Traceback" not in err
