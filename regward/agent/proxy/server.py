@@ -156,6 +156,9 @@ class ProxyServer:
                 client.close()
                 continue
             client.setblocking(False)
+            # Relay segments as they come: Nagle would hold a small one (a TLS handshake
+            # message) back until the client's delayed ACK.
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(self._serve(client), name="proxy-connection")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
