@@ -8,8 +8,8 @@
    request at a time. Throughput: 4 client processes, each with its own connection.
 2. `docker pull` of a ~100 MB image from a registry in the bed's network namespace, by a real
    dockerd, alternately without an authorization plugin and with `regward agent run --policy`
-   as its plugin (switched by SIGHUP; median and minimum of 7 pulls each, the image removed between
-   pulls). Needs root; skipped otherwise.
+   as its plugin (switched by SIGHUP; median and minimum of 7 pulls each, the image removed
+   between pulls). Needs root; skipped otherwise.
 
 Targets: p99 <= 1 ms, >= 5,000 requests/s on one core, pull wall-time ratio <= 1.05.
 The last line is one JSON object with every figure.
