@@ -63,6 +63,11 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     guard = Guard(state.enforcement(policy_file))
     watched = [policy_file] if policy_file else [state.credentials_path, state.policy_path]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if guard.enforcement.mode == "unmanaged":
+        logging.getLogger("regward.agent.proxy").warning(
+            "no organization manages this machine (not signed in, no --policy): the proxy "
+            "allows every host until you run `regward login` or pass --policy FILE"
+        )
 
     def reload() -> None:
         guard.update(state.enforcement(policy_file))
@@ -82,9 +87,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with ProxyServer(settings, decide, describe) as server:
-        host, port = server.address
-        print(f"regward proxy listening on {host}:{port}", file=sys.stderr, flush=True)
+    async with ProxyServer(settings, decide, describe):
         watcher = asyncio.create_task(_watch(watched, reload), name="proxy-policy-watcher")
         await stop.wait()
         watcher.cancel()
