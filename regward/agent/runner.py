@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from regward.agent.authz import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
 from regward.agent.sync import Syncer
-from regward.errors import ConfigError
+from regward.errors import ConfigError, RegwardError
 
 log = logging.getLogger("regward.agent")
 
@@ -139,7 +140,11 @@ class Agent:
     def _start_sync(self) -> None:
         if self.options.policy_file is not None:
             return
-        credentials = self.state.credentials()
+        try:
+            credentials = self.state.credentials()
+        except RegwardError as error:
+            log.error("policy sync is off: %s", error)
+            return
         if credentials is None:
             return
         self.syncer = Syncer(
@@ -175,15 +180,25 @@ class Agent:
                 continue
             self._stamps = stamps
             try:
-                enforcement = self.state.enforcement(self.options.policy_file)
-            except Exception as error:  # a broken file keeps the current, never opens up
-                log.error("cannot reload the agent's settings: %s", error)
-                continue
-            log.info("sign-in or settings changed; now enforcing: %s", describe(enforcement))
-            await self._stop_sync()
-            self.guard.update(enforcement)
-            self._start_sync()
-            self.write_status()
+                await self._reload()
+            except Exception:  # the watcher must outlive any surprise; enforcement is unchanged
+                log.exception("reloading the agent's settings failed")
+
+    async def _reload(self) -> None:
+        try:
+            enforcement = self.state.enforcement(self.options.policy_file)
+        except RegwardError as error:
+            # A broken policy or sign-in file keeps what is enforced now, never opens up;
+            # registry.json still applies.
+            log.error("cannot reload the agent's settings (%s); keeping the current", error)
+            enforcement = dataclasses.replace(
+                self.guard.enforcement, required_orgs=self.state.required_orgs()
+            )
+        log.info("sign-in or settings changed; now enforcing: %s", describe(enforcement))
+        await self._stop_sync()
+        self.guard.update(enforcement)
+        self._start_sync()
+        self.write_status()
 
     def write_status(self, running: bool = True) -> None:
         enforcement = self.guard.enforcement

@@ -186,16 +186,20 @@ class AgentState:
             return None
         return obj if isinstance(obj, dict) else None
 
+    def required_orgs(self) -> tuple[str, ...]:
+        """registry.json's organizations; an unreadable file requires one nobody can sign in to."""
+        try:
+            return read_registry_json(self.registry_json)
+        except ConfigError:
+            return ("(unreadable registry.json)",)
+
     def enforcement(self, policy_file: Path | None = None) -> Enforcement:
         """What to enforce now, from registry.json, the sign-in and the cache (or a policy file).
 
         An unreadable registry.json counts as requiring an organization nobody is signed in to,
         so the machine fails closed rather than open.
         """
-        try:
-            required = read_registry_json(self.registry_json)
-        except ConfigError:
-            required = ("(unreadable registry.json)",)
+        required = self.required_orgs()
         if policy_file is not None:
             policy = load_policy_file(policy_file)
             return Enforcement(

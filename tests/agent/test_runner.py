@@ -1,0 +1,122 @@
+"""`regward agent run` in-process: live reload of the policy file and the sign-in, status file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from regward.agent.runner import Agent, AgentOptions
+from regward.agent.state import AgentState, Credentials
+from regward.policy import Action, generate_key, public_key_to_text
+
+POLICY = "organization: acme\nenabled: true\nregistries:\n  - address: {address}\n"
+
+
+def run_agent(options: AgentOptions, body: Callable[[Agent], Awaitable[None]]) -> Agent:
+    agent = Agent(options)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(0.1)
+        try:
+            await body(agent)
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(main())
+    return agent
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def options(tmp_path: Path, policy: Path | None) -> AgentOptions:
+    return AgentOptions(
+        authz_socket=tmp_path / "authz.sock",
+        proxy_listen=None,
+        policy_file=policy,
+        state_dir=tmp_path / "state",
+        registry_json=tmp_path / "registry.json",
+    )
+
+
+def test_policy_file_edits_apply_and_broken_ones_keep_the_last_good(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(address="one.example"))
+
+    async def body(agent: Agent) -> None:
+        assert agent.guard.decide(Action.PULL, "one.example/a").allowed
+        policy.write_text(POLICY.format(address="two.example"))
+        await eventually(lambda: agent.guard.decide(Action.PULL, "two.example/a").allowed)
+        assert not agent.guard.decide(Action.PULL, "one.example/a").allowed
+        policy.write_text("organization: acme\nregistries: [{address: 'bad host'}]\n")
+        await asyncio.sleep(1.2)
+        assert agent.guard.decide(Action.PULL, "two.example/a").allowed
+        (tmp_path / "registry.json").write_text('{"allowedOrgs": ["globex"]}')
+        await eventually(lambda: not agent.guard.decide(Action.PULL, "two.example/a").allowed)
+
+    run_agent(options(tmp_path, policy), body)
+
+
+def test_login_and_logout_apply_to_a_running_agent(tmp_path: Path) -> None:
+    state = AgentState(tmp_path / "state", tmp_path / "registry.json")
+    key = generate_key()
+
+    async def body(agent: Agent) -> None:
+        assert agent.guard.enforcement.mode == "unmanaged"
+        state.save_credentials(
+            Credentials("http://127.0.0.1:9", "acme", "t", public_key_to_text(key.public_key()))
+        )
+        await eventually(lambda: agent.guard.enforcement.mode == "signed-in")
+        decision = agent.guard.decide(Action.PULL, "x.example/a")
+        assert not decision.allowed  # signed in, nothing verified: fail closed
+        assert "No verified policy of organization 'acme'" in decision.message()
+        assert agent.syncer is not None
+        state.logout()
+        await eventually(lambda: agent.guard.enforcement.mode == "unmanaged")
+        assert agent.syncer is None
+
+    run_agent(options(tmp_path, None), body)
+
+
+def test_status_file_and_clean_stop(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(address="one.example"))
+
+    async def body(agent: Agent) -> None:
+        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        assert status["running"] is True
+        assert status["mode"] == "local"
+        assert status["revision"] == 0
+        assert status["authz_socket"] == str(tmp_path / "authz.sock")
+        assert status["proxy_listen"] is None
+        assert (tmp_path / "authz.sock").exists()
+
+    run_agent(options(tmp_path, policy), body)
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["running"] is False
+    assert not (tmp_path / "authz.sock").exists()
+
+
+def test_a_broken_sign_in_file_fails_closed_and_keeps_running(tmp_path: Path) -> None:
+    state = AgentState(tmp_path / "state", tmp_path / "registry.json")
+
+    async def body(agent: Agent) -> None:
+        (tmp_path / "registry.json").write_text('{"allowedOrgs": ["acme"]}')
+        await eventually(lambda: not agent.guard.decide(Action.PULL, "x.example/a").allowed)
+        state.credentials_path.write_text("{not json")
+        await asyncio.sleep(1.2)
+        assert not agent.guard.decide(Action.PULL, "x.example/a").allowed
+        assert agent.syncer is None
+
+    agent = run_agent(options(tmp_path, None), body)
+    assert agent.guard.enforcement.required_orgs == ("acme",)
