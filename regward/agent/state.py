@@ -217,7 +217,7 @@ class AgentState:
             policy=self.cached_policy(credentials),
             organization=credentials.organization,
             required_orgs=required,
-            dashboard_url=credentials.server,
+            dashboard_url=f"{credentials.server}/orgs/{credentials.organization}/registry-access",
             source=credentials.server,
         )
 

@@ -162,7 +162,9 @@ def test_allowed_pull_works_and_disallowed_fails_with_the_message(signed_in: Sce
     assert refused.returncode != 0
     assert "Access to registry blocked.registry.test:5000 is restricted" in refused.stderr
     assert "'acme'" in refused.stderr
-    assert "Allowed registries: http://regward.test:8080" in refused.stderr
+    assert (
+        "Allowed registries: http://regward.test:8080/orgs/acme/registry-access" in refused.stderr
+    )
     ran = signed_in.bed.docker("run", "--rm", "--network", "none", Scene.image(BLOCKED))
     assert ran.returncode == 125
     assert "Access to registry blocked.registry.test:5000 is restricted" in ran.stderr

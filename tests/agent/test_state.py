@@ -42,7 +42,7 @@ def test_a_verified_cache_is_enforced(tmp_path: Path) -> None:
     enforcement = state.enforcement()
     assert enforcement.mode == "signed-in"
     assert enforcement.policy == POLICY
-    assert enforcement.dashboard_url == "http://s"
+    assert enforcement.dashboard_url == "http://s/orgs/acme/registry-access"
     assert enforcement.blocked_reason is None
 
 
