@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from regward import __version__
 from regward.server import keys
 from regward.server.api import router
+from regward.server.api.feed import FeedFastPath
 from regward.server.db import Database
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedCache
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(FeedFastPath)  # outermost: agents' polls skip the rest
     _mount_dashboard(app)
     return app
 

@@ -42,7 +42,12 @@ class FeedCache:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._documents: dict[str, FeedDocument] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._loading: dict[str, asyncio.Future[FeedDocument]] = {}
+
+    def get(self, organization: str, revision: int) -> FeedDocument | None:
+        """The cached document of exactly `revision`, if it is the one cached."""
+        cached = self._documents.get(organization)
+        return cached if cached is not None and cached.revision == revision else None
 
     def remember(self, document: FeedDocument) -> None:
         cached = self._documents.get(document.organization)
@@ -50,15 +55,17 @@ class FeedCache:
             self._documents[document.organization] = document
 
     async def at_least(self, organization: str, revision: int) -> FeedDocument:
-        """The newest document, read from the database unless the cache holds `revision`+."""
+        """The newest document, read from the database unless the cache holds `revision`+.
+
+        Waiters woken together share one read, and all resume in the same loop iteration."""
         cached = self._documents.get(organization)
         if cached is not None and cached.revision >= revision:
             return cached
-        lock = self._locks.setdefault(organization, asyncio.Lock())
-        async with lock:
-            cached = self._documents.get(organization)
-            if cached is not None and cached.revision >= revision:
-                return cached
-            document = await run_in_threadpool(load, self._database, organization)
-            self.remember(document)
-            return self._documents[organization]
+        loading = self._loading.get(organization)
+        if loading is None:
+            loading = asyncio.ensure_future(run_in_threadpool(load, self._database, organization))
+            self._loading[organization] = loading
+            loading.add_done_callback(lambda _f: self._loading.pop(organization, None))
+        document = await asyncio.shield(loading)
+        self.remember(document)
+        return self._documents[organization]

@@ -40,21 +40,30 @@ class Notifier(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def wait(self, organization: str, after: int, timeout: float) -> int | None:
+    async def wait(
+        self,
+        organization: str,
+        after: int,
+        timeout: float,
+        cancel: asyncio.Future[Any] | None = None,
+    ) -> int | None:
         """Wait until a revision newer than `after` may exist, up to `timeout` seconds.
 
-        Returns None at the timeout, else the newest revision announced for the organization
-        (it may be <= `after` when every waiter was woken to re-read, e.g. after a reconnect)."""
+        Returns None at the timeout or when `cancel` (e.g. the client went away) completes
+        first; else the newest revision announced for the organization (it may be <= `after`
+        when every waiter was woken to re-read, e.g. after a reconnect)."""
         ...
 
 
 class _Waiters:
-    """Per-organization wake-ups in one event loop; the shared part of both notifiers."""
+    """Per-organization wake-ups in one event loop; the shared part of both notifiers.
+
+    A waiter is one bare Future (no task), so thousands of idle long-polls stay cheap."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._latest: dict[str, int] = {}
-        self._events: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
 
     def bind(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -63,28 +72,40 @@ class _Waiters:
         """Record `revision` and release the organization's waiters (event loop thread only)."""
         if revision > self._latest.get(organization, 0):
             self._latest[organization] = revision
-        waiters = self._events.pop(organization, None)
-        if waiters is not None:
-            waiters.set()
+        for waiter in self._waiting.pop(organization, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def wake_all(self) -> None:
-        events, self._events = self._events, {}
-        for waiters in events.values():
-            waiters.set()
+        for organization in list(self._waiting):
+            self.wake(organization, 0)
 
     def wake_threadsafe(self, organization: str, revision: int) -> None:
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.wake, organization, revision)
 
-    async def wait(self, organization: str, after: int, timeout: float) -> int | None:
+    async def wait(
+        self,
+        organization: str,
+        after: int,
+        timeout: float,
+        cancel: asyncio.Future[Any] | None = None,
+    ) -> int | None:
         latest = self._latest.get(organization, 0)
         if latest > after:
             return latest
-        waiters = self._events.setdefault(organization, asyncio.Event())
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(organization, set())
+        waiting.add(waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await waiters.wait()
-        except TimeoutError:
+            watched = {waiter} if cancel is None else {waiter, cancel}
+            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.discard(waiter)
+            if not waiting and self._waiting.get(organization) is waiting:
+                del self._waiting[organization]
+        if not waiter.done():
+            waiter.cancel()
             return None
         return self._latest.get(organization, 0)
 
@@ -118,8 +139,14 @@ class LocalNotifier:
     async def stop(self) -> None:
         self._waiters.wake_all()
 
-    async def wait(self, organization: str, after: int, timeout: float) -> int | None:
-        return await self._waiters.wait(organization, after, timeout)
+    async def wait(
+        self,
+        organization: str,
+        after: int,
+        timeout: float,
+        cancel: asyncio.Future[Any] | None = None,
+    ) -> int | None:
+        return await self._waiters.wait(organization, after, timeout, cancel)
 
 
 def _discard(session: Session, _previous: Any) -> None:
@@ -155,8 +182,14 @@ class PostgresNotifier:
             self._task = None
         self._waiters.wake_all()
 
-    async def wait(self, organization: str, after: int, timeout: float) -> int | None:
-        return await self._waiters.wait(organization, after, timeout)
+    async def wait(
+        self,
+        organization: str,
+        after: int,
+        timeout: float,
+        cancel: asyncio.Future[Any] | None = None,
+    ) -> int | None:
+        return await self._waiters.wait(organization, after, timeout, cancel)
 
     async def _listen(self) -> None:
         import psycopg

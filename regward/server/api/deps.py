@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from regward.server.errors import Unauthenticated
 from regward.server.runtime import Server, server_of
@@ -14,15 +15,21 @@ from regward.server.services import auth
 _bearer = HTTPBearer(auto_error=False, description="A sign-in token or a personal access token")
 
 
+def resolve_bearer(session: Session, token: str | None) -> auth.Caller:
+    """The caller behind a bearer token; Unauthenticated without one."""
+    if not token:
+        raise Unauthenticated("sign in first: send 'Authorization: Bearer TOKEN'")
+    return auth.resolve_token(session, token)
+
+
 def current_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> auth.Caller:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("sign in first: send 'Authorization: Bearer TOKEN'")
     with server_of(request).database.session() as session:
-        return auth.resolve_token(session, credentials.credentials)
+        return resolve_bearer(session, credentials.credentials if credentials else None)
 
 
 ServerDep = Annotated[Server, Depends(server_of)]
 CallerDep = Annotated[auth.Caller, Depends(current_caller)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

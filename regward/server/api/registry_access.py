@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from regward.server.api.deps import CallerDep, ServerDep
-from regward.server.feed import FeedDocument, load
+from regward.server.feed import FeedDocument
 from regward.server.models import Role
-from regward.server.runtime import Server
-from regward.server.services import auth, orgs, registry_access
+from regward.server.services import orgs, registry_access
 
 router = APIRouter()
 
@@ -132,6 +128,8 @@ def apply(
         applied = registry_access.apply(
             session, organization, caller.user, server.signing_key, body.version if body else None
         )
+    # Committed: this process's long-polls answer from the cache without reading it back.
+    server.feed.remember(FeedDocument(org, applied.revision, applied.signed_json.encode()))
     return {
         "revision": applied.revision,
         "created_at": applied.created_at.isoformat(),
@@ -140,64 +138,3 @@ def apply(
             for c in applied.changes
         ],
     }
-
-
-# --- the feed ----------------------------------------------------------------------------
-
-
-def _open_feed(server: Server, caller: auth.Caller, org: str) -> FeedDocument:
-    with server.database.session() as session:
-        orgs.access(session, caller, org)
-    document = load(server.database, org)
-    server.feed.remember(document)
-    return document
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return etag in tags or "*" in tags
-
-
-def _answer(document: FeedDocument, *, modified: bool) -> Response:
-    headers = {
-        "ETag": document.etag,
-        "Cache-Control": "no-cache",
-        "X-Regward-Revision": str(document.revision),
-    }
-    if not modified:
-        return Response(status_code=304, headers=headers)
-    return Response(document.body, media_type="application/json", headers=headers)
-
-
-@router.get(
-    "/orgs/{org}/policy",
-    summary="The applied policy, signed; long-poll with ?wait=SECONDS&after=REVISION",
-    responses={304: {"description": "no newer revision (at once, or when `wait` ran out)"}},
-)
-async def policy(
-    org: str,
-    request: Request,
-    caller: CallerDep,
-    wait: Annotated[float, Query(ge=0, description="seconds to wait for a newer revision")] = 0,
-    after: Annotated[int | None, Query(ge=0, description="the revision the client has")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
-    server: Server = request.app.state.server
-    document = await run_in_threadpool(_open_feed, server, caller, org)
-    if after is None:
-        if not _matches(if_none_match, document.etag):
-            return _answer(document, modified=True)
-        after = document.revision
-    if document.revision > after:
-        return _answer(document, modified=True)
-    deadline = time.monotonic() + min(wait, server.settings.max_wait)
-    while (remaining := deadline - time.monotonic()) > 0:
-        latest = await server.notifier.wait(org, after, remaining)
-        if latest is None:
-            break
-        document = await server.feed.at_least(org, max(latest, after + 1))
-        if document.revision > after:
-            return _answer(document, modified=True)
-    return _answer(document, modified=False)

@@ -7,14 +7,16 @@ session lifetime; personal access tokens (`rwp_...`, see `tokens`) last until re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from regward.server.errors import Conflict, InvalidInput, PermissionDenied, Unauthenticated
@@ -155,3 +157,48 @@ def require_write(caller: Caller) -> None:
     """PermissionDenied unless the caller's credential may change things."""
     if not caller.can_write:
         raise PermissionDenied("this token is read-only; use a read-write token")
+
+
+@functools.cache
+def _feed_query() -> Select[Any]:
+    """Built once: constructing this statement costs more than running it on SQLite."""
+    from sqlalchemy import bindparam, func
+
+    from regward.server.models import Membership, Organization, Revision
+
+    newest = (
+        select(func.max(Revision.revision))
+        .where(Revision.organization_id == Organization.id)
+        .scalar_subquery()
+    )
+    return (
+        select(Token.expires_at, Token.revoked_at, Organization.id, Membership.role, newest)
+        .select_from(Token)
+        .outerjoin(Organization, Organization.name == bindparam("organization"))
+        .outerjoin(
+            Membership,
+            (Membership.user_id == Token.user_id) & (Membership.organization_id == Organization.id),
+        )
+        .where(Token.token_hash == bindparam("token_hash"))
+    )
+
+
+def feed_access(session: Session, token: str | None, organization: str) -> tuple[int, int]:
+    """The policy feed's fast path, polled by every agent: in one query, the checks of
+    `resolve_token` and `orgs.access` (member, any scope) and the newest revision number.
+
+    Returns (organization id, revision); Unauthenticated or NotFound as those functions."""
+    from regward.server.errors import NotFound
+
+    if not token or not token.startswith(tuple(PREFIXES.values())) or len(token) > 200:
+        raise Unauthenticated("invalid token; sign in again or create a new access token")
+    row = session.execute(
+        _feed_query(), {"organization": organization, "token_hash": token_hash(token)}
+    ).first()
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("invalid token; sign in again or create a new access token")
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise Unauthenticated("your sign-in has expired; sign in again")
+    if row.id is None or row.role is None or row[4] is None:
+        raise NotFound(f"organization {organization!r} not found")
+    return int(row.id), int(row[4])
