@@ -25,7 +25,7 @@ import collections
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -143,7 +143,6 @@ class Guard:
     def __init__(self, enforcement: Enforcement, queue: DenialQueue | None = None) -> None:
         self._enforcement = enforcement
         self.denials = queue if queue is not None else DenialQueue()
-        self._listeners: list[Callable[[Enforcement], None]] = []
 
     @property
     def enforcement(self) -> Enforcement:
@@ -152,11 +151,6 @@ class Guard:
     def update(self, enforcement: Enforcement) -> None:
         """Swap in a new snapshot (a verified revision, a logout), used from the next call."""
         self._enforcement = enforcement
-        for listener in self._listeners:
-            listener(enforcement)
-
-    def on_update(self, listener: Callable[[Enforcement], None]) -> None:
-        self._listeners.append(listener)
 
     def decide(
         self, action: Action, reference: ImageReference | str, source: str = "authz"
