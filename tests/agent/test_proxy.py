@@ -555,3 +555,35 @@ def test_standalone_command_rereads_its_policy_file(tmp_path: Path, echo: Upstre
     finally:
         process.terminate()
         assert process.wait(30) == 0
+
+
+def test_a_slow_reader_gets_every_byte() -> None:
+    """The registry sends faster than the client reads: the proxy stops reading (the pipe and
+    socket buffers fill), then resumes, and no byte is lost or reordered."""
+    payload = os.urandom(1 << 20) * 24
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def push() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(payload)
+
+    pusher = threading.Thread(target=push, daemon=True)
+    pusher.start()
+    try:
+        with running(make_decider(f"127.0.0.1:{port}")) as proxy, proxy.connect() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            received = bytearray(read_head(sock).split(b"\r\n\r\n", 1)[1])
+            time.sleep(0.5)  # let every buffer on the way fill up
+            while len(received) < len(payload):
+                chunk = sock.recv(1 << 16)
+                assert chunk
+                received += chunk
+            assert received == payload
+    finally:
+        pusher.join(10)
+        server.close()
