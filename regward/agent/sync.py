@@ -81,6 +81,7 @@ class Syncer:
         self.on_change = on_change
         self._public_key = public_key_from_text(credentials.public_key)
         self._etag: str | None = None
+        self._refused_revision = -1  # the newest revision number refused, to wait past it
         self._client = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {credentials.token}", "User-Agent": "regward-agent"},
             timeout=httpx.Timeout(10.0, read=wait + 15.0),
@@ -117,9 +118,11 @@ class Syncer:
     async def poll_once(self, wait: int) -> bool:
         """One feed request; True when a new revision was applied."""
         current = self.guard.enforcement.policy
+        known = max(current.revision if current else -1, self._refused_revision)
         params: dict[str, Any] = {}
-        if wait and current is not None:
-            params = {"wait": wait, "after": current.revision}
+        if wait and known >= 0:
+            # After a refused revision, wait for a newer one instead of fetching it again.
+            params = {"wait": wait, "after": known}
         headers = {"If-None-Match": self._etag} if self._etag and current is not None else {}
         url = api_url(
             self.credentials.server, f"/api/v1/orgs/{self.credentials.organization}/policy"
@@ -131,7 +134,10 @@ class Syncer:
         if response.status_code != 200:
             raise SyncError(f"the server answered {response.status_code}: {_detail(response)}")
         self._reached()
+        refused = len(self.status.refused_revisions)
         applied = self.accept(response.content)
+        if len(self.status.refused_revisions) > refused:
+            raise SyncError(self.status.refused_revisions[-1])  # back off; never a hot loop
         if applied:
             self._etag = response.headers.get("ETag")
             await self.check_in()
@@ -141,12 +147,20 @@ class Syncer:
         """Verify and apply one signed revision; refuse (and keep the old one) when it is bad."""
         try:
             signed = SignedPolicy.from_json(raw)
+        except InvalidPolicy as error:
+            self._refused(f"a document that is not a signed policy: {error}")
+            return False
+        try:
             policy = verify(signed, self._public_key)
-        except (InvalidPolicy, SignatureError) as error:
-            self._refused(f"a revision that does not verify against the pinned key: {error}")
+        except SignatureError as error:
+            self._refused(
+                f"revision {signed.policy.revision}, which does not verify against the pinned "
+                f"key: {error}",
+                signed.policy.revision,
+            )
             return False
         if policy.organization != self.credentials.organization:
-            self._refused(f"a policy of organization '{policy.organization}'")
+            self._refused(f"a policy of organization '{policy.organization}'", policy.revision)
             return False
         current = self.guard.enforcement.policy
         if current is not None and policy.revision < current.revision:
@@ -174,7 +188,9 @@ class Syncer:
         self.status.revision = policy.revision
         self._changed()
 
-    def _refused(self, what: str) -> None:
+    def _refused(self, what: str, revision: int | None = None) -> None:
+        if revision is not None:
+            self._refused_revision = max(self._refused_revision, revision)
         message = f"refused {what}; still enforcing revision {self.status.revision}"
         log.error("policy sync %s", message)
         self.status.refused_revisions.append(message)

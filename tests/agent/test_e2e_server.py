@@ -246,6 +246,29 @@ def test_tampered_cache_is_not_enforced(signed_in: Scene, owner: Owner) -> None:
     assert signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
 
 
+def test_revisions_signed_by_another_key_are_refused(signed_in: Scene) -> None:
+    from regward.policy import generate_key, public_key_to_text
+
+    credentials = signed_in.agent_dir / "credentials.json"
+    original = credentials.read_text()
+    stored = json.loads(original)
+    stored["public_key"] = public_key_to_text(generate_key().public_key())  # not the server's
+    credentials.write_text(json.dumps(stored))
+    try:
+
+        def refused() -> bool:
+            status = json.loads(signed_in.regward("status", "--json").stdout)
+            sync = status.get("sync") or {}
+            return any("does not verify" in item for item in sync.get("refused_revisions", []))
+
+        wait_for(refused, 10)
+        result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
+        assert "No verified policy of organization 'acme'" in result.stderr
+    finally:
+        credentials.write_text(original)
+    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 10)
+
+
 def test_registry_json_is_satisfied_by_sign_in_and_logout_applies_at_once(
     signed_in: Scene, owner: Owner
 ) -> None:
