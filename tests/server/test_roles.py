@@ -213,6 +213,7 @@ CALLS = [
         fixed(f"{ORG}/registry-access/apply"),
     ),
     Call("GET", "/api/v1/orgs/{org}/policy", "org_read", 200, fixed(f"{ORG}/policy")),
+    Call("HEAD", "/api/v1/orgs/{org}/policy", "org_read", 200, fixed(f"{ORG}/policy")),
     # Signing out revokes the token used; checked with throw-away tokens below.
     Call("DELETE", "/api/v1/auth/token", "user", 204, fixed("/api/v1/auth/token")),
     Call("POST", "/api/v1/auth/token", "public", 200, fixed("/api/v1/auth/token")),
@@ -253,7 +254,7 @@ def test_role_matrix(world: World, who: str) -> None:
             failures.append(
                 f"{call.method} {call.route}: {answer.status_code} != {want}: {answer.text}"
             )
-        if answer.status_code >= 400:
+        if answer.status_code >= 400 and call.method != "HEAD":
             assert isinstance(answer.json()["detail"], str)  # one readable line
     assert not failures, "\n".join(failures)
 

@@ -7,7 +7,8 @@ held until a newer revision is applied (200) or S seconds pass (304).
 Every agent holds one of these requests all the time, so GET requests skip FastAPI's
 per-request machinery (`FeedFastPath`, a small ASGI middleware): a held poll then costs a
 coroutine and its connection, not a dependency-injection frame stack. The FastAPI route below
-documents the endpoint in the OpenAPI schema and answers HEAD requests; both share `respond`.
+documents the endpoint in the OpenAPI schema and answers HEAD requests (and GET, should the
+middleware be left out); both share `respond`.
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ def _until_disconnect(receive: Receive) -> Callable[[], Awaitable[None]]:
     return wait
 
 
+@router.head("/orgs/{org}/policy", operation_id="policy_head", summary="The feed's headers only")
 @router.get(
     "/orgs/{org}/policy",
+    operation_id="policy",
     summary="The applied policy, signed; long-poll with ?wait=SECONDS&after=REVISION",
     responses={
         200: {"description": 'SignedPolicy JSON: {"policy": {...}, "signature": base64}'},

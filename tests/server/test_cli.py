@@ -1,0 +1,121 @@
+"""`regward server init|db upgrade` and `regward registries ...` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import World
+from tests.server.live import ThreadServer
+
+
+def regward(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "regward.cli", *args],
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_server_init_is_idempotent_and_keeps_secrets_private(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {"REGWARD_DATA_DIR": str(tmp_path / "data"), "REGWARD_DATABASE_URL": database_url}
+    first = regward("server", "init", "--org", "acme", "--owner", "admin", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "organization 'acme' created, owner 'admin' created" in first.stdout
+    password = first.stdout.split("one-time password for 'admin': ")[1].split()[0]
+    second = regward("server", "init", "--org", "acme", "--owner", "admin", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "already exists" in second.stdout
+    assert f"with password {password}" in second.stdout  # make run shows it until it changes
+    key = tmp_path / "data" / "signing-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "data" / "initial-password").stat().st_mode) == 0o600
+    other = regward(
+        "server",
+        "init",
+        "--org",
+        "beta",
+        "--owner",
+        "carol",
+        "--password-stdin",
+        env=env,
+        stdin="a chosen password\n",
+    )
+    assert other.returncode == 0, other.stderr
+    assert "one-time password" not in other.stdout
+    upgrade = regward("server", "db", "upgrade", env=env)
+    assert upgrade.returncode == 0
+    assert "up to date" in upgrade.stdout
+
+
+def test_server_init_refuses_bad_names_with_one_line(tmp_path: Path) -> None:
+    env = {"REGWARD_DATA_DIR": str(tmp_path / "data")}
+    bad = regward("server", "init", "--org", "Acme Corp", "--owner", "admin", env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert "'Acme Corp'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_registries_commands_over_the_api(world: World) -> None:
+    token = world.client.post(
+        "/api/v1/tokens", json={"name": "ci", "scope": "read-write"}, headers=world.headers("alice")
+    ).json()["token"]
+    with ThreadServer(world.app) as server:
+        env = {"REGWARD_SERVER": server.url, "REGWARD_TOKEN": token}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return regward("registries", *args, "--org", "acme", env=env)
+
+        added = run(
+            "add", "ghcr.io", "--nickname", "GitHub", "--repository", "acme/*", "--action", "pull"
+        )
+        assert added.returncode == 0, added.stderr
+        assert run("update", "docker.io", "--repository", "library/*").returncode == 0
+        assert run("enable").returncode == 0
+        listing = run("list")
+        assert "ghcr.io" in listing.stdout and "GitHub" in listing.stdout
+        assert "not applied yet" in listing.stdout
+        applied = run("apply")
+        assert applied.returncode == 0, applied.stderr
+        assert "applied revision 2" in applied.stdout
+        assert run("remove", "ghcr.io").returncode == 0
+        draft = json.loads(run("list", "--json").stdout)
+        bad = run("add", "bad host!")
+        no_token = regward(
+            "registries",
+            "list",
+            "--org",
+            "acme",
+            env={"REGWARD_SERVER": server.url, "REGWARD_TOKEN": ""},
+        )
+        read_only = regward(
+            "registries",
+            "apply",
+            "--org",
+            "acme",
+            env={"REGWARD_SERVER": server.url, "REGWARD_TOKEN": world.tokens["alice_read"]},
+        )
+    assert draft["enabled"] is True
+    assert draft["applied_revision"] == 2
+    assert [e["address"] for e in draft["registries"]] == ["docker.io"]
+    assert draft["registries"][0]["repositories"] == ["library/*"]
+    assert [c["action"] for c in draft["pending_changes"]] == ["registry_access.registry_removed"]
+    assert bad.returncode == 2
+    assert "bad host!" in bad.stderr and "422" in bad.stderr
+    assert no_token.returncode == 2 and "REGWARD_TOKEN" in no_token.stderr
+    assert read_only.returncode == 2 and "read-only" in read_only.stderr

@@ -1,0 +1,141 @@
+"""Activity (filters, pages, before/after), devices and denials, and the migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from regward.server.db import Database
+from regward.server.models import Base
+from tests.server.conftest import World
+
+ORG = "/api/v1/orgs/acme"
+
+
+def test_migrations_match_the_models(database: Database) -> None:
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_activity_records_applied_changes_with_before_and_after(world: World) -> None:
+    c = world.client
+    h = world.headers("alice")
+    c.post(
+        f"{ORG}/registry-access/registries",
+        json={"address": "ghcr.io", "nickname": "GH"},
+        headers=h,
+    )
+    c.put(f"{ORG}/registry-access/enabled", json={"enabled": True}, headers=h)
+    c.post(f"{ORG}/registry-access/apply", headers=h)
+    c.put(
+        f"{ORG}/registry-access/registries/ghcr.io",
+        json={"address": "ghcr.io", "nickname": "GitHub", "actions": ["pull"]},
+        headers=h,
+    )
+    c.delete(f"{ORG}/registry-access/registries/docker.io", headers=h)
+    c.post(f"{ORG}/registry-access/apply", headers=h)
+
+    everything = c.get(f"{ORG}/activity?page_size=100", headers=h).json()
+    actions = [e["action"] for e in everything["logs"]]
+    assert actions[:6] == [
+        "registry_access.applied",
+        "registry_access.registry_removed",
+        "registry_access.registry_updated",
+        "registry_access.applied",
+        "registry_access.registry_added",
+        "registry_access.enabled",
+    ]
+    updated = everything["logs"][2]
+    assert updated["actor"] == "alice"
+    assert updated["account"] == "acme"
+    assert updated["action_description"] == "Registry Access Management registry updated"
+    assert updated["data"]["before"]["nickname"] == "GH"
+    assert updated["data"]["after"]["nickname"] == "GitHub"
+    assert updated["data"]["after"]["actions"] == ["pull"]
+    assert updated["data"]["revision"] == 3
+    removed = everything["logs"][1]
+    assert removed["data"]["before"]["address"] == "docker.io"
+    assert removed["data"]["after"] is None
+
+    only = c.get(f"{ORG}/activity?action=registry_access.applied", headers=h).json()
+    assert only["total"] == 2
+    assert {e["data"]["revision"] for e in only["logs"]} == {2, 3}
+    prefix = c.get(f"{ORG}/activity?action=organization.*", headers=h).json()
+    assert {e["action"] for e in prefix["logs"]} == {
+        "organization.created",
+        "organization.member_added",
+    }
+    assert c.get(f"{ORG}/activity?actor=bob", headers=h).json()["total"] == 0
+    page1 = c.get(f"{ORG}/activity?page=1&page_size=4", headers=h).json()
+    page2 = c.get(f"{ORG}/activity?page=2&page_size=4", headers=h).json()
+    assert page1["total"] == page2["total"] == everything["total"]
+    assert [e["id"] for e in page1["logs"] + page2["logs"]] == [
+        e["id"] for e in everything["logs"]
+    ][:8]
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert c.get(f"{ORG}/activity", params={"from": future}, headers=h).json()["total"] == 0
+    assert (
+        c.get(f"{ORG}/activity", params={"to": future}, headers=h).json()["total"]
+        == everything["total"]
+    )
+    bad = c.get(f"{ORG}/activity?from=yesterday", headers=h)
+    assert bad.status_code == 422 and "yesterday" in bad.json()["detail"]
+
+
+def test_devices_report_compliance_and_denials_are_listed(world: World) -> None:
+    c = world.client
+    bob = world.headers("bob_read")  # an agent with a read-only token
+    checked = c.post(
+        f"{ORG}/devices/check-in",
+        json={"agent_id": "laptop-1", "revision": 1, "hostname": "l1"},
+        headers=bob,
+    )
+    assert checked.json() == {"agent_id": "laptop-1", "applied_revision": 1, "current_revision": 1}
+    c.post(f"{ORG}/devices/check-in", json={"agent_id": "ci-7", "revision": 1}, headers=bob)
+    c.post(f"{ORG}/registry-access/apply", headers=world.headers("alice"))
+    c.post(f"{ORG}/devices/check-in", json={"agent_id": "ci-7", "revision": 2}, headers=bob)
+    devices = {
+        d["agent_id"]: d
+        for d in c.get(f"{ORG}/devices", headers=world.headers("alice")).json()["devices"]
+    }
+    assert devices["ci-7"]["up_to_date"] is True
+    assert devices["laptop-1"]["up_to_date"] is False
+    assert devices["laptop-1"]["current_revision"] == 2
+    assert devices["laptop-1"]["user"] == "bob"
+
+    batch = {
+        "denials": [
+            {
+                "reference": "quay.io/org/tool:1",
+                "action": "pull",
+                "revision": 2,
+                "agent_id": "ci-7",
+            },
+            {"reference": "ghcr.io/x/y", "action": "push", "revision": 2, "reason": "not allowed"},
+        ]
+    }
+    assert c.post(f"{ORG}/denials", json=batch, headers=bob).json() == {"stored": 2}
+    listed = c.get(f"{ORG}/denials", headers=world.headers("alice")).json()
+    assert listed["total"] == 2
+    assert listed["denials"][1]["registry"] == "quay.io"
+    assert listed["denials"][0]["action"] == "push"
+    bad = c.post(f"{ORG}/denials", json={"reference": "x", "action": "delete"}, headers=bob)
+    assert bad.status_code == 422 and "delete" in bad.json()["detail"]
+    bad = c.post(f"{ORG}/devices/check-in", json={"agent_id": "", "revision": -1}, headers=bob)
+    assert bad.status_code == 422
+
+
+def test_feed_query_is_checked(world: World) -> None:
+    h = world.headers("bob")
+    for query in ("wait=soon", "after=-1", "wait=nan"):
+        answer = world.client.get(f"{ORG}/policy?{query}", headers=h)
+        assert answer.status_code == 422, query
+        assert query.split("=")[1] in answer.json()["detail"]
+    assert world.client.head(f"{ORG}/policy", headers=h).status_code == 200
+    assert (
+        world.client.get(f"{ORG}/policy", headers={"Authorization": "Bearer rwp_nope"}).status_code
+        == 401
+    )
