@@ -2,11 +2,12 @@
 
 The egress proxy lets a connection through to one of these hosts only because an allowed entry
 of the policy names the registry; nobody allows `production.cloudflare.docker.com` by itself.
-Shared cloud-storage domains are never bundled whole: an ECR entry brings its region's layer
-bucket, not `s3.amazonaws.com`; an ACR registry on default storage needs its storage account
-host listed as an extra host. Sources: ../shared/reference/docker-ram.md §2.2 and the
-registries' own firewall documentation. The registry.k8s.io list names the mirrors it is known
-to redirect to and is not exhaustive; add others as extra hosts.
+Hosts that serve every tenant are never bundled: an ECR entry brings its region's layer bucket,
+not `s3.amazonaws.com`; gcr.io's `storage.googleapis.com`, GitLab's token realm `gitlab.com`
+(the whole forge), registry.k8s.io's regional
+Artifact Registry mirrors and an ACR registry's storage account must be listed as extra hosts,
+knowingly (`regward policy lint` names the shared ones). Sources:
+../shared/reference/docker-ram.md §2.2 and the registries' own firewall documentation.
 """
 
 from __future__ import annotations
@@ -49,11 +50,8 @@ CATALOG: tuple[Bundle, ...] = (
         "cdn02.quay.io",
         "cdn03.quay.io",
     ),
-    _bundle(
-        "Google Container Registry",
-        r"(?:(?:us|eu|asia|mirror)\.)?gcr\.io",
-        "storage.googleapis.com",
-    ),
+    # gcr.io serves blobs from storage.googleapis.com, every tenant's buckets: not bundled.
+    _bundle("Google Container Registry", r"(?:(?:us|eu|asia|mirror)\.)?gcr\.io"),
     # Artifact Registry serves tokens and blob downloads from the registry host itself.
     _bundle("Google Artifact Registry", r"(?:\*\.)?[a-z0-9-]+-docker\.pkg\.dev"),
     _bundle(
@@ -65,22 +63,12 @@ CATALOG: tuple[Bundle, ...] = (
     _bundle("Amazon ECR Public", r"public\.ecr\.aws"),
     # Data endpoints serve blobs only with a token from their own login server.
     _bundle("Azure Container Registry", r"(?:\*|[a-z0-9]+)\.azurecr\.io", "*.data.azurecr.io"),
-    _bundle("GitLab", r"registry\.gitlab\.com", "gitlab.com", "cdn.registry.gitlab-static.net"),
+    # GitLab's token realm is gitlab.com, the whole forge (git push included): not bundled.
+    _bundle("GitLab", r"registry\.gitlab\.com", "cdn.registry.gitlab-static.net"),
     _bundle("Microsoft Artifact Registry", r"mcr\.microsoft\.com", "*.data.mcr.microsoft.com"),
-    _bundle(
-        "Kubernetes",
-        r"registry\.k8s\.io",
-        "us-west1-docker.pkg.dev",
-        "us-west2-docker.pkg.dev",
-        "us-central1-docker.pkg.dev",
-        "us-east1-docker.pkg.dev",
-        "us-east4-docker.pkg.dev",
-        "us-south1-docker.pkg.dev",
-        "europe-west1-docker.pkg.dev",
-        "europe-west4-docker.pkg.dev",
-        "asia-east1-docker.pkg.dev",
-        "asia-northeast1-docker.pkg.dev",
-    ),
+    # registry.k8s.io redirects to regional Artifact Registry and S3 mirrors that serve every
+    # tenant (us-west1-docker.pkg.dev, ...): not bundled; list the mirrors you use as extra hosts.
+    _bundle("Kubernetes", r"registry\.k8s\.io"),
 )
 
 

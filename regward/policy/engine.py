@@ -6,12 +6,14 @@ goes. Both use lookup tables built once per policy, so a decision costs a few di
 lookups (one per label of the host and per component of the repository), whatever the size of
 the allowlist.
 
-Rules (PRODUCT.md, "Policy semantics"): off allows everything; on, the most specific entry
-that matches decides: an exact host over a wildcard, a longer domain over a shorter, an explicit
-port over none, then an exact repository over a prefix, a longer prefix over a shorter, any
-pattern over none. Among equally specific entries a switched-off one wins, else the action must
-be one any of them allows. The proxy may reach a host that an entry's address covers and that
-entry (or one as specific) is switched on, or a catalog or extra host of an allowed entry.
+Rules (PRODUCT.md, "Policy semantics"): off allows everything. On, the most specific address
+that covers the host and port decides (an exact host over a wildcard, a longer domain over a
+shorter, an explicit port over none), so a broader address never overrides an entry that
+narrows a host to some repositories. Among that address's entries the most specific repository
+pattern decides (exact over prefix, longer prefix over shorter, any pattern over none); no
+pattern matching means denied. Among equally specific entries a switched-off one wins, else the
+action must be one any of them allows. The proxy may reach a host whose most specific address
+has an entry switched on, or a catalog or extra host of an allowed entry.
 """
 
 from __future__ import annotations
@@ -150,25 +152,15 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
     if not policy.enabled:
         return _off(policy)
     port = reference.port if reference.port is not None else HTTPS_PORT
-    parts = tuple(reference.repository.split("/"))
-    best_key: tuple[tuple[int, int, int], tuple[int, int]] | None = None
-    best: list[_Entry] = []
-    host_matched = False
-    for rules in _compile(policy).entries.matching(reference.host, port):
-        host_matched = True
-        found = rules.best(parts)
-        if found is None:
-            continue
-        key = (rules.specificity, found[0])
-        if best_key is None or key > best_key:
-            best_key, best = key, list(found[1])
-        elif key == best_key:
-            best.extend(found[1])
-    target = f"{registry}/{reference.repository}"
-    if not best:
-        if host_matched:
-            return _deny(policy, f"{action.title()} of {target}", "allow this repository")
+    matching = _compile(policy).entries.matching(reference.host, port)
+    if not matching:
         return _deny(policy, f"Access to registry {registry}", "add it to the allowed registries")
+    # The most specific address alone decides; a broader one never overrides its narrowing.
+    found = max(matching, key=_by_specificity).best(tuple(reference.repository.split("/")))
+    target = f"{registry}/{reference.repository}"
+    if found is None:
+        return _deny(policy, f"{action.title()} of {target}", "allow this repository")
+    best = found[1]
     switched_off = next((e for e in best if not e.allowed), None)
     if switched_off is not None:
         return _deny(
@@ -210,6 +202,10 @@ def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
         for entry in rules.entries():
             return _allow_host(policy, target, entry)
     return _deny(policy, f"Access to {target}", "add it to the allowed registries")
+
+
+def _by_specificity(rules: _Rules) -> tuple[int, int, int]:
+    return rules.specificity
 
 
 def _allow_host(policy: Policy, target: str, entry: RegistryEntry) -> Decision:

@@ -13,11 +13,14 @@ def naive_evaluate(policy: Policy, action: Action, reference: ImageReference) ->
     if not policy.enabled:
         return True
     port = reference.port if reference.port is not None else 443
-    parts = reference.repository.split("/")
+    covering = [e for e in policy.registries if e.address.matches(reference.host, port)]
+    if not covering:
+        return False
+    top = max(e.address.specificity for e in covering)
     best_key = None
     best: list[RegistryEntry] = []
-    for entry in policy.registries:
-        if not entry.address.matches(reference.host, port):
+    for entry in covering:
+        if entry.address.specificity != top:
             continue
         for pattern in entry.repositories or [None]:
             if pattern is None:
@@ -26,12 +29,10 @@ def naive_evaluate(policy: Policy, action: Action, reference: ImageReference) ->
                 repo_key = pattern.specificity
             else:
                 continue
-            key = (entry.address.specificity, repo_key)
-            if best_key is None or key > best_key:
-                best_key, best = key, [entry]
-            elif key == best_key:
+            if best_key is None or repo_key > best_key:
+                best_key, best = repo_key, [entry]
+            elif repo_key == best_key:
                 best.append(entry)
-    assert len(parts) >= 1
     if not best or any(not e.allowed for e in best):
         return False
     return any(action in e.actions for e in best)

@@ -183,6 +183,31 @@ def test_extra_hosts_only_while_the_entry_is_allowed() -> None:
     assert not evaluate_host(off, "reg.internal", 5000).allowed
 
 
+def test_shared_tenant_hosts_are_never_bundled() -> None:
+    catalog = policy(
+        {"address": "registry.k8s.io"}, {"address": "gcr.io"}, {"address": "registry.gitlab.com"}
+    )
+    for host in ("us-west1-docker.pkg.dev", "storage.googleapis.com", "gitlab.com"):
+        assert not evaluate_host(catalog, host, 443).allowed, host
+    assert evaluate_host(catalog, "cdn.registry.gitlab-static.net", 443).allowed
+
+
+def test_a_broader_address_never_overrides_a_narrowed_host() -> None:
+    narrowed = policy(
+        {"address": "*.example.com"},
+        {"address": "reg.example.com", "repositories": ["public/*"]},
+        {"address": "docker.io", "repositories": ["library/*"]},
+        {"address": "*.io"},
+    )
+    assert evaluate(narrowed, PULL, ImageReference.parse("reg.example.com/public/x")).allowed
+    denied = evaluate(narrowed, PULL, ImageReference.parse("reg.example.com/private/secret"))
+    assert not denied.allowed
+    assert "allow this repository" in denied.reason
+    assert evaluate(narrowed, PULL, ImageReference.parse("other.example.com/private/x")).allowed
+    assert not evaluate(narrowed, PULL, ImageReference.parse("evil/x")).allowed
+    assert evaluate(narrowed, PULL, ImageReference.parse("ubuntu")).allowed
+
+
 def test_host_decision_for_repository_limited_entry() -> None:
     limited = policy({"address": "ghcr.io", "repositories": ["acme/*"]})
     assert evaluate_host(limited, "ghcr.io", 443).allowed  # the proxy cannot see paths
