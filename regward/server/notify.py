@@ -34,7 +34,7 @@ def announce(session: Session, organization: str, revision: int) -> None:
 
 class Notifier(Protocol):
     def install(self, database: Database) -> None:
-        """Hook into the database's write sessions (call once, before serving)."""
+        """Hook into the database's sessions (call once, before serving)."""
 
     async def start(self) -> None: ...
 
@@ -129,9 +129,10 @@ class LocalNotifier:
         def after_rollback(session: Session) -> None:
             _pop(session)
 
-        event.listen(database.write_sessions, "after_commit", after_commit)
-        event.listen(database.write_sessions, "after_soft_rollback", _discard)
-        event.listen(database.write_sessions, "after_rollback", after_rollback)
+        for sessions in (database.write_sessions, database.read_sessions):
+            event.listen(sessions, "after_commit", after_commit)
+            event.listen(sessions, "after_soft_rollback", _discard)
+            event.listen(sessions, "after_rollback", after_rollback)
 
     async def start(self) -> None:
         self._waiters.bind()
@@ -167,8 +168,9 @@ class PostgresNotifier:
             for organization, revision in _pop(session):
                 session.execute(select(func.pg_notify(CHANNEL, f"{revision}:{organization}")))
 
-        event.listen(database.write_sessions, "before_commit", before_commit)
-        event.listen(database.write_sessions, "after_soft_rollback", _discard)
+        for sessions in (database.write_sessions, database.read_sessions):
+            event.listen(sessions, "before_commit", before_commit)
+            event.listen(sessions, "after_soft_rollback", _discard)
 
     async def start(self) -> None:
         self._waiters.bind()

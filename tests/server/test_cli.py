@@ -43,6 +43,7 @@ def test_server_init_is_idempotent_and_keeps_secrets_private(
     key = tmp_path / "data" / "signing-key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "data" / "initial-password").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     other = regward(
         "server",
         "init",
