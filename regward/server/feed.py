@@ -63,7 +63,10 @@ class FeedCache:
             return cached
         loading = self._loading.get(organization)
         if loading is None:
-            loading = asyncio.ensure_future(run_in_threadpool(load, self._database, organization))
+            loading = asyncio.create_task(
+                run_in_threadpool(load, self._database, organization),
+                name=f"regward-feed-load-{organization}",
+            )
             self._loading[organization] = loading
             loading.add_done_callback(lambda _f: self._loading.pop(organization, None))
         document = await asyncio.shield(loading)

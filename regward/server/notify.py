@@ -214,6 +214,10 @@ class PostgresNotifier:
             except psycopg.Error as error:
                 self.connected.clear()
                 log.warning("policy notifications: %s; reconnecting in %.1fs", error, delay)
+            except Exception:
+                # Never let the listener die: without it, other processes' applies go unheard.
+                self.connected.clear()
+                log.exception("policy notifications failed; reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

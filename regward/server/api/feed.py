@@ -98,7 +98,7 @@ async def respond(
     if deadline <= time.monotonic():
         return _answer(document, modified=False)
     # A client that goes away ends its wait at once, so polls of vanished agents cost nothing.
-    gone = asyncio.ensure_future(disconnected())
+    gone = asyncio.create_task(disconnected(), name="regward-feed-disconnect")
     try:
         while (remaining := deadline - time.monotonic()) > 0:
             latest = await server.notifier.wait(org, after, remaining, cancel=gone)
