@@ -17,8 +17,8 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 from urllib.parse import parse_qs, unquote
 
 from fastapi import APIRouter, Header, Query, Request
@@ -84,7 +84,7 @@ async def respond(
     wait: float,
     after: int | None,
     if_none_match: str | None,
-    disconnected: Callable[[], Awaitable[None]],
+    disconnected: Callable[[], Coroutine[Any, Any, None]],
 ) -> Answer:
     """The feed's answer; raises ServiceError (401/404) like every other route."""
     document = await run_in_threadpool(_open, server, token, org)
@@ -112,7 +112,7 @@ async def respond(
     return _answer(document, modified=False)
 
 
-def _until_disconnect(receive: Receive) -> Callable[[], Awaitable[None]]:
+def _until_disconnect(receive: Receive) -> Callable[[], Coroutine[Any, Any, None]]:
     async def wait() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
