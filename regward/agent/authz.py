@@ -17,6 +17,7 @@ what the request asks of a registry:
     POST /plugins/{name}/upgrade?remote=R      pull R
     POST /plugins/{name}/push                  push name
     GET  /distribution/{name}/json             pull name
+    GET  /images/search?term=T                 connect to T's index (index.docker.io by default)
     POST /build?remote=URL&cachefrom=[..]      connect to the context's host; pull each cache image
     POST /services/create, /services/{id}/update   pull TaskTemplate.ContainerSpec.Image
     POST /containers/create                    pull Image (it may already be on the machine)
@@ -25,6 +26,12 @@ Every value of a repeated query parameter and every string a duplicated JSON key
 checked; one refusal refuses the request. A registry endpoint whose request cannot be read (no
 body where one is needed, a form-encoded body the plugin cannot see, a bad reference) is refused.
 Other endpoints are allowed without decoding their bodies. Bodies are never logged.
+
+Request targets in absolute form (`http://d/v1.41/images/create?..`) are routed by dockerd on
+their path, and so are they here. A query-driven call (pull, push, plugin pull) must come with
+`Content-Length: 0` or a body the plugin was shown: Go's form parsing would otherwise let a
+hidden body replace `fromImage` (see `_query_only`). `POST /auth` (`docker login`) reaches a
+registry too, but dockerd never shows its body to plugins; the egress proxy covers it.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ class AuthZRequest:
     """One AuthZReq envelope. The query and body are decoded on first use, so requests to
     endpoints that name no registry cost one JSON parse and a path check."""
 
-    __slots__ = ("_body", "_body_text", "_query", "headers", "method", "path", "uri")
+    __slots__ = ("_body", "_body_text", "_query", "_raw_query", "headers", "method", "path", "uri")
 
     def __init__(
         self, method: str, uri: str, headers: dict[str, str], body_text: str | None
@@ -76,7 +83,10 @@ class AuthZRequest:
         self._body_text = body_text
         self._body: bytes | None = None
         self._query: tuple[tuple[str, str], ...] | None = None
-        self.path = _clean_path(uri.partition("?")[0])  # decoded, without the /vX.Y prefix
+        # Go's server also routes absolute-form targets (`http://d/v1.41/images/create?..`) on
+        # their path; the plugin is given the target as the client wrote it.
+        raw_path, self._raw_query = _split_target(uri)
+        self.path = _clean_path(raw_path)  # decoded, without the /vX.Y prefix
 
     @classmethod
     def parse(cls, data: bytes) -> AuthZRequest:
@@ -113,8 +123,9 @@ class AuthZRequest:
     @property
     def query(self) -> tuple[tuple[str, str], ...]:
         if self._query is None:
-            raw = self.uri.partition("?")[2]
-            self._query = tuple(urllib.parse.parse_qsl(raw, keep_blank_values=True, separator="&"))
+            self._query = tuple(
+                urllib.parse.parse_qsl(self._raw_query, keep_blank_values=True, separator="&")
+            )
         return self._query
 
     @property
@@ -138,6 +149,20 @@ class AuthZRequest:
 
 _STRING_FIELDS = frozenset({"REQUESTMETHOD", "REQUESTURI", "REQUESTBODY"})
 _PLAIN_PATH = re.compile(r"^(?:/[A-Za-z0-9_.:@+-]+)+$")
+
+
+def _split_target(uri: str) -> tuple[str, str]:
+    """(path, raw query) of an origin-form or absolute-form request target."""
+    if uri.startswith("/"):
+        path, _, query = uri.partition("?")
+        return path, query
+    try:
+        target = urllib.parse.urlsplit(uri)
+    except ValueError as error:
+        raise Unreadable(f"the request target {uri[:80]!r} is not a URL path") from error
+    if target.scheme.lower() not in ("http", "https") or not target.path.startswith("/"):
+        raise Unreadable(f"the request target {uri[:80]!r} is not a URL path")
+    return target.path, target.query
 
 
 def _clean_path(raw: str) -> str:
@@ -171,6 +196,7 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/plugins/(?P<name>.+)/upgrade$", re.I), "plugin-pull"),
     (re.compile(r"^/plugins/(?P<name>.+)/push$", re.I), "plugin-push"),
     (re.compile(r"^/distribution/(?P<name>.+)/json$", re.I), "distribution"),
+    (re.compile(r"^/images/search$", re.I), "search"),
     (re.compile(r"^/build$", re.I), "build"),
     (re.compile(r"^/services/(?:create|[^/]+/update)$", re.I), "service"),
     (re.compile(r"^/containers/create$", re.I), "container"),
@@ -192,10 +218,28 @@ def registry_checks(request: AuthZRequest) -> list[Check]:
     return []
 
 
-def _query_only(request: AuthZRequest) -> None:
-    # Go's ParseForm reads a form-encoded body before the query, and the plugin never sees it.
+def _no_form_body(request: AuthZRequest) -> None:
     if request.media_type() == "application/x-www-form-urlencoded":
         raise Unreadable("a form-encoded body on this endpoint is not visible to the plugin")
+
+
+def _query_only(request: AuthZRequest) -> None:
+    """Refuse a request whose parameters could come from a body the plugin was not shown.
+
+    Go's `ParseForm` takes form values from a POST body before the query when the *first*
+    Content-Type is form-encoded, while dockerd forwards a body only when that first one is
+    JSON and reports the *last* value among the headers. So a body that did not reach the
+    plugin may hold a different `fromImage`. The docker CLI sends these calls with
+    `Content-Length: 0`; a forwarded (JSON) body is never parsed as a form.
+    """
+    _no_form_body(request)
+    if request.method in ("GET", "HEAD") or request.body is not None:
+        return
+    if request.headers.get("content-length", "").strip() != "0":
+        raise Unreadable(
+            "its request body was not shown to authorization plugins and could change what "
+            "is fetched (docker import from standard input is one such request)"
+        )
 
 
 def _with_tag(image: str, tag: str) -> str:
@@ -240,6 +284,16 @@ def _plugin_pull(request: AuthZRequest, _name: str) -> Iterator[Check]:
             yield ImageCheck(Action.PULL, remote)
 
 
+def _search(request: AuthZRequest, _name: str) -> Iterator[Check]:
+    """`docker search`: dockerd asks the index named by the term's first component."""
+    for term in request.params("term"):
+        first, slash, _ = term.partition("/")
+        if slash and (first == "localhost" or any(c in first for c in ".:")):
+            yield _url_check(f"https://{first}", "search")
+        else:
+            yield HostCheck("index.docker.io", 443, "search")
+
+
 def _plugin_push(request: AuthZRequest, name: str) -> Iterator[Check]:
     yield ImageCheck(Action.PUSH, name)
 
@@ -249,7 +303,9 @@ def _distribution(request: AuthZRequest, name: str) -> Iterator[Check]:
 
 
 def _build(request: AuthZRequest, _name: str) -> Iterator[Check]:
-    _query_only(request)
+    # The build context is a tar body the plugin never sees, and the Dockerfile's FROM lines are
+    # in it: the egress proxy is what holds builds to the policy.
+    _no_form_body(request)
     for remote in request.params("remote"):
         if remote and remote != "client-session":
             yield _git_or_url_check(remote)
@@ -341,6 +397,7 @@ _CHECKERS = {
     "push": _push,
     "plugin-pull": _plugin_pull,
     "plugin-push": _plugin_push,
+    "search": _search,
     "distribution": _distribution,
     "build": _build,
     "service": _service,

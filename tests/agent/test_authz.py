@@ -46,6 +46,8 @@ def request(
     uri: str, body: Any = None, headers: dict[str, str] | None = None, method: str = "POST"
 ) -> bytes:
     obj: dict[str, Any] = {"RequestMethod": method, "RequestUri": uri}
+    if headers is None and body is None and method == "POST":
+        headers = {"Content-Length": "0"}  # what the docker CLI sends with query-only calls
     if headers is not None:
         obj["RequestHeaders"] = headers
     if body is not None:
@@ -82,7 +84,6 @@ def checks(data: bytes) -> list[Any]:
             "/v1.41/images/create?fromSrc=http%3A%2F%2Fevil.example%3A8000%2Fx.tar&repo=x",
             [HostCheck("evil.example", 8000, "import from")],
         ),
-        ("/v1.41/images/create?fromSrc=-&repo=x", []),
         (
             "/v1.41/images/reg.example:5000/team/app/push?tag=v2",
             [ImageCheck(Action.PUSH, "reg.example:5000/team/app:v2")],
@@ -202,7 +203,8 @@ def test_unreadable_non_registry_request_is_refused_only_when_the_envelope_is_ba
 def test_duplicate_and_cased_envelope_keys_follow_go() -> None:
     data = (
         b'{"RequestUri": "/v1.41/images/create?fromImage=allowed.registry.test:5000/x",'
-        b' "requesturi": "/v1.41/images/create?fromImage=evil.example/x"}'
+        b' "requesturi": "/v1.41/images/create?fromImage=evil.example/x",'
+        b' "RequestHeaders": {"Content-Length": "0"}}'
     )
     decision, message = authorize(guard(), data)
     assert decision is not None and "evil.example" in message
@@ -311,3 +313,60 @@ def test_the_fast_path_cleaning_agrees_with_the_full_one(parts: list[str]) -> No
     slow = urllib.parse.unquote(raw, errors="replace")
     slow = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", slow)).lstrip("/")
     assert _clean_path(raw) == _VERSION.sub("", slow)
+
+
+def test_an_absolute_form_target_is_routed_on_its_path() -> None:
+    # Go's server routes `POST http://d/v1.41/images/create?..` like `/v1.41/images/create?..`.
+    evil = request("http://d/v1.41/images/create?fromImage=evil.example/x&tag=1")
+    decision, message = authorize(guard(), evil)
+    assert decision is not None and "evil.example" in message
+    ok = request("http://d/v1.41/images/create?fromImage=allowed.registry.test:5000/x&tag=1")
+    assert authorize(guard(), ok)[0] is None
+    assert authorize(guard(), request("*"))[0] is not None  # no path: nothing to route on
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json", "Content-Length": "35"},  # the first was a form
+        {"Content-Type": "application/json"},  # chunked: no Content-Length at all
+        {"Content-Type": "application/x-tar"},
+    ],
+)
+def test_a_body_hidden_from_the_plugin_refuses_query_driven_calls(headers: dict[str, str]) -> None:
+    # dockerd parses a form body (first Content-Type) over the query but reports the last one.
+    for uri in (
+        "/v1.41/images/create?fromImage=allowed.registry.test:5000/x&tag=1",
+        "/v1.41/images/allowed.registry.test:5000/x/push?tag=1",
+        "/v1.41/plugins/pull?remote=allowed.registry.test:5000/p",
+    ):
+        decision, message = authorize(guard(), request(uri, headers=headers))
+        assert decision is not None, uri
+        assert "not shown to authorization plugins" in message
+
+
+def test_docker_import_from_stdin_is_refused_with_the_reason() -> None:
+    data = request(
+        "/v1.41/images/create?fromSrc=-&repo=x", headers={"Content-Type": "application/x-tar"}
+    )
+    decision, message = authorize(guard(), data)
+    assert decision is not None and "docker import from standard input" in message
+
+
+def test_a_plugin_pull_with_its_json_body_shown_is_checked_on_the_query() -> None:
+    privileges = [{"Name": "network", "Value": ["host"]}]
+    ok = request("/v1.41/plugins/pull?remote=allowed.registry.test:5000/p", privileges)
+    assert authorize(guard(), ok)[0] is None
+    evil = request("/v1.41/plugins/pull?remote=evil.example/p", privileges)
+    assert authorize(guard(), evil)[0] is not None
+
+
+def test_search_asks_the_index_the_term_names() -> None:
+    evil = request("/v1.41/images/search?term=evil.example%3A5007%2Ffoo", method="GET")
+    decision, message = authorize(guard(), evil)
+    assert decision is not None and "evil.example:5007" in message
+    allowed = request("/v1.41/images/search?term=allowed.registry.test:5000/foo", method="GET")
+    assert authorize(guard(), allowed)[0] is None
+    assert checks(request("/v1.41/images/search?term=nginx", method="GET")) == [
+        HostCheck("index.docker.io", 443, "search")
+    ]
