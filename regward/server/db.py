@@ -31,7 +31,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # Up to 40 connections: one per request thread (Starlette's pool has 40), none waits.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30, **kwargs)
 
 
 def _configure_sqlite(engine: Engine) -> None:
