@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regward.agent.state import AgentState, Credentials, read_registry_json, write_private
 from regward.errors import ConfigError
@@ -115,3 +117,29 @@ def test_unreadable_credentials_name_the_file(tmp_path: Path) -> None:
     write_private(state.credentials_path, b"{}")
     with pytest.raises(ConfigError, match=r"credentials\.json"):
         state.credentials()
+
+
+@given(st.binary(max_size=200))
+def test_registry_json_raises_only_our_error(data: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "registry.json"
+        path.write_bytes(data)
+        try:
+            orgs = read_registry_json(path)
+        except ConfigError:
+            return
+        assert all(isinstance(org, str) and org == org.lower() for org in orgs)
+
+
+@given(st.text(max_size=40))
+def test_proxy_listen_raises_only_our_error(text: str) -> None:
+    from regward.agent.runner import parse_listen
+
+    try:
+        parsed = parse_listen(text)
+    except ConfigError as error:
+        assert repr(text) in str(error)
+        return
+    assert parsed is None or (parsed[0] and 0 < parsed[1] < 65536)
