@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regward import __version__
-from regward.server import keys
+from regward.server import dashboard, keys
 from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
 from regward.server.db import Database
@@ -69,17 +69,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(FeedFastPath)  # outermost: agents' polls skip the rest
-    _mount_dashboard(app)
+    dashboard.install(app)  # the owners' pages at /, assets at /static
     return app
-
-
-def _mount_dashboard(app: FastAPI) -> None:
-    """Add the dashboard's pages when that part of the server is installed."""
-    try:
-        from regward.server.dashboard import install  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return
-    install(app)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
