@@ -61,7 +61,16 @@ storage:
 http:
   addr: 127.0.0.1:5000
 """
-TOOLS = ("ip", "nsenter", "unshare", "dockerd", "docker", "docker-registry", "gcc")
+# Prints the HTTP status of a URL (certificate not checked: only "is it up yet?").
+_PROBE = (
+    "import ssl, sys, urllib.request as u\n"
+    "try:\n"
+    "    r = u.urlopen(sys.argv[1], context=ssl._create_unverified_context(), timeout=2)\n"
+    "    print(r.status, end='')\n"
+    "except Exception as e:\n"
+    "    print(getattr(e, 'code', 0), end='')\n"
+)
+TOOLS = ("ip", "nsenter", "unshare", "dockerd", "docker", "docker-registry", "gcc", "openssl")
 
 
 def unavailable_reason() -> str | None:
@@ -302,8 +311,8 @@ class Bed:
             env["REGISTRY_HTTP_TLS_KEY"] = str(tls[1])
         process = self.spawn(f"registry-{name}", ["docker-registry", "serve", str(config)], env)
         scheme = "https" if tls else "http"
-        curl = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", f"{scheme}://{listen}/v2/"]
-        self.wait_for(f"registry {name}", lambda: self.run(curl).stdout == "200", process)
+        probe = [str(PYTHON), "-c", _PROBE, f"{scheme}://{listen}/v2/"]
+        self.wait_for(f"registry {name}", lambda: self.run(probe).stdout == "200", process)
         return process
 
     def hello_binary(self) -> Path:
