@@ -226,3 +226,45 @@ def test_registry_json_without_sign_in_refuses(scene: Scene) -> None:
         scene.registry_json.unlink()
         scene.start_agent(["--policy", str(scene.bed.directory / "policy.yaml")])
     assert scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+
+
+def engine_api(scene: Scene, method: str, path: str, body: bytes = b"", ctype: str = "") -> str:
+    """A raw Engine API call on dockerd's socket (what a hostile client could send)."""
+    import socket as sockets
+
+    assert scene.bed.dockerd is not None
+    headers = f"{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: {len(body)}\r\n"
+    if ctype:
+        headers += f"Content-Type: {ctype}\r\n"
+    with sockets.socket(sockets.AF_UNIX) as client:
+        client.settimeout(60)
+        client.connect(str(scene.bed.dockerd.socket))
+        client.sendall(headers.encode() + b"Connection: close\r\n\r\n" + body)
+        chunks = []
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_smuggling_a_pull_past_the_plugin_through_dockerd_fails(scene: Scene) -> None:
+    blocked = Scene.image(BLOCKED)
+    scene.bed.docker("rmi", blocked)
+    attempts = [
+        # Go's ParseForm reads a form-encoded body before the query; the plugin never sees it.
+        (
+            f"/v1.41/images/create?fromImage={ALLOWED}/demo/hello&tag=v1",
+            f"fromImage={BLOCKED}/demo/hello&tag=v1".encode(),
+            "application/x-www-form-urlencoded",
+        ),
+        # Go's Form.Get takes the first value; every value is checked.
+        (f"/v1.41/images/create?fromImage={BLOCKED}/demo/hello&fromImage=x&tag=v1", b"", ""),
+        # Case and path games.
+        (f"/v1.41//images/./create?fromImage={BLOCKED}/demo/hello&tag=v1", b"", ""),
+        (f"/v1.41/images%2Fcreate?fromImage={BLOCKED}/demo/hello&tag=v1", b"", ""),
+    ]
+    for path, body, ctype in attempts:
+        answer = engine_api(scene, "POST", path, body, ctype)
+        assert scene.bed.docker("image", "inspect", blocked).returncode != 0, (path, answer[:300])
+    container = json.dumps({"Image": Scene.image(ALLOWED), "image": blocked}).encode()
+    answer = engine_api(scene, "POST", "/v1.41/containers/create", container, "application/json")
+    assert "authorization denied" in answer
