@@ -18,6 +18,7 @@ import getpass
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -117,7 +118,9 @@ def _login(args: argparse.Namespace) -> int:
     token = _read_token(args)
     headers = {"Authorization": f"Bearer {token}", "User-Agent": "regward-agent"}
     try:
-        with httpx.Client(headers=headers, timeout=15, trust_env=False) as client:
+        # As in sync.server_client: no proxy from the environment, the system's CA store.
+        context = ssl.create_default_context()
+        with httpx.Client(headers=headers, timeout=15, trust_env=False, verify=context) as client:
             user = client.get(f"{server}/api/v1/user")
             if user.status_code == 401:
                 raise ConfigError("the server refused the token; create a new one and try again")

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,21 @@ class SyncStatus:
         }
 
 
+def server_client(token: str, read_timeout: float = 15.0) -> httpx.AsyncClient:
+    """An HTTP client for the Regward server.
+
+    trust_env is off: HTTPS_PROXY on this machine may point at the agent's own egress proxy,
+    which need not allow the server. Certificates are checked against the system's store (where
+    a self-hosted server's private CA is installed), not a bundled one.
+    """
+    return httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {token}", "User-Agent": "regward-agent"},
+        timeout=httpx.Timeout(10.0, read=read_timeout),
+        trust_env=False,
+        verify=ssl.create_default_context(),
+    )
+
+
 def api_url(server: str, path: str) -> str:
     return server.rstrip("/") + path
 
@@ -82,11 +98,7 @@ class Syncer:
         self._public_key = public_key_from_text(credentials.public_key)
         self._etag: str | None = None
         self._refused_revision = -1  # the newest revision number refused, to wait past it
-        self._client = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {credentials.token}", "User-Agent": "regward-agent"},
-            timeout=httpx.Timeout(10.0, read=wait + 15.0),
-            trust_env=False,
-        )
+        self._client = server_client(credentials.token, read_timeout=wait + 15.0)
         current = guard.enforcement.policy
         self.status.revision = current.revision if current else None
 
