@@ -5,8 +5,9 @@ models' tables directly)::
 
     settings.py   Settings.from_env(): REGWARD_DATA_DIR (default ./var), REGWARD_DATABASE_URL
                   (default sqlite under the data dir), session lifetime, body limits
-    app.py        create_app(settings) -> FastAPI; app.state.server is the runtime `Server`
-                  (settings, database, signing_key, notifier)
+    app.py        create_app(settings) -> FastAPI; error handlers, body limit, the dashboard
+    runtime.py    Server, kept on app.state.server: settings, database, signing_key, notifier,
+                  feed (the cache of signed documents); server_of(request)
     db.py         Database: engine + sessions; `with db.session() as s` (read) and
                   `with db.session(write=True) as s` (commits on success, rolls back on error)
     models.py     SQLAlchemy 2 models: User, Organization, Membership, Token, Draft,
@@ -15,11 +16,14 @@ models' tables directly)::
     keys.py       the Ed25519 signing key in the data dir (0600), created on first use
     notify.py     Notifier protocol: LocalNotifier (one process, SQLite) and PostgresNotifier
                   (LISTEN/NOTIFY, several processes); services call notify.announce()
+    feed.py       FeedCache: the newest signed revision per organization, shared by waiters
     errors.py     NotFound (404), PermissionDenied (403), Conflict (409), Unauthenticated (401),
                   InvalidInput (422); all RegwardError, str() is one line naming the value
     services/     the domain, typed and documented; every function takes a Session first
       auth.py             authenticate(s, username, password) -> User; sign_in(...) -> token text;
-                          resolve_token(s, text) -> Caller; hash/verify passwords (argon2)
+                          resolve_token(s, text) -> Caller; require_write(caller); sign_out;
+                          create_user, set_password (argon2id); feed_access (the feed's query)
+      names.py            check_name: Docker-style user and organization names
       tokens.py           personal access tokens: create (value shown once), list, revoke
       orgs.py             create, list_for_user, access(s, caller, org, need=Role.OWNER|MEMBER)
                           (outsiders get NotFound), members: list, add, set_role, remove
@@ -30,12 +34,15 @@ models' tables directly)::
       devices.py          check_in(s, org, caller, agent_id, revision, hostname), list (with
                           compliance: applied revision vs current)
       denials.py          report(s, org, caller, ...), list(s, org, page=...)
-    api/          REST routes under /api/v1 (OpenAPI at /api/v1/openapi.json, docs at /api/docs)
+    api/          REST routes under /api/v1 (OpenAPI at /api/v1/openapi.json, docs at /api/docs);
+                  api/feed.py serves the long-poll through a lean ASGI fast path
     cli.py        regward server run|init|db upgrade; regward registries ... (over the API)
 
 REST contract (all JSON; `Authorization: Bearer TOKEN`, a session or personal access token)::
 
     POST   /api/v1/auth/token                       {"username","password"} -> {"token"}
+                                                    (429 + Retry-After after repeated failures)
+    DELETE /api/v1/auth/token                       sign out (revokes the token used)
     GET    /api/v1/user                             the caller
     GET    /api/v1/signing-key                      {"algorithm":"ed25519","public_key":<base64>}
     GET    /api/v1/orgs | POST /api/v1/orgs         list mine | create {"name"} (caller is owner)

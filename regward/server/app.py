@@ -22,7 +22,7 @@ from regward import __version__
 from regward.server import dashboard, keys
 from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
-from regward.server.db import Database
+from regward.server.db import UNAVAILABLE, Database, is_unavailable
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedCache
 from regward.server.notify import notifier_for
@@ -100,9 +100,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(409, "a concurrent change conflicted with this one; reload and try again")
 
     @app.exception_handler(DBAPIError)
-    async def database_down(_request: Request, error: DBAPIError) -> JSONResponse:
-        log.warning("database error: %s", error.orig)
-        return _error(503, "the database is unavailable right now; try again in a moment")
+    async def database_error(_request: Request, error: DBAPIError) -> JSONResponse:
+        if is_unavailable(error):
+            log.warning("database unavailable: %s", error.orig)
+            return _error(503, UNAVAILABLE)
+        log.error("database error", exc_info=error)
+        return _error(500, "internal error; the server log has the details")
 
 
 def _describe(item: dict[str, Any]) -> str:

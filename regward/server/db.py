@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -51,6 +52,14 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+UNAVAILABLE = "the database is unavailable right now; try again in a moment"
+
+
+def is_unavailable(error: DBAPIError) -> bool:
+    """Whether `error` means the database cannot be reached now (worth a retry: 503)."""
+    return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
 
 
 class Database:

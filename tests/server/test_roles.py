@@ -287,6 +287,17 @@ def test_sign_in_and_sign_out(world: World) -> None:
     assert c.delete("/api/v1/auth/token").status_code == 401
 
 
+def test_repeated_failed_sign_ins_are_slowed_down(world: World) -> None:
+    c = world.client
+    wrong = {"username": "bob", "password": "not the password"}
+    answers = [c.post("/api/v1/auth/token", json=wrong).status_code for _ in range(6)]
+    assert answers == [401] * 5 + [429]
+    right = c.post("/api/v1/auth/token", json={**wrong, "password": "correct horse battery"})
+    assert right.status_code == 429
+    assert int(right.headers["Retry-After"]) > 0
+    assert "try again" in right.json()["detail"]
+
+
 def test_revoked_personal_token_stops_working(world: World) -> None:
     c = world.client
     created = c.post(

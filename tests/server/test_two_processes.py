@@ -142,6 +142,9 @@ def test_database_restart_gives_clean_errors_then_recovers(pair: Pair, tmp_path:
         down = httpx.get(f"{pair.a.url}{ORG}/registry-access", headers=pair.headers, timeout=30)
         assert down.status_code == 503
         assert "database" in down.json()["detail"]
+        feed = httpx.get(f"{pair.b.url}{ORG}/policy", headers=pair.headers, timeout=30)
+        assert feed.status_code == 503
+        assert "database" in feed.json()["detail"]
     finally:
         pair.cluster.resume()
     deadline = time.monotonic() + 20

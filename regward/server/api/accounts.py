@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from regward.policy import public_key_to_text
 from regward.server.api.deps import CallerDep, ServerDep
+from regward.server.dashboard.security import SignInLimiter
+from regward.server.errors import Unauthenticated
 from regward.server.models import Scope, Token
 from regward.server.services import auth, orgs, tokens
 
@@ -46,11 +49,38 @@ def token_dict(token: Token) -> dict[str, Any]:
     }
 
 
-@router.post("/auth/token", summary="Sign in with a password; returns a bearer token")
-def sign_in(body: Credentials, server: ServerDep) -> dict[str, str]:
-    with server.database.session(write=True) as session:
-        token = auth.sign_in(session, body.username, body.password, server.settings.session_ttl)
-    return {"token": token}
+def _limiter(request: Request) -> SignInLimiter:
+    """The same failure counts as the dashboard's sign-in form: two doors, one limit."""
+    state = request.app.state
+    if not hasattr(state, "dashboard_limiter"):
+        state.dashboard_limiter = SignInLimiter()
+    limiter: SignInLimiter = state.dashboard_limiter
+    return limiter
+
+
+@router.post(
+    "/auth/token",
+    summary="Sign in with a password; returns a bearer token",
+    responses={429: {"description": "too many failed attempts; see Retry-After"}},
+)
+def sign_in(body: Credentials, request: Request, server: ServerDep) -> Response:
+    limiter = _limiter(request)
+    client = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(body.username, client)
+    if wait:
+        return JSONResponse(
+            {"detail": f"too many failed sign-ins; try again in {wait} seconds"},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        with server.database.session(write=True) as session:
+            token = auth.sign_in(session, body.username, body.password, server.settings.session_ttl)
+    except Unauthenticated:
+        limiter.failed(body.username, client)
+        raise
+    limiter.succeeded(body.username)
+    return JSONResponse({"token": token})
 
 
 @router.delete("/auth/token", status_code=204, summary="Sign out: revoke the token used")

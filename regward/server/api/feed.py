@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regward.server.api.deps import BearerDep
+from regward.server.db import UNAVAILABLE, is_unavailable
 from regward.server.errors import InvalidInput, NotFound, ServiceError
 from regward.server.feed import FeedDocument
 from regward.server.models import Revision
@@ -191,9 +192,11 @@ class FeedFastPath:
             answer_headers = {"content-type": "application/json"}
             if status == 401:
                 answer_headers["www-authenticate"] = "Bearer"
-        except DBAPIError:
+        except DBAPIError as error:
+            if not is_unavailable(error):
+                raise  # a bug, not an outage: Starlette's 500 and the log
             status, answer_headers = 503, {"content-type": "application/json"}
-            body = b'{"detail": "the database is unavailable right now; try again in a moment"}'
+            body = json.dumps({"detail": UNAVAILABLE}).encode()
         raw = [(k.encode(), v.encode()) for k, v in answer_headers.items()]
         raw.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
