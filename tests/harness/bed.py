@@ -353,9 +353,15 @@ class Bed:
         return result.stdout.strip()
 
     @property
+    def root(self) -> Path:
+        """A file-system root whose etc/docker dockerd sees as /etc/docker (in its own mount
+        namespace): certs.d, daemon.json and plugins/*.spec placed there apply to the bed's
+        dockerd only (`regward agent install --root` writes into it)."""
+        return self.directory / "root"
+
+    @property
     def certs_dir(self) -> Path:
-        """The bed's certs.d; dockerd sees the bed's etc-docker/ as /etc/docker (its mount ns)."""
-        return self.directory / "etc-docker" / "certs.d"
+        return self.root / "etc" / "docker" / "certs.d"
 
     def trust_ca(self, registry_host: str, ca_file: Path) -> None:
         """Make dockerd trust `ca_file` for `registry_host` (HOST, or HOST:PORT unless 443).
