@@ -33,6 +33,10 @@ NAMING = {
 }
 
 
+# Integer columns are 32-bit in PostgreSQL; inputs are checked against this before they get there.
+MAX_REVISION = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

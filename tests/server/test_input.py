@@ -197,3 +197,31 @@ def test_any_entry_is_accepted_or_refused_with_422(world: World, entry: dict[str
     )
     assert answer.status_code in (201, 409, 422), answer.text
     assert isinstance(answer.json().get("detail", ""), str)
+
+
+denial_items = st.dictionaries(
+    st.sampled_from(["reference", "action", "revision", "reason", "agent_id", "occurred_at", "x"]),
+    st.one_of(
+        st.text(max_size=40),
+        st.sampled_from(["pull", "push", "ubuntu", "ghcr.io/a/b:1", "2026-01-01T00:00:00+00:00"]),
+        st.integers(min_value=-5, max_value=10**12),
+        st.booleans(),
+        st.none(),
+    ),
+    max_size=7,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=st.lists(denial_items, max_size=3))
+def test_any_denial_report_is_stored_or_refused_with_422(
+    world: World, items: list[dict[str, object]]
+) -> None:
+    answer = world.client.post(
+        f"{ORG}/denials", json={"denials": items}, headers=world.headers("bob_read")
+    )
+    assert answer.status_code in (201, 422), answer.text
+    if answer.status_code == 201:
+        assert answer.json() == {"stored": len(items)}

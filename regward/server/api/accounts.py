@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -13,7 +13,7 @@ from regward.policy import public_key_to_text
 from regward.server.api.deps import CallerDep, ServerDep
 from regward.server.dashboard.security import SignInLimiter
 from regward.server.errors import Unauthenticated
-from regward.server.models import Scope, Token
+from regward.server.models import MAX_REVISION, Scope, Token
 from regward.server.services import auth, orgs, tokens
 
 router = APIRouter()
@@ -131,7 +131,9 @@ def create_token(body: NewToken, caller: CallerDep, server: ServerDep) -> dict[s
 
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a personal access token")
-def revoke_token(token_id: int, caller: CallerDep, server: ServerDep) -> None:
+def revoke_token(
+    token_id: Annotated[int, Path(ge=1, le=MAX_REVISION)], caller: CallerDep, server: ServerDep
+) -> None:
     auth.require_write(caller)
     with server.database.session(write=True) as session:
         tokens.revoke(session, caller.user, token_id)

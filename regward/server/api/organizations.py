@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from regward.server.api.deps import CallerDep, ServerDep
-from regward.server.models import Membership, Role
+from regward.server.models import MAX_REVISION, Membership, Role
 from regward.server.services import activity, auth, denials, devices, orgs
 
 router = APIRouter()
@@ -30,7 +30,7 @@ class RoleChange(BaseModel):
 
 class CheckIn(BaseModel):
     agent_id: str = Field(max_length=128)
-    revision: int = Field(ge=0)
+    revision: int = Field(ge=0, le=MAX_REVISION)
     hostname: str | None = Field(default=None, max_length=255)
 
 

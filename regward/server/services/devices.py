@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from regward.server.errors import InvalidInput
-from regward.server.models import Device, Organization, User, utcnow
+from regward.server.models import MAX_REVISION, Device, Organization, User, utcnow
 from regward.server.services import registry_access
 
 MAX_ID_LENGTH = 128
@@ -46,8 +46,14 @@ def check_in(
     """Record that `agent_id` enforces `revision` now (insert or update, safe under races)."""
     agent_id = _text(agent_id, "agent_id", MAX_ID_LENGTH, required=True)
     hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
-    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
-        raise InvalidInput(f"revision: {revision!r} must be a whole number >= 0")
+    if (
+        isinstance(revision, bool)
+        or not isinstance(revision, int)
+        or not 0 <= revision <= MAX_REVISION
+    ):
+        raise InvalidInput(
+            f"revision: {revision!r} must be a whole number from 0 to {MAX_REVISION}"
+        )
     now = utcnow()
     values = {
         "organization_id": organization.id,
