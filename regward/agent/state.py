@@ -142,6 +142,11 @@ class AgentState:
             data = self.credentials_path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as error:
+            raise ConfigError(
+                f"cannot read {self.credentials_path}: {error.strerror}; run as root or set "
+                "REGWARD_AGENT_DIR"
+            ) from error
         return Credentials.from_json(data, self.credentials_path)
 
     def save_credentials(self, credentials: Credentials) -> None:
@@ -151,7 +156,7 @@ class AgentState:
         """The cached revision if its signature verifies against the pinned key, else None."""
         try:
             data = self.policy_path.read_bytes()
-        except FileNotFoundError:
+        except OSError:  # missing or unreadable: nothing verified
             return None
         try:
             signed = SignedPolicy.from_json(data)
@@ -182,7 +187,7 @@ class AgentState:
     def read_status(self) -> dict[str, Any] | None:
         try:
             obj = json.loads(self.status_path.read_bytes())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return None
         return obj if isinstance(obj, dict) else None
 
