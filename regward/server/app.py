@@ -67,8 +67,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.server = server
     app.include_router(router)
     _install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(FeedFastPath)  # outermost: agents' polls skip the rest
+    app.add_middleware(FeedFastPath)  # agents' polls skip FastAPI's machinery
+    app.add_middleware(InputGuard, limit=settings.max_body_bytes)  # outermost
     dashboard.install(app)  # the owners' pages at /, assets at /static
     return app
 
@@ -117,11 +117,16 @@ def _describe(item: dict[str, Any]) -> str:
     return f"{location or 'body'}: {item.get('msg', 'invalid')} (got {shown})"
 
 
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413.
+# NUL as it can arrive: raw, JSON-escaped, or percent-encoded in a form or query. PostgreSQL
+# text cannot hold it and no name, address or reference may contain it.
+_NUL_FORMS = (b"\x00", b"\\u0000", b"%00")
 
-    A declared Content-Length is checked up front; a chunked body is read (up to the limit)
-    before the application sees it, then handed over unchanged."""
+
+class InputGuard:
+    """Refuse request bodies over `limit` bytes (413) and any input carrying a NUL (422).
+
+    A declared Content-Length over the limit is refused up front; otherwise the body is read
+    (up to the limit) before the application sees it, checked, and handed over unchanged."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -131,15 +136,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or _has_nul(scope["query_string"]):
+            await _refuse(send, 422, "text must not contain NUL characters")
+            return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > self.limit:
-                await self._refuse(send)
-                return
-            await self.app(scope, receive, send)
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _refuse(send, 413, f"request body too large; the limit is {self.limit} bytes")
             return
-        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+        if not chunked and (length is None or length == b"0"):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -151,31 +157,37 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await self._refuse(send)
+                await _refuse(send, 413, f"request body too large; the limit is {self.limit} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        if _has_nul(body):
+            await _refuse(send, 422, "text must not contain NUL characters")
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body too large; the limit is {self.limit} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+def _has_nul(data: bytes) -> bool:
+    return any(form in data for form in _NUL_FORMS)
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})

@@ -186,7 +186,6 @@ entries = st.dictionaries(
 )
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -225,3 +224,22 @@ def test_any_denial_report_is_stored_or_refused_with_422(
     assert answer.status_code in (201, 422), answer.text
     if answer.status_code == 201:
         assert answer.json() == {"stored": len(items)}
+
+
+def test_nul_characters_are_refused_everywhere(world: World) -> None:
+    c = world.client
+    bob = world.headers("bob")
+    answers = [
+        c.post("/api/v1/auth/token", json={"username": "a\x00b", "password": "x" * 10}),
+        c.post(
+            f"{ORG}/denials",
+            json={"reference": "ubuntu", "action": "pull", "reason": "\x00"},
+            headers=bob,
+        ),
+        c.post("/api/v1/tokens", json={"name": "a\x00b"}, headers=bob),
+        c.get("/api/v1/orgs/a%00b/policy", headers=bob),
+        c.get(f"{ORG}/activity?actor=a%00b", headers=world.headers("alice")),
+        c.post("/api/v1/auth/token", content=b'{"username": "a\x00", "password": "x"}'),
+    ]
+    assert [a.status_code for a in answers] == [422] * len(answers)
+    assert all("NUL" in a.json()["detail"] for a in answers)
