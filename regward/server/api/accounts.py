@@ -58,9 +58,14 @@ def _limiter(request: Request) -> SignInLimiter:
     return limiter
 
 
+class TokenOut(BaseModel):
+    token: str = Field(examples=["rws_3q2..."])
+
+
 @router.post(
     "/auth/token",
     summary="Sign in with a password; returns a bearer token",
+    response_model=TokenOut,
     responses={429: {"description": "too many failed attempts; see Retry-After"}},
 )
 def sign_in(body: Credentials, request: Request, server: ServerDep) -> Response:

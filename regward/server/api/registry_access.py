@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -43,14 +44,50 @@ class ApplyBody(BaseModel):
     version: int | None = None
 
 
-@router.get("/orgs/{org}/registry-access", summary="The draft settings and pending changes")
+class ChangeOut(BaseModel):
+    action: str = Field(examples=["registry_access.registry_added"])
+    address: str | None = Field(examples=["ghcr.io"])
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class DraftOut(BaseModel):
+    """The draft: `enabled` and `registries` exactly as in the policy file, and `version`."""
+
+    organization: str
+    enabled: bool
+    registries: list[dict[str, Any]] = Field(
+        examples=[[{"address": "docker.io", "nickname": "Docker Hub", "allowed": True}]]
+    )
+    version: int
+    updated_at: datetime
+    updated_by: str | None
+    applied_revision: int
+    pending_changes: list[ChangeOut]
+
+
+class AppliedOut(BaseModel):
+    revision: int
+    created_at: datetime
+    changes: list[ChangeOut]
+
+
+@router.get(
+    "/orgs/{org}/registry-access",
+    response_model=DraftOut,
+    summary="The draft settings and pending changes",
+)
 def get_draft(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     with server.database.session() as session:
         organization = orgs.access(session, caller, org)
         return registry_access.get_draft(session, organization).to_dict()
 
 
-@router.put("/orgs/{org}/registry-access", summary="Replace the draft (toggle and entries)")
+@router.put(
+    "/orgs/{org}/registry-access",
+    response_model=DraftOut,
+    summary="Replace the draft (toggle and entries)",
+)
 def replace_draft(
     org: str, body: DraftBody, caller: CallerDep, server: ServerDep
 ) -> dict[str, Any]:
@@ -66,7 +103,11 @@ def replace_draft(
         ).to_dict()
 
 
-@router.put("/orgs/{org}/registry-access/enabled", summary="Turn Registry Access on or off")
+@router.put(
+    "/orgs/{org}/registry-access/enabled",
+    response_model=DraftOut,
+    summary="Turn Registry Access on or off",
+)
 def set_enabled(
     org: str, body: EnabledBody, caller: CallerDep, server: ServerDep
 ) -> dict[str, Any]:
@@ -78,7 +119,10 @@ def set_enabled(
 
 
 @router.post(
-    "/orgs/{org}/registry-access/registries", status_code=201, summary="Add a registry entry"
+    "/orgs/{org}/registry-access/registries",
+    status_code=201,
+    response_model=DraftOut,
+    summary="Add a registry entry",
 )
 def add_entry(org: str, body: EntryBody, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     with server.database.session(write=True) as session:
@@ -88,7 +132,11 @@ def add_entry(org: str, body: EntryBody, caller: CallerDep, server: ServerDep) -
         ).to_dict()
 
 
-@router.put("/orgs/{org}/registry-access/registries/{address}", summary="Edit a registry entry")
+@router.put(
+    "/orgs/{org}/registry-access/registries/{address}",
+    response_model=DraftOut,
+    summary="Edit a registry entry",
+)
 def update_entry(
     org: str, address: str, body: EntryBody, caller: CallerDep, server: ServerDep
 ) -> dict[str, Any]:
@@ -100,7 +148,9 @@ def update_entry(
 
 
 @router.delete(
-    "/orgs/{org}/registry-access/registries/{address}", summary="Remove a registry entry"
+    "/orgs/{org}/registry-access/registries/{address}",
+    response_model=DraftOut,
+    summary="Remove a registry entry",
 )
 def remove_entry(
     org: str,
@@ -118,6 +168,7 @@ def remove_entry(
 
 @router.post(
     "/orgs/{org}/registry-access/apply",
+    response_model=AppliedOut,
     summary="Save & Apply: publish the draft as the next signed revision",
 )
 def apply(
