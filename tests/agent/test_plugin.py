@@ -14,8 +14,14 @@ from regward.policy import Policy
 POLICY = Policy.from_dict(
     {"organization": "acme", "enabled": True, "registries": [{"address": "ok.example"}]}
 )
-PULL_OK = b'{"RequestMethod":"POST","RequestUri":"/v1.41/images/create?fromImage=ok.example/a"}'
-PULL_EVIL = b'{"RequestMethod":"POST","RequestUri":"/v1.41/images/create?fromImage=evil.example/a"}'
+PULL_OK = (
+    b'{"RequestMethod":"POST","RequestUri":"/v1.41/images/create?fromImage=ok.example/a",'
+    b'"RequestHeaders":{"Content-Length":"0"}}'
+)
+PULL_EVIL = (
+    b'{"RequestMethod":"POST","RequestUri":"/v1.41/images/create?fromImage=evil.example/a",'
+    b'"RequestHeaders":{"Content-Length":"0"}}'
+)
 
 
 def http(method: str, body: bytes, extra: str = "") -> bytes:
