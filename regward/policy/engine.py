@@ -66,6 +66,8 @@ class _Rules:
     specificity: tuple[int, int, int] = field(init=False)
     exact: dict[tuple[str, ...], list[_Entry]] = field(default_factory=dict)
     prefix: dict[tuple[str, ...], list[_Entry]] = field(default_factory=dict)
+    everything: list[_Entry] | None = None
+    """The entries, when none of them names repositories."""
 
     def __post_init__(self) -> None:
         self.port = self.address.port
@@ -81,15 +83,21 @@ class _Rules:
         for pattern in entry.repositories:
             table = self.prefix if pattern.prefix else self.exact
             table.setdefault(pattern.components, []).append(record)
+        only_everything = not self.exact and list(self.prefix) == [()]
+        self.everything = self.prefix[()] if only_everything else None
 
-    def best(self, parts: tuple[str, ...]) -> tuple[tuple[int, int], list[_Entry]] | None:
-        entries = self.exact.get(parts) if self.exact else None
+    def best(self, repository: str) -> list[_Entry] | None:
+        """The entries of the most specific pattern that matches `repository`, or None."""
+        if self.everything is not None:  # the common case: no repository rules at this address
+            return self.everything
+        parts = tuple(repository.split("/"))
+        entries = self.exact.get(parts)
         if entries:
-            return (len(parts), 1), entries
+            return entries
         for depth in range(len(parts) - 1, -1, -1):
             entries = self.prefix.get(parts[:depth])
             if entries:
-                return (depth, 0), entries
+                return entries
         return None
 
     def entries(self) -> Iterable[RegistryEntry]:
@@ -156,11 +164,11 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
     if not matching:
         return _deny(policy, f"Access to registry {registry}", "add it to the allowed registries")
     # The most specific address alone decides; a broader one never overrides its narrowing.
-    found = max(matching, key=_by_specificity).best(tuple(reference.repository.split("/")))
+    rules = matching[0] if len(matching) == 1 else max(matching, key=_by_specificity)
+    best = rules.best(reference.repository)
     target = f"{registry}/{reference.repository}"
-    if found is None:
+    if best is None:
         return _deny(policy, f"{action.title()} of {target}", "allow this repository")
-    best = found[1]
     switched_off = next((e for e in best if not e.allowed), None)
     if switched_off is not None:
         return _deny(
