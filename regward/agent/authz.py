@@ -412,6 +412,8 @@ def authorize(guard: Guard, data: bytes) -> tuple[Decision | None, str]:
         checks = registry_checks(request)
     except Unreadable as error:
         decision = guard.unreadable(str(error))
+        if decision.allowed:  # nothing is restricted here
+            return None, ""
         return decision, guard.message(decision)
     for check in checks:
         if isinstance(check, ImageCheck):

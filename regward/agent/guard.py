@@ -88,6 +88,25 @@ def sign_in_required(orgs: Sequence[str], signed_in: str | None) -> str:
     )
 
 
+_UNMANAGED = Decision(
+    allowed=True,
+    reason="no organization manages this machine",
+    entry=None,
+    revision=0,
+    organization="",
+)
+
+
+def _off(policy: Policy) -> Decision:
+    return Decision(
+        allowed=True,
+        reason=f"Registry Access Management is off for '{policy.organization}'",
+        entry=None,
+        revision=policy.revision,
+        organization=policy.organization,
+    )
+
+
 @dataclass(frozen=True)
 class DenialReport:
     """One refused request, as sent to the server's denial reports."""
@@ -162,25 +181,21 @@ class Guard:
             decision: Decision = refuse(blocked, state.organization or "")
             self._record(decision, action.value, str(reference), "", source)
             return decision
+        if state.policy is None:
+            return _UNMANAGED
         if isinstance(reference, str):
             try:
                 reference = ImageReference.parse(reference)
             except InvalidReference as error:
+                if not state.policy.enabled:
+                    return _off(state.policy)
                 decision = refuse(
                     f"Refused {action.value} of '{reference}': {error}",
                     state.organization or "",
-                    state.policy.revision if state.policy else 0,
+                    state.policy.revision,
                 )
                 self._record(decision, action.value, str(reference), "", source)
                 return decision
-        if state.policy is None:  # unmanaged: no organization governs this machine
-            return Decision(
-                allowed=True,
-                reason="no organization manages this machine",
-                entry=None,
-                revision=0,
-                organization="",
-            )
         decision = evaluate(state.policy, action, reference)
         if not decision.allowed:
             self._record(decision, action.value, str(reference), reference.registry, source)
@@ -196,21 +211,25 @@ class Guard:
             self._record(decision, "connect", target, host, source)
             return decision
         if state.policy is None:
-            return Decision(
-                allowed=True,
-                reason="no organization manages this machine",
-                entry=None,
-                revision=0,
-                organization="",
-            )
+            return _UNMANAGED
         decision = evaluate_host(state.policy, host, port)
         if not decision.allowed:
             self._record(decision, "connect", target, host, source)
         return decision
 
     def unreadable(self, detail: str, source: str = "authz") -> Decision:
-        """Refuse a registry request that cannot be read (fail closed), saying what was wrong."""
+        """Refuse a registry request that cannot be read (fail closed), saying what was wrong;
+        where nothing is restricted (no organization, or Registry Access off) it passes."""
         state = self._enforcement
+        blocked = state.blocked_reason
+        if blocked is not None:
+            decision: Decision = refuse(blocked, state.organization or "")
+            self._record(decision, "unknown", "", "", source)
+            return decision
+        if state.policy is None:
+            return _UNMANAGED
+        if not state.policy.enabled:
+            return _off(state.policy)
         decision = refuse(
             f"Regward refused this request because {detail}.",
             state.organization or "",

@@ -136,3 +136,19 @@ def test_denial_queue_is_safe_across_threads() -> None:
         thread.join()
     drained += len(queue.drain())
     assert drained == 20_000
+
+
+def test_unreadable_requests_are_refused_only_where_something_is_restricted() -> None:
+    unmanaged = Guard(Enforcement(mode="unmanaged"))
+    assert unmanaged.unreadable("its body is missing").allowed
+    assert unmanaged.decide(Action.PULL, "Not A Reference").allowed
+    off = Policy.from_dict({**POLICY.to_dict(), "enabled": False})
+    switched_off = Guard(Enforcement(mode="local", policy=off, organization="acme"))
+    assert switched_off.unreadable("its body is missing").allowed
+    assert switched_off.decide(Action.PULL, "Not A Reference").allowed
+    enforced = Guard(Enforcement(mode="local", policy=POLICY, organization="acme"))
+    refused = enforced.unreadable("its body is missing")
+    assert not refused.allowed
+    assert refused.message() == "Regward refused this request because its body is missing."
+    required = Guard(Enforcement(mode="unmanaged", required_orgs=("acme",)))
+    assert "Sign-in to organization 'acme'" in required.unreadable("x").message()
