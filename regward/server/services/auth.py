@@ -16,18 +16,31 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from regward.server.errors import Conflict, InvalidInput, PermissionDenied, Unauthenticated
-from regward.server.models import Scope, Token, TokenKind, User, utcnow
+from regward.server.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from regward.server.models import (
+    Membership,
+    Organization,
+    Revision,
+    Scope,
+    Token,
+    TokenKind,
+    User,
+    utcnow,
+)
 from regward.server.services.names import check_name
 
 # argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about 30 ms here, where
 # argon2-cffi's default (64 MiB, 4 lanes) takes about a second of a small server's two cores.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
-# Compared against when the user does not exist, so both cases take the same time.
-_DUMMY_HASH = _hasher.hash("regward-dummy-password")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 PREFIXES = {TokenKind.SESSION: "rws_", TokenKind.PERSONAL: "rwp_"}
@@ -81,11 +94,17 @@ def get_user(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked when the user does not exist, so both cases take the same time."""
+    return _hasher.hash("regward-dummy-password")
+
+
 def authenticate(session: Session, username: str, password: str) -> User:
     """The user whose password this is; Unauthenticated (same words either way) otherwise."""
     user = get_user(session, username) if isinstance(username, str) else None
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         user = None
     if user is None:
@@ -162,14 +181,11 @@ def require_write(caller: Caller) -> None:
 @functools.cache
 def _feed_query() -> Select[Any]:
     """Built once: constructing this statement costs more than running it on SQLite."""
-    from sqlalchemy import bindparam, func
-
-    from regward.server.models import Membership, Organization, Revision
-
     newest = (
         select(func.max(Revision.revision))
         .where(Revision.organization_id == Organization.id)
         .scalar_subquery()
+        .label("revision")
     )
     return (
         select(Token.expires_at, Token.revoked_at, Organization.id, Membership.role, newest)
@@ -188,8 +204,6 @@ def feed_access(session: Session, token: str | None, organization: str) -> tuple
     `resolve_token` and `orgs.access` (member, any scope) and the newest revision number.
 
     Returns (organization id, revision); Unauthenticated or NotFound as those functions."""
-    from regward.server.errors import NotFound
-
     if not token or not token.startswith(tuple(PREFIXES.values())) or len(token) > 200:
         raise Unauthenticated("invalid token; sign in again or create a new access token")
     row = session.execute(
@@ -199,6 +213,6 @@ def feed_access(session: Session, token: str | None, organization: str) -> tuple
         raise Unauthenticated("invalid token; sign in again or create a new access token")
     if row.expires_at is not None and row.expires_at <= utcnow():
         raise Unauthenticated("your sign-in has expired; sign in again")
-    if row.id is None or row.role is None or row[4] is None:
+    if row.id is None or row.role is None or row.revision is None:
         raise NotFound(f"organization {organization!r} not found")
-    return int(row.id), int(row[4])
+    return int(row.id), int(row.revision)
