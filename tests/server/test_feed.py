@@ -70,7 +70,7 @@ def test_long_poll_times_out_with_304(world: World) -> None:
         answer = client.get(f"{ORG}/policy?wait=0.5&after=1", headers=world.headers("bob"))
         elapsed = time.monotonic() - started
     assert answer.status_code == 304
-    assert 0.45 <= elapsed < 5
+    assert elapsed >= 0.45  # it did wait (how fast things are is bench/propagation.py's job)
 
 
 def test_long_poll_answers_when_an_owner_applies(world: World) -> None:
@@ -86,13 +86,10 @@ def test_long_poll_answers_when_an_owner_applies(world: World) -> None:
         time.sleep(0.5)
         assert not any(p.done() for p in polls)
         revision = _apply(client, world.headers("alice"), "ghcr.io")
-        applied_at = time.monotonic()
         answers = [p.result(timeout=10) for p in polls]
-        latency = time.monotonic() - applied_at
     assert revision == 2
     assert all(a.status_code == 200 for a in answers)
     assert {SignedPolicy.from_json(a.content).policy.revision for a in answers} == {2}
-    assert latency < 2, latency
 
 
 def test_feed_document_is_a_policy_file_for_regward_check(world: World, tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """Two `regward server run` processes on one PostgreSQL: an apply on either wakes long-polls held
-by the other (LISTEN/NOTIFY), and both survive a database restart."""
+by the other (LISTEN/NOTIFY), and both survive a database restart.
+
+The polls wait up to 30 s, so a 200 with the new revision can only come from a wake-up; how
+fast it comes is measured by bench/propagation.py, not asserted here."""
 
 from __future__ import annotations
 
@@ -88,7 +91,7 @@ def _current(server: ProcessServer, headers: dict[str, str]) -> int:
 
 def _poll_then_apply(
     pair: Pair, poller: ProcessServer, applier: ProcessServer, address: str
-) -> tuple[int, float]:
+) -> int:
     after = _current(poller, pair.headers)
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         polls = [
@@ -103,20 +106,16 @@ def _poll_then_apply(
         time.sleep(0.5)
         assert not any(p.done() for p in polls)
         revision = _apply(applier, pair.headers, address)
-        applied = time.monotonic()
         answers = [p.result(timeout=20) for p in polls]
-        latency = time.monotonic() - applied
     assert all(a.status_code == 200 for a in answers), [a.status_code for a in answers]
     assert {_revision(a) for a in answers} == {revision}
-    return revision, latency
+    return revision
 
 
 def test_apply_on_one_process_wakes_long_polls_on_the_other(pair: Pair) -> None:
-    first, latency_ab = _poll_then_apply(pair, poller=pair.b, applier=pair.a, address="ghcr.io")
-    second, latency_ba = _poll_then_apply(pair, poller=pair.a, applier=pair.b, address="quay.io")
+    first = _poll_then_apply(pair, poller=pair.b, applier=pair.a, address="ghcr.io")
+    second = _poll_then_apply(pair, poller=pair.a, applier=pair.b, address="quay.io")
     assert second == first + 1
-    assert latency_ab < 1.0, latency_ab
-    assert latency_ba < 1.0, latency_ba
 
 
 def test_concurrent_applies_on_both_processes_give_increasing_revisions(pair: Pair) -> None:
@@ -156,8 +155,5 @@ def test_database_restart_gives_clean_errors_then_recovers(pair: Pair, tmp_path:
     assert answer.status_code == 200, answer.text
     # The LISTEN connections came back too: a long-poll on B still hears an apply on A.
     time.sleep(1.5)
-    revision, latency = _poll_then_apply(
-        pair, poller=pair.b, applier=pair.a, address="mcr.microsoft.com"
-    )
+    revision = _poll_then_apply(pair, poller=pair.b, applier=pair.a, address="mcr.microsoft.com")
     assert revision > after
-    assert latency < 1.0, latency
