@@ -14,6 +14,10 @@ Before that, on the fresh process: 10,000 idle long-polls, and the server's resi
 The baseline is Docker's documented propagation: Docker Desktop refreshes its Registry Access
 policy at start and then about every 24 hours ("changes ... can take up to 24 hours", or a
 sign-out and sign-in to apply at once). Targets: p99 <= 1 s; <= 300 MB resident at 10,000.
+
+Last, when PostgreSQL can be started here (tests/harness/postgres.py): two server processes on
+one PostgreSQL, agents split over both, applies on the first; the time until the agents on the
+second hold the revision (LISTEN/NOTIFY across processes).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness.postgres import PostgresCluster, unavailable_reason
 
 AGENTS = int(os.environ.get("BENCH_AGENTS", "1000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -69,23 +77,31 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, base: Path) -> None:
+    """`regward server run` in a child process (initialised first unless `init` is False)."""
+
+    def __init__(
+        self, base: Path, name: str = "server", database_url: str | None = None, init: bool = True
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "REGWARD_DATA_DIR": str(base / "data")}
         self.env.pop("REGWARD_DATABASE_URL", None)
-        self.log = base / "server.log"
+        if database_url:
+            self.env["REGWARD_DATABASE_URL"] = database_url
+        self.log = base / f"{name}.log"
+        self.init = init
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         cli = [sys.executable, "-m", "regward.cli", "server"]
-        subprocess.run(
-            [*cli, "init", "--org", ORG, "--owner", "owner", "--password-stdin"],
-            input=(PASSWORD + "\n").encode(),
-            env=self.env,
-            check=True,
-            capture_output=True,
-        )
+        if self.init:
+            subprocess.run(
+                [*cli, "init", "--org", ORG, "--owner", "owner", "--password-stdin"],
+                input=(PASSWORD + "\n").encode(),
+                env=self.env,
+                check=True,
+                capture_output=True,
+            )
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [*cli, "run", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
@@ -150,8 +166,9 @@ class Agent:
             writer.close()
 
 
-async def propagation(server: Server, token: str, owner: str) -> Result:
-    agents = [Agent(server.port, token) for _ in range(AGENTS)]
+async def propagation(pollers: list[Server], applier: Server, token: str, owner: str) -> Result:
+    """Agents spread over `pollers`; the owner applies through `applier`."""
+    agents = [Agent(pollers[i % len(pollers)].port, token) for i in range(AGENTS)]
     tasks = []
     for start in range(0, AGENTS, 200):  # connect in batches: the listen backlog is finite
         tasks += [
@@ -161,10 +178,11 @@ async def propagation(server: Server, token: str, owner: str) -> Result:
         await asyncio.gather(*(a.polling.wait() for a in agents[start : start + 200]))
     latencies: list[float] = []
     from_sent: list[float] = []
+    cross: list[float] = []
     apply_s: list[float] = []
     early = 0
     headers = {"Authorization": f"Bearer {owner}"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=applier.url, headers=headers, timeout=60) as client:
         for round_ in range(ROUNDS):
             await asyncio.sleep(2.0)  # let every long-poll reach its wait
             answer = await client.post(
@@ -185,12 +203,13 @@ async def propagation(server: Server, token: str, owner: str) -> Result:
                 await asyncio.sleep(0.01)
             latencies += [max(0.0, a.arrivals[revision] - returned) for a in agents]
             from_sent += [a.arrivals[revision] - sent for a in agents]
+            cross += [a.arrivals[revision] - sent for a in agents if a.port != applier.port]
             early += sum(a.arrivals[revision] < returned for a in agents)
             apply_s.append(returned - sent)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return Result(latencies, from_sent, apply_s, early)
+    return Result(latencies, from_sent, apply_s, early, cross)
 
 
 @dataclass
@@ -199,6 +218,7 @@ class Result:
     from_sent: list[float]  # from sending the apply request
     apply_s: list[float]  # the apply request itself
     early: int  # agents that held the revision before the owner's answer arrived
+    cross: list[float]  # from sending, agents polling another process than the applier's
 
 
 async def idle_memory(server: Server, token: str) -> tuple[float, float]:
@@ -236,6 +256,23 @@ def tokens(server: Server) -> tuple[str, str]:
     return owner, agent
 
 
+def two_processes() -> Result | None:
+    """The same propagation with two server processes on one PostgreSQL (agents split over
+    both, applies on the first): LISTEN/NOTIFY carries the change to the second."""
+    if unavailable_reason() is not None:
+        return None
+    cluster = PostgresCluster.start(prefix="rwsrv-bench-pg-")
+    try:
+        url = cluster.create_database("rwsrv_bench")
+        with tempfile.TemporaryDirectory(prefix="rwsrv-bench-") as tmp:
+            base = Path(tmp)
+            with Server(base, "a", url) as first, Server(base, "b", url, init=False) as second:
+                owner, agent = tokens(first)
+                return asyncio.run(propagation([first, second], first, agent, owner))
+    finally:
+        cluster.stop()
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -247,7 +284,8 @@ def main() -> int:
         owner, agent = tokens(server)
         # Memory first, on the fresh process; then propagation.
         before, held = asyncio.run(idle_memory(server, agent))
-        result = asyncio.run(propagation(server, agent, owner))
+        result = asyncio.run(propagation([server], server, agent, owner))
+    shared = two_processes()
     latencies = result.latencies
     p50, p99, worst = (percentile(latencies, 0.5), percentile(latencies, 0.99), max(latencies))
     s50, s99, smax = (
@@ -278,6 +316,24 @@ def main() -> int:
         f"Memory: server resident {before:.0f} MB idle, {held:.0f} MB with {IDLE} idle "
         "long-polls held (target <= 300 MB)"
     )
+    figures: dict[str, object] = {}
+    if shared is None:
+        print("Two processes on PostgreSQL: skipped (PostgreSQL cannot be started here)")
+    else:
+        c50, c99, cmax = (
+            percentile(shared.cross, 0.5),
+            percentile(shared.cross, 0.99),
+            max(shared.cross),
+        )
+        print(
+            f"Two processes on one PostgreSQL, {AGENTS // 2} agents on the process that did not "
+            f"apply, from sending the apply: p50 {c50:.3f}s, p99 {c99:.3f}s, max {cmax:.3f}s"
+        )
+        figures = {
+            "pg_cross_process_p50_s": round(c50, 4),
+            "pg_cross_process_p99_s": round(c99, 4),
+            "pg_cross_process_max_s": round(cmax, 4),
+        }
     print(
         json.dumps(
             {
@@ -294,6 +350,7 @@ def main() -> int:
                 "idle_long_polls": IDLE,
                 "rss_idle_mb": round(before, 1),
                 "rss_with_idle_polls_mb": round(held, 1),
+                **figures,
             }
         )
     )
