@@ -34,7 +34,7 @@ models' tables directly)::
       devices.py          check_in(s, org, caller, agent_id, revision, hostname), list (with
                           compliance: applied revision vs current)
       denials.py          report(s, org, caller, ...), list(s, org, page=...)
-    api/          REST routes under /api/v1 (OpenAPI at /api/v1/openapi.json, docs at /api/docs);
+    api/          REST routes under /api/v1 (OpenAPI schema at /api/v1/openapi.json);
                   api/feed.py serves the long-poll through a lean ASGI fast path
     cli.py        regward server run|init|db upgrade; regward registries ... (over the API)
 

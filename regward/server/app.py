@@ -61,7 +61,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         "Activity and the signed policy feed agents follow.",
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/docs",
+        # Swagger UI and ReDoc load their scripts from a CDN, which many networks cannot reach
+        # (nor can these machines); the schema itself is served, for any OpenAPI viewer.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.server = server

@@ -263,7 +263,7 @@ def _run(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"regward: policy server on http://{shown}:{args.port}/ "
-        f"(API /api/v1, API docs /api/docs); data in {settings.data_dir}",
+        f"(API /api/v1, schema /api/v1/openapi.json); data in {settings.data_dir}",
         flush=True,
     )
     # Long-polls would hold a graceful shutdown for minutes; agents simply poll again.
