@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.server.conftest import World
 from tests.server.live import ThreadServer
 
@@ -71,7 +69,6 @@ def test_server_init_refuses_bad_names_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_registries_commands_over_the_api(world: World) -> None:
     token = world.client.post(
         "/api/v1/tokens", json={"name": "ci", "scope": "read-write"}, headers=world.headers("alice")
