@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +137,3 @@ def world(settings: Settings, database: Database) -> Iterator[World]:
             assert answer.status_code == 201, answer.text
             tokens[name] = answer.json()["token"]
         yield World(app=app, client=client, database=database, settings=settings, tokens=tokens)
-
-
-Headers = Callable[[str], dict[str, str]]
