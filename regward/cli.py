@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from regward import __version__
-from regward.errors import InvalidPolicy, RegwardError
-from regward.policy import Action, ImageReference, Policy, evaluate, lint, parse_policy_text
+from regward.errors import RegwardError
+from regward.policy import Action, ImageReference, evaluate, lint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="would this image be allowed?", description="Explain the policy's decision."
     )
     check.add_argument("image", metavar="IMAGE", help="image reference, e.g. ghcr.io/acme/app:1")
-    check.add_argument("--policy", metavar="FILE", required=True, help="policy file (JSON or YAML)")
+    check.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="policy file (JSON or YAML); by default, what this machine's agent enforces",
+    )
     check.add_argument("--action", choices=[a.value for a in Action], default=Action.PULL.value)
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(run=run_check)
@@ -64,21 +68,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def read_policy_file(path: str) -> Policy:
-    """Read and parse a policy file; any failure is an InvalidPolicy naming the file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        raise InvalidPolicy(f"cannot read policy file {path}: {reason}") from None
-    return parse_policy_text(text, path)
-
-
 def run_check(args: argparse.Namespace) -> int:
-    policy = read_policy_file(args.policy)
+    from regward.agent.guard import Guard
+    from regward.agent.state import AgentState, load_policy_file
+
     reference = ImageReference.parse(args.image)
     action = Action(args.action)
-    decision = evaluate(policy, action, reference)
+    if args.policy:
+        decision = evaluate(load_policy_file(Path(args.policy)), action, reference)
+        message = decision.reason
+    else:  # what this machine's agent enforces: its sign-in and cache, registry.json
+        guard = Guard(AgentState().enforcement())
+        decision = guard.decide(action, reference, source="check")
+        message = guard.message(decision)
     if args.json:
         result: dict[str, Any] = {
             "input": args.image,
@@ -94,12 +96,14 @@ def run_check(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"{'allowed' if decision.allowed else 'denied'}: {reference} ({action.value})")
-        print(decision.reason)
+        print(message)
     return 0 if decision.allowed else 1
 
 
 def run_lint(args: argparse.Namespace) -> int:
-    warnings = lint(read_policy_file(args.file))
+    from regward.agent.state import load_policy_file
+
+    warnings = lint(load_policy_file(Path(args.file)))
     for warning in warnings:
         print(warning)
     if not warnings:

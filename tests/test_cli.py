@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,13 @@ registries:
 """
 
 
-def regward(*args: str) -> subprocess.CompletedProcess[str]:
+def regward(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "regward.cli", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "regward.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -86,7 +91,7 @@ def test_check_normalizes_like_docker(policy_file: Path) -> None:
         (["check", "ubuntu:"], "invalid reference format: 'ubuntu:'"),
         (
             ["check", "ubuntu", "--policy", "/nonexistent.yaml"],
-            "cannot read policy file /nonexistent.yaml",
+            "cannot read the policy file /nonexistent.yaml",
         ),
     ],
 )
@@ -125,3 +130,17 @@ def test_policy_lint(tmp_path: Path, policy_file: Path) -> None:
     result = regward("policy", "lint", str(risky))
     assert result.returncode == 1
     assert "amazonaws.com: amazonaws.com covers the shared domain amazonaws.com" in result.stdout
+
+
+def test_check_without_a_policy_file_asks_what_this_machine_enforces(tmp_path: Path) -> None:
+    machine = {
+        "REGWARD_AGENT_DIR": str(tmp_path / "agent"),
+        "REGWARD_REGISTRY_JSON": str(tmp_path / "registry.json"),
+    }
+    unmanaged = regward("check", "quay.io/x/y", "--json", env=machine)
+    assert unmanaged.returncode == 0, unmanaged.stderr
+    assert json.loads(unmanaged.stdout)["reason"] == "no organization manages this machine"
+    (tmp_path / "registry.json").write_text('{"allowedOrgs": ["acme"]}')
+    required = regward("check", "ubuntu", env=machine)
+    assert required.returncode == 1
+    assert "acme" in required.stdout.splitlines()[1]

@@ -228,8 +228,11 @@ class AgentState:
 
 
 def load_policy_file(path: Path) -> Policy:
+    """Read and parse a policy file; every failure is a RegwardError naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(f"cannot read the policy file {path}: {error}") from error
+        raise ConfigError(f"cannot read the policy file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read the policy file {path}: not UTF-8 text") from None
     return parse_policy_text(text, str(path))
