@@ -70,7 +70,30 @@ def lint(policy: Policy) -> list[LintWarning]:
         for pattern in patterns:
             seen.setdefault((entry.address, pattern), number)
         warnings.extend(_redundant_extra_hosts(entry))
+    warnings.extend(_narrower_takes_actions(policy.registries))
     return warnings
+
+
+def _narrower_takes_actions(entries: tuple[RegistryEntry, ...]) -> list[LintWarning]:
+    """An entry for some repositories decides for them alone, so what it leaves out of the
+    actions of the host's entry for every repository is refused there: often a surprise."""
+    found = []
+    for broad_number, broad in enumerate(entries, start=1):
+        if broad.repositories or not broad.allowed:
+            continue
+        for number, narrow in enumerate(entries, start=1):
+            lost = broad.actions - narrow.actions
+            if narrow.address == broad.address and narrow.repositories and narrow.allowed and lost:
+                patterns = ", ".join(str(p) for p in narrow.repositories)
+                found.append(
+                    LintWarning(
+                        str(narrow.address),
+                        f"entry #{number} decides for {patterns}: {'/'.join(sorted(lost))} "
+                        f"there is refused, though entry #{broad_number} allows it elsewhere "
+                        "on this registry",
+                    )
+                )
+    return found
 
 
 def _risk(host: Address) -> str | None:

@@ -70,3 +70,21 @@ def test_whole_policy_warnings() -> None:
     assert warnings_for({"address": "ghcr.io", "allowed": False}) == [
         "registry access is on with no allowed entry: nothing can be pulled"
     ]
+
+
+def test_a_narrower_entry_that_drops_an_action_is_pointed_out() -> None:
+    found = warnings_for(
+        {"address": "ghcr.io", "actions": ["pull"]},
+        {"address": "ghcr.io", "repositories": ["acme/*"], "actions": ["push"]},
+    )
+    assert found == [
+        "ghcr.io: entry #2 decides for acme/*: pull there is refused, though entry #1 allows "
+        "it elsewhere on this registry"
+    ]
+    assert (
+        warnings_for(
+            {"address": "ghcr.io", "actions": ["pull"]},
+            {"address": "ghcr.io", "repositories": ["acme/*"], "actions": ["pull", "push"]},
+        )
+        == []
+    )
