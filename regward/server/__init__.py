@@ -27,7 +27,8 @@ models' tables directly)::
       tokens.py           personal access tokens: create (value shown once), list, revoke
       orgs.py             create, list_for_user, access(s, caller, org, need=Role.OWNER|MEMBER)
                           (outsiders get NotFound), members: list, add, set_role, remove
-      registry_access.py  get_draft, replace_draft, add_entry, update_entry, remove_entry,
+      registry_access.py  entries keyed by (address, repositories): entry_key, find_index;
+                          get_draft, replace_draft, add_entry, update_entry, remove_entry,
                           set_enabled, pending_changes, apply (revision N+1, signed, with its
                           activity events in the same transaction), current_revision
       activity.py         record(...) and list(s, org, action=, actor=, since=, until=, page=, ...)
@@ -53,7 +54,9 @@ REST contract (all JSON; `Authorization: Bearer TOKEN`, a session or personal ac
     GET|PUT /api/v1/orgs/{org}/registry-access      the draft {"enabled","registries","version"}
     PUT    /api/v1/orgs/{org}/registry-access/enabled            {"enabled","version"}
     POST   /api/v1/orgs/{org}/registry-access/registries         {"entry","version"}
-    PUT|DELETE /api/v1/orgs/{org}/registry-access/registries/{address}  (?version= on DELETE)
+    PUT|DELETE /api/v1/orgs/{org}/registry-access/registries/{address}  (?version= on DELETE;
+                                                    ?repositories=a/*,b picks one of an
+                                                    address's entries, "" the one without)
     POST   /api/v1/orgs/{org}/registry-access/apply              -> {"revision"}
     GET    /api/v1/orgs/{org}/activity?action=&actor=&from=&to=&page=&page_size=
     GET    /api/v1/orgs/{org}/policy[?wait=S&after=N]  SignedPolicy JSON; ETag / If-None-Match

@@ -5,12 +5,15 @@
     regward server db upgrade
     regward registries list|add|update|remove|enable|disable|apply --org ORG
                        [--server URL] [--token TOKEN]
+    regward registries update|remove ADDRESS [--for-repositories PATTERNS] ...
 
 The server commands read REGWARD_DATA_DIR (default ./var) and REGWARD_DATABASE_URL. The
 `registries` commands talk to a running server over its REST API: --server (or REGWARD_SERVER,
 default http://127.0.0.1:8080) and --token (or REGWARD_TOKEN), a personal access token with
-read-write scope (read scope is enough for `list`). FastAPI, SQLAlchemy and uvicorn are imported
-inside the command functions, so the agent-only install keeps working.
+read-write scope (read scope is enough for `list`). An address may have several entries that
+differ in repositories; `--for-repositories acme/*,acme/x` (or '' for the entry without
+repositories) says which one `update` and `remove` change. FastAPI, SQLAlchemy and uvicorn are
+imported inside the command functions, so the agent-only install keeps working.
 """
 
 from __future__ import annotations
@@ -71,10 +74,12 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     update = _api_parser(verbs, "update", "change a registry in the draft (given fields only)")
     update.add_argument("address", help="the entry's current address")
     update.add_argument("--address", dest="new_address", help="a new address for the entry")
+    _selector_flag(update)
     _entry_flags(update)
     update.set_defaults(run=_update)
     remove = _api_parser(verbs, "remove", "remove a registry from the draft")
     remove.add_argument("address")
+    _selector_flag(remove)
     remove.set_defaults(run=_remove)
     enable = _api_parser(verbs, "enable", "turn Registry Access on in the draft")
     enable.set_defaults(run=_enable, enabled=True)
@@ -98,6 +103,16 @@ def _api_parser(verbs: argparse._SubParsersAction[Any], name: str, text: str) ->
         help="a personal access token (REGWARD_TOKEN)",
     )
     return parser
+
+
+def _selector_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--for-repositories",
+        dest="for_repositories",
+        metavar="PATTERNS",
+        help="which entry of ADDRESS, when it has several: its repositories, comma-separated "
+        "(e.g. 'acme/*'; '' for the entry without repositories)",
+    )
 
 
 def _entry_flags(parser: argparse.ArgumentParser) -> None:
@@ -359,7 +374,8 @@ def _list(args: argparse.Namespace) -> int:
     if pending:
         print(f"{len(pending)} change(s) not applied yet; run `regward registries apply`:")
         for change in pending:
-            print(f"  {change['action']} {change.get('address') or ''}".rstrip())
+            label = _label(change.get("address") or "", change.get("repositories") or [])
+            print(f"  {change['action']} {label}".rstrip())
     return 0
 
 
@@ -379,34 +395,80 @@ def _add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(address: str, repositories: list[str]) -> str:
+    return f"{address} ({', '.join(repositories)})" if repositories else address
+
+
+def _entry_path(entry: dict[str, Any]) -> str:
+    """The API path of one entry, with its key's repositories (empty: none) as the selector."""
+    repositories = ",".join(sorted(entry.get("repositories") or []))
+    return (
+        f"/registry-access/registries/{_address(entry['address'])}"
+        f"?repositories={quote(repositories, safe='')}"
+    )
+
+
 def _update(args: argparse.Namespace) -> int:
     draft = _request(args, "GET", "/registry-access")
-    wanted = _request_address(args, draft)
+    wanted = _chosen_entry(args, draft)
     entry = _entry_from_flags(args, wanted)
     if args.new_address:
         entry["address"] = args.new_address
     draft = _request(
-        args,
-        "PUT",
-        f"/registry-access/registries/{_address(args.address)}",
-        {"entry": entry, "version": draft["version"]},
+        args, "PUT", _entry_path(wanted), {"entry": entry, "version": draft["version"]}
     )
-    print(f"updated {args.address} in the draft (version {draft['version']}); apply to enforce")
+    label = _label(wanted["address"], wanted.get("repositories") or [])
+    print(f"updated {label} in the draft (version {draft['version']}); apply to enforce")
     return 0
 
 
-def _request_address(args: argparse.Namespace, draft: dict[str, Any]) -> dict[str, Any]:
-    target = args.address.lower().rstrip(".")
-    for entry in draft["registries"]:
-        if entry["address"] == target:
-            return dict(entry)
-    known = ", ".join(e["address"] for e in draft["registries"]) or "none"
+def _chosen_entry(args: argparse.Namespace, draft: dict[str, Any]) -> dict[str, Any]:
+    """The draft's entry named by ADDRESS and --for-repositories; one line when there is none,
+    or when ADDRESS has several entries and --for-repositories is missing."""
+    from regward.policy import RegistryEntry
+
+    repositories = None
+    if args.for_repositories is not None:
+        repositories = [p.strip() for p in args.for_repositories.split(",") if p.strip()]
+    try:  # canonical, as the server stores them: `Docker.IO.` is docker.io, `nginx` library/nginx
+        probe = RegistryEntry.from_dict(
+            {"address": args.address, "repositories": repositories or []}, "ADDRESS"
+        )
+    except RegwardError as error:
+        text = str(error).replace("ADDRESS.repositories", "--for-repositories")
+        raise ConfigError(text.replace("ADDRESS.address", "ADDRESS")) from None
+    address = str(probe.address)
+    patterns = {str(p) for p in probe.repositories}
+    same_address = [dict(e) for e in draft["registries"] if e["address"] == address]
+    if repositories is None:
+        found = same_address
+    else:
+        found = [e for e in same_address if set(e.get("repositories") or []) == patterns]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        choices = " or ".join(repr(",".join(sorted(e.get("repositories") or []))) for e in found)
+        raise ConfigError(
+            f"{address!r} has {len(found)} entries in {args.org!r}: add --for-repositories "
+            f"{choices} ('' is the entry for every repository)"
+        )
+    if same_address:
+        listed = " or ".join(
+            repr(",".join(sorted(e.get("repositories") or []))) for e in same_address
+        )
+        raise ConfigError(
+            f"{address!r} has no entry for repositories {args.for_repositories!r} in "
+            f"{args.org!r}; its entries: --for-repositories {listed}"
+        )
+    known = ", ".join(sorted({e["address"] for e in draft["registries"]})) or "none"
     raise ConfigError(f"{args.address!r} is not in the list of {args.org!r} (listed: {known})")
 
 
 def _remove(args: argparse.Namespace) -> int:
-    draft = _request(args, "DELETE", f"/registry-access/registries/{_address(args.address)}")
-    print(f"removed {args.address} from the draft (version {draft['version']}); apply to enforce")
+    wanted = _chosen_entry(args, _request(args, "GET", "/registry-access"))
+    draft = _request(args, "DELETE", _entry_path(wanted))
+    label = _label(wanted["address"], wanted.get("repositories") or [])
+    print(f"removed {label} from the draft (version {draft['version']}); apply to enforce")
     return 0
 
 

@@ -117,3 +117,44 @@ def test_registries_commands_over_the_api(world: World) -> None:
     assert "bad host!" in bad.stderr and "422" in bad.stderr
     assert no_token.returncode == 2 and "REGWARD_TOKEN" in no_token.stderr
     assert read_only.returncode == 2 and "read-only" in read_only.stderr
+
+
+def test_registries_update_and_remove_pick_one_of_several_entries(world: World) -> None:
+    token = world.client.post(
+        "/api/v1/tokens", json={"name": "ci", "scope": "read-write"}, headers=world.headers("alice")
+    ).json()["token"]
+    with ThreadServer(world.app) as server:
+        env = {"REGWARD_SERVER": server.url, "REGWARD_TOKEN": token}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return regward("registries", *args, "--org", "acme", env=env)
+
+        assert run("add", "ghcr.io", "--action", "pull").returncode == 0
+        second = run("add", "ghcr.io", "--repository", "acme/*", "--nickname", "Ours")
+        assert second.returncode == 0, second.stderr
+        duplicate = run("add", "ghcr.io", "--repository", "acme/*")
+        ambiguous_update = run("update", "ghcr.io", "--nickname", "Which?")
+        ambiguous_remove = run("remove", "GHCR.io")
+        updated = run("update", "ghcr.io", "--for-repositories", "acme/*", "--action", "pull")
+        unknown = run("remove", "ghcr.io", "--for-repositories", "other/*")
+        removed = run("remove", "ghcr.io", "--for-repositories", "")
+        listing = run("list")
+        draft = json.loads(run("list", "--json").stdout)
+    assert duplicate.returncode == 2
+    assert "409" in duplicate.stderr and "'ghcr.io' for repositories acme/*" in duplicate.stderr
+    for ambiguous in (ambiguous_update, ambiguous_remove):
+        assert ambiguous.returncode == 2
+        assert ambiguous.stderr.count("\n") == 1
+        assert "--for-repositories '' or 'acme/*'" in ambiguous.stderr
+        assert "Traceback" not in ambiguous.stderr
+    assert updated.returncode == 0, updated.stderr
+    assert "updated ghcr.io (acme/*)" in updated.stdout
+    assert unknown.returncode == 2 and "other/*" in unknown.stderr
+    assert removed.returncode == 0, removed.stderr
+    assert "removed ghcr.io from the draft" in removed.stdout
+    assert [(e["address"], e["repositories"], e["actions"]) for e in draft["registries"]] == [
+        ("docker.io", [], ["pull", "push"]),
+        ("ghcr.io", ["acme/*"], ["pull"]),
+    ]
+    assert draft["registries"][1]["nickname"] == "Ours"
+    assert "registry_added ghcr.io (acme/*)" in listing.stdout

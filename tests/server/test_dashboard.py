@@ -12,6 +12,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -514,3 +515,107 @@ def test_discard_puts_the_draft_back_to_the_applied_revision(client: TestClient)
     assert "Pending changes." not in page
     assert "Registry Access Management is off" in page
     assert draft(client) == ["docker.io"]
+
+
+def test_second_entry_for_an_address_is_added_edited_switched_and_removed_by_key(
+    client: TestClient,
+) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    add = {"csrf_token": token, "address": "ghcr.io", "allowed": "true"}
+    assert (
+        client.post("/orgs/acme/registry-access/add", data={**add, "actions": "pull"}).status_code
+        == 303
+    )
+    second = client.post(
+        "/orgs/acme/registry-access/add",
+        data={**add, "nickname": "Ours", "repositories": "acme/*", "actions": ["pull", "push"]},
+    )
+    assert second.status_code == 303
+    assert draft(client) == ["docker.io", "ghcr.io", "ghcr.io"]
+    again = client.post(
+        "/orgs/acme/registry-access/add", data={**add, "repositories": "acme/*", "actions": "pull"}
+    )
+    assert again.status_code == 409
+    assert "&#39;ghcr.io&#39; for repositories acme/*" in again.text
+
+    page = client.get("/orgs/acme/registry-access").text
+    assert '<tr data-address="ghcr.io" data-repositories=""' in page
+    assert '<tr data-address="ghcr.io" data-repositories="acme/*"' in page
+    assert 'aria-label="Edit ghcr.io (acme/*)"' in page
+    assert "edit?address=ghcr.io&amp;repositories=acme%2F%2A" in page
+    assert "Add ghcr.io (acme/*)" in page  # the pending-changes banner tells them apart
+    version = re.search(r'name="version" value="(\d+)"', page)
+    assert version
+
+    # Edit the acme/* entry: the form carries its key; the other ghcr.io entry is untouched.
+    form = client.get("/orgs/acme/registry-access/edit?address=ghcr.io&repositories=acme/*")
+    assert form.status_code == 200
+    assert 'name="original_repositories" value="acme/*"' in form.text
+    assert 'value="Ours"' in form.text
+    edited = client.post(
+        "/orgs/acme/registry-access/edit",
+        data={
+            "csrf_token": token,
+            "version": re.findall(r'name="version" value="(\d+)"', form.text)[0],
+            "original_address": "ghcr.io",
+            "original_repositories": "acme/*",
+            "address": "ghcr.io",
+            "nickname": "Acme images",
+            "allowed": "true",
+            "repositories": "acme/*",
+            "actions": ["pull", "push"],
+        },
+    )
+    assert edited.status_code == 303, edited.text
+    # By address alone the edit page cannot choose.
+    assert client.get("/orgs/acme/registry-access/edit?address=ghcr.io").status_code == 409
+
+    # The Allowed switch of the entry for every repository.
+    page = client.get("/orgs/acme/registry-access").text
+    switched = client.post(
+        "/orgs/acme/registry-access/allowed",
+        data={
+            "csrf_token": token,
+            "version": re.findall(r'name="version" value="(\d+)"', page)[0],
+            "address": "ghcr.io",
+            "repositories": "",
+            "allowed": "false",
+        },
+    )
+    assert switched.status_code == 303, switched.text
+    entries = _entries(client)
+    assert [(e["nickname"], e["allowed"], e["repositories"]) for e in entries[1:]] == [
+        ("", False, []),
+        ("Acme images", True, ["acme/*"]),
+    ]
+
+    # Remove the acme/* entry; a stale version is still refused first.
+    stale = client.post(
+        "/orgs/acme/registry-access/remove",
+        data={
+            "csrf_token": token,
+            "version": version.group(1),
+            "address": "ghcr.io",
+            "repositories": "acme/*",
+        },
+    )
+    assert stale.status_code == 409
+    removed = client.post(
+        "/orgs/acme/registry-access/remove",
+        data={"csrf_token": token, "address": "ghcr.io", "repositories": "acme/*"},
+    )
+    assert removed.status_code == 303
+    assert [(e["address"], e["repositories"]) for e in _entries(client)] == [
+        ("docker.io", []),
+        ("ghcr.io", []),
+    ]
+
+
+def _entries(client: TestClient) -> list[dict[str, Any]]:
+    token = client.cookies.get("regward_session")
+    answer = client.get(
+        "/api/v1/orgs/acme/registry-access", headers={"Authorization": f"Bearer {token}"}
+    )
+    entries: list[dict[str, Any]] = answer.json()["registries"]
+    return entries

@@ -297,6 +297,39 @@ def test_stale_edit_keeps_the_input_and_says_what_changed(server: LiveServer) ->
         expect(page.get_by_role("status").first).to_contain_text("Applied as revision")
 
 
+def test_second_entry_for_an_address_is_added_and_listed(server: LiveServer) -> None:
+    with BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "alice")
+        page.get_by_label("Registry address").fill("quay.io")
+        page.get_by_label("Nickname").fill("Quay, pull only")
+        page.get_by_text("Advanced: repositories").click()
+        page.get_by_label("Push").uncheck()
+        page.get_by_role("button", name="Add registry").click()
+        expect(page.get_by_role("status").first).to_contain_text("Added quay.io to the draft")
+
+        page.get_by_label("Registry address").fill("quay.io")
+        page.get_by_label("Nickname").fill("Our team")
+        page.get_by_text("Advanced: repositories").click()
+        page.get_by_label("Repositories").fill("team/*")
+        page.get_by_role("button", name="Add registry").click()
+        expect(page.get_by_role("status").first).to_contain_text("Added quay.io (team/*)")
+        expect(row(page, "quay.io")).to_have_count(2)
+        expect(page.locator('#registries tr[data-repositories="team/*"]')).to_contain_text(
+            "Our team"
+        )
+        expect(page.locator("#pending")).to_contain_text("Add quay.io (team/*)")
+
+        # Leave the shared draft as it was: remove both, each by its own button.
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Remove quay.io (team/*)").click()
+        expect(row(page, "quay.io")).to_have_count(1)
+        expect(row(page, "quay.io")).to_contain_text("Quay, pull only")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Remove quay.io", exact=True).click()
+        expect(row(page, "quay.io")).to_have_count(0)
+
+
 UNLABELLED = """() => Array.from(
   document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href]')
 ).filter(el => {

@@ -47,6 +47,11 @@ class ApplyBody(BaseModel):
 class ChangeOut(BaseModel):
     action: str = Field(examples=["registry_access.registry_added"])
     address: str | None = Field(examples=["ghcr.io"])
+    repositories: list[str] = Field(
+        default_factory=list,
+        examples=[["acme/*"]],
+        description="the entry's repository patterns (with `address`, the entry's key)",
+    )
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 
@@ -132,18 +137,44 @@ def add_entry(org: str, body: EntryBody, caller: CallerDep, server: ServerDep) -
         ).to_dict()
 
 
+RepositoriesQuery = Annotated[
+    str | None,
+    Query(
+        description=(
+            "Which entry of `address`, when it has several that differ in repositories: the "
+            "entry's repository patterns, comma-separated, in any order (`acme/*,acme/tools`); "
+            "an empty value (`repositories=`) is the entry without repositories (every "
+            "repository). Without it, an address with several entries gets 409 naming them."
+        ),
+        examples=["acme/*"],
+        max_length=100_000,
+    ),
+]
+
+
 @router.put(
     "/orgs/{org}/registry-access/registries/{address}",
     response_model=DraftOut,
     summary="Edit a registry entry",
 )
 def update_entry(
-    org: str, address: str, body: EntryBody, caller: CallerDep, server: ServerDep
+    org: str,
+    address: str,
+    body: EntryBody,
+    caller: CallerDep,
+    server: ServerDep,
+    repositories: RepositoriesQuery = None,
 ) -> dict[str, Any]:
     with server.database.session(write=True) as session:
         organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
         return registry_access.update_entry(
-            session, organization, caller.user, address, body.entry_dict(), body.version
+            session,
+            organization,
+            caller.user,
+            address,
+            body.entry_dict(),
+            body.version,
+            repositories=registry_access.parse_repositories(repositories),
         ).to_dict()
 
 
@@ -158,11 +189,17 @@ def remove_entry(
     caller: CallerDep,
     server: ServerDep,
     version: Annotated[int | None, Query()] = None,
+    repositories: RepositoriesQuery = None,
 ) -> dict[str, Any]:
     with server.database.session(write=True) as session:
         organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
         return registry_access.remove_entry(
-            session, organization, caller.user, address, version
+            session,
+            organization,
+            caller.user,
+            address,
+            version,
+            repositories=registry_access.parse_repositories(repositories),
         ).to_dict()
 
 
@@ -184,8 +221,5 @@ def apply(
     return {
         "revision": applied.revision,
         "created_at": applied.created_at.isoformat(),
-        "changes": [
-            {"action": c.action, "address": c.address, "before": c.before, "after": c.after}
-            for c in applied.changes
-        ],
+        "changes": [change.to_dict() for change in applied.changes],
     }

@@ -319,6 +319,12 @@ def _text(form: FormData, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _selector(value: object) -> list[str] | None:
+    """The repositories half of an entry's key from a hidden field or query parameter: None
+    when absent (the address alone names the entry), [] for the entry without repositories."""
+    return registry_access.parse_repositories(value if isinstance(value, str) else None)
+
+
 def _version(form: FormData) -> int | None:
     text = _text(form, "version")
     return int(text) if text.isdigit() else None
@@ -550,42 +556,50 @@ def add_registry(request: Request, org: str, form: Form) -> Response:
     return redirect(
         request,
         _org_path(org),
-        f"Added {entry.address} to the draft. Select Save & Apply to enforce it.",
+        f"Added {views.entry_label(entry.address, entry.to_entry().get('repositories', []))} "
+        "to the draft. Select Save & Apply to enforce it.",
     )
 
 
 @router.post("/orgs/{org}/registry-access/allowed")
 def set_allowed(request: Request, org: str, form: Form) -> Response:
+    """The Allowed switch of one entry, named by its key (hidden `address` and `repositories`)."""
     address = _text(form, "address")
+    repositories = _selector(form.get("repositories"))
     allowed = _text(form, "allowed") == "true"
 
     def write(session: Session, visitor: Visitor, organization: Organization) -> object:
-        state = registry_access.get_draft(session, organization)
-        wanted = registry_access.canonical_address(address)
-        entry = next((e for e in state.registries if e["address"] == wanted), None)
+        entry = _find_entry(session, organization, address, repositories)
         if entry is None:
-            raise NotFound(f"registry {wanted!r} is not in the list of {organization.name!r}")
+            raise NotFound(f"registry {address!r} is not in the list of {organization.name!r}")
         return registry_access.update_entry(
             session,
             organization,
             visitor.caller.user,
-            wanted,
+            entry["address"],
             {**entry, "allowed": allowed},
             _version(form),
+            repositories=entry.get("repositories") or [],
         )
 
     verb = "allowed" if allowed else "blocked"
-    return _draft_write(request, org, write, f"{address} will be {verb} after Save & Apply.")
+    label = views.entry_label(address, repositories or ())
+    return _draft_write(request, org, write, f"{label} will be {verb} after Save & Apply.")
 
 
 @router.post("/orgs/{org}/registry-access/remove")
 def remove_registry(request: Request, org: str, form: Form) -> Response:
+    """Remove one entry, named by its key (hidden `address` and `repositories`)."""
     address = _text(form, "address")
+    repositories = _selector(form.get("repositories"))
     return _draft_write(
         request,
         org,
-        lambda s, v, o: registry_access.remove_entry(s, o, v.caller.user, address, _version(form)),
-        f"Removed {address} from the draft. Select Save & Apply to enforce it.",
+        lambda s, v, o: registry_access.remove_entry(
+            s, o, v.caller.user, address, _version(form), repositories=repositories
+        ),
+        f"Removed {views.entry_label(address, repositories or ())} from the draft. "
+        "Select Save & Apply to enforce it.",
     )
 
 
@@ -640,6 +654,7 @@ def _edit_page(
     visitor: Visitor,
     organization: Organization,
     original: str,
+    original_repositories: list[str],
     form: views.EntryForm,
     *,
     status: int = 200,
@@ -655,9 +670,11 @@ def _edit_page(
         org=organization.name,
         tab="registry-access",
         status=status,
-        title=f"Edit {original}",
+        title=f"Edit {views.entry_label(original, original_repositories)}",
         error=error,
         original_address=original,
+        original_repositories=registry_access.repositories_text(original_repositories),
+        original_label=views.entry_label(original, original_repositories),
         version=state.version,
         form=form,
         errors=errors or {},
@@ -665,18 +682,28 @@ def _edit_page(
     )
 
 
-def _find_entry(state: registry_access.DraftState, address: str) -> dict[str, Any] | None:
+def _find_entry(
+    session: Session, organization: Organization, address: str, repositories: list[str] | None
+) -> dict[str, Any] | None:
+    """The draft's entry for `address` and `repositories` (None: the address alone, Conflict
+    when it has several entries), or None when there is none."""
+    registries = registry_access.get_draft(session, organization).registries
+    entries = registry_access.parse_entries(registries)
     try:
-        wanted = registry_access.canonical_address(address)
-    except InvalidInput:
+        index = registry_access.find_index(entries, address, repositories, organization)
+    except (InvalidInput, NotFound):
         return None
-    return next((e for e in state.registries if e["address"] == wanted), None)
+    return dict(registries[index])
 
 
 @router.get("/orgs/{org}/registry-access/edit")
-def edit_form(request: Request, org: str, address: str = "") -> Response:
+def edit_form(
+    request: Request, org: str, address: str = "", repositories: str | None = None
+) -> Response:
+    """`?address=ghcr.io&repositories=acme/*`; `repositories` may be left out when the address
+    has one entry, and is empty for the entry without repositories."""
     with _org(request, org, owner=True, write=False) as (session, visitor, organization):
-        entry = _find_entry(registry_access.get_draft(session, organization), address)
+        entry = _find_entry(session, organization, address, _selector(repositories))
         if entry is None:
             raise NotFound(f"registry {address!r} is not in the list of {org!r}")
         return _edit_page(
@@ -685,13 +712,17 @@ def edit_form(request: Request, org: str, address: str = "") -> Response:
             visitor,
             organization,
             entry["address"],
+            list(entry.get("repositories") or ()),
             views.EntryForm.from_entry(entry),
         )
 
 
 @router.post("/orgs/{org}/registry-access/edit")
 def edit(request: Request, org: str, form: Form) -> Response:
+    """Save the edit of the entry named by hidden `original_address` and
+    `original_repositories` (its key when the form was loaded)."""
     original = _text(form, "original_address")
+    original_repositories = _selector(form.get("original_repositories"))
     entry = views.EntryForm.from_form(
         form, [a for a in form.getlist("actions") if isinstance(a, str)]
     )
@@ -704,12 +735,13 @@ def edit(request: Request, org: str, form: Form) -> Response:
                 original,
                 entry.to_entry(),
                 _version(form),
+                repositories=original_repositories,
             )
     except (Conflict, InvalidInput, NotFound) as error:
         with _org(request, org, owner=True, write=False) as (session, visitor, organization):
             current: dict[str, Any] | None = None
             if isinstance(error, Conflict | NotFound):
-                found = _find_entry(registry_access.get_draft(session, organization), original)
+                found = _find_entry(session, organization, original, original_repositories)
                 current = found if found is not None else {"missing": True}
             return _edit_page(
                 request,
@@ -717,6 +749,7 @@ def edit(request: Request, org: str, form: Form) -> Response:
                 visitor,
                 organization,
                 original,
+                original_repositories or [],
                 entry,
                 status=error.status,
                 error=f"Your change was not saved. {_sentence(error)}"

@@ -16,7 +16,7 @@ from regward.policy import LintWarning
 from regward.server.models import ActivityEvent, Denial
 from regward.server.services import activity
 from regward.server.services.devices import DeviceStatus
-from regward.server.services.registry_access import Change
+from regward.server.services.registry_access import Change, repositories_text
 
 
 @dataclass
@@ -104,6 +104,21 @@ class EntryRow:
     extra_hosts: list[str]
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def key_repositories(self) -> str:
+        """The repositories half of the entry's key, as the forms' hidden field carries it."""
+        return repositories_text(self.repositories)
+
+    @property
+    def label(self) -> str:
+        """`ghcr.io`, or `ghcr.io (acme/*)`: tells apart the entries of one address."""
+        return entry_label(self.address, self.repositories)
+
+
+def entry_label(address: str, repositories: Iterable[str]) -> str:
+    patterns = list(repositories)
+    return f"{address} ({', '.join(patterns)})" if patterns else address
+
 
 def entry_rows(
     registries: Iterable[Mapping[str, Any]], warnings: Sequence[LintWarning]
@@ -140,7 +155,7 @@ def describe_change(change: Change) -> str:
         "registry_access.registry_updated": "Change",
         "registry_access.registry_removed": "Remove",
     }.get(change.action, change.action)
-    return f"{verb} {change.address}"
+    return f"{verb} {entry_label(change.address or '', change.repositories)}"
 
 
 def when(moment: datetime | None) -> str:
@@ -180,6 +195,8 @@ class EventRow:
 def event_row(event: ActivityEvent) -> EventRow:
     data = dict(event.data or {})
     subject = data.get("address") or data.get("member") or data.get("name")
+    if data.get("address") and isinstance(data.get("repositories"), list):
+        subject = entry_label(str(data["address"]), (str(r) for r in data["repositories"]))
     summary = activity.describe(event.action)
     if subject:
         summary = f"{summary}: {subject}"

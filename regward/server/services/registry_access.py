@@ -6,13 +6,19 @@ draft has moved on since, it is refused with Conflict, so two owners never overw
 unknowingly. Entry-level writes (add, update, remove, toggle) are applied to the current draft
 under a row lock, so without a version they still never lose a concurrent edit.
 
+An entry is identified by its key: the canonical address and the set of its canonical
+repository patterns (empty: every repository). One address may have several entries that differ
+in repositories (`ghcr.io` for pull, `ghcr.io` `acme/*` for push too); two entries with the same
+key are refused. Edits name an entry by its address and, when the address has several entries,
+its repositories.
+
 `apply` signs the draft as revision N+1 and writes the Activity events that describe what
 changed since revision N (Docker's action names), all in one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +37,27 @@ from regward.server.services import activity
 DOCKER_HUB = {"address": "docker.io", "nickname": "Docker Hub"}
 MAX_ENTRIES = 10_000
 
+EntryKey = tuple[str, frozenset[str]]
+"""(canonical address, canonical repository patterns): what identifies an entry in a draft."""
+
+
+def entry_key(entry: RegistryEntry) -> EntryKey:
+    return str(entry.address), frozenset(str(p) for p in entry.repositories)
+
+
+def repositories_text(patterns: Iterable[str]) -> str:
+    """A key's patterns as the API's `repositories` parameter takes them: sorted, comma-separated
+    ("" for an entry without repositories)."""
+    return ",".join(sorted(patterns))
+
+
+def describe_key(key: EntryKey) -> str:
+    """`'ghcr.io' for every repository` or `'ghcr.io' for repositories acme/*, acme/x`."""
+    address, patterns = key
+    if not patterns:
+        return f"{address!r} for every repository"
+    return f"{address!r} for repositories {', '.join(sorted(patterns))}"
+
 
 @dataclass(frozen=True)
 class Change:
@@ -40,6 +67,17 @@ class Change:
     address: str | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    repositories: tuple[str, ...] = ()
+    """The entry's patterns, sorted (the new ones for an update): with `address`, its key."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "address": self.address,
+            "repositories": list(self.repositories),
+            "before": self.before,
+            "after": self.after,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,10 +102,7 @@ class DraftState:
             "updated_at": self.updated_at.isoformat(),
             "updated_by": self.updated_by,
             "applied_revision": self.applied_revision,
-            "pending_changes": [
-                {"action": c.action, "address": c.address, "before": c.before, "after": c.after}
-                for c in self.pending
-            ],
+            "pending_changes": [change.to_dict() for change in self.pending],
         }
 
 
@@ -91,21 +126,23 @@ def parse_entry(data: object, where: str = "entry") -> RegistryEntry:
 
 
 def parse_entries(data: object) -> list[RegistryEntry]:
-    """A `registries` list; InvalidInput for a bad entry or an address listed twice."""
+    """A `registries` list; InvalidInput for a bad entry or a key (address and repositories)
+    listed twice."""
     if not isinstance(data, list):
         raise InvalidInput(f"registries: {data!r} must be a list of entries")
     if len(data) > MAX_ENTRIES:
         raise InvalidInput(f"registries: {len(data)} entries; at most {MAX_ENTRIES} are allowed")
     entries: list[RegistryEntry] = []
-    seen: set[str] = set()
+    seen: set[EntryKey] = set()
     for index, item in enumerate(data):
         entry = parse_entry(item, f"registries[{index}]")
-        address = str(entry.address)
-        if address in seen:
+        key = entry_key(entry)
+        if key in seen:
             raise InvalidInput(
-                f"registries[{index}].address: {address!r} is listed twice; edit the first entry"
+                f"registries[{index}].address: {describe_key(key)} is listed twice; "
+                "edit the first entry"
             )
-        seen.add(address)
+        seen.add(key)
         entries.append(entry)
     return entries
 
@@ -113,6 +150,23 @@ def parse_entries(data: object) -> list[RegistryEntry]:
 def canonical_address(text: object) -> str:
     """The address `text` as entries store it (`INDEX.docker.io.` -> `docker.io`)."""
     return str(parse_entry({"address": text}, "registry").address)
+
+
+def canonical_key(address: object, repositories: Sequence[str]) -> EntryKey:
+    """The key of the entry for `address` with `repositories` (`nginx` on Docker Hub is
+    `library/nginx`); InvalidInput naming a bad address or pattern."""
+    if isinstance(repositories, str) or not isinstance(repositories, Sequence):
+        raise InvalidInput(f"repositories: {repositories!r} must be a list of patterns")
+    probe = {"address": address, "repositories": list(repositories)}
+    return entry_key(parse_entry(probe, "registry"))
+
+
+def parse_repositories(text: str | None) -> list[str] | None:
+    """The `repositories` selector as the API and forms take it: None when not given, [] for
+    "" (the entry without repositories), else comma-separated patterns."""
+    if text is None:
+        return None
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -184,18 +238,35 @@ def diff(old: Policy | None, new: Policy) -> list[Change]:
     if old_enabled != new.enabled:
         action = "registry_access.enabled" if new.enabled else "registry_access.disabled"
         changes.append(Change(action, None, {"enabled": old_enabled}, {"enabled": new.enabled}))
-    before = {str(e.address): e.to_dict() for e in (old.registries if old else ())}
-    after = {str(e.address): e.to_dict() for e in new.registries}
-    for address, entry in after.items():
-        if address not in before:
-            changes.append(Change("registry_access.registry_added", address, None, entry))
-        elif before[address] != entry:
+    before = {entry_key(e): e.to_dict() for e in (old.registries if old else ())}
+    after = {entry_key(e): e.to_dict() for e in new.registries}
+    # An entry whose repositories changed has a new key: pair what is left unmatched at one
+    # address, in list order, so that edit is one update (as it was when addresses were unique).
+    gone: dict[str, list[EntryKey]] = {}
+    for key in before:
+        if key not in after:
+            gone.setdefault(key[0], []).append(key)
+    replaced: dict[EntryKey, EntryKey] = {}  # new key -> old key
+    for key in after:
+        if key not in before and gone.get(key[0]):
+            replaced[key] = gone[key[0]].pop(0)
+    paired = set(replaced.values())
+    for key, entry in after.items():
+        previous = before.get(key) if key in before else before.get(replaced.get(key, key))
+        patterns = tuple(sorted(key[1]))
+        if previous is None:
+            changes.append(Change("registry_access.registry_added", key[0], None, entry, patterns))
+        elif previous != entry:
             changes.append(
-                Change("registry_access.registry_updated", address, before[address], entry)
+                Change("registry_access.registry_updated", key[0], previous, entry, patterns)
             )
-    for address, entry in before.items():
-        if address not in after:
-            changes.append(Change("registry_access.registry_removed", address, entry, None))
+    for key, entry in before.items():
+        if key not in after and key not in paired:
+            changes.append(
+                Change(
+                    "registry_access.registry_removed", key[0], entry, None, tuple(sorted(key[1]))
+                )
+            )
     return changes
 
 
@@ -265,24 +336,60 @@ def add_entry(
     entry: object,
     version: int | None = None,
 ) -> DraftState:
-    """Add one entry at the end; Conflict when its address is already listed."""
+    """Add one entry at the end; Conflict when an entry with its key (address and repositories)
+    is already listed. Another entry for a listed address with other repositories is fine."""
     new = parse_entry(entry)
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
     entries = parse_entries(draft.registries)
-    if any(e.address == new.address for e in entries):
-        raise Conflict(f"registry {str(new.address)!r} is already in the list; edit it instead")
+    _refuse_duplicate(entries, new)
     _save(draft, actor, [*entries, new])
     session.flush()
     return get_draft(session, organization)
 
 
-def _index(entries: Sequence[RegistryEntry], address: str, organization: Organization) -> int:
-    wanted = canonical_address(address)
-    for index, entry in enumerate(entries):
-        if str(entry.address) == wanted:
-            return index
-    raise NotFound(f"registry {wanted!r} is not in the list of {organization.name!r}")
+def _refuse_duplicate(
+    entries: Sequence[RegistryEntry], new: RegistryEntry, skip: int | None = None
+) -> None:
+    key = entry_key(new)
+    if any(entry_key(e) == key for i, e in enumerate(entries) if i != skip):
+        raise Conflict(
+            f"registry {describe_key(key)} is already in the list; edit that entry instead, "
+            "or give this one other repositories"
+        )
+
+
+def find_index(
+    entries: Sequence[RegistryEntry],
+    address: str,
+    repositories: Sequence[str] | None,
+    organization: Organization,
+) -> int:
+    """The position of the entry for `address` and `repositories` (None: the address alone,
+    Conflict naming the choices when it has several entries; []: the entry without
+    repositories); NotFound when there is none."""
+    if repositories is None:
+        wanted = canonical_address(address)
+        found = [i for i, e in enumerate(entries) if str(e.address) == wanted]
+        if len(found) > 1:
+            choices = " or ".join(repr(repositories_text(entry_key(entries[i])[1])) for i in found)
+            raise Conflict(
+                f"registry {wanted!r} has {len(found)} entries; say which by its repositories: "
+                f"{choices} ('' is the entry for every repository)"
+            )
+    else:
+        key = canonical_key(address, repositories)
+        wanted = key[0]
+        found = [i for i, e in enumerate(entries) if entry_key(e) == key]
+        if not found:
+            listed = any(str(e.address) == wanted for e in entries)
+            raise NotFound(
+                f"registry {describe_key(key)} is not in the list of {organization.name!r}"
+                + ("; the address has entries for other repositories" if listed else "")
+            )
+    if not found:
+        raise NotFound(f"registry {wanted!r} is not in the list of {organization.name!r}")
+    return found[0]
 
 
 def update_entry(
@@ -292,15 +399,17 @@ def update_entry(
     address: str,
     entry: object,
     version: int | None = None,
+    *,
+    repositories: Sequence[str] | None = None,
 ) -> DraftState:
-    """Replace the entry for `address` (the new entry may change the address)."""
+    """Replace the entry for `address` (and `repositories`, see `find_index`); the new entry
+    may change the address and repositories, but not to another entry's key."""
     new = parse_entry(entry)
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
     entries = parse_entries(draft.registries)
-    index = _index(entries, address, organization)
-    if any(e.address == new.address for i, e in enumerate(entries) if i != index):
-        raise Conflict(f"registry {str(new.address)!r} is already in the list; edit it instead")
+    index = find_index(entries, address, repositories, organization)
+    _refuse_duplicate(entries, new, skip=index)
     entries[index] = new
     _save(draft, actor, entries)
     session.flush()
@@ -313,12 +422,14 @@ def remove_entry(
     actor: User,
     address: str,
     version: int | None = None,
+    *,
+    repositories: Sequence[str] | None = None,
 ) -> DraftState:
-    """Remove the entry for `address`."""
+    """Remove the entry for `address` (and `repositories`, see `find_index`)."""
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
     entries = parse_entries(draft.registries)
-    del entries[_index(entries, address, organization)]
+    del entries[find_index(entries, address, repositories, organization)]
     _save(draft, actor, entries)
     session.flush()
     return get_draft(session, organization)
@@ -392,6 +503,7 @@ def _publish(
         data: dict[str, Any] = {"revision": number, "before": change.before, "after": change.after}
         if change.address is not None:
             data["address"] = change.address
+            data["repositories"] = list(change.repositories)
         activity.record(session, organization, change.action, actor.username, **data)
     if record:
         activity.record(
