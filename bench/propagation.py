@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.harness.postgres import PostgresCluster, unavailable_reason
+from tests.harness.server import ServerProcess
 
 AGENTS = int(os.environ.get("BENCH_AGENTS", "1000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -48,13 +48,7 @@ IDLE = int(os.environ.get("BENCH_IDLE", "10000"))
 DOCKER_BASELINE_S = 24 * 3600
 ORG = "bench"
 PASSWORD = secrets.token_urlsafe(16)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+SERVER_CLI = (sys.executable, "-m", "regward.cli", "server")
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -76,51 +70,23 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-class Server:
-    """`regward server run` in a child process (initialised first unless `init` is False)."""
-
-    def __init__(
-        self, base: Path, name: str = "server", database_url: str | None = None, init: bool = True
-    ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "REGWARD_DATA_DIR": str(base / "data")}
-        self.env.pop("REGWARD_DATABASE_URL", None)
-        if database_url:
-            self.env["REGWARD_DATABASE_URL"] = database_url
-        self.log = base / f"{name}.log"
-        self.init = init
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Server:
-        cli = [sys.executable, "-m", "regward.cli", "server"]
-        if self.init:
-            subprocess.run(
-                [*cli, "init", "--org", ORG, "--owner", "owner", "--password-stdin"],
-                input=(PASSWORD + "\n").encode(),
-                env=self.env,
-                check=True,
-                capture_output=True,
-            )
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*cli, "run", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(self.log.read_text()[-2000:])
-            time.sleep(0.1)
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+def start_server(
+    base: Path, name: str = "server", database_url: str | None = None, init: bool = True
+) -> ServerProcess:
+    """`regward server run` on its own data directory, initialised first unless `init` is False."""
+    env = {"REGWARD_DATA_DIR": str(base / "data")}
+    if database_url:
+        env["REGWARD_DATABASE_URL"] = database_url
+    server = ServerProcess(env, base / f"{name}.log")
+    if init:
+        subprocess.run(
+            [*SERVER_CLI, "init", "--org", ORG, "--owner", "owner", "--password-stdin"],
+            input=(PASSWORD + "\n").encode(),
+            env=server.env,
+            check=True,
+            capture_output=True,
+        )
+    return server
 
 
 class Agent:
@@ -166,7 +132,9 @@ class Agent:
             writer.close()
 
 
-async def propagation(pollers: list[Server], applier: Server, token: str, owner: str) -> Result:
+async def propagation(
+    pollers: list[ServerProcess], applier: ServerProcess, token: str, owner: str
+) -> Result:
     """Agents spread over `pollers`; the owner applies through `applier`."""
     agents = [Agent(pollers[i % len(pollers)].port, token) for i in range(AGENTS)]
     tasks = []
@@ -221,7 +189,7 @@ class Result:
     cross: list[float]  # from sending, agents polling another process than the applier's
 
 
-async def idle_memory(server: Server, token: str) -> tuple[float, float]:
+async def idle_memory(server: ServerProcess, token: str) -> tuple[float, float]:
     assert server.process is not None
     before = rss_mb(server.process.pid)
     agents = [Agent(server.port, token) for _ in range(IDLE)]
@@ -244,7 +212,7 @@ async def idle_memory(server: Server, token: str) -> tuple[float, float]:
     return before, held
 
 
-def tokens(server: Server) -> tuple[str, str]:
+def tokens(server: ServerProcess) -> tuple[str, str]:
     owner = httpx.post(
         f"{server.url}/api/v1/auth/token", json={"username": "owner", "password": PASSWORD}
     ).json()["token"]
@@ -266,7 +234,10 @@ def two_processes() -> Result | None:
         url = cluster.create_database("rwsrv_bench")
         with tempfile.TemporaryDirectory(prefix="rwsrv-bench-") as tmp:
             base = Path(tmp)
-            with Server(base, "a", url) as first, Server(base, "b", url, init=False) as second:
+            with (
+                start_server(base, "a", url) as first,
+                start_server(base, "b", url, init=False) as second,
+            ):
                 owner, agent = tokens(first)
                 return asyncio.run(propagation([first, second], first, agent, owner))
     finally:
@@ -280,7 +251,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def main() -> int:
     raise_fd_limit(IDLE * 2 + 1000)
-    with tempfile.TemporaryDirectory(prefix="rwsrv-bench-") as tmp, Server(Path(tmp)) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="rwsrv-bench-") as tmp,
+        start_server(Path(tmp)) as server,
+    ):
         owner, agent = tokens(server)
         # Memory first, on the fresh process; then propagation.
         before, held = asyncio.run(idle_memory(server, agent))

@@ -1,5 +1,5 @@
 """A real Chromium for browser tests (Debian's /usr/bin/chromium driven by Playwright from
-PyPI) and a real server process for it to talk to.
+PyPI) and the flags that keep it on loopback.
 
 Each `BrowserSession` is one Chromium process with a fresh profile directory, so two sessions
 never share cookies (an owner and a member side by side). The browser downloads nothing:
@@ -9,24 +9,16 @@ never share cookies (an owner and a member side by side). The browser downloads 
         page = browser.page
         page.goto(f"{base_url}/signin")
 
-`LiveServer` runs the policy server (dashboard included) as its own uvicorn process on a free
-loopback port, with the data directory (SQLite file, signing key) the caller prepared.
+The server the browser talks to is `tests.harness.server.ServerProcess`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
@@ -98,73 +90,3 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
-
-
-# The server process: the app `create_app` builds from REGWARD_* settings, under uvicorn.
-_SERVE = (
-    "import sys, uvicorn\n"
-    "from regward.server.app import create_app\n"
-    "from regward.server.settings import Settings\n"
-    "uvicorn.run(create_app(Settings.from_env()), host='127.0.0.1', port=int(sys.argv[1]),"
-    " log_level='warning')\n"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class LiveServer:
-    """`regward` server in a subprocess on 127.0.0.1; `url` is its address once started."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> LiveServer:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith("REGWARD_") and not key.upper().endswith("_PROXY")
-        }
-        env["REGWARD_DATA_DIR"] = str(self.data_dir)
-        env["REGWARD_PUBLIC_URL"] = self.url
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", _SERVE, str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/signin", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"server did not answer on {self.url}: {self.log_path.read_text()}")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness.server import free_port
+
 PG_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"
 
@@ -44,13 +46,6 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0 and os.environ.get("USER") != SUPERUSER:
         return "starting PostgreSQL needs root (to run initdb as the postgres user)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _as_postgres(args: list[str]) -> list[str]:

@@ -28,10 +28,10 @@ from tests.harness.browser import (
     LAPTOP,
     PHONE,
     BrowserSession,
-    LiveServer,
     require_chromium,
     screenshot,
 )
+from tests.harness.server import ServerProcess
 
 pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts share it
@@ -55,15 +55,15 @@ def seed(data_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     require_chromium()
     root = tmp_path_factory.mktemp("rwdash-server")
     seed(root / "data")
-    with LiveServer(root / "data", root / "server.log") as live:
+    with ServerProcess({"REGWARD_DATA_DIR": str(root / "data")}, root / "server.log") as live:
         yield live
 
 
-def api(server: LiveServer, method: str, path: str, body: Any = None, token: str = "") -> Any:
+def api(server: ServerProcess, method: str, path: str, body: Any = None, token: str = "") -> Any:
     """A REST call, as a script or an agent would make it."""
     answer = httpx.request(
         method,
@@ -76,13 +76,13 @@ def api(server: LiveServer, method: str, path: str, body: Any = None, token: str
     return answer.json() if answer.content else None
 
 
-def token_of(server: LiveServer, username: str) -> str:
+def token_of(server: ServerProcess, username: str) -> str:
     answer = api(server, "POST", "/api/v1/auth/token", {"username": username, "password": PASSWORD})
     token: str = answer["token"]
     return token
 
 
-def sign_in(page: Page, server: LiveServer, username: str) -> None:
+def sign_in(page: Page, server: ServerProcess, username: str) -> None:
     page.goto(server.url + "/")
     expect(page).to_have_url(f"{server.url}/signin?next=%2F")
     page.get_by_label("Username").fill(username)
@@ -101,7 +101,7 @@ def fail_on_dialog(dialog: Dialog) -> None:
     raise AssertionError(f"unexpected dialog: {message!r}")
 
 
-def test_owner_adds_ghcr_applies_and_finds_it_in_activity(server: LiveServer) -> None:
+def test_owner_adds_ghcr_applies_and_finds_it_in_activity(server: ServerProcess) -> None:
     with BrowserSession() as browser:
         page = browser.page
         sign_in(page, server, "alice")
@@ -148,7 +148,7 @@ def test_owner_adds_ghcr_applies_and_finds_it_in_activity(server: LiveServer) ->
         expect(page.locator("li.event")).to_have_count(1)
 
 
-def test_member_sees_read_only_pages_and_cannot_post(server: LiveServer) -> None:
+def test_member_sees_read_only_pages_and_cannot_post(server: ServerProcess) -> None:
     with BrowserSession() as browser:
         page = browser.page
         sign_in(page, server, "bob")
@@ -176,7 +176,7 @@ def test_member_sees_read_only_pages_and_cannot_post(server: LiveServer) -> None
         expect(page.get_by_role("button", name="Add member")).to_have_count(0)
 
 
-def test_outsider_sees_nothing_of_another_organization(server: LiveServer) -> None:
+def test_outsider_sees_nothing_of_another_organization(server: ServerProcess) -> None:
     with BrowserSession() as browser:
         page = browser.page
         sign_in(page, server, "eve")
@@ -190,7 +190,7 @@ def test_outsider_sees_nothing_of_another_organization(server: LiveServer) -> No
             assert "docker.io" not in page.content()
 
 
-def test_nickname_with_markup_is_shown_as_text(server: LiveServer) -> None:
+def test_nickname_with_markup_is_shown_as_text(server: ServerProcess) -> None:
     payload = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2</script>'
     with BrowserSession() as browser:
         page = browser.page
@@ -239,7 +239,7 @@ class _AttackerPage(BaseHTTPRequestHandler):
         pass
 
 
-def test_forged_post_without_csrf_token_is_refused(server: LiveServer) -> None:
+def test_forged_post_without_csrf_token_is_refused(server: ServerProcess) -> None:
     _AttackerPage.target = server.url + "/orgs/acme/registry-access/add"
     attacker = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
     thread = threading.Thread(target=attacker.serve_forever, name="rwdash-attacker", daemon=True)
@@ -266,7 +266,7 @@ def test_forged_post_without_csrf_token_is_refused(server: LiveServer) -> None:
         thread.join()
 
 
-def test_stale_edit_keeps_the_input_and_says_what_changed(server: LiveServer) -> None:
+def test_stale_edit_keeps_the_input_and_says_what_changed(server: ServerProcess) -> None:
     alice = token_of(server, "alice")
     with BrowserSession() as browser:
         page = browser.page
@@ -297,7 +297,7 @@ def test_stale_edit_keeps_the_input_and_says_what_changed(server: LiveServer) ->
         expect(page.get_by_role("status").first).to_contain_text("Applied as revision")
 
 
-def test_second_entry_for_an_address_is_added_and_listed(server: LiveServer) -> None:
+def test_second_entry_for_an_address_is_added_and_listed(server: ServerProcess) -> None:
     with BrowserSession() as browser:
         page = browser.page
         sign_in(page, server, "alice")
@@ -341,7 +341,7 @@ UNLABELLED = """() => Array.from(
 }).map(el => el.outerHTML)"""
 
 
-def test_every_control_is_labelled_and_reachable_by_keyboard(server: LiveServer) -> None:
+def test_every_control_is_labelled_and_reachable_by_keyboard(server: ServerProcess) -> None:
     with BrowserSession() as browser:
         page = browser.page
         sign_in(page, server, "alice")
@@ -378,7 +378,7 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(server: LiveServer)
         expect(row(page, "registry.k8s.io")).to_have_count(0)
 
 
-def test_screenshots_of_every_page(server: LiveServer) -> None:
+def test_screenshots_of_every_page(server: ServerProcess) -> None:
     """Not a check of looks: saves the pages for a person to review (test-artifacts/)."""
     bob = token_of(server, "bob")
     revision = api(server, "GET", "/api/v1/orgs/acme/policy", token=bob)["policy"]["revision"]

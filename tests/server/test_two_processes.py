@@ -20,8 +20,8 @@ import pytest
 
 from regward.policy import SignedPolicy
 from tests.harness.postgres import PostgresCluster
+from tests.harness.server import ServerProcess
 from tests.server.conftest import PASSWORD, TEMPLATE
-from tests.server.live import ProcessServer
 
 pytestmark = pytest.mark.postgres
 ORG = "/api/v1/orgs/acme"
@@ -29,8 +29,8 @@ ORG = "/api/v1/orgs/acme"
 
 @dataclass
 class Pair:
-    a: ProcessServer
-    b: ProcessServer
+    a: ServerProcess
+    b: ServerProcess
     token: str
     cluster: PostgresCluster
 
@@ -63,7 +63,7 @@ def pair(pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) 
         text=True,
     )
     assert init.returncode == 0, init.stderr
-    with ProcessServer(env, base / "a.log") as a, ProcessServer(env, base / "b.log") as b:
+    with ServerProcess(env, base / "a.log") as a, ServerProcess(env, base / "b.log") as b:
         token = httpx.post(
             f"{a.url}/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
         ).json()["token"]
@@ -75,7 +75,7 @@ def _revision(answer: httpx.Response) -> int:
     return SignedPolicy.from_json(answer.content).policy.revision
 
 
-def _apply(server: ProcessServer, headers: dict[str, str], address: str) -> int:
+def _apply(server: ServerProcess, headers: dict[str, str], address: str) -> int:
     added = httpx.post(
         f"{server.url}{ORG}/registry-access/registries", json={"address": address}, headers=headers
     )
@@ -85,12 +85,12 @@ def _apply(server: ProcessServer, headers: dict[str, str], address: str) -> int:
     return int(applied.json()["revision"])
 
 
-def _current(server: ProcessServer, headers: dict[str, str]) -> int:
+def _current(server: ServerProcess, headers: dict[str, str]) -> int:
     return _revision(httpx.get(f"{server.url}{ORG}/policy", headers=headers))
 
 
 def _poll_then_apply(
-    pair: Pair, poller: ProcessServer, applier: ProcessServer, address: str
+    pair: Pair, poller: ServerProcess, applier: ServerProcess, address: str
 ) -> int:
     after = _current(poller, pair.headers)
     with concurrent.futures.ThreadPoolExecutor(5) as pool:

@@ -1,0 +1,73 @@
+"""`regward server run` as a child process on a free loopback port, for tests and benches.
+
+    with ServerProcess({"REGWARD_DATA_DIR": str(data)}, log=tmp / "server.log") as server:
+        httpx.get(f"{server.url}/api/v1/health")
+
+The child starts from this process's environment without any `REGWARD_*` or proxy variable,
+plus `env`; `REGWARD_PUBLIC_URL` is its own address. It is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    def __init__(self, env: Mapping[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("REGWARD_") and not key.upper().endswith("_PROXY")
+        }
+        self.env.update(env)
+        self.env.setdefault("REGWARD_PUBLIC_URL", self.url)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        command = [sys.executable, "-m", "regward.cli", "server", "run"]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
