@@ -18,11 +18,9 @@ from fastapi import FastAPI
 
 from regward.server.app import create_app
 from regward.server.db import Database
-from regward.server.keys import load_or_create
-from regward.server.models import Role
-from regward.server.services import auth, orgs
 from regward.server.settings import Settings
 from tests.harness.postgres import PostgresCluster, unavailable_reason
+from tests.server.accounts import PASSWORD, make_users
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers the httpx2 fork for its test client; httpx works the same here.
@@ -30,7 +28,6 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 TEMPLATE = "rwsrv_template"
-PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts share it
 _counter = itertools.count()
 
 
@@ -97,23 +94,6 @@ class World:
 
     def headers(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
-
-
-def make_users(database: Database, settings: Settings) -> None:
-    key = load_or_create(settings.signing_key_path)
-    with database.session(write=True) as session:
-        alice = auth.create_user(session, "alice", PASSWORD)
-        orgs.create(session, "acme", alice, key)
-        organization = orgs.get(session, "acme")
-        assert organization is not None
-        orgs.add_member(session, organization, alice, "bob", Role.MEMBER)
-        bob = auth.get_user(session, "bob")
-        assert bob is not None
-        auth.set_password(session, bob, PASSWORD)
-        auth.create_user(session, "eve", PASSWORD)
-        eve = auth.get_user(session, "eve")
-        assert eve is not None
-        orgs.create(session, "evilcorp", eve, key)
 
 
 @pytest.fixture

@@ -23,13 +23,13 @@ from regward.server.keys import load_or_create
 from regward.server.models import Role
 from regward.server.services import auth, orgs, registry_access
 from regward.server.settings import Settings
+from tests.server.accounts import PASSWORD, make_users
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers the httpx2 fork for its test client; httpx works the same here.
     warnings.simplefilter("ignore", UserWarning)
     from starlette.testclient import TestClient
 
-PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts share it
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOKEN_SHOWN = re.compile(r'id="created-token" type="text" readonly value="(rwp_[^"]+)"')
 
@@ -39,16 +39,7 @@ def client(tmp_path: Path, sqlite_template: Path) -> Iterator[TestClient]:
     shutil.copy(sqlite_template, tmp_path / "regward.db")
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'regward.db'}")
     database = Database(settings.database_url)
-    key = load_or_create(settings.signing_key_path)
-    with database.session(write=True) as session:
-        alice = auth.create_user(session, "alice", PASSWORD)
-        acme = orgs.create(session, "acme", alice, key)
-        orgs.add_member(session, acme, alice, "bob", Role.MEMBER)
-        bob = auth.get_user(session, "bob")
-        assert bob is not None
-        auth.set_password(session, bob, PASSWORD)
-        eve = auth.create_user(session, "eve", PASSWORD)
-        orgs.create(session, "evilcorp", eve, key)
+    make_users(database, settings)
     app = create_app(settings, database=database)
     with TestClient(app, follow_redirects=False) as test_client:
         yield test_client

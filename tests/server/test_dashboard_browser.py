@@ -19,9 +19,6 @@ import pytest
 from playwright.sync_api import Dialog, Page, expect
 
 from regward.server.db import Database
-from regward.server.keys import load_or_create
-from regward.server.models import Role
-from regward.server.services import auth, orgs
 from regward.server.settings import Settings
 from tests.harness.browser import (
     ARTIFACTS,
@@ -32,25 +29,16 @@ from tests.harness.browser import (
     screenshot,
 )
 from tests.harness.server import ServerProcess
+from tests.server.accounts import PASSWORD, make_users
 
 pytestmark = pytest.mark.browser
-PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts share it
 
 
 def seed(data_dir: Path) -> None:
     settings = Settings.from_env({"REGWARD_DATA_DIR": str(data_dir)})
     database = Database(settings.database_url)
     database.upgrade()
-    key = load_or_create(settings.signing_key_path)
-    with database.session(write=True) as session:
-        alice = auth.create_user(session, "alice", PASSWORD)
-        acme = orgs.create(session, "acme", alice, key)
-        orgs.add_member(session, acme, alice, "bob", Role.MEMBER)
-        bob = auth.get_user(session, "bob")
-        assert bob is not None
-        auth.set_password(session, bob, PASSWORD)
-        eve = auth.create_user(session, "eve", PASSWORD)
-        orgs.create(session, "evilcorp", eve, key)
+    make_users(database, settings)
     database.dispose()
 
 
