@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from regward.policy import public_key_to_text
 from regward.server.api.deps import CallerDep, ServerDep
-from regward.server.dashboard.security import SignInLimiter
+from regward.server.dashboard.security import sign_in_limiter
 from regward.server.errors import Unauthenticated
 from regward.server.models import MAX_REVISION, Scope, Token
 from regward.server.services import auth, orgs, tokens
@@ -49,15 +49,6 @@ def token_dict(token: Token) -> dict[str, Any]:
     }
 
 
-def _limiter(request: Request) -> SignInLimiter:
-    """The same failure counts as the dashboard's sign-in form: two doors, one limit."""
-    state = request.app.state
-    if not hasattr(state, "dashboard_limiter"):
-        state.dashboard_limiter = SignInLimiter()
-    limiter: SignInLimiter = state.dashboard_limiter
-    return limiter
-
-
 class TokenOut(BaseModel):
     token: str = Field(examples=["rws_3q2..."])
 
@@ -69,7 +60,7 @@ class TokenOut(BaseModel):
     responses={429: {"description": "too many failed attempts; see Retry-After"}},
 )
 def sign_in(body: Credentials, request: Request, server: ServerDep) -> Response:
-    limiter = _limiter(request)
+    limiter = sign_in_limiter(request)
     client = request.client.host if request.client else "unknown"
     wait = limiter.retry_after(body.username, client)
     if wait:

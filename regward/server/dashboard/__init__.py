@@ -16,11 +16,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from regward.server.dashboard.routes import STATIC_DIR, router
-from regward.server.dashboard.security import SignInLimiter
 
 
 def install(app: FastAPI) -> None:
     """Serve the dashboard's pages at / and its assets at /static."""
-    app.state.dashboard_limiter = SignInLimiter()
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -39,10 +39,10 @@ from regward.server.dashboard.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
     SIGNIN_CSRF_COOKIE,
-    SignInLimiter,
     csrf_for_session,
     new_signin_csrf,
     same_token,
+    sign_in_limiter,
 )
 from regward.server.errors import (
     Conflict,
@@ -330,14 +330,6 @@ def _version(form: FormData) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _limiter(request: Request) -> SignInLimiter:
-    state = request.app.state
-    if not hasattr(state, "dashboard_limiter"):
-        state.dashboard_limiter = SignInLimiter()
-    limiter: SignInLimiter = state.dashboard_limiter
-    return limiter
-
-
 def _safe_next(target: str) -> str:
     """Only a path on this server: never `//other.host` or `https://...`."""
     if target.startswith("/") and not target.startswith("//") and "\\" not in target:
@@ -396,7 +388,7 @@ async def signin(request: Request) -> Response:
     username = _text(form, "username").strip()
     password = _text(form, "password")
     client = request.client.host if request.client else "unknown"
-    limiter = _limiter(request)
+    limiter = sign_in_limiter(request)
     wait = limiter.retry_after(username, client)
     if wait:
         return _signin_page(
@@ -1081,7 +1073,7 @@ def change_password(request: Request, form: Form) -> Response:
             return _account_page(
                 request, visitor, status=422, error="The two new passwords differ; type them again."
             )
-    limiter = _limiter(request)
+    limiter = sign_in_limiter(request)
     client = request.client.host if request.client else "unknown"
     try:
         with _using(request, write=True) as (session, visitor):

@@ -22,6 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from starlette.requests import Request
+
 SESSION_COOKIE = "regward_session"
 SIGNIN_CSRF_COOKIE = "regward_signin_csrf"
 CSRF_FIELD = "csrf_token"
@@ -42,6 +44,13 @@ def same_token(expected: str | None, given: str | None) -> bool:
     if not expected or not given:
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def sign_in_limiter(request: Request) -> SignInLimiter:
+    """The server's one count of failed sign-ins, shared by the dashboard's form and the API's
+    token endpoint (two doors, one limit); `create_app` makes it."""
+    limiter: SignInLimiter = request.app.state.sign_in_limiter
+    return limiter
 
 
 class SignInLimiter:
