@@ -2,15 +2,15 @@
 
 `evaluate(policy, action, reference)` answers for the AuthZ plugin and `regward check`;
 `evaluate_host(policy, host, port)` for the egress proxy, which sees only where a connection
-goes. Both use lookup tables built once per policy, so a decision costs a few dictionary
-lookups (one per label of the host and per component of the repository), whatever the size of
-the allowlist.
+goes. Both use lookup tables built once per policy, keyed by `host:port`, so a decision costs a
+few dictionary lookups (one for an exact host, one per label for a wildcard, one per component
+for repository rules), whatever the size of the allowlist.
 
 Rules (PRODUCT.md, "Policy semantics"): off allows everything. On, the most specific address
 that covers the host and port decides (an exact host over a wildcard, a longer domain over a
 shorter, an explicit port over none), so a broader address never overrides an entry that
 narrows a host to some repositories. Among that address's entries the most specific repository
-pattern decides (exact over prefix, longer prefix over shorter, any pattern over none); no
+pattern decides (exact over prefix, longer prefix over shorter, `*` the same as none); no
 pattern matching means denied. Among equally specific entries a switched-off one wins, else the
 action must be one any of them allows. The proxy may reach a host whose most specific address
 has an entry switched on, or a catalog or extra host of an allowed entry.
@@ -19,12 +19,12 @@ has an entry switched on, or a catalog or extra host of an allowed entry.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from regward.errors import InvalidAddress
 from regward.policy.address import DEFAULT_PORTS, Address, normalize_host
 from regward.policy.catalog import bundle_for
-from regward.policy.document import Action, Policy, RegistryEntry
+from regward.policy.document import Action, Policy, RegistryEntry, RepositoryPattern
 from regward.policy.reference import ImageReference
 
 HTTPS_PORT = 443
@@ -48,107 +48,112 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    """What a decision needs of an entry, in one object (fewer memory touches per decision)."""
+class _Verdict:
+    """What some entries of one address decide, worked out once.
 
-    entry: RegistryEntry
-    allowed: bool
-    actions: frozenset[Action]
-    """One of three shared sets, so it is always in cache."""
-    described: str
+    Flat on purpose: an allowed decision touches this object and the reason text, nothing more.
+    """
+
+    entries: tuple[RegistryEntry, ...]
+    switched_off: RegistryEntry | None
+    pull: RegistryEntry | None
+    pull_described: str
+    push: RegistryEntry | None
+    push_described: str
+
+    @classmethod
+    def of(cls, entries: tuple[RegistryEntry, ...]) -> _Verdict:
+        switched_off = next((e for e in entries if not e.allowed), None)
+        pull = next((e for e in entries if Action.PULL in e.actions), None)
+        push = next((e for e in entries if Action.PUSH in e.actions), None)
+        pull_described = _describe(pull) if pull else ""
+        return cls(
+            entries, switched_off, pull, pull_described, push, _describe(push) if push else ""
+        )
+
+    def verdict(self, repository: str) -> _Verdict | None:
+        """No entry of this address names repositories: the verdict is the same for all."""
+        return self
 
 
-_ACTION_SETS = {
-    s: s for s in (frozenset(Action), frozenset({Action.PULL}), frozenset({Action.PUSH}))
-}
+class _Patterns(dict[str, _Verdict]):
+    """The verdicts of an address whose entries name repositories, by pattern.
+
+    Keys are `a/b` for the exact pattern, `a/b/` for `a/b/*`, and `` for `*` or no repositories,
+    so a repository's candidates are itself, then its prefixes up to each `/`, longest first.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: tuple[RegistryEntry, ...], verdicts: dict[str, _Verdict]) -> None:
+        super().__init__(verdicts)
+        self.entries = entries
+
+    def verdict(self, repository: str) -> _Verdict | None:
+        """The verdict of the most specific pattern matching `repository`, or None."""
+        found = self.get(repository)  # exact keys never end in '/', so only exact ones
+        end = len(repository)
+        while found is None and end > 0:
+            end = repository.rfind("/", 0, end)
+            found = self.get(repository[: end + 1])  # a prefix, or '' when end is -1
+        return found
 
 
-@dataclass(slots=True)
-class _Rules:
-    """Every entry that shares one address, indexed by repository pattern."""
+def _rules(entries: tuple[RegistryEntry, ...]) -> _Verdict | _Patterns:
+    """What the entries of one address decide, per repository pattern when any names some."""
+    grouped: dict[str, tuple[RegistryEntry, ...]] = {}
+    for entry in entries:
+        for key in [_pattern_key(p) for p in entry.repositories] or [""]:
+            grouped[key] = (*grouped.get(key, ()), entry)
+    if list(grouped) == [""]:
+        return _Verdict.of(entries)
+    return _Patterns(entries, {key: _Verdict.of(group) for key, group in grouped.items()})
 
-    address: Address
-    port: int | None = field(init=False)
-    specificity: tuple[int, int, int] = field(init=False)
-    exact: dict[tuple[str, ...], tuple[_Entry, ...]] = field(default_factory=dict)
-    prefix: dict[tuple[str, ...], tuple[_Entry, ...]] = field(default_factory=dict)
-    everything: tuple[_Entry, ...] | None = None
-    """The entries, when none of them names repositories."""
 
-    def __post_init__(self) -> None:
-        self.port = self.address.port
-        self.specificity = self.address.specificity
-
-    def covers(self, port: int) -> bool:
-        return port == self.port if self.port is not None else port in DEFAULT_PORTS
-
-    def add(self, entry: RegistryEntry) -> None:
-        # Tuples, not lists: their items are inline, one memory touch fewer per decision.
-        record = _Entry(entry, entry.allowed, _ACTION_SETS[entry.actions], _describe(entry))
-        if not entry.repositories:
-            self.prefix[()] = (*self.prefix.get((), ()), record)
-        for pattern in entry.repositories:
-            table = self.prefix if pattern.prefix else self.exact
-            table[pattern.components] = (*table.get(pattern.components, ()), record)
-        only_everything = not self.exact and list(self.prefix) == [()]
-        self.everything = self.prefix[()] if only_everything else None
-
-    def best(self, repository: str) -> tuple[_Entry, ...] | None:
-        """The entries of the most specific pattern that matches `repository`, or None."""
-        if self.everything is not None:  # the common case: no repository rules at this address
-            return self.everything
-        parts = tuple(repository.split("/"))
-        entries = self.exact.get(parts)
-        if entries:
-            return entries
-        for depth in range(len(parts) - 1, -1, -1):
-            entries = self.prefix.get(parts[:depth])
-            if entries:
-                return entries
-        return None
-
-    def entries(self) -> Iterable[RegistryEntry]:
-        for table in (self.exact, self.prefix):
-            for records in table.values():
-                yield from (record.entry for record in records)
+def _pattern_key(pattern: RepositoryPattern) -> str:
+    text = "/".join(pattern.components)
+    return text + "/" if pattern.prefix and text else text
 
 
 class _HostIndex:
-    """Address patterns by exact host and by wildcard domain (the part after `*.`)."""
+    """Addresses keyed by `host:port`, exact hosts and wildcard domains (the part after `*.`).
 
-    def __init__(self) -> None:
-        self.exact: dict[str, tuple[_Rules, ...]] = {}
-        self.wildcard: dict[str, tuple[_Rules, ...]] = {}
+    An address without a port is filed under each default port unless an address naming that
+    port (more specific) has the key, so one lookup finds the deciding address.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[Address, RegistryEntry]]) -> None:
+        self.exact: dict[str, _Verdict | _Patterns] = {}
+        self.wildcard: dict[str, _Verdict | _Patterns] = {}
         self.wildcard_labels: set[int] = set()
         """Label counts of the wildcard domains: only parents of these lengths are looked up."""
+        by_address: dict[Address, tuple[RegistryEntry, ...]] = {}
+        for address, entry in pairs:
+            by_address[address] = (*by_address.get(address, ()), entry)
+        # Addresses with a port last: for their port they override the same host without one.
+        for address in sorted(by_address, key=lambda a: a.port is not None):
+            rules = _rules(by_address[address])
+            table = self.wildcard if address.wildcard else self.exact
+            if address.wildcard:
+                self.wildcard_labels.add(address.host.count(".") + 1)
+            for port in (address.port,) if address.port is not None else DEFAULT_PORTS:
+                table[f"{address.host}:{port}"] = rules
 
-    def rules_for(self, address: Address) -> _Rules:
-        table = self.wildcard if address.wildcard else self.exact
-        if address.wildcard:
-            self.wildcard_labels.add(address.host.count(".") + 1)
-        candidates = table.get(address.host, ())
-        for rules in candidates:
-            if rules.address == address:
-                return rules
-        rules = _Rules(address)
-        table[address.host] = (*candidates, rules)
-        return rules
-
-    def matching(self, host: str, port: int) -> list[_Rules]:
-        """The most specific kind of pattern covering `host:port`: exact hosts, else wildcards."""
-        found = [r for r in self.exact.get(host, ()) if r.covers(port)]
-        if found:
-            return found  # an exact host is more specific than any wildcard
-        if self.wildcard:
-            labels = host.count(".") + 1
-            dot = host.find(".")
-            while dot != -1:  # every proper parent domain, by whole labels
-                labels -= 1
-                if labels in self.wildcard_labels:
-                    parent = self.wildcard.get(host[dot + 1 :], ())
-                    found.extend(r for r in parent if r.covers(port))
-                dot = host.find(".", dot + 1)
-        return found
+    def find(self, host: str, port: int) -> _Verdict | _Patterns | None:
+        """The most specific address covering `host:port`: exact host, else longest domain."""
+        rules = self.exact.get(f"{host}:{port}")
+        if rules is not None or not self.wildcard:
+            return rules
+        labels = host.count(".") + 1
+        dot = host.find(".")
+        while dot != -1:  # every proper parent domain, longest first, by whole labels
+            labels -= 1
+            if labels in self.wildcard_labels:
+                rules = self.wildcard.get(f"{host[dot + 1 :]}:{port}")
+                if rules is not None:
+                    return rules
+            dot = host.find(".", dot + 1)
+        return None
 
 
 @dataclass
@@ -161,14 +166,15 @@ def _compile(policy: Policy) -> _Compiled:
     compiled: _Compiled | None = policy._compiled
     if compiled is not None:
         return compiled
-    entries, bundles = _HostIndex(), _HostIndex()
+    bundles: list[tuple[Address, RegistryEntry]] = []
     for entry in policy.registries:
-        entries.rules_for(entry.address).add(entry)
         if entry.allowed:
             found = bundle_for(entry.address)
-            for host in (*(found[1] if found else ()), *entry.extra_hosts):
-                bundles.rules_for(host).add(entry)
-    compiled = _Compiled(entries, bundles)
+            hosts = (*(found[1] if found else ()), *entry.extra_hosts)
+            bundles.extend((host, entry) for host in hosts)
+    compiled = _Compiled(
+        _HostIndex((entry.address, entry) for entry in policy.registries), _HostIndex(bundles)
+    )
     object.__setattr__(policy, "_compiled", compiled)  # a cache on a frozen value
     return compiled
 
@@ -179,30 +185,31 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
     if not policy.enabled:
         return _off(policy)
     port = reference.port if reference.port is not None else HTTPS_PORT
-    matching = _compile(policy).entries.matching(reference.host, port)
-    if not matching:
-        return _deny(policy, f"Access to registry {registry}", "add it to the allowed registries")
     # The most specific address alone decides; a broader one never overrides its narrowing.
-    rules = matching[0] if len(matching) == 1 else max(matching, key=_by_specificity)
-    best = rules.best(reference.repository)
+    rules = _compile(policy).entries.find(reference.host, port)
+    if rules is None:
+        return _deny(policy, f"Access to registry {registry}", "add it to the allowed registries")
+    verdict = rules.verdict(reference.repository)
     target = f"{registry}/{reference.repository}"
-    if best is None:
+    if verdict is None:
         return _deny(policy, f"{action.title()} of {target}", "allow this repository")
-    switched_off = next((e for e in best if not e.allowed), None)
-    if switched_off is not None:
+    if verdict.switched_off is not None:
         return _deny(
             policy,
             f"Access to registry {registry}",
             "switch it on in the allowed registries",
-            switched_off.entry,
+            verdict.switched_off,
         )
-    permitting = next((e for e in best if action in e.actions), None)
+    if action is Action.PULL:
+        permitting, described = verdict.pull, verdict.pull_described
+    else:
+        permitting, described = verdict.push, verdict.push_described
     if permitting is None:
         return _deny(
-            policy, f"{action.title()} to {target}", f"allow {action} for it", best[0].entry
+            policy, f"{action.title()} to {target}", f"allow {action} for it", verdict.entries[0]
         )
-    reason = f"{action.title()} of {target} is allowed by the entry {permitting.described}"
-    return _decision(policy, True, reason, permitting.entry)
+    reason = f"{action.title()} of {target} is allowed by the entry {described}"
+    return _decision(policy, True, reason, permitting)
 
 
 def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
@@ -215,24 +222,21 @@ def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
         return _deny(policy, f"Access to host {host!r}", "add it to the allowed registries")
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     compiled = _compile(policy)
-    direct = compiled.entries.matching(host, port)
-    if direct:
-        top = max(rules.specificity for rules in direct)
-        entries = [e for r in direct if r.specificity == top for e in r.entries()]
-        allowed = next((e for e in entries if e.allowed), None)
+    rules = compiled.entries.find(host, port)
+    if rules is not None:
+        allowed = next((e for e in rules.entries if e.allowed), None)
         if allowed is None:
             return _deny(
-                policy, f"Access to {target}", "switch it on in the allowed registries", entries[0]
+                policy,
+                f"Access to {target}",
+                "switch it on in the allowed registries",
+                rules.entries[0],
             )
         return _allow_host(policy, target, allowed)
-    for rules in compiled.bundles.matching(host, port):
-        for entry in rules.entries():
-            return _allow_host(policy, target, entry)
+    rules = compiled.bundles.find(host, port)
+    if rules is not None:
+        return _allow_host(policy, target, rules.entries[0])
     return _deny(policy, f"Access to {target}", "add it to the allowed registries")
-
-
-def _by_specificity(rules: _Rules) -> tuple[int, int, int]:
-    return rules.specificity
 
 
 def _allow_host(policy: Policy, target: str, entry: RegistryEntry) -> Decision:

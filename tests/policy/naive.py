@@ -7,6 +7,7 @@ engine against it. It restates the rules of regward.policy.engine in the plaines
 from __future__ import annotations
 
 from regward.policy import Action, ImageReference, Policy, RegistryEntry
+from regward.policy.catalog import bundle_for
 
 
 def naive_evaluate(policy: Policy, action: Action, reference: ImageReference) -> bool:
@@ -36,3 +37,19 @@ def naive_evaluate(policy: Policy, action: Action, reference: ImageReference) ->
     if not best or any(not e.allowed for e in best):
         return False
     return any(action in e.actions for e in best)
+
+
+def naive_evaluate_host(policy: Policy, host: str, port: int) -> bool:
+    """May the proxy connect to `host:port` (a normalized host)?"""
+    if not policy.enabled:
+        return True
+    covering = [e for e in policy.registries if e.address.matches(host, port)]
+    if covering:
+        top = max(e.address.specificity for e in covering)
+        return any(e.allowed for e in covering if e.address.specificity == top)
+    for entry in policy.registries:
+        found = bundle_for(entry.address) if entry.allowed else None
+        hosts = (*(found[1] if found else ()), *entry.extra_hosts)
+        if entry.allowed and any(h.matches(host, port) for h in hosts):
+            return True
+    return False

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regward.policy import Action, ImageReference, Policy, evaluate, evaluate_host
-from tests.policy.naive import naive_evaluate
+from tests.policy.naive import naive_evaluate, naive_evaluate_host
 
 PULL, PUSH = Action.PULL, Action.PUSH
 
@@ -214,7 +214,7 @@ def test_host_decision_for_repository_limited_entry() -> None:
 
 
 # Random policies over a small universe of hosts and repositories, so that entries collide.
-HOST_NAMES = ["a.io", "b.a.io", "c.b.a.io", "x.io", "docker.io"]
+HOST_NAMES = ["a.io", "b.a.io", "c.b.a.io", "x.io", "docker.io", "ghcr.io"]
 addresses = st.builds(
     lambda wildcard, host, port: ("*." if wildcard else "") + host + (f":{port}" if port else ""),
     st.booleans(),
@@ -228,6 +228,7 @@ entries = st.fixed_dictionaries(
         "allowed": st.booleans(),
         "repositories": st.lists(patterns, max_size=2),
         "actions": st.sets(st.sampled_from(["pull", "push"]), min_size=1).map(sorted),
+        "extra_hosts": st.lists(addresses, max_size=2),
     },
 )
 images = st.builds(
@@ -248,3 +249,19 @@ def test_engine_agrees_with_linear_scan(
     assert evaluate(document, action, reference).allowed is naive_evaluate(
         document, action, reference
     )
+
+
+HOST_QUESTIONS = [*HOST_NAMES, "pkg-containers.githubusercontent.com", "registry-1.docker.io"]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(entries, max_size=8),
+    st.sampled_from(HOST_QUESTIONS),
+    st.sampled_from([443, 80, 5000]),
+)
+def test_host_question_agrees_with_linear_scan(
+    raw: list[dict[str, Any]], host: str, port: int
+) -> None:
+    document = policy(*raw)
+    assert evaluate_host(document, host, port).allowed is naive_evaluate_host(document, host, port)
