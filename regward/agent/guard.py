@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from regward.errors import InvalidReference
 from regward.policy import Action, Decision, ImageReference, Policy, evaluate, evaluate_host
+
+log = logging.getLogger("regward.agent")
 
 Mode = Literal["local", "signed-in", "unmanaged"]
 
@@ -162,14 +165,25 @@ class Guard:
     def __init__(self, enforcement: Enforcement, queue: DenialQueue | None = None) -> None:
         self._enforcement = enforcement
         self.denials = queue if queue is not None else DenialQueue()
+        self._watchers: list[Callable[[], None]] = []
 
     @property
     def enforcement(self) -> Enforcement:
         return self._enforcement
 
     def update(self, enforcement: Enforcement) -> None:
-        """Swap in a new snapshot (a verified revision, a logout), used from the next call."""
+        """Swap in a new snapshot (a verified revision, a logout), used from the next call;
+        then tell the watchers."""
         self._enforcement = enforcement
+        for watcher in self._watchers:
+            try:
+                watcher()
+            except Exception:  # the new snapshot is in force whatever a watcher does
+                log.exception("a watcher of the enforced policy failed")
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every update (the proxy re-checks its open connections)."""
+        self._watchers.append(callback)
 
     def decide(
         self, action: Action, reference: ImageReference | str, source: str = "authz"

@@ -77,6 +77,7 @@ async def start_proxy(guard: Guard, host: str, port: int) -> Any:
         ) from error
     server = ProxyServer(ProxySettings(host=host, port=port), guard.decide_host, guard.message)
     await server.start()
+    guard.watch(server.recheck)  # a new revision or a logout also ends refused open tunnels
     return server
 
 

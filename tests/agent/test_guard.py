@@ -92,6 +92,20 @@ def test_update_swaps_the_snapshot_for_the_next_call() -> None:
     assert not guard.decide(Action.PULL, "evil.example/x").allowed
 
 
+def test_watchers_hear_of_every_update_and_one_failing_stops_nothing() -> None:
+    guard = Guard(Enforcement(mode="unmanaged"))
+    heard: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("watcher exploded")
+
+    guard.watch(broken)
+    guard.watch(lambda: heard.append(guard.enforcement.mode))
+    guard.update(Enforcement(mode="local", policy=POLICY, organization="acme"))
+    guard.update(Enforcement(mode="unmanaged"))
+    assert heard == ["local", "unmanaged"]
+
+
 def report(n: int) -> DenialReport:
     return DenialReport(float(n), "pull", f"r/{n}", "r", "acme", 1, "no", "authz")
 

@@ -308,6 +308,44 @@ def test_new_policy_applies_to_the_next_connection(echo: Upstream) -> None:
     assert switch.calls == [("127.0.0.1", echo.port)] * 2
 
 
+def test_a_policy_change_ends_open_tunnels_it_no_longer_allows(echo: Upstream) -> None:
+    """An owner removes a registry: tunnels already open to it end; others carry on."""
+    other = Upstream()
+    switch = Switch(
+        make_decider(
+            f"127.0.0.1:{echo.port}", f"also-allowed.test:{echo.port}", f"127.0.0.1:{other.port}"
+        )
+    )
+
+    def tunnel(proxy: RunningProxy, port: int, first: bytes) -> socket.socket:
+        sock = proxy.connect()
+        sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode() + first)
+        echoed = read_head(sock).split(b"\r\n\r\n", 1)[1]
+        while len(echoed) < len(first):
+            echoed += sock.recv(65536)
+        assert echoed == first
+        return sock
+
+    try:
+        with running(switch) as proxy:
+            removed = tunnel(proxy, echo.port, b"hello")
+            fronted = tunnel(proxy, echo.port, client_hello("also-allowed.test"))
+            kept = tunnel(proxy, other.port, b"hello")
+            # The registry echo.port is on stays; the name the TLS asked for is removed.
+            switch.decide = make_decider(f"127.0.0.1:{other.port}", f"127.0.0.1:{echo.port}")
+            proxy.loop.call_soon_threadsafe(proxy.server.recheck)
+            assert read_all(fronted) == b""
+            switch.decide = make_decider(f"127.0.0.1:{other.port}")
+            proxy.loop.call_soon_threadsafe(proxy.server.recheck)
+            assert read_all(removed) == b""
+            kept.sendall(b"still here")
+            assert kept.recv(100) == b"still here"
+            for sock in (removed, fronted, kept):
+                sock.close()
+    finally:
+        other.close()
+
+
 def test_a_failing_decision_fails_closed(echo: Upstream) -> None:
     def broken(host: str, port: int) -> Decision:
         raise RuntimeError("policy store exploded")
@@ -542,10 +580,14 @@ def test_standalone_command_rereads_its_policy_file(tmp_path: Path, echo: Upstre
         while b"listening" not in log.read_bytes() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert status() == b"HTTP/1.1 200"
-        policy.write_text("organization: acme\nrevision: 2\nregistries: []\n")
-        while status() != b"HTTP/1.1 403" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert status() == b"HTTP/1.1 403"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+            kept.sendall(request)
+            assert read_head(kept).startswith(b"HTTP/1.1 200")
+            policy.write_text("organization: acme\nrevision: 2\nregistries: []\n")
+            while status() != b"HTTP/1.1 403" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert status() == b"HTTP/1.1 403"
+            assert read_all(kept) == b""  # the tunnel opened before the edit ended with it
         policy.write_text("registries: [oops")  # a broken edit keeps the last good policy
         warning = b"policy not reloaded, keeping the previous one"
         while warning not in log.read_bytes() and time.monotonic() < deadline:

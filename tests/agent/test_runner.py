@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from regward.agent.runner import Agent, AgentOptions
 from regward.agent.state import AgentState, Credentials
 from regward.policy import Action, generate_key, public_key_to_text
+from tests.harness.server import free_port
 
 POLICY = "organization: acme\nenabled: true\nregistries:\n  - address: {address}\n"
 
@@ -65,6 +67,39 @@ def test_policy_file_edits_apply_and_broken_ones_keep_the_last_good(tmp_path: Pa
         await eventually(lambda: not agent.guard.decide(Action.PULL, "two.example/a").allowed)
 
     run_agent(options(tmp_path, policy), body)
+
+
+def test_an_edit_that_removes_a_registry_ends_its_open_proxy_tunnels(tmp_path: Path) -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.close()
+
+    async def main() -> None:
+        upstream = await asyncio.start_server(echo, "127.0.0.1", 0)
+        target = f"127.0.0.1:{upstream.sockets[0].getsockname()[1]}"
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(POLICY.format(address=target))
+        port = free_port()
+        agent = Agent(replace(options(tmp_path, policy), proxy_listen=("127.0.0.1", port)))
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await eventually(lambda: agent._proxy is not None)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"CONNECT {target} HTTP/1.1\r\n\r\nping".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert await reader.readexactly(4) == b"ping"
+            policy.write_text(POLICY.format(address="other.example"))
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+        finally:
+            stop.set()
+            await task
+            upstream.close()
+
+    asyncio.run(main())
 
 
 def test_login_and_logout_apply_to_a_running_agent(tmp_path: Path) -> None:

@@ -14,11 +14,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regward.policy import Decision, Policy, evaluate_host
 
 from .server import DEFAULT_LISTEN, HostDecider, ProxyServer, ProxySettings
+
+if TYPE_CHECKING:
+    from regward.agent.guard import Guard
 
 
 def decider_for_policy(policy: Policy) -> HostDecider:
@@ -72,22 +75,19 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     def reload() -> None:
         guard.update(state.enforcement(policy_file))
 
-    asyncio.run(_run(settings, guard.decide_host, guard.message, watched, reload))
+    asyncio.run(_run(settings, guard, watched, reload))
     return 0
 
 
 async def _run(
-    settings: ProxySettings,
-    decide: HostDecider,
-    describe: Callable[[Decision], str],
-    watched: list[Path],
-    reload: Callable[[], None],
+    settings: ProxySettings, guard: Guard, watched: list[Path], reload: Callable[[], None]
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with ProxyServer(settings, decide, describe):
+    async with ProxyServer(settings, guard.decide_host, guard.message) as server:
+        guard.watch(server.recheck)  # a reloaded policy also ends refused open tunnels
         watcher = asyncio.create_task(_watch(watched, reload), name="proxy-policy-watcher")
         await stop.wait()
         watcher.cancel()
@@ -96,7 +96,7 @@ async def _run(
 
 
 async def _watch(paths: list[Path], reload: Callable[[], None]) -> None:
-    """Reload the enforced policy when one of `paths` changes (new connections use it)."""
+    """Reload the enforced policy when one of `paths` changes."""
     log = logging.getLogger("regward.agent.proxy")
     last = [_stamp(path) for path in paths]
     while True:

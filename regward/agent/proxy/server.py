@@ -78,7 +78,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class ProxyServer:
     """The egress proxy. `decide_host` is consulted for every connection, so a new policy
-    applies to the next connection at once; `describe` turns a refusal into its message."""
+    applies to the next connection at once, and `recheck()` ends the open connections it no
+    longer allows; `describe` turns a refusal into its message."""
 
     def __init__(
         self,
@@ -91,7 +92,8 @@ class ProxyServer:
         self._describe = describe or (lambda decision: decision.message())
         self._listener: socket.socket | None = None
         self._pool = PipePool()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], list[tuple[str, int]]] = {}
+        """Each open connection, with the hosts and ports it was allowed to reach."""
         self._tunnels: set[Tunnel] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._resolved: dict[
@@ -159,15 +161,39 @@ class ProxyServer:
             # Relay segments as they come: Nagle would hold a small one (a TLS handshake
             # message) back until the client's delayed ACK.
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(self._serve(client), name="proxy-connection")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            hosts: list[tuple[str, int]] = []
+            task = loop.create_task(self._serve(client, hosts), name="proxy-connection")
+            self._tasks[task] = hosts
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
+    def recheck(self) -> None:
+        """The policy changed: end every open connection to a host it no longer allows.
+
+        Without this, a tunnel opened before an owner removed a registry would go on
+        pulling from it for as long as the client keeps it open."""
+        for task, hosts in list(self._tasks.items()):
+            refused = next((host for host in hosts if not self._still_allowed(*host)), None)
+            if refused is not None:
+                log.info(
+                    "proxy ended a connection to %s:%d: the policy no longer allows it", *refused
+                )
+                task.cancel()
+
+    def _still_allowed(self, host: str, port: int) -> bool:
+        try:
+            return self._decide(host, port).allowed
+        except Exception:  # fail closed, as for a new connection
+            log.exception("proxy host decision failed for %s:%d", host, port)
+            return False
 
     def _resume_accepting(self) -> None:
         if self._listener is not None:
             asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
 
-    async def _serve(self, client: socket.socket) -> None:
+    async def _serve(self, client: socket.socket, hosts: list[tuple[str, int]]) -> None:
         upstream: socket.socket | None = None
         try:
             try:
@@ -175,6 +201,7 @@ class ProxyServer:
                     request, rest = await self._read_request(client)
             except TimeoutError:
                 raise ProtocolError(408, "request head not received in time") from None
+            hosts.append((request.target.host, request.target.port))
             decision = self._decision(request.target)
             if not decision.allowed:
                 message = self._describe(decision)
@@ -184,7 +211,7 @@ class ProxyServer:
             upstream = await self._connect(request.target)
             if request.is_connect:
                 await self._send(client, CONNECT_ESTABLISHED)
-                await self._relay(client, upstream, request.target, rest)
+                await self._relay(client, upstream, request.target, rest, hosts)
             else:
                 await self._forward(client, upstream, request, rest)
         except ProtocolError as error:
@@ -274,7 +301,12 @@ class ProxyServer:
         return addresses
 
     async def _relay(
-        self, client: socket.socket, upstream: socket.socket, target: Target, rest: bytes
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        target: Target,
+        rest: bytes,
+        hosts: list[tuple[str, int]],
     ) -> None:
         """A CONNECT tunnel. The registry's bytes flow at once; the client's first bytes are
         read first: a TLS ClientHello naming another server than the tunnel's (domain
@@ -289,6 +321,7 @@ class ProxyServer:
                 return
             hello, name = first
             if name is not None and name != target.host:
+                hosts.append((name, target.port))
                 try:
                     decision = self._decision(Target(name, target.port))
                 except ProtocolError:  # already logged; after "200" only a close can refuse
