@@ -3,21 +3,26 @@
 Everything runs on loopback (127.0.0.1, the name `localhost` from /etc/hosts; no DNS):
 
     docker-registry  127.0.0.1:R  with a 1 GiB blob pushed by this script
+    docker-registry  127.0.0.1:T  the same storage over TLS (a certificate for `localhost` made
+                                  here): a CONNECT tunnel carries TLS in every real pull
     regward proxy    127.0.0.1:P  `regward agent proxy --policy F`, F allowing only localhost:R
     squid            127.0.0.1:S  the same allowlist (dstdomain localhost, port R), no cache,
                                   hosts_file /etc/hosts, pinger off
-    C splice relay   127.0.0.1:C  the least a CONNECT relay can do (reference ceiling)
+    C splice relays  127.0.0.1:C  the least a CONNECT relay can do (reference ceiling), one
+                                  to each registry
     C ping server    127.0.0.1:G  answers GET /v2/ with 200 {} and closes, for the rate test
                                   (docker-registry itself tops out near 800/s here)
 
 Measured in one run, each figure the median of RUNS runs in which the paths take turns (so a
 change in machine load touches all alike): 1 GiB blob download with curl (direct; CONNECT and
-absolute-form through each proxy and the C relay); CONNECT + GET /v2/ rate with 100 concurrent
+absolute-form through each proxy and the C relay; then over TLS: direct and CONNECT), with the
+CPU time the whole machine spent per GiB (every process and the kernel, from /proc/stat: what
+the extra hop costs on 2 cores); CONNECT + GET /v2/ rate with 100 concurrent
 clients (a C client, bench/proxy_load.c, compiled here with gcc); tunnel setup latency p99 at 10
 concurrent; then resident memory with 1,000 open tunnels. Prints a table, then one JSON line.
 
-Needs docker-registry, squid, gcc and curl. Bounded: each phase stops after a fixed count or
-time; every process started here is stopped by PID and waited for.
+Needs docker-registry, squid, gcc, curl and openssl. Bounded: each phase stops after a fixed
+count or time; every process started here is stopped by PID and waited for.
 """
 
 from __future__ import annotations
@@ -112,25 +117,76 @@ def push_blob(port: int, path: Path) -> str:
     return name
 
 
-def curl_speed(url: str, proxy: str | None, tunnel: bool) -> float:
-    """Download speed of `url` in bytes/s, once."""
+Path_ = tuple[str, str | None, bool]
+"""A download: the URL, the proxy (None: direct) and whether to tunnel with CONNECT."""
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (all processes, kernel and interrupts)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def curl_speed(path: Path_, cacert: Path) -> tuple[float, float]:
+    """Download speed in bytes/s, once, and the machine's busy CPU seconds per GiB."""
+    url, proxy, tunnel = path
     argv = ["curl", "-sS", "--max-time", "120", "-o", "/dev/null", "-w", "%{speed_download}"]
+    argv += ["--cacert", str(cacert)]
     if proxy:
         argv += ["-x", proxy] + (["-p"] if tunnel else [])
-    result = subprocess.run(
-        [*argv, url], capture_output=True, text=True, check=True, env=clean_env()
-    )
-    return float(result.stdout)
+    before = busy_cpu_seconds()
+    result = subprocess.run([*argv, url], capture_output=True, text=True, env=clean_env())
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(argv)} {url}: {result.stderr.strip()}")
+    cpu = busy_cpu_seconds() - before
+    return float(result.stdout), cpu / (BLOB_MIB / 1024)
 
 
-def speeds(url: str, paths: dict[str, tuple[str | None, bool]]) -> dict[str, float]:
-    """Median speed per path over RUNS rounds; the paths take turns within each round, so a
-    change in machine load touches all of them alike."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
+def speeds(paths: dict[str, Path_], cacert: Path) -> dict[str, tuple[float, float]]:
+    """Median speed and CPU per GiB per path over RUNS rounds; the paths take turns within
+    each round, so a change in machine load touches all of them alike."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
     for _ in range(RUNS):
-        for name, (proxy, tunnel) in paths.items():
-            samples[name].append(curl_speed(url, proxy, tunnel))
-    return {name: statistics.median(values) for name, values in samples.items()}
+        for name, path in paths.items():
+            samples[name].append(curl_speed(path, cacert))
+    return {
+        name: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+        for name, values in samples.items()
+    }
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `localhost` (the registry's and curl's trust anchor)."""
+    cert, key = directory / "localhost.crt", directory / "localhost.key"
+    subprocess.run(
+        [
+            *(
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ),
+            *(
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 def clean_env() -> dict[str, str]:
@@ -236,7 +292,8 @@ def row(name: str, value: str, baseline: str, ratio: str, target: str) -> str:
 
 
 def main() -> int:
-    missing = [tool for tool in ("docker-registry", "squid", "gcc", "curl") if not which(tool)]
+    tools = ("docker-registry", "squid", "gcc", "curl", "openssl")
+    missing = [tool for tool in tools if not which(tool)]
     if missing:
         print(f"bench/proxy.py needs {', '.join(missing)} (apt-get install docker-registry squid)")
         return 1
@@ -246,21 +303,26 @@ def main() -> int:
         subprocess.run(
             ["gcc", "-O2", "-o", str(binary), str(HERE / "proxy_load.c"), "-lpthread"], check=True
         )
-        registry_port, ping_port, proxy_port, squid_port, relay_port = (
-            free_port() for _ in range(5)
+        registry_port, tls_port, ping_port, proxy_port, squid_port, relay_port, tls_relay_port = (
+            free_port() for _ in range(7)
         )
-        (work / "registry.yml").write_text(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {work}/registry\nhttp:\n  addr: 127.0.0.1:{registry_port}\n"
-        )
-        stack.enter_context(
-            started(
-                ["docker-registry", "serve", str(work / "registry.yml")],
-                "docker-registry",
-                registry_port,
-                work / "registry.log",
+        cert, key = make_certificate(work)
+        for port, tls in (
+            (registry_port, ""),
+            (tls_port, f"  tls:\n    certificate: {cert}\n    key: {key}\n"),
+        ):
+            (work / f"registry-{port}.yml").write_text(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+                f"    rootdirectory: {work}/registry\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}"
             )
-        )
+            stack.enter_context(
+                started(
+                    ["docker-registry", "serve", str(work / f"registry-{port}.yml")],
+                    "docker-registry",
+                    port,
+                    work / f"registry-{port}.log",
+                )
+            )
         stack.enter_context(
             started(
                 [str(binary), "serve", str(ping_port)], "ping server", ping_port, work / "p.log"
@@ -272,6 +334,7 @@ def main() -> int:
         policy.write_text(
             "organization: bench\nregistries:\n"
             f"  - address: localhost:{registry_port}\n  - address: localhost:{ping_port}\n"
+            f"  - address: localhost:{tls_port}\n"
         )
         env = {
             **clean_env(),
@@ -297,33 +360,41 @@ def main() -> int:
                 env,
             )
         )
-        config = squid_config(work, squid_port, f"{registry_port} {ping_port}")
+        config = squid_config(work, squid_port, f"{registry_port} {ping_port} {tls_port}")
         squid = stack.enter_context(
             started(["squid", "-N", "-f", str(config)], "squid", squid_port, work / "squid.log")
         )
-        stack.enter_context(
-            started(
-                [str(binary), "relay", str(relay_port), str(registry_port)],
-                "C splice relay",
-                relay_port,
-                work / "relay.log",
+        for listen, upstream in ((relay_port, registry_port), (tls_relay_port, tls_port)):
+            stack.enter_context(
+                started(
+                    [str(binary), "relay", str(listen), str(upstream)],
+                    "C splice relay",
+                    listen,
+                    work / f"relay-{listen}.log",
+                )
             )
-        )
         rss_idle = rss_mb(ours.pid)
         url = f"http://localhost:{registry_port}/v2/bench/blob/blobs/{digest}"
+        tls_url = f"https://localhost:{tls_port}/v2/bench/blob/blobs/{digest}"
         ours_url, squid_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{squid_port}"
         print(f"downloading (curl, median of {RUNS}) ...", flush=True)
-        speed = speeds(
-            url,
+        measured = speeds(
             {
-                "direct": (None, False),
-                "connect": (ours_url, True),
-                "squid_connect": (squid_url, True),
-                "relay_connect": (f"http://127.0.0.1:{relay_port}", True),
-                "absolute": (ours_url, False),
-                "squid_absolute": (squid_url, False),
+                "direct": (url, None, False),
+                "connect": (url, ours_url, True),
+                "squid_connect": (url, squid_url, True),
+                "relay_connect": (url, f"http://127.0.0.1:{relay_port}", True),
+                "absolute": (url, ours_url, False),
+                "squid_absolute": (url, squid_url, False),
+                "tls_direct": (tls_url, None, False),
+                "tls_connect": (tls_url, ours_url, True),
+                "tls_squid_connect": (tls_url, squid_url, True),
+                "tls_relay_connect": (tls_url, f"http://127.0.0.1:{tls_relay_port}", True),
             },
+            cert,
         )
+        speed = {name: value[0] for name, value in measured.items()}
+        cpu = {name: value[1] for name, value in measured.items()}
         print("connection rate and setup latency (C client) ...", flush=True)
         rate = loads(
             binary,
@@ -358,6 +429,17 @@ def main() -> int:
         "connect_vs_direct": speed["connect"] / speed["direct"],
         "c_relay_vs_direct": speed["relay_connect"] / speed["direct"],
         "connect_vs_squid": speed["connect"] / speed["squid_connect"],
+        "cpu_s_per_gib_direct": cpu["direct"],
+        "cpu_s_per_gib_connect": cpu["connect"],
+        "cpu_s_per_gib_squid_connect": cpu["squid_connect"],
+        "cpu_s_per_gib_c_relay_connect": cpu["relay_connect"],
+        "tls_direct_gbps": speed["tls_direct"] / gb,
+        "tls_connect_gbps": speed["tls_connect"] / gb,
+        "tls_squid_connect_gbps": speed["tls_squid_connect"] / gb,
+        "tls_c_relay_connect_gbps": speed["tls_relay_connect"] / gb,
+        "tls_connect_vs_direct": speed["tls_connect"] / speed["tls_direct"],
+        "tls_connect_vs_squid": speed["tls_connect"] / speed["tls_squid_connect"],
+        "tls_c_relay_vs_direct": speed["tls_relay_connect"] / speed["tls_direct"],
         "absolute_vs_squid": speed["absolute"] / speed["squid_absolute"],
         "rate_per_s": rate["ours"]["rate"],
         "squid_rate_per_s": rate["squid"]["rate"],
@@ -403,6 +485,39 @@ def main() -> int:
             f"{f['c_relay_connect_gbps']:.2f}",
             f"direct {f['direct_gbps']:.2f}",
             f"{f['c_relay_vs_direct']:.2f}x",
+            "",
+        )
+    )
+    print(
+        "  CPU s per GiB, whole machine: "
+        f"direct {f['cpu_s_per_gib_direct']:.2f}, regward {f['cpu_s_per_gib_connect']:.2f}, "
+        f"squid {f['cpu_s_per_gib_squid_connect']:.2f}, "
+        f"C relay {f['cpu_s_per_gib_c_relay_connect']:.2f} (2 cores)"
+    )
+    print(
+        row(
+            "1 GiB CONNECT, TLS inside (GB/s) vs direct",
+            f"{f['tls_connect_gbps']:.2f}",
+            f"direct {f['tls_direct_gbps']:.2f}",
+            f"{f['tls_connect_vs_direct']:.2f}x",
+            ">= 0.8x",
+        )
+    )
+    print(
+        row(
+            "1 GiB CONNECT, TLS inside (GB/s) vs squid",
+            f"{f['tls_connect_gbps']:.2f}",
+            f"squid {f['tls_squid_connect_gbps']:.2f}",
+            f"{f['tls_connect_vs_squid']:.2f}x",
+            ">= 1.5x",
+        )
+    )
+    print(
+        row(
+            "  reference: C splice relay, TLS (GB/s)",
+            f"{f['tls_c_relay_connect_gbps']:.2f}",
+            f"direct {f['tls_direct_gbps']:.2f}",
+            f"{f['tls_c_relay_vs_direct']:.2f}x",
             "",
         )
     )
