@@ -20,6 +20,6 @@ def make_users(database: Database, settings: Settings) -> None:
         orgs.add_member(session, acme, alice, "bob", Role.MEMBER)
         bob = auth.get_user(session, "bob")
         assert bob is not None
-        auth.set_password(session, bob, PASSWORD)
+        auth.set_password(session, bob, PASSWORD, keep=None)
         eve = auth.create_user(session, "eve", PASSWORD)
         orgs.create(session, "evilcorp", eve, key)

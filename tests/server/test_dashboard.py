@@ -385,9 +385,15 @@ def test_change_password(client: TestClient) -> None:
         status: int = answer.status_code
         return status
 
+    other = TestClient(client.app, follow_redirects=False)  # alice on another device
+    sign_in(other, "alice")
+    assert other.get("/account", follow_redirects=False).status_code == 200
     assert change("wrong password", new) == 401
     assert change(PASSWORD, "something else") == 422
     assert change(PASSWORD, new) == 303
+    # Whoever signed in with the old password is signed out; this sign-in stays.
+    assert client.get("/account", follow_redirects=False).status_code == 200
+    assert other.get("/account", follow_redirects=False).status_code == 303
     client.cookies.clear()
     sign_in(client, "alice", new)
 

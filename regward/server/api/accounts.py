@@ -101,7 +101,7 @@ def change_password(body: NewPassword, caller: CallerDep, server: ServerDep) -> 
     with server.database.session(write=True) as session:
         auth.require_write(caller)
         auth.authenticate(session, caller.user.username, body.current_password)
-        auth.set_password(session, caller.user, body.new_password)
+        auth.set_password(session, caller.user, body.new_password, caller.token_id)
 
 
 @router.get("/signing-key", summary="The Ed25519 public key that signs every revision")

@@ -1086,7 +1086,7 @@ def change_password(request: Request, form: Form) -> Response:
             except Unauthenticated:
                 limiter.failed(visitor.username, client)
                 raise
-            auth.set_password(session, visitor.caller.user, new)
+            auth.set_password(session, visitor.caller.user, new, visitor.caller.token_id)
     except (Unauthenticated, InvalidInput) as error:
         message = (
             "Your current password is not right."

@@ -16,7 +16,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from regward.server.errors import (
@@ -114,12 +114,24 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    """Set a new password for `user` (who may come from another session)."""
+def set_password(session: Session, user: User, password: str, keep: int | None) -> None:
+    """Set a new password for `user` (who may come from another session) and end the user's
+    other sign-ins: whoever signed in with the old password is signed out. `keep` is the token
+    of the sign-in that made the change; access tokens stay (they are revoked one by one)."""
     row = session.get(User, user.id)
     if row is None:
         raise Unauthenticated(f"user {user.username!r} no longer exists")
     row.password_hash = hash_password(password)
+    session.execute(
+        update(Token)
+        .where(
+            Token.user_id == row.id,
+            Token.kind == TokenKind.SESSION,
+            Token.revoked_at.is_(None),
+            Token.id != (keep if keep is not None else -1),
+        )
+        .values(revoked_at=utcnow())
+    )
     session.flush()
 
 
