@@ -33,6 +33,9 @@ _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "gov", "ac", "edu"})
 
 @dataclass(frozen=True, slots=True)
 class LintWarning:
+    entry: int
+    """The entry's number in the policy (from 1), or 0 for a warning about the whole policy:
+    several entries may share an address."""
     address: str
     """The entry's address, or "" for a warning about the whole policy."""
     message: str
@@ -44,10 +47,10 @@ class LintWarning:
 def lint(policy: Policy) -> list[LintWarning]:
     warnings: list[LintWarning] = []
     if not policy.enabled:
-        warnings.append(LintWarning("", "registry access is off: every registry is allowed"))
+        warnings.append(LintWarning(0, "", "registry access is off: every registry is allowed"))
     elif not any(entry.allowed for entry in policy.registries):
         warnings.append(
-            LintWarning("", "registry access is on with no allowed entry: nothing can be pulled")
+            LintWarning(0, "", "registry access is on with no allowed entry: nothing can be pulled")
         )
     seen: dict[tuple[Address, RepositoryPattern], int] = {}
     for number, entry in enumerate(policy.registries, start=1):
@@ -55,13 +58,14 @@ def lint(policy: Policy) -> list[LintWarning]:
         for host in (entry.address, *entry.extra_hosts):
             warning = _risk(host)
             if warning:
-                warnings.append(LintWarning(name, warning))
+                warnings.append(LintWarning(number, name, warning))
         patterns = entry.repositories or (RepositoryPattern((), prefix=True),)
         earlier = [seen.get((entry.address, p)) for p in patterns]
         if all(earlier):
             numbers = ", ".join(f"#{n}" for n in sorted({n for n in earlier if n}))
             warnings.append(
                 LintWarning(
+                    number,
                     name,
                     f"entry #{number} never decides: entry {numbers} lists the same address "
                     "and repositories",
@@ -69,7 +73,7 @@ def lint(policy: Policy) -> list[LintWarning]:
             )
         for pattern in patterns:
             seen.setdefault((entry.address, pattern), number)
-        warnings.extend(_redundant_extra_hosts(entry))
+        warnings.extend(_redundant_extra_hosts(number, entry))
     warnings.extend(_narrower_takes_actions(policy.registries))
     return warnings
 
@@ -87,6 +91,7 @@ def _narrower_takes_actions(entries: tuple[RegistryEntry, ...]) -> list[LintWarn
                 patterns = ", ".join(str(p) for p in narrow.repositories)
                 found.append(
                     LintWarning(
+                        number,
                         str(narrow.address),
                         f"entry #{number} decides for {patterns}: {'/'.join(sorted(lost))} "
                         f"there is refused, though entry #{broad_number} allows it elsewhere "
@@ -123,11 +128,12 @@ def _public_suffix_wildcard(address: Address) -> bool:
     )
 
 
-def _redundant_extra_hosts(entry: RegistryEntry) -> list[LintWarning]:
+def _redundant_extra_hosts(number: int, entry: RegistryEntry) -> list[LintWarning]:
     found = bundle_for(entry.address)
     covered = (entry.address, *(found[1] if found else ()))
     return [
         LintWarning(
+            number,
             str(entry.address),
             f"extra host {host} is already covered by the entry or its catalog hosts",
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
 
 from regward.policy import Policy, lint
+from tests.policy.strategies import policy_dict
 
 
 def warnings_for(*entries: dict[str, Any], enabled: bool = True) -> list[str]:
@@ -88,3 +90,13 @@ def test_a_narrower_entry_that_drops_an_action_is_pointed_out() -> None:
         )
         == []
     )
+
+
+@given(policy_dict)
+def test_every_warning_names_the_entry_it_is_about(document: dict[str, Any]) -> None:
+    policy = Policy.from_dict(document)
+    for warning in lint(policy):
+        if warning.entry == 0:
+            assert warning.address == ""
+        else:
+            assert str(policy.registries[warning.entry - 1].address) == warning.address

@@ -514,6 +514,31 @@ def test_discard_puts_the_draft_back_to_the_applied_revision(client: TestClient)
     assert draft(client) == ["docker.io"]
 
 
+def test_a_lint_warning_shows_on_its_own_entry_not_on_others_of_the_address(
+    client: TestClient,
+) -> None:
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    add = {"csrf_token": token, "address": "ghcr.io", "allowed": "true"}
+    for extra in ({"actions": ["pull", "push"]}, {"repositories": "acme/*", "actions": "pull"}):
+        assert (
+            client.post("/orgs/acme/registry-access/add", data={**add, **extra}).status_code == 303
+        )
+    page = client.get("/orgs/acme/registry-access").text
+    rows = {  # each entry's row with the warnings row under it
+        match.group(1): match.group(0)
+        for match in re.finditer(
+            r'<tr data-address="ghcr.io" data-repositories="([^"]*)"'
+            r".*?(?=<tr data-address|</tbody>)",
+            page,
+            re.S,
+        )
+    }
+    assert set(rows) == {"", "acme/*"}
+    assert "push there is refused" in rows["acme/*"]
+    assert "lint-warning" not in rows[""]
+
+
 def test_second_entry_for_an_address_is_added_edited_switched_and_removed_by_key(
     client: TestClient,
 ) -> None:

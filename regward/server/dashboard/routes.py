@@ -477,7 +477,7 @@ def _registry_page(
         entries=views.entry_rows(state.registries, warnings),
         # "Off" is already the card's headline; the other whole-policy warnings go beside it.
         general_warnings=[
-            views.capitalized(w.message) for w in warnings if not w.address and state.enabled
+            views.capitalized(w.message) for w in warnings if w.entry == 0 and state.enabled
         ],
         pending=bool(state.pending),
         changes=[views.describe_change(change) for change in state.pending],

@@ -123,9 +123,10 @@ def entry_label(address: str, repositories: Iterable[str]) -> str:
 def entry_rows(
     registries: Iterable[Mapping[str, Any]], warnings: Sequence[LintWarning]
 ) -> list[EntryRow]:
-    by_address: dict[str, list[str]] = {}
+    """One row per entry of the draft, in its order (the order `lint` numbers them in)."""
+    by_entry: dict[int, list[str]] = {}
     for warning in warnings:
-        by_address.setdefault(warning.address, []).append(capitalized(warning.message))
+        by_entry.setdefault(warning.entry, []).append(capitalized(warning.message))
     return [
         EntryRow(
             address=str(entry["address"]),
@@ -134,9 +135,9 @@ def entry_rows(
             repositories=list(entry.get("repositories") or ()),
             actions=list(entry.get("actions") or ("pull", "push")),
             extra_hosts=list(entry.get("extra_hosts") or ()),
-            warnings=by_address.get(str(entry["address"]), []),
+            warnings=by_entry.get(number, []),
         )
-        for entry in registries
+        for number, entry in enumerate(registries, start=1)
     ]
 
 
