@@ -202,6 +202,9 @@ class Device(Base):
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
     applied_revision: Mapped[int] = mapped_column(Integer, default=0)
+    # The agent's newest refusal of a revision (bad signature, another organization, a
+    # rollback) as it worded it; None once a fetched revision verified.
+    refusal: Mapped[str | None] = mapped_column(String(500), default=None)
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -381,7 +381,16 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
         server,
         "POST",
         "/api/v1/orgs/acme/devices/check-in",
-        {"agent_id": "ci-runner-02", "revision": 1, "hostname": "ci-runner-02"},
+        {
+            "agent_id": "ci-runner-02",
+            "revision": 1,
+            "hostname": "ci-runner-02",
+            "refusal": (
+                f"refused revision {revision}, which does not verify against the pinned key: "
+                f"policy revision {revision} of 'acme' has a signature that does not match the "
+                "pinned server key; keeping the last verified policy; still enforcing revision 1"
+            ),
+        },
         bob,
     )
     api(

@@ -226,6 +226,57 @@ def test_any_denial_report_is_stored_or_refused_with_422(
         assert answer.json() == {"stored": len(items)}
 
 
+@pytest.mark.parametrize(("refusal", "shown"), [("x" * 501, "xxxxxxxx"), (7, "7"), ([], "[]")])
+def test_bad_refusal_in_a_check_in_gets_422(world: World, refusal: object, shown: str) -> None:
+    answer = world.client.post(
+        f"{ORG}/devices/check-in",
+        json={"agent_id": "laptop-1", "revision": 1, "refusal": refusal},
+        headers=world.headers("bob_read"),
+    )
+    assert answer.status_code == 422, answer.text
+    assert "refusal" in answer.json()["detail"] and shown in answer.json()["detail"]
+    devices = world.client.get(f"{ORG}/devices", headers=world.headers("alice")).json()
+    assert devices["devices"] == []  # nothing was written
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    refusal=st.one_of(
+        st.text(max_size=520),
+        st.text(alphabet="\x00ab<>&'\"", max_size=10),
+        st.text(alphabet="ab", min_size=495, max_size=505),  # around the bound
+        st.integers(),
+        st.booleans(),
+        st.none(),
+    )
+)
+def test_any_refusal_is_stored_as_sent_or_refused_with_422(world: World, refusal: object) -> None:
+    c = world.client
+    agent = world.headers("bob_read")
+    before = {"agent_id": "laptop-1", "revision": 1, "refusal": "refused revision 2"}
+    assert c.post(f"{ORG}/devices/check-in", json=before, headers=agent).status_code == 200
+    answer = c.post(
+        f"{ORG}/devices/check-in",
+        json={"agent_id": "laptop-1", "revision": 1, "refusal": refusal},
+        headers=agent,
+    )
+    # The input guard also refuses the text forms of NUL ("%00", "\\u0000") anywhere in a body.
+    valid = refusal is None or (
+        isinstance(refusal, str)
+        and len(refusal) <= 500
+        and not any(nul in refusal for nul in ("\x00", "%00", "\\u0000"))
+    )
+    assert answer.status_code == (200 if valid else 422), answer.text
+    (device,) = c.get(f"{ORG}/devices", headers=world.headers("alice")).json()["devices"]
+    if valid:
+        assert device["refusal"] == (refusal or None)
+    else:
+        assert "refusal" in answer.json()["detail"] or "NUL" in answer.json()["detail"]
+        assert device["refusal"] == "refused revision 2"  # nothing was written
+
+
 def test_nul_characters_are_refused_everywhere(world: World) -> None:
     c = world.client
     bob = world.headers("bob")
@@ -237,6 +288,11 @@ def test_nul_characters_are_refused_everywhere(world: World) -> None:
             headers=bob,
         ),
         c.post("/api/v1/tokens", json={"name": "a\x00b"}, headers=bob),
+        c.post(
+            f"{ORG}/devices/check-in",
+            json={"agent_id": "laptop-1", "revision": 1, "refusal": "a\x00b"},
+            headers=bob,
+        ),
         c.get("/api/v1/orgs/a%00b/policy", headers=bob),
         c.get(f"{ORG}/activity?actor=a%00b", headers=world.headers("alice")),
         c.post("/api/v1/auth/token", content=b'{"username": "a\x00", "password": "x"}'),

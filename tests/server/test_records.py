@@ -128,6 +128,47 @@ def test_devices_report_compliance_and_denials_are_listed(world: World) -> None:
     assert bad.status_code == 422
 
 
+def test_a_refused_revision_stays_with_the_device_until_a_good_one(world: World) -> None:
+    c = world.client
+    agent = world.headers("bob_read")
+    refusal = (
+        "refused revision 2, which does not verify against the pinned key: <b>bad</b>; "
+        "still enforcing revision 1"
+    )
+
+    def listed() -> dict[str, object]:
+        answer = c.get(f"{ORG}/devices", headers=world.headers("alice"))
+        (device,) = answer.json()["devices"]
+        return dict(device)
+
+    def page() -> str:
+        c.cookies.set("regward_session", world.tokens["alice"])
+        return c.get("/orgs/acme/devices").text
+
+    assert "refused" not in page()
+    checked = c.post(
+        f"{ORG}/devices/check-in",
+        json={"agent_id": "laptop-1", "revision": 1, "refusal": refusal},
+        headers=agent,
+    )
+    assert checked.status_code == 200, checked.text
+    assert listed()["refusal"] == refusal
+    assert listed()["applied_revision"] == 1
+    shown = page()
+    assert "1 device refused the last policy revision" in shown
+    assert "refused a revision" in shown
+    assert "Refused revision 2, which does not verify against the pinned key" in shown
+    assert "&lt;b&gt;bad&lt;/b&gt;" in shown and "<b>bad</b>" not in shown  # agent's words escaped
+
+    c.post(f"{ORG}/registry-access/apply", headers=world.headers("alice"))
+    c.post(f"{ORG}/devices/check-in", json={"agent_id": "laptop-1", "revision": 2}, headers=agent)
+    assert listed()["refusal"] is None
+    assert "refused" not in page()
+    empty = {"agent_id": "laptop-1", "revision": 2, "refusal": ""}
+    assert c.post(f"{ORG}/devices/check-in", json=empty, headers=agent).status_code == 200
+    assert listed()["refusal"] is None
+
+
 def test_feed_query_is_checked(world: World) -> None:
     h = world.headers("bob")
     for query in ("wait=soon", "after=-1", "wait=nan"):

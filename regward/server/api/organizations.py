@@ -32,6 +32,7 @@ class CheckIn(BaseModel):
     agent_id: str = Field(max_length=128)
     revision: int = Field(ge=0, le=MAX_REVISION)
     hostname: str | None = Field(default=None, max_length=255)
+    refusal: str | None = Field(default=None, max_length=devices.MAX_REFUSAL_LENGTH)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -155,12 +156,21 @@ def list_activity(
         }
 
 
-@router.post("/orgs/{org}/devices/check-in", summary="An agent reports the revision it enforces")
+@router.post(
+    "/orgs/{org}/devices/check-in",
+    summary="An agent reports the revision it enforces and the one it refused last",
+)
 def check_in(org: str, body: CheckIn, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     with server.database.session(write=True) as session:
         organization = orgs.access(session, caller, org)
         device = devices.check_in(
-            session, organization, caller.user, body.agent_id, body.revision, body.hostname
+            session,
+            organization,
+            caller.user,
+            body.agent_id,
+            body.revision,
+            body.hostname,
+            body.refusal,
         )
         current = devices.list(session, organization)
         latest = current[0].current_revision if current else body.revision
@@ -184,6 +194,7 @@ def list_devices(org: str, caller: CallerDep, server: ServerDep) -> dict[str, An
                     "applied_revision": status.device.applied_revision,
                     "current_revision": status.current_revision,
                     "up_to_date": status.up_to_date,
+                    "refusal": status.device.refusal,
                     "first_seen": _iso(status.device.first_seen),
                     "last_seen": _iso(status.device.last_seen),
                 }

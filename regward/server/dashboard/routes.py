@@ -1115,6 +1115,7 @@ def devices_page(request: Request, org: str) -> Response:
             title=f"Devices · {org}",
             devices=rows,
             outdated_count=sum(row.outdated for row in rows),
+            refused_count=sum(bool(row.refusal) for row in rows),
             applied_revision=applied.revision if applied else 0,
         )
 

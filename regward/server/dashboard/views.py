@@ -221,10 +221,11 @@ class DeviceRow:
     id: str
     hostname: str
     user: str
-    revision: int
+    revision: int | None
     last_seen: str
     last_seen_iso: str
     outdated: bool
+    refusal: str  # "Refused revision 7, which does not verify ...", or "" when none
 
 
 def device_row(status: DeviceStatus) -> DeviceRow:
@@ -233,10 +234,11 @@ def device_row(status: DeviceStatus) -> DeviceRow:
         id=device.agent_id,
         hostname=device.hostname,
         user=device.user.username if device.user else "",
-        revision=device.applied_revision,
+        revision=device.applied_revision or None,  # 0: nothing verified yet
         last_seen=f"{ago(device.last_seen)} ({when(device.last_seen)})",
         last_seen_iso=device.last_seen.isoformat(),
         outdated=not status.up_to_date,
+        refusal=capitalized(device.refusal or ""),
     )
 
 

@@ -15,6 +15,7 @@ from regward.server.services import registry_access
 
 MAX_ID_LENGTH = 128
 MAX_HOSTNAME_LENGTH = 255
+MAX_REFUSAL_LENGTH = 500
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,13 @@ def check_in(
     agent_id: str,
     revision: int,
     hostname: str | None = None,
+    refusal: str | None = None,
 ) -> Device:
-    """Record that `agent_id` enforces `revision` now (insert or update, safe under races)."""
+    """Record that `agent_id` enforces `revision` now and the revision it refused last, if
+    any (insert or update, safe under races); `refusal` None clears the one on record."""
     agent_id = _text(agent_id, "agent_id", MAX_ID_LENGTH, required=True)
     hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
+    refusal = _text(refusal, "refusal", MAX_REFUSAL_LENGTH, required=False) or None
     if (
         isinstance(revision, bool)
         or not isinstance(revision, int)
@@ -61,6 +65,7 @@ def check_in(
         "hostname": hostname,
         "user_id": user.id,
         "applied_revision": revision,
+        "refusal": refusal,
         "first_seen": now,
         "last_seen": now,
     }
@@ -72,6 +77,7 @@ def check_in(
             "hostname": statement.excluded.hostname,
             "user_id": statement.excluded.user_id,
             "applied_revision": statement.excluded.applied_revision,
+            "refusal": statement.excluded.refusal,
             "last_seen": statement.excluded.last_seen,
         },
     )
