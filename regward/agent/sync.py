@@ -4,8 +4,9 @@ One loop per agent:
 
     GET {server}/api/v1/orgs/{org}/policy?wait=S&after=N   (If-None-Match: the last ETag)
       200  a signed revision: verify against the key pinned at login; refuse anything unsigned,
-           badly signed, of another organization or older than the one enforced; else write the
-           cache atomically, hand the policy to the guard, check in the applied revision
+           badly signed, of another organization or older than the one enforced (and check in
+           the refusal at once, for owners to see); else write the cache atomically, hand the
+           policy to the guard, check in the applied revision
       304  nothing newer within the wait; ask again at once
       else the server is unreachable or refuses: keep enforcing the last verified revision and
            retry with exponential backoff and jitter (0.5 s doubling to 60 s)
@@ -38,6 +39,7 @@ LONG_POLL_SECONDS = 30
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 REPORT_INTERVAL = 2.0
+REFUSAL_LIMIT = 500  # the server's bound on a checked-in refusal
 
 
 @dataclass
@@ -46,6 +48,8 @@ class SyncStatus:
     last_error: str | None = None
     revision: int | None = None
     refused_revisions: list[str] = field(default_factory=list)
+    # The newest refusal, until a fetched revision verifies; checked in with the revision.
+    refusal: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +57,7 @@ class SyncStatus:
             "last_error": self.last_error,
             "revision": self.revision,
             "refused_revisions": self.refused_revisions[-5:],
+            "refusal": self.refusal,
         }
 
 
@@ -147,11 +152,14 @@ class Syncer:
             raise SyncError(f"the server answered {response.status_code}: {_detail(response)}")
         self._reached()
         refused = len(self.status.refused_revisions)
+        reported = self.status.refusal
         applied = self.accept(response.content)
         if len(self.status.refused_revisions) > refused:
+            await self.check_in()  # owners see the refusal now, not with the next good revision
             raise SyncError(self.status.refused_revisions[-1])  # back off; never a hot loop
         if applied:
             self._etag = response.headers.get("ETag")
+        if applied or self.status.refusal != reported:
             await self.check_in()
         return applied
 
@@ -178,6 +186,7 @@ class Syncer:
         if current is not None and policy.revision < current.revision:
             self._refused(f"revision {policy.revision}, older than {current.revision}")
             return False
+        self.status.refusal = None  # verified, current or newer: nothing refused any more
         if current is not None and policy.revision == current.revision:
             return False
         self.state.save_policy(raw)
@@ -206,6 +215,7 @@ class Syncer:
         message = f"refused {what}; still enforcing revision {self.status.revision}"
         log.error("policy sync %s", message)
         self.status.refused_revisions.append(message)
+        self.status.refusal = message
         self.status.last_error = message
         self._changed()
 
@@ -225,8 +235,9 @@ class Syncer:
         )
         body = {
             "agent_id": self.agent_id,
-            "revision": self.status.revision,
+            "revision": self.status.revision or 0,  # 0: nothing verified yet
             "hostname": socket.gethostname(),
+            "refusal": self.status.refusal[:REFUSAL_LIMIT] if self.status.refusal else None,
         }
         try:
             response = await self._client.post(url, json=body)

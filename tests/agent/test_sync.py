@@ -2,6 +2,7 @@
 
 The feed itself is exercised against the real server in test_e2e_server.py; here the signed
 documents are made with the real signing code, and the unreachable server is a closed port.
+Refusals reaching owners run against the real server app in a thread (SQLite).
 """
 
 from __future__ import annotations
@@ -11,12 +12,20 @@ import json
 import socket
 from pathlib import Path
 
+import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from regward.agent.guard import Guard
 from regward.agent.state import AgentState, Credentials
-from regward.agent.sync import Syncer
+from regward.agent.sync import Syncer, SyncError
 from regward.policy import Action, Policy, generate_key, public_key_to_text, sign
+from regward.server.app import create_app
+from regward.server.db import Database
+from regward.server.runtime import Server
+from regward.server.settings import Settings
+from tests.server.accounts import PASSWORD, make_users
+from tests.server.live import ThreadServer
 
 
 def policy(revision: int, *addresses: str, organization: str = "acme") -> Policy:
@@ -114,3 +123,63 @@ def test_denials_that_cannot_be_sent_stay_queued(tmp_path: Path) -> None:
 
     asyncio.run(run_briefly())
     assert [r.target for r in guard.denials.drain()] == ["evil.example/x:latest"]
+
+
+def test_a_refused_revision_reaches_the_server_and_a_good_one_clears_it(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path}/rw.db")
+    database = Database(settings.database_url)
+    database.upgrade()
+    make_users(database, settings)
+    app = create_app(settings, database=database)
+    server: Server = app.state.server
+    with (
+        ThreadServer(app) as live,
+        httpx.Client(base_url=live.url + "/api/v1", trust_env=False) as owner,
+    ):
+
+        def token(username: str) -> str:
+            body = {"username": username, "password": PASSWORD}
+            return str(owner.post("/auth/token", json=body).json()["token"])
+
+        owner.headers["Authorization"] = f"Bearer {token('alice')}"
+        pinned = owner.get("/signing-key").json()["public_key"]
+        state = AgentState(tmp_path / "state", tmp_path / "registry.json")
+        credentials = Credentials(live.url, "acme", token("bob"), pinned)
+        state.save_credentials(credentials)
+        syncer = Syncer(state, Guard(state.enforcement()), credentials, "agent-1", wait=1)
+
+        def device() -> dict[str, object]:
+            (only,) = owner.get("/orgs/acme/devices").json()["devices"]
+            return dict(only)
+
+        def apply() -> int:
+            return int(owner.post("/orgs/acme/registry-access/apply").json()["revision"])
+
+        async def scenario() -> None:
+            try:
+                await steps()
+            finally:
+                await syncer.aclose()
+
+        async def steps() -> None:
+            assert await syncer.poll_once(wait=0)  # revision 1, checked in
+            assert device()["refusal"] is None
+            pinned_key = server.signing_key
+            server.signing_key = generate_key()  # the server's key changed: 2 cannot verify
+            assert apply() == 2
+            with pytest.raises(SyncError, match="revision 2"):
+                await syncer.poll_once(wait=0)
+            refused = device()
+            assert refused["applied_revision"] == 1
+            assert "revision 2, which does not verify against the pinned key" in str(
+                refused["refusal"]
+            )
+            server.signing_key = pinned_key
+            assert apply() == 3
+            assert await syncer.poll_once(wait=0)
+            accepted = device()
+            assert accepted["applied_revision"] == 3
+            assert accepted["refusal"] is None
+
+        asyncio.run(scenario())
+    database.dispose()
