@@ -550,6 +550,45 @@ def test_tls_naming_another_server_needs_that_name_allowed(echo: Upstream) -> No
                     assert echoed + read_all(sock) == b""
 
 
+def test_plain_bytes_cross_a_tunnel_only_to_an_address_named_with_its_port(
+    echo: Upstream,
+) -> None:
+    """A catalog or extra host may be a shared front (a CDN) that routes plain HTTP by its Host
+    header to any tenant: a tunnel there must carry TLS. An owner's `host:port` entry may
+    carry anything."""
+    document = {
+        "organization": "acme",
+        "registries": [{"address": "reg.example", "extra_hosts": [f"127.0.0.1:{echo.port}"]}],
+    }
+    decide = decider_for_policy(parse_policy_text(json.dumps(document), "policy.json"))
+    connect = f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode()
+    fronting = b"GET / HTTP/1.1\r\nHost: another-tenant.example\r\n\r\n"
+    hello = client_hello(None)  # TLS to the address itself, as to an IP literal: no name
+    with running(decide) as proxy:
+        for first, passes in ((fronting, False), (hello, True)):
+            with proxy.connect() as sock:
+                sock.sendall(connect + first)
+                head = read_head(sock)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                echoed = head.split(b"\r\n\r\n", 1)[1]
+                if passes:
+                    while len(echoed) < len(first):
+                        chunk = sock.recv(65536)
+                        assert chunk, "the tunnel was closed"
+                        echoed += chunk
+                    assert echoed == first
+                else:  # closed, and nothing reached the upstream to be echoed
+                    assert echoed + read_all(sock) == b""
+    with running(make_decider(f"127.0.0.1:{echo.port}")) as proxy, proxy.connect() as sock:
+        sock.sendall(connect + fronting)
+        echoed = read_head(sock).split(b"\r\n\r\n", 1)[1]
+        while len(echoed) < len(fronting):
+            chunk = sock.recv(65536)
+            assert chunk, "the tunnel was closed"
+            echoed += chunk
+        assert echoed == fronting
+
+
 def test_standalone_command_rereads_its_policy_file(tmp_path: Path, echo: Upstream) -> None:
     """`regward agent proxy --policy FILE`: an edited file governs the next connection."""
     policy = tmp_path / "policy.yaml"

@@ -36,6 +36,8 @@ from .relay import PipePool, Tunnel
 
 log = logging.getLogger("regward.agent.proxy")
 
+TLS_HANDSHAKE = b"\x16"  # the content type of the record a TLS client opens with
+
 HostDecider = Callable[[str, int], Decision]
 DEFAULT_LISTEN = "127.0.0.1:3128"
 RESOLVE_TTL = 5.0
@@ -211,7 +213,8 @@ class ProxyServer:
             upstream = await self._connect(request.target)
             if request.is_connect:
                 await self._send(client, CONNECT_ESTABLISHED)
-                await self._relay(client, upstream, request.target, rest, hosts)
+                plain = _plain_bytes_allowed(decision, request.target)
+                await self._relay(client, upstream, request.target, rest, hosts, plain)
             else:
                 await self._forward(client, upstream, request, rest)
         except ProtocolError as error:
@@ -307,10 +310,12 @@ class ProxyServer:
         target: Target,
         rest: bytes,
         hosts: list[tuple[str, int]],
+        plain: bool,
     ) -> None:
         """A CONNECT tunnel. The registry's bytes flow at once; the client's first bytes are
         read first: a TLS ClientHello naming another server than the tunnel's (domain
-        fronting) needs that name allowed too, or the tunnel is closed."""
+        fronting) needs that name allowed too, and bytes that are not TLS need `plain`, or
+        the tunnel is closed."""
         loop = asyncio.get_running_loop()
         tunnel = Tunnel(loop, self._pool, client, upstream)
         self._tunnels.add(tunnel)
@@ -320,6 +325,14 @@ class ProxyServer:
             if first is None:
                 return
             hello, name = first
+            if not plain and not hello.startswith(TLS_HANDSHAKE):
+                log.info(
+                    "proxy closed a tunnel to %s: its first bytes are not TLS, and the policy "
+                    "names that host and port only as part of a registry (a shared front could "
+                    "route plain HTTP to any of its tenants)",
+                    target.authority,
+                )
+                return
             if name is not None and name != target.host:
                 hosts.append((name, target.port))
                 try:
@@ -449,6 +462,19 @@ class ProxyServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _plain_bytes_allowed(decision: Decision, target: Target) -> bool:
+    """May bytes that are not TLS cross a tunnel to `target`? Only to an address an entry
+    names with this very port (an owner's `reg.internal:5000`), or where nothing is restricted.
+    A catalog or extra host, or a default port, may be a shared front (a CDN) that routes plain
+    HTTP by its Host header to any of its tenants; registry clients tunnel only TLS anyway and
+    send plain HTTP as absolute-form requests, whose Host the proxy sets."""
+    entry = decision.entry
+    if entry is None:  # no organization manages the machine, or registry access is off
+        return True
+    address = entry.address
+    return address.port == target.port and address.matches(target.host, target.port)
 
 
 async def serve(
