@@ -22,9 +22,12 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regward.errors import ConfigError
+
+if TYPE_CHECKING:
+    from regward.agent.engine import EngineCheck
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -227,6 +230,7 @@ def _status(args: argparse.Namespace) -> int:
         points["authz"] = {"socket": sock, "up": bool(sock) and _unix_up(str(sock))}
         listen = running.get("proxy_listen")
         points["proxy"] = {"listen": listen, "up": bool(listen) and _tcp_up(str(listen))}
+    engine = _engine_check(running)
     report: dict[str, Any] = {
         "signed_in": credentials is not None,
         "server": credentials.server if credentials else None,
@@ -236,6 +240,7 @@ def _status(args: argparse.Namespace) -> int:
         "enforced": describe(enforcement) if not (alive and running) else None,
         "agent_running": alive,
         "enforcement_points": points,
+        "docker_engine": engine.to_dict(),
     }
     if alive and running:
         report["enforced"] = (
@@ -267,6 +272,7 @@ def _status(args: argparse.Namespace) -> int:
         print(
             f"Last sync:   {when}" + (f" ({sync['last_error']})" if sync.get("last_error") else "")
         )
+    print(f"Docker Engine: {engine.words()}")
     if not alive:
         print("Agent:       not running (`regward agent run`)")
     else:
@@ -277,6 +283,30 @@ def _status(args: argparse.Namespace) -> int:
                 where = point.get("socket") or point.get("listen")
                 print(f"{name + ':':<12} {'up' if point['up'] else 'DOWN'} at {where}")
     return 0
+
+
+def _engine_check(running: dict[str, Any] | None) -> EngineCheck:
+    """The Docker Engine checked now, against the agent's settings (its last run's, else the
+    defaults)."""
+    import asyncio
+
+    from regward.agent import engine
+    from regward.agent.runner import DEFAULT_AUTHZ_SOCKET, DEFAULT_PROXY_LISTEN, parse_listen
+
+    authz_socket: Path | None = DEFAULT_AUTHZ_SOCKET
+    listen = DEFAULT_PROXY_LISTEN
+    if running is not None:
+        authz_socket = Path(running["authz_socket"]) if running.get("authz_socket") else None
+        listen = str(running.get("proxy_listen") or "off")
+    try:
+        proxy_listen = parse_listen(listen)
+    except ConfigError:
+        proxy_listen = parse_listen(DEFAULT_PROXY_LISTEN)
+    return asyncio.run(
+        engine.check(
+            engine.docker_socket(os.environ), engine.plugin_names(authz_socket), proxy_listen
+        )
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -311,6 +341,7 @@ def _tcp_up(listen: str) -> bool:
 
 
 def _options(args: argparse.Namespace) -> Any:
+    from regward.agent.engine import docker_socket
     from regward.agent.runner import AgentOptions, parse_listen
     from regward.agent.state import load_policy_file
 
@@ -320,6 +351,7 @@ def _options(args: argparse.Namespace) -> Any:
         authz_socket=args.authz_socket,
         proxy_listen=parse_listen(args.proxy_listen),
         policy_file=args.policy,
+        docker_socket=docker_socket(os.environ),
     )
 
 

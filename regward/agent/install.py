@@ -16,10 +16,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from regward.agent.engine import PLUGIN_NAME
 from regward.agent.runner import AgentOptions
 from regward.errors import ConfigError
-
-PLUGIN_NAME = "regward"
 
 
 def _under(root: Path, path: str) -> Path:

@@ -3,6 +3,11 @@
     AgentOptions(authz_socket=..., proxy_listen="127.0.0.1:3128" | None, policy_file=None)
     asyncio.run(run_agent(options))          # until SIGTERM or SIGINT, then a clean shutdown
 
+The Docker Engine is checked at start and every minute (`regward.agent.engine`): whether it uses
+the AuthZ plugin and the egress proxy. A change is checked in at once, so owners see a dockerd
+restarted without them; until an engine answers, it is asked again sooner (1 s doubling to 60 s),
+because at boot the agent starts before dockerd.
+
 Sign-in changes made while the agent runs (`regward login`, `regward logout`, a new
 registry.json) are picked up within a second: a watcher compares the files' stamps and rebuilds
 what is enforced, so a logout applies at once, as Docker's forced logout does.
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regward.agent import engine
 from regward.agent.authz import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
@@ -34,6 +40,8 @@ log = logging.getLogger("regward.agent")
 DEFAULT_AUTHZ_SOCKET = Path("/run/docker/plugins/regward.sock")
 DEFAULT_PROXY_LISTEN = "127.0.0.1:3128"
 WATCH_INTERVAL = 0.5
+ENGINE_INTERVAL = 60.0
+ENGINE_FIRST_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class AgentOptions:
     state_dir: Path | None = None
     registry_json: Path | None = None
     long_poll: int = 30
+    docker_socket: Path = engine.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:
@@ -92,6 +101,8 @@ class Agent:
         self.syncer: Syncer | None = None
         self._sync_tasks: list[asyncio.Task[None]] = []
         self._proxy: Any = None
+        self.engine: engine.EngineCheck | None = None  # None until the first check
+        self._engine_checked: float | None = None
         self._stamps = self._file_stamps()
         self.started = time.time()
 
@@ -124,13 +135,18 @@ class Agent:
             log.info("egress proxy listening on %s:%d", host, port)
         self._start_sync()
         self.write_status()
-        watcher = asyncio.create_task(self._watch(stop), name="regward-agent-watch")
+        watchers = [
+            asyncio.create_task(self._watch(stop), name="regward-agent-watch"),
+            asyncio.create_task(self._watch_engine(), name="regward-agent-engine"),
+        ]
         try:
             await stop.wait()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for watcher in watchers:
+                watcher.cancel()
+            for watcher in watchers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await self._stop_sync()
             if self._proxy is not None:
                 await self._proxy.close()
@@ -156,6 +172,7 @@ class Agent:
             agent_id(self.state),
             wait=self.options.long_poll,
             on_change=self.write_status,
+            engine=self.engine_report,
         )
         self._sync_tasks = [
             asyncio.create_task(self.syncer.run(), name="regward-agent-sync"),
@@ -185,6 +202,43 @@ class Agent:
                 await self._reload()
             except Exception:  # the watcher must outlive any surprise; enforcement is unchanged
                 log.exception("reloading the agent's settings failed")
+
+    def engine_report(self) -> engine.EngineReport | None:
+        """What the agent checks in about the Docker Engine (None: no engine answered yet)."""
+        return self.engine.report() if self.engine else None
+
+    async def check_engine(self) -> engine.EngineCheck:
+        """Look at the Docker Engine now; check in at once when what it says changed."""
+        checked = await engine.check(
+            self.options.docker_socket,
+            engine.plugin_names(self.options.authz_socket),
+            self.options.proxy_listen,
+        )
+        first, reported = self.engine is None, self.engine_report()
+        self.engine, self._engine_checked = checked, time.time()
+        self.write_status()
+        if first or checked.report() != reported:
+            protection = checked.protection
+            if protection is not None and not protection.protected:
+                log.warning("Docker Engine: %s", checked.words())
+            else:
+                log.info("Docker Engine: %s", checked.words())
+        if checked.report() != reported and self.syncer is not None:
+            await self.syncer.check_in()
+        return checked
+
+    async def _watch_engine(self) -> None:
+        delay = ENGINE_FIRST_RETRY
+        while True:
+            try:
+                checked = await self.check_engine()
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("checking the Docker Engine failed")
+                checked = None
+            if checked is not None and checked.protection is not None:
+                delay = ENGINE_INTERVAL
+            await asyncio.sleep(delay)
+            delay = min(ENGINE_INTERVAL, delay * 2)
 
     async def _reload(self) -> None:
         try:
@@ -222,6 +276,8 @@ class Agent:
             "denials_queued": len(self.guard.denials),
             "denials_dropped": self.guard.denials.dropped,
         }
+        if self.engine is not None:
+            status["docker_engine"] = {**self.engine.to_dict(), "checked": self._engine_checked}
         if self.syncer is not None:
             status["sync"] = self.syncer.status.to_dict()
         try:

@@ -11,6 +11,9 @@ One loop per agent:
       else the server is unreachable or refuses: keep enforcing the last verified revision and
            retry with exponential backoff and jitter (0.5 s doubling to 60 s)
 
+Every check-in also says whether the Docker Engine uses the agent's plugin and proxy
+(`engine`, from regward.agent.engine; null when no engine answered).
+
 A second loop sends denial reports in batches from the guard's bounded queue every few seconds.
 """
 
@@ -22,12 +25,14 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from regward.agent.engine import EngineReport
 from regward.agent.guard import DenialReport, Enforcement, Guard
 from regward.agent.state import AgentState, Credentials
 from regward.errors import InvalidPolicy, SignatureError
@@ -92,6 +97,7 @@ class Syncer:
         *,
         wait: int = LONG_POLL_SECONDS,
         on_change: Any = None,
+        engine: Callable[[], EngineReport | None] | None = None,
     ) -> None:
         self.state = state
         self.guard = guard
@@ -100,6 +106,8 @@ class Syncer:
         self.wait = wait
         self.status = SyncStatus()
         self.on_change = on_change
+        # Whether the Docker Engine uses the plugin and proxy, as last checked (runner.Agent).
+        self.engine = engine or (lambda: None)
         self._public_key = public_key_from_text(credentials.public_key)
         self._etag: str | None = None
         self._refused_revision = -1  # the newest revision number refused, to wait past it
@@ -238,6 +246,7 @@ class Syncer:
             "revision": self.status.revision or 0,  # 0: nothing verified yet
             "hostname": socket.gethostname(),
             "refusal": self.status.refusal[:REFUSAL_LIMIT] if self.status.refusal else None,
+            "engine": self.engine(),  # None: no Docker Engine answered
         }
         try:
             response = await self._client.post(url, json=body)

@@ -32,8 +32,9 @@ models' tables directly)::
                           set_enabled, pending_changes, apply (revision N+1, signed, with its
                           activity events in the same transaction), current_revision
       activity.py         record(...) and list(s, org, action=, actor=, since=, until=, page=, ...)
-      devices.py          check_in(s, org, caller, agent_id, revision, hostname, refusal),
-                          list (with compliance: applied revision vs current, refusal)
+      devices.py          check_in(s, org, caller, agent_id, revision, hostname, refusal,
+                          engine), list (with compliance: applied revision vs current,
+                          refusal, engine protection)
       denials.py          report(s, org, caller, ...), list(s, org, page=...)
     api/          REST routes under /api/v1 (OpenAPI schema at /api/v1/openapi.json);
                   api/feed.py serves the long-poll through a lean ASGI fast path
@@ -60,9 +61,12 @@ REST contract (all JSON; `Authorization: Bearer TOKEN`, a session or personal ac
     POST   /api/v1/orgs/{org}/registry-access/apply              -> {"revision"}
     GET    /api/v1/orgs/{org}/activity?action=&actor=&from=&to=&page=&page_size=
     GET    /api/v1/orgs/{org}/policy[?wait=S&after=N]  SignedPolicy JSON; ETag / If-None-Match
-    POST   /api/v1/orgs/{org}/devices/check-in      {"agent_id","revision","hostname","refusal"}
+    POST   /api/v1/orgs/{org}/devices/check-in      {"agent_id","revision","hostname","refusal",
+                                                     "engine": {"authz","proxy"} or null}
     GET    /api/v1/orgs/{org}/devices               each with "refusal": the revision the agent
-                                                    refused last, in its words, or null
+                                                    refused last, in its words, or null; and
+                                                    "engine": {"authz": bool, "proxy": bool or
+                                                    null (proxy off)}, null when unknown
     POST|GET /api/v1/orgs/{org}/denials             POST {"agent_id","reference","action",
                                                     "revision","reason"} or {"denials":[...]}
 

@@ -205,6 +205,11 @@ class Device(Base):
     # The agent's newest refusal of a revision (bad signature, another organization, a
     # rollback) as it worded it; None once a fetched revision verified.
     refusal: Mapped[str | None] = mapped_column(String(500), default=None)
+    # Whether the machine's Docker Engine uses the agent's AuthZ plugin and egress proxy, as
+    # the agent last checked: engine_authz None is unknown (no engine answered, or an agent too
+    # old to tell); engine_proxy None with engine_authz set is an agent whose proxy is off.
+    engine_authz: Mapped[bool | None] = mapped_column(default=None)
+    engine_proxy: Mapped[bool | None] = mapped_column(default=None)
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -277,6 +277,90 @@ def test_any_refusal_is_stored_as_sent_or_refused_with_422(world: World, refusal
         assert device["refusal"] == "refused revision 2"  # nothing was written
 
 
+@pytest.mark.parametrize(
+    ("engine", "field", "shown"),
+    [
+        ({"authz": "true", "proxy": True}, "engine.authz", "'true'"),
+        ({"authz": 1, "proxy": None}, "engine.authz", "1"),
+        ({"authz": True, "proxy": 0}, "engine.proxy", "0"),
+        ({"authz": True}, "engine.proxy", "'authz': True"),  # both keys, always
+        ({"authz": True, "proxy": None, "plugin": "x"}, "engine.plugin", "'x'"),
+        (True, "engine", "True"),
+        ("protected", "engine", "'protected'"),
+    ],
+)
+def test_bad_engine_in_a_check_in_gets_422(
+    world: World, engine: object, field: str, shown: str
+) -> None:
+    answer = world.client.post(
+        f"{ORG}/devices/check-in",
+        json={"agent_id": "laptop-1", "revision": 1, "engine": engine},
+        headers=world.headers("bob_read"),
+    )
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert f"{field}:" in detail and shown in detail, detail
+    devices = world.client.get(f"{ORG}/devices", headers=world.headers("alice")).json()
+    assert devices["devices"] == []  # nothing was written
+
+
+def test_the_devices_service_checks_the_engine_itself() -> None:
+    from regward.server.services.devices import Engine
+
+    assert Engine.parse(None) is None
+    assert Engine.parse({"authz": False, "proxy": None}) == Engine(False, None)
+    for bad, field in [
+        ({"authz": 1, "proxy": True}, "engine.authz"),
+        ({"authz": True, "proxy": "no"}, "engine.proxy"),
+        ({"authz": True}, "engine"),
+        ([True, True], "engine"),
+    ]:
+        with pytest.raises(InvalidInput, match=field):
+            Engine.parse(bad)
+
+
+_flags = st.one_of(st.booleans(), st.none(), st.integers(-1, 2), st.text(max_size=5))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    engine=st.one_of(
+        st.none(),
+        st.fixed_dictionaries({"authz": _flags, "proxy": _flags}),
+        st.dictionaries(st.sampled_from(["authz", "proxy", "Authz", "extra"]), _flags),
+        st.booleans(),
+        st.text(max_size=10),
+        st.lists(st.booleans(), max_size=2),
+    )
+)
+def test_any_engine_is_stored_as_sent_or_refused_with_422(world: World, engine: object) -> None:
+    c = world.client
+    agent = world.headers("bob_read")
+    before = {"agent_id": "laptop-1", "revision": 1, "engine": {"authz": False, "proxy": False}}
+    assert c.post(f"{ORG}/devices/check-in", json=before, headers=agent).status_code == 200
+    answer = c.post(
+        f"{ORG}/devices/check-in",
+        json={"agent_id": "laptop-1", "revision": 1, "engine": engine},
+        headers=agent,
+    )
+    valid = engine is None or (
+        isinstance(engine, dict)
+        and set(engine) == {"authz", "proxy"}
+        and isinstance(engine["authz"], bool)
+        and (engine["proxy"] is None or isinstance(engine["proxy"], bool))
+    )
+    assert answer.status_code == (200 if valid else 422), answer.text
+    (device,) = c.get(f"{ORG}/devices", headers=world.headers("alice")).json()["devices"]
+    if valid:
+        assert device["engine"] == engine
+    else:
+        # The input guard refuses NUL (and its text forms) anywhere in a body before that.
+        assert "engine" in answer.json()["detail"] or "NUL" in answer.json()["detail"]
+        assert device["engine"] == {"authz": False, "proxy": False}  # nothing was written
+
+
 def test_nul_characters_are_refused_everywhere(world: World) -> None:
     c = world.client
     bob = world.headers("bob")

@@ -169,6 +169,65 @@ def test_a_refused_revision_stays_with_the_device_until_a_good_one(world: World)
     assert listed()["refusal"] is None
 
 
+def test_an_unprotected_docker_engine_is_marked_with_the_reason(world: World) -> None:
+    c = world.client
+    agent = world.headers("bob_read")
+
+    def check_in(agent_id: str, **fields: object) -> None:
+        body = {"agent_id": agent_id, "revision": 1, **fields}
+        answer = c.post(f"{ORG}/devices/check-in", json=body, headers=agent)
+        assert answer.status_code == 200, answer.text
+
+    def listed() -> dict[str, object]:
+        answer = c.get(f"{ORG}/devices", headers=world.headers("alice"))
+        return {device["agent_id"]: device["engine"] for device in answer.json()["devices"]}
+
+    def page() -> str:
+        c.cookies.set("regward_session", world.tokens["alice"])
+        return c.get("/orgs/acme/devices").text
+
+    check_in("old-agent")  # an agent too old to report
+    check_in("no-engine", engine=None)
+    check_in("protected", engine={"authz": True, "proxy": True})
+    check_in("no-proxy-agent", engine={"authz": True, "proxy": None})
+    assert listed() == {
+        "old-agent": None,
+        "no-engine": None,
+        "protected": {"authz": True, "proxy": True},
+        "no-proxy-agent": {"authz": True, "proxy": None},
+    }
+    shown = page()
+    assert "Docker Engine" in shown and "NOT protected" not in shown
+    assert "does not protect" not in shown
+    assert shown.count('data-engine="unknown"') == 2
+    assert shown.count('data-engine="protected"') == 2
+    assert "AuthZ plugin only: the agent&#39;s proxy is off" in shown
+
+    check_in("bare-dockerd", engine={"authz": False, "proxy": False})
+    check_in("no-proxy-dockerd", engine={"authz": True, "proxy": False})
+    assert listed()["bare-dockerd"] == {"authz": False, "proxy": False}
+    shown = page()
+    assert "2 devices run a Docker Engine that Regward does not protect" in shown
+    assert shown.count('data-engine="not protected"') == 2
+    assert shown.count("NOT protected</span>") == 2
+    assert (
+        "Docker Engine not protected: dockerd does not use the agent&#39;s AuthZ plugin, so its "
+        "pulls, pushes and runs are not checked; dockerd does not send registry traffic through "
+        "the agent&#39;s proxy, so pulls inside builds are not checked. On the machine, run "
+        "regward agent install and restart dockerd"
+    ) in shown
+    assert (
+        'data-engine-problem="no-proxy-dockerd">✖ Docker Engine not protected: dockerd does '
+        "not send registry traffic"
+    ) in shown
+
+    check_in("bare-dockerd", engine={"authz": True, "proxy": True})  # fixed and restarted
+    check_in("no-proxy-dockerd")  # downgraded to an agent that does not tell: unknown
+    assert listed()["bare-dockerd"] == {"authz": True, "proxy": True}
+    assert listed()["no-proxy-dockerd"] is None
+    assert "does not protect" not in page()
+
+
 def test_feed_query_is_checked(world: World) -> None:
     h = world.headers("bob")
     for query in ("wait=soon", "after=-1", "wait=nan"):

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from regward.server.api.deps import CallerDep, ServerDep
 from regward.server.models import MAX_REVISION, Membership, Role
@@ -28,11 +28,21 @@ class RoleChange(BaseModel):
     role: Role
 
 
+class EngineReport(BaseModel):
+    """Whether dockerd uses the agent's AuthZ plugin and egress proxy (null: proxy off)."""
+
+    model_config = ConfigDict(extra="forbid")
+    authz: StrictBool
+    proxy: StrictBool | None
+
+
 class CheckIn(BaseModel):
     agent_id: str = Field(max_length=128)
     revision: int = Field(ge=0, le=MAX_REVISION)
     hostname: str | None = Field(default=None, max_length=255)
     refusal: str | None = Field(default=None, max_length=devices.MAX_REFUSAL_LENGTH)
+    # null or absent (an older agent): nobody knows whether the engine is protected
+    engine: EngineReport | None = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -158,7 +168,8 @@ def list_activity(
 
 @router.post(
     "/orgs/{org}/devices/check-in",
-    summary="An agent reports the revision it enforces and the one it refused last",
+    summary="An agent reports the revision it enforces, the one it refused last and whether "
+    "the Docker Engine uses it",
 )
 def check_in(org: str, body: CheckIn, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     with server.database.session(write=True) as session:
@@ -171,6 +182,7 @@ def check_in(org: str, body: CheckIn, caller: CallerDep, server: ServerDep) -> d
             body.revision,
             body.hostname,
             body.refusal,
+            devices.Engine(body.engine.authz, body.engine.proxy) if body.engine else None,
         )
         current = devices.list(session, organization)
         latest = current[0].current_revision if current else body.revision
@@ -195,6 +207,7 @@ def list_devices(org: str, caller: CallerDep, server: ServerDep) -> dict[str, An
                     "current_revision": status.current_revision,
                     "up_to_date": status.up_to_date,
                     "refusal": status.device.refusal,
+                    "engine": status.engine.to_dict() if status.engine else None,
                     "first_seen": _iso(status.device.first_seen),
                     "last_seen": _iso(status.device.last_seen),
                 }

@@ -1116,6 +1116,7 @@ def devices_page(request: Request, org: str) -> Response:
             devices=rows,
             outdated_count=sum(row.outdated for row in rows),
             refused_count=sum(bool(row.refusal) for row in rows),
+            unprotected_count=sum(bool(row.engine_problem) for row in rows),
             applied_revision=applied.revision if applied else 0,
         )
 

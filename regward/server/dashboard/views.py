@@ -226,10 +226,47 @@ class DeviceRow:
     last_seen_iso: str
     outdated: bool
     refusal: str  # "Refused revision 7, which does not verify ...", or "" when none
+    engine: str  # "protected", "not protected" or "unknown"
+    engine_detail: str  # a few words beside it ("proxy off"), or ""
+    engine_problem: str  # why the engine is not protected and the fix, or "" when it is
+
+
+ENGINE_UNKNOWN = "no Docker Engine answered the agent, or the agent is too old to tell"
+ENGINE_FIX = (
+    "On the machine, run regward agent install and restart dockerd; regward status shows "
+    "the details."
+)
+
+
+def engine_words(status: DeviceStatus) -> tuple[str, str, str]:
+    """(state, detail, problem) of the device's Docker Engine for the Devices page."""
+    engine = status.engine
+    if engine is None:
+        return "unknown", ENGINE_UNKNOWN, ""
+    if engine.protected:
+        return (
+            "protected",
+            "" if engine.proxy else "AuthZ plugin only: the agent's proxy is off",
+            "",
+        )
+    problems = []
+    if not engine.authz:
+        problems.append(
+            "dockerd does not use the agent's AuthZ plugin, so its pulls, pushes and runs are "
+            "not checked"
+        )
+    if engine.proxy is False:
+        problems.append(
+            "dockerd does not send registry traffic through the agent's proxy, so pulls inside "
+            "builds are not checked"
+        )
+    problem = f"Docker Engine not protected: {'; '.join(problems)}. {ENGINE_FIX}"
+    return "not protected", "", problem
 
 
 def device_row(status: DeviceStatus) -> DeviceRow:
     device = status.device
+    engine, engine_detail, engine_problem = engine_words(status)
     return DeviceRow(
         id=device.agent_id,
         hostname=device.hostname,
@@ -239,6 +276,9 @@ def device_row(status: DeviceStatus) -> DeviceRow:
         last_seen_iso=device.last_seen.isoformat(),
         outdated=not status.up_to_date,
         refusal=capitalized(device.refusal or ""),
+        engine=engine,
+        engine_detail=engine_detail,
+        engine_problem=engine_problem,
     )
 
 

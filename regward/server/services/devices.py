@@ -19,6 +19,40 @@ MAX_REFUSAL_LENGTH = 500
 
 
 @dataclass(frozen=True)
+class Engine:
+    """What an agent found in its machine's Docker Engine: whether dockerd uses the agent's
+    AuthZ plugin, and its egress proxy (None when the agent runs without one)."""
+
+    authz: bool
+    proxy: bool | None
+
+    @property
+    def protected(self) -> bool:
+        return self.authz and self.proxy is not False
+
+    @classmethod
+    def parse(cls, value: object) -> Engine | None:
+        """`{"authz": bool, "proxy": bool | null}` (both keys, nothing else), or None; raise
+        InvalidInput naming the field and value otherwise."""
+        if value is None or isinstance(value, Engine):
+            return value
+        if not isinstance(value, dict) or set(value) != {"authz", "proxy"}:
+            raise InvalidInput(
+                f'engine: {value!r} must be {{"authz": true|false, "proxy": true|false|null}} '
+                "or null"
+            )
+        authz, proxy = value["authz"], value["proxy"]
+        if not isinstance(authz, bool):
+            raise InvalidInput(f"engine.authz: {authz!r} must be true or false")
+        if proxy is not None and not isinstance(proxy, bool):
+            raise InvalidInput(f"engine.proxy: {proxy!r} must be true, false or null")
+        return cls(authz, proxy)
+
+    def to_dict(self) -> dict[str, bool | None]:
+        return {"authz": self.authz, "proxy": self.proxy}
+
+
+@dataclass(frozen=True)
 class DeviceStatus:
     device: Device
     current_revision: int
@@ -26,6 +60,13 @@ class DeviceStatus:
     @property
     def up_to_date(self) -> bool:
         return self.device.applied_revision >= self.current_revision
+
+    @property
+    def engine(self) -> Engine | None:
+        """The Docker Engine as the agent last reported it; None is unknown."""
+        if self.device.engine_authz is None:
+            return None
+        return Engine(self.device.engine_authz, self.device.engine_proxy)
 
 
 def _text(value: object, field: str, limit: int, *, required: bool) -> str:
@@ -44,12 +85,15 @@ def check_in(
     revision: int,
     hostname: str | None = None,
     refusal: str | None = None,
+    engine: Engine | dict[str, object] | None = None,
 ) -> Device:
-    """Record that `agent_id` enforces `revision` now and the revision it refused last, if
-    any (insert or update, safe under races); `refusal` None clears the one on record."""
+    """Record that `agent_id` enforces `revision` now, the revision it refused last, if any,
+    and what it found in the machine's Docker Engine (insert or update, safe under races);
+    `refusal` None clears the one on record, `engine` None records "unknown"."""
     agent_id = _text(agent_id, "agent_id", MAX_ID_LENGTH, required=True)
     hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
     refusal = _text(refusal, "refusal", MAX_REFUSAL_LENGTH, required=False) or None
+    found = Engine.parse(engine)
     if (
         isinstance(revision, bool)
         or not isinstance(revision, int)
@@ -66,6 +110,8 @@ def check_in(
         "user_id": user.id,
         "applied_revision": revision,
         "refusal": refusal,
+        "engine_authz": found.authz if found else None,
+        "engine_proxy": found.proxy if found else None,
         "first_seen": now,
         "last_seen": now,
     }
@@ -78,6 +124,8 @@ def check_in(
             "user_id": statement.excluded.user_id,
             "applied_revision": statement.excluded.applied_revision,
             "refusal": statement.excluded.refusal,
+            "engine_authz": statement.excluded.engine_authz,
+            "engine_proxy": statement.excluded.engine_proxy,
             "last_seen": statement.excluded.last_seen,
         },
     )
