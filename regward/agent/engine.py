@@ -89,7 +89,8 @@ def points_at(value: str, listen: tuple[str, int]) -> bool:
     scheme as Go accepts it) reaches a proxy listening on `listen`.
 
     Hosts compare as addresses where both are IP literals (`::1` is `0:0:0:0:0:0:0:1`),
-    `localhost` reaches a loopback listener, a wildcard listener is reached on loopback; names
+    `localhost` reaches a loopback listener, a wildcard listener is reached on loopback (or on
+    the wildcard address itself, as Linux allows); names
     compare case-insensitively without a trailing dot. A missing port is http's 80. Only
     `http://` reaches the agent's plain-HTTP proxy (`https://` would start TLS with it).
     """
@@ -112,7 +113,7 @@ def points_at(value: str, listen: tuple[str, int]) -> bool:
     want_host = want_host.strip("[]").rstrip(".").lower()
     want_ip, got_ip = _ip(want_host), _ip(host)
     if want_host in _WILDCARDS:
-        return host == "localhost" or bool(got_ip and got_ip.is_loopback)
+        return host == "localhost" or bool(got_ip and (got_ip.is_loopback or got_ip == want_ip))
     if want_ip is not None:
         if got_ip is not None:
             return got_ip == want_ip
