@@ -7,7 +7,8 @@ One loop per agent:
            badly signed, of another organization or older than the one enforced (and check in
            the refusal at once, for owners to see); else write the cache atomically, hand the
            policy to the guard, check in the applied revision
-      304  nothing newer within the wait; ask again at once
+      304  nothing newer within the wait; ask again at once (checking in first when the server
+           has not been told the current state: a check-in failed while it was away)
       else the server is unreachable or refuses: keep enforcing the last verified revision and
            retry with exponential backoff and jitter (0.5 s doubling to 60 s)
 
@@ -111,6 +112,8 @@ class Syncer:
         self._public_key = public_key_from_text(credentials.public_key)
         self._etag: str | None = None
         self._refused_revision = -1  # the newest revision number refused, to wait past it
+        self._check_in_lock = asyncio.Lock()
+        self._delivered: dict[str, Any] | None = None  # the last check-in the server took
         self._client = server_client(credentials.token, read_timeout=wait + 15.0)
         current = guard.enforcement.policy
         self.status.revision = current.revision if current else None
@@ -124,9 +127,7 @@ class Syncer:
         first = True
         while True:
             try:
-                applied = await self.poll_once(wait=0 if first else self.wait)
-                if first and not applied:
-                    await self.check_in()  # the cached revision is current: say so
+                await self.poll_once(wait=0 if first else self.wait)
                 first = False
                 failures = 0
             except asyncio.CancelledError:
@@ -155,20 +156,19 @@ class Syncer:
         response = await self._client.get(url, params=params, headers=headers)
         if response.status_code == 304:
             self._reached()
+            await self._check_in_if_stale()
             return False
         if response.status_code != 200:
             raise SyncError(f"the server answered {response.status_code}: {_detail(response)}")
         self._reached()
         refused = len(self.status.refused_revisions)
-        reported = self.status.refusal
         applied = self.accept(response.content)
         if len(self.status.refused_revisions) > refused:
             await self.check_in()  # owners see the refusal now, not with the next good revision
             raise SyncError(self.status.refused_revisions[-1])  # back off; never a hot loop
         if applied:
             self._etag = response.headers.get("ETag")
-        if applied or self.status.refusal != reported:
-            await self.check_in()
+        await self._check_in_if_stale()  # a new revision, a cleared refusal, the first answer
         return applied
 
     def accept(self, raw: bytes) -> bool:
@@ -236,24 +236,38 @@ class Syncer:
         if self.on_change is not None:
             self.on_change()
 
-    async def check_in(self) -> None:
-        url = api_url(
-            self.credentials.server,
-            f"/api/v1/orgs/{self.credentials.organization}/devices/check-in",
-        )
-        body = {
+    def _check_in_body(self) -> dict[str, Any]:
+        return {
             "agent_id": self.agent_id,
             "revision": self.status.revision or 0,  # 0: nothing verified yet
             "hostname": socket.gethostname(),
             "refusal": self.status.refusal[:REFUSAL_LIMIT] if self.status.refusal else None,
             "engine": self.engine(),  # None: no Docker Engine answered
         }
-        try:
-            response = await self._client.post(url, json=body)
-            if response.status_code >= 400:
-                log.warning("check-in refused: %s %s", response.status_code, _detail(response))
-        except httpx.HTTPError as error:
-            log.warning("check-in failed: %s", error)
+
+    async def _check_in_if_stale(self) -> None:
+        """Check in when the server has not yet been told what is true now (nothing sent yet,
+        or a check-in that failed while the server was away)."""
+        if self._check_in_body() != self._delivered:
+            await self.check_in()
+
+    async def check_in(self) -> None:
+        """Tell the server what this machine enforces now. One at a time, each body read when
+        its turn comes, so an older state never lands after a newer one."""
+        url = api_url(
+            self.credentials.server,
+            f"/api/v1/orgs/{self.credentials.organization}/devices/check-in",
+        )
+        async with self._check_in_lock:
+            body = self._check_in_body()
+            try:
+                response = await self._client.post(url, json=body)
+                if response.status_code >= 400:
+                    log.warning("check-in refused: %s %s", response.status_code, _detail(response))
+                else:
+                    self._delivered = body
+            except httpx.HTTPError as error:
+                log.warning("check-in failed: %s", error)
 
     async def report_denials(self, interval: float = REPORT_INTERVAL) -> None:
         """Send queued denials in batches until cancelled; a failed batch goes back in the queue."""
