@@ -185,6 +185,43 @@ def test_status_reports_the_enforced_revision(signed_in: Scene, owner: Owner) ->
     assert any(device["applied_revision"] == current for device in devices)
 
 
+def test_the_agent_reports_whether_dockerd_uses_its_plugin_and_proxy(
+    signed_in: Scene, owner: Owner
+) -> None:
+    def engines() -> list[object]:
+        return [device["engine"] for device in owner.get("/devices")["devices"]]
+
+    def status() -> tuple[dict[str, Any], str]:
+        report = json.loads(signed_in.regward("status", "--json").stdout)
+        return report["docker_engine"], signed_in.regward("status").stdout
+
+    # This dockerd runs with the agent's plugin; the agent's proxy is off: protected.
+    wait_for(lambda: engines() == [{"authz": True, "proxy": None}], 10)
+    engine, text = status()
+    assert engine["authz"] is True and engine["proxy"] is None and engine["protected"] is True
+    assert engine["plugins"] == [signed_in.plugin_name]
+    assert (
+        f"Docker Engine: protected (AuthZ plugin {signed_in.plugin_name}, the agent's proxy is off)"
+    ) in text
+    # With the agent's proxy on, the same dockerd (never told to use it) lets builds past it.
+    try:
+        signed_in.start_agent([], proxy_listen="127.0.0.1:3128")
+        wait_for(lambda: engines() == [{"authz": True, "proxy": False}], 15)
+        engine, text = status()
+        assert engine["authz"] is True and engine["proxy"] is False
+        assert engine["protected"] is False
+        assert (
+            "Docker Engine: NOT protected: dockerd does not send registry traffic through the "
+            "agent's proxy 127.0.0.1:3128 (HTTPS proxy not set, HTTP proxy not set), so pulls "
+            "inside builds are not checked; run `regward agent install` and restart dockerd"
+        ) in text
+        agent_status = json.loads((signed_in.agent_dir / "status.json").read_text())
+        assert agent_status["docker_engine"]["proxy"] is False  # what the agent checked in
+    finally:
+        signed_in.start_agent([])
+    wait_for(lambda: engines() == [{"authz": True, "proxy": None}], 15)
+
+
 def test_apply_flips_the_next_pull_without_logout(signed_in: Scene, owner: Owner) -> None:
     # How fast is bench/propagation.py's job (no timing assertions here: machines are noisy);
     # the bound only keeps a broken long-poll from hanging the suite.

@@ -446,6 +446,10 @@ class Bed:
         return ca_crt, crt, key
 
     # ---- dockerd ------------------------------------------------------------------------
+    def docker_socket(self, name: str = "dockerd") -> Path:
+        """Where `start_dockerd(name=name)` has dockerd listen (DOCKER_HOST=unix://...)."""
+        return self.directory / name / "docker.sock"
+
     def start_dockerd(
         self, args: Sequence[str] = (), env: Mapping[str, str] | None = None, name: str = "dockerd"
     ) -> Dockerd:
@@ -457,7 +461,7 @@ class Bed:
         data_root, exec_root = root / "data", root / "exec"
         data_root.mkdir(parents=True, exist_ok=True)
         exec_root.mkdir(parents=True, exist_ok=True)
-        sock = root / "docker.sock"
+        sock = self.docker_socket(name)
         hosts, resolv = self.netns_dir / "hosts", self.netns_dir / "resolv.conf"
         dockerd = [
             "dockerd",

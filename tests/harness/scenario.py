@@ -98,6 +98,8 @@ class Scene:
         return {
             "REGWARD_AGENT_DIR": str(self.agent_dir),
             "REGWARD_REGISTRY_JSON": str(self.registry_json),
+            # The bed's dockerd, whose /info tells the agent whether it is protected.
+            "DOCKER_HOST": f"unix://{self.bed.docker_socket()}",
         }
 
     def regward(
