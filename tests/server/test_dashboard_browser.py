@@ -374,7 +374,24 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
         server,
         "POST",
         "/api/v1/orgs/acme/devices/check-in",
-        {"agent_id": "laptop-bob-7f3a", "revision": revision, "hostname": "bob-laptop"},
+        {
+            "agent_id": "laptop-bob-7f3a",
+            "revision": revision,
+            "hostname": "bob-laptop",
+            "engine": {"authz": True, "proxy": True},
+        },
+        bob,
+    )
+    api(
+        server,
+        "POST",
+        "/api/v1/orgs/acme/devices/check-in",
+        {
+            "agent_id": "build-host-3",
+            "revision": revision,
+            "hostname": "build-host-3",
+            "engine": {"authz": False, "proxy": False},  # dockerd restarted without the agent
+        },
         bob,
     )
     api(
@@ -427,6 +444,9 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
             for tab in ("activity", "members", "devices", "blocked"):
                 page.goto(f"{server.url}/orgs/acme/{tab}")
                 screenshot(page, f"dashboard-{tab}-{name}")
+            page.goto(f"{server.url}/orgs/acme/devices")
+            expect(page.locator('[data-engine-problem="build-host-3"]')).to_be_visible()
+            expect(page.locator("#unprotected-notice")).to_contain_text("1 device runs")
             page.goto(server.url + "/orgs/acme/test?image=quay.io/prometheus/node-exporter")
             screenshot(page, f"dashboard-test-{name}")
             page.goto(server.url + "/account")

@@ -231,7 +231,7 @@ class DeviceRow:
     engine_problem: str  # why the engine is not protected and the fix, or "" when it is
 
 
-ENGINE_UNKNOWN = "no Docker Engine answered the agent, or the agent is too old to tell"
+ENGINE_UNKNOWN = "no Docker Engine answered the agent, or the agent is too old to say"
 ENGINE_FIX = (
     "On the machine, run regward agent install and restart dockerd; regward status shows "
     "the details."
