@@ -8,8 +8,10 @@ Refusals reaching owners run against the real server app in a thread (SQLite).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -125,13 +127,15 @@ def test_denials_that_cannot_be_sent_stay_queued(tmp_path: Path) -> None:
     assert [r.target for r in guard.denials.drain()] == ["evil.example/x:latest"]
 
 
-def test_a_refused_revision_reaches_the_server_and_a_good_one_clears_it(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def live_server(tmp_path: Path) -> Iterator[tuple[Server, httpx.Client, AgentState, Credentials]]:
+    """The real server app (SQLite) in a thread; an owner's client (alice); the agent's state
+    signed in as bob with the server's key pinned."""
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path}/rw.db")
     database = Database(settings.database_url)
     database.upgrade()
     make_users(database, settings)
     app = create_app(settings, database=database)
-    server: Server = app.state.server
     with (
         ThreadServer(app) as live,
         httpx.Client(base_url=live.url + "/api/v1", trust_env=False) as owner,
@@ -146,6 +150,41 @@ def test_a_refused_revision_reaches_the_server_and_a_good_one_clears_it(tmp_path
         state = AgentState(tmp_path / "state", tmp_path / "registry.json")
         credentials = Credentials(live.url, "acme", token("bob"), pinned)
         state.save_credentials(credentials)
+        yield app.state.server, owner, state, credentials
+    database.dispose()
+
+
+def test_a_state_the_server_missed_is_checked_in_with_the_next_answer(tmp_path: Path) -> None:
+    engine: dict[str, bool | None] = {"authz": True, "proxy": None}
+    with live_server(tmp_path) as (_, owner, state, credentials):
+        syncer = Syncer(
+            state,
+            Guard(state.enforcement()),
+            credentials,
+            "agent-1",
+            wait=1,
+            engine=lambda: dict(engine),
+        )
+
+        def on_record() -> object:
+            (only,) = owner.get("/orgs/acme/devices").json()["devices"]
+            return only["engine"]
+
+        async def steps() -> None:
+            try:
+                assert await syncer.poll_once(wait=0)  # revision 1, checked in
+                assert on_record() == {"authz": True, "proxy": None}
+                engine["authz"] = False  # changed while (say) the server was away
+                assert not await syncer.poll_once(wait=0)  # the same revision again
+                assert on_record() == {"authz": False, "proxy": None}
+            finally:
+                await syncer.aclose()
+
+        asyncio.run(steps())
+
+
+def test_a_refused_revision_reaches_the_server_and_a_good_one_clears_it(tmp_path: Path) -> None:
+    with live_server(tmp_path) as (server, owner, state, credentials):
         syncer = Syncer(state, Guard(state.enforcement()), credentials, "agent-1", wait=1)
 
         def device() -> dict[str, object]:
@@ -182,4 +221,3 @@ def test_a_refused_revision_reaches_the_server_and_a_good_one_clears_it(tmp_path
             assert accepted["refusal"] is None
 
         asyncio.run(scenario())
-    database.dispose()
