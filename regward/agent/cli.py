@@ -272,6 +272,8 @@ def _status(args: argparse.Namespace) -> int:
         print(
             f"Last sync:   {when}" + (f" ({sync['last_error']})" if sync.get("last_error") else "")
         )
+        if sync.get("refusal"):
+            print(f"REFUSED:     {sync['refusal']}")
     print(f"Docker Engine: {engine.words()}")
     if not alive:
         print("Agent:       not running (`regward agent run`)")

@@ -300,6 +300,8 @@ def test_revisions_signed_by_another_key_are_refused(signed_in: Scene) -> None:
         wait_for(refused, 10)
         result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
         assert "No verified policy of organization 'acme'" in result.stderr
+        shown = signed_in.regward("status").stdout
+        assert "REFUSED:     refused revision" in shown and "does not verify" in shown
     finally:
         credentials.write_text(original)
     wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 10)
