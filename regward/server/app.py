@@ -22,12 +22,12 @@ from regward import __version__
 from regward.server import dashboard, keys
 from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
-from regward.server.dashboard.security import SignInLimiter
 from regward.server.db import UNAVAILABLE, Database, is_unavailable
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedCache
 from regward.server.notify import notifier_for
 from regward.server.runtime import Server
+from regward.server.services.limits import SignInLimiter
 from regward.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         redoc_url=None,
     )
     app.state.server = server
-    app.state.sign_in_limiter = SignInLimiter()
+    app.state.sign_in_limiter = SignInLimiter(database)
     app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(FeedFastPath)  # agents' polls skip FastAPI's machinery

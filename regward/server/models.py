@@ -237,3 +237,16 @@ class Denial(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User | None] = relationship()
+
+
+class SignInFailure(Base):
+    """A failed password check, kept for the sign-in limit's window. In the database, so every
+    server process behind a load balancer counts the same failures, and a restart forgets none."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index("ix_sign_in_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    """`user:NAME` (lowercased) or `client:ADDRESS`."""
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,17 +11,18 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from regward.server.app import create_app
-from regward.server.dashboard.security import SignInLimiter
 from regward.server.db import Database
 from regward.server.keys import load_or_create
 from regward.server.models import Role
 from regward.server.services import auth, orgs, registry_access
+from regward.server.services.limits import PER_USER, SignInLimiter
 from regward.server.settings import Settings
 from tests.server.accounts import PASSWORD, make_users
 
@@ -102,7 +103,7 @@ def test_pages_forbid_framing_and_foreign_scripts(client: TestClient) -> None:
 def test_sign_in_is_rate_limited_per_username(client: TestClient) -> None:
     page = client.get("/signin")
     token = csrf_of(page.text)
-    for _ in range(SignInLimiter().per_user):
+    for _ in range(PER_USER):
         wrong = client.post(
             "/signin", data={"csrf_token": token, "username": "alice", "password": "wrong-guess"}
         )
@@ -118,15 +119,20 @@ def test_sign_in_is_rate_limited_per_username(client: TestClient) -> None:
     sign_in(client, "bob")
 
 
-def test_limiter_forgets_failures_after_the_window() -> None:
-    now = [1000.0]
-    limiter = SignInLimiter(per_user=2, per_client=100, window=60, clock=lambda: now[0])
+def test_limiter_forgets_failures_after_the_window(database: Database) -> None:
+    now = [datetime(2026, 11, 27, 12, 0, tzinfo=UTC)]
+    limiter = SignInLimiter(database, per_user=2, per_client=3, window=60, clock=lambda: now[0])
+    limiter.failed("Alice", "10.0.0.1")
     limiter.failed("alice", "10.0.0.1")
-    limiter.failed("alice", "10.0.0.1")
-    assert limiter.retry_after("alice", "10.0.0.1") == 60
+    assert limiter.retry_after("ALICE", "10.0.0.2") == 60  # usernames in any case are one
+    assert limiter.retry_after("bob", "10.0.0.2") == 0
+    now[0] += timedelta(seconds=20)
+    limiter.failed("carol", "10.0.0.1")  # the client's third
+    assert limiter.retry_after("bob", "10.0.0.1") == 40
+    limiter.succeeded("alice")
+    assert limiter.retry_after("alice", "10.0.0.2") == 0
+    now[0] += timedelta(seconds=41)
     assert limiter.retry_after("bob", "10.0.0.1") == 0
-    now[0] += 61
-    assert limiter.retry_after("alice", "10.0.0.1") == 0
 
 
 def test_sign_in_form_needs_its_csrf_token(client: TestClient) -> None:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from regward.server.app import create_app
+from regward.server.services.limits import PER_USER
 from tests.server.accounts import PASSWORD
-from tests.server.conftest import World
+from tests.server.conftest import TestClient, World
 
 
 def test_owner_adds_and_applies(world: World) -> None:
@@ -50,3 +52,26 @@ def test_a_new_password_ends_the_other_sign_ins_but_not_access_tokens(world: Wor
     assert c.get("/api/v1/user", headers=elsewhere).status_code == 401
     assert c.get("/api/v1/user", headers=token).status_code == 200
     assert sign_in(new)
+
+
+def test_failed_sign_ins_count_across_server_processes(world: World) -> None:
+    """Two processes behind a load balancer share the count: a guesser gains nothing by
+    spreading attempts over replicas (nor by waiting for a restart)."""
+    other = create_app(world.settings, database=world.database)  # its own memory, same database
+    wrong = {"username": "alice", "password": "wrong-guess"}
+    with TestClient(other) as replica:
+        for number in range(PER_USER):
+            client = (world.client, replica)[number % 2]
+            assert client.post("/api/v1/auth/token", json=wrong).status_code == 401
+        for client in (world.client, replica):
+            answer = client.post(
+                "/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
+            )
+            assert answer.status_code == 429
+            assert 0 < int(answer.headers["Retry-After"]) <= 300
+        assert (
+            replica.post(
+                "/api/v1/auth/token", json={"username": "bob", "password": PASSWORD}
+            ).status_code
+            == 200
+        )

@@ -1081,19 +1081,15 @@ def change_password(request: Request, form: Form) -> Response:
             wait = limiter.retry_after(visitor.username, client)
             if wait:
                 raise InvalidInput(f"too many wrong passwords; wait {wait} seconds and try again")
-            try:
-                auth.authenticate(session, visitor.username, current)
-            except Unauthenticated:
-                limiter.failed(visitor.username, client)
-                raise
+            auth.authenticate(session, visitor.username, current)
             auth.set_password(session, visitor.caller.user, new, visitor.caller.token_id)
     except (Unauthenticated, InvalidInput) as error:
-        message = (
-            "Your current password is not right."
-            if isinstance(error, Unauthenticated)
-            else _sentence(error)
-        )
         with _using(request) as (_, visitor):
+            if isinstance(error, Unauthenticated):  # counted once the write session is over
+                limiter.failed(visitor.username, client)
+                message = "Your current password is not right."
+            else:
+                message = _sentence(error)
             return _account_page(request, visitor, status=error.status, error=message)
     return redirect(request, "/account", "Your password is changed.")
 
