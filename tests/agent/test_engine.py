@@ -17,19 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from regward.agent import engine
 from regward.agent.runner import Agent, AgentOptions
-from regward.agent.state import AgentState, Credentials
-from regward.server.app import create_app
-from regward.server.db import Database
-from regward.server.settings import Settings
-from tests.server.accounts import PASSWORD, make_users
-from tests.server.live import ThreadServer
+from tests.server.live import live_server
 
 SHAPES = json.loads((Path(__file__).parent / "data" / "docker-info.json").read_text())
 PROTECTED = SHAPES["dockerd-20.10-protected"]
@@ -247,24 +241,7 @@ def test_the_agent_checks_in_what_the_engine_says_and_each_change(
     tmp_path: Path, dockerd: tuple[FakeEngine, Path]
 ) -> None:
     fake, path = dockerd
-    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path}/rw.db")
-    database = Database(settings.database_url)
-    database.upgrade()
-    make_users(database, settings)
-    app = create_app(settings, database=database)
-    with (
-        ThreadServer(app) as live,
-        httpx.Client(base_url=live.url + "/api/v1", trust_env=False) as owner,
-    ):
-
-        def token(username: str) -> str:
-            body = {"username": username, "password": PASSWORD}
-            return str(owner.post("/auth/token", json=body).json()["token"])
-
-        owner.headers["Authorization"] = f"Bearer {token('alice')}"
-        pinned = owner.get("/signing-key").json()["public_key"]
-        state = AgentState(tmp_path / "state", tmp_path / "registry.json")
-        state.save_credentials(Credentials(live.url, "acme", token("bob"), pinned))
+    with live_server(tmp_path) as (_, owner, state, _credentials):
         agent = Agent(
             AgentOptions(
                 authz_socket=tmp_path / "authz.sock",
@@ -308,4 +285,3 @@ def test_the_agent_checks_in_what_the_engine_says_and_each_change(
                 await task
 
         asyncio.run(scenario())
-    database.dispose()

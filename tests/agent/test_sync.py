@@ -8,13 +8,10 @@ Refusals reaching owners run against the real server app in a thread (SQLite).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -22,12 +19,7 @@ from regward.agent.guard import Guard
 from regward.agent.state import AgentState, Credentials
 from regward.agent.sync import Syncer, SyncError
 from regward.policy import Action, Policy, generate_key, public_key_to_text, sign
-from regward.server.app import create_app
-from regward.server.db import Database
-from regward.server.runtime import Server
-from regward.server.settings import Settings
-from tests.server.accounts import PASSWORD, make_users
-from tests.server.live import ThreadServer
+from tests.server.live import live_server
 
 
 def policy(revision: int, *addresses: str, organization: str = "acme") -> Policy:
@@ -125,33 +117,6 @@ def test_denials_that_cannot_be_sent_stay_queued(tmp_path: Path) -> None:
 
     asyncio.run(run_briefly())
     assert [r.target for r in guard.denials.drain()] == ["evil.example/x:latest"]
-
-
-@contextlib.contextmanager
-def live_server(tmp_path: Path) -> Iterator[tuple[Server, httpx.Client, AgentState, Credentials]]:
-    """The real server app (SQLite) in a thread; an owner's client (alice); the agent's state
-    signed in as bob with the server's key pinned."""
-    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path}/rw.db")
-    database = Database(settings.database_url)
-    database.upgrade()
-    make_users(database, settings)
-    app = create_app(settings, database=database)
-    with (
-        ThreadServer(app) as live,
-        httpx.Client(base_url=live.url + "/api/v1", trust_env=False) as owner,
-    ):
-
-        def token(username: str) -> str:
-            body = {"username": username, "password": PASSWORD}
-            return str(owner.post("/auth/token", json=body).json()["token"])
-
-        owner.headers["Authorization"] = f"Bearer {token('alice')}"
-        pinned = owner.get("/signing-key").json()["public_key"]
-        state = AgentState(tmp_path / "state", tmp_path / "registry.json")
-        credentials = Credentials(live.url, "acme", token("bob"), pinned)
-        state.save_credentials(credentials)
-        yield app.state.server, owner, state, credentials
-    database.dispose()
 
 
 def test_a_state_the_server_missed_is_checked_in_with_the_next_answer(tmp_path: Path) -> None:

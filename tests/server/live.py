@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from regward.agent.state import AgentState, Credentials
+from regward.server.app import create_app
+from regward.server.db import Database
+from regward.server.runtime import Server
+from regward.server.settings import Settings
 from tests.harness.server import free_port
+from tests.server.accounts import PASSWORD, make_users
 
 
 class ThreadServer:
@@ -32,3 +42,30 @@ class ThreadServer:
     def __exit__(self, *_exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=20)
+
+
+@contextlib.contextmanager
+def live_server(tmp_path: Path) -> Iterator[tuple[Server, httpx.Client, AgentState, Credentials]]:
+    """The real server app (SQLite) in a thread; an owner's client (alice); the agent's state
+    signed in as bob with the server's key pinned."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path}/rw.db")
+    database = Database(settings.database_url)
+    database.upgrade()
+    make_users(database, settings)
+    app = create_app(settings, database=database)
+    with (
+        ThreadServer(app) as live,
+        httpx.Client(base_url=live.url + "/api/v1", trust_env=False) as owner,
+    ):
+
+        def token(username: str) -> str:
+            body = {"username": username, "password": PASSWORD}
+            return str(owner.post("/auth/token", json=body).json()["token"])
+
+        owner.headers["Authorization"] = f"Bearer {token('alice')}"
+        pinned = owner.get("/signing-key").json()["public_key"]
+        state = AgentState(tmp_path / "state", tmp_path / "registry.json")
+        credentials = Credentials(live.url, "acme", token("bob"), pinned)
+        state.save_credentials(credentials)
+        yield app.state.server, owner, state, credentials
+    database.dispose()
