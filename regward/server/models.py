@@ -153,6 +153,10 @@ class Draft(Base):
     updated_by_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
+    # Who last changed each part of the draft since the last Save & Apply ("enabled", or an
+    # entry's key as `registry_access.editor_key` writes it) -> username: the Activity events
+    # of an apply name who made each change, not whoever pressed Save & Apply.
+    editors: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     organization: Mapped[Organization] = relationship(back_populates="draft")
 

@@ -572,7 +572,7 @@ def test_second_entry_for_an_address_is_added_edited_switched_and_removed_by_key
     assert '<tr data-address="ghcr.io" data-repositories="acme/*"' in page
     assert 'aria-label="Edit ghcr.io (acme/*)"' in page
     assert "edit?address=ghcr.io&amp;repositories=acme%2F%2A" in page
-    assert "Add ghcr.io (acme/*)" in page  # the pending-changes banner tells them apart
+    assert "Add ghcr.io (acme/*) (by alice)" in page  # the banner tells them apart, and who
     version = re.search(r'name="version" value="(\d+)"', page)
     assert version
 

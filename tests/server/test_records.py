@@ -85,6 +85,48 @@ def test_activity_records_applied_changes_with_before_and_after(world: World) ->
     assert bad.status_code == 422 and "yesterday" in bad.json()["detail"]
 
 
+def test_each_applied_change_names_the_owner_who_made_it_in_the_draft(world: World) -> None:
+    """Bob drafts, Alice toggles and applies: Activity credits each change to its author."""
+    c = world.client
+    alice, bob = world.headers("alice"), world.headers("bob")
+    promoted = c.put(f"{ORG}/members/bob", json={"role": "owner"}, headers=alice)
+    assert promoted.status_code == 200, promoted.text
+    added = c.post(f"{ORG}/registry-access/registries", json={"address": "quay.io"}, headers=bob)
+    assert added.status_code == 201, added.text
+    c.put(f"{ORG}/registry-access/enabled", json={"enabled": True}, headers=alice)
+    # Alice edits bob's entry after him: the last author of an entry is the one credited.
+    edited = {"address": "ghcr.io", "actions": ["pull"]}
+    c.post(f"{ORG}/registry-access/registries", json={"address": "ghcr.io"}, headers=bob)
+    c.put(f"{ORG}/registry-access/registries/ghcr.io", json=edited, headers=alice)
+    c.delete(f"{ORG}/registry-access/registries/docker.io", headers=bob)
+    pending = c.get(f"{ORG}/registry-access", headers=alice).json()["pending_changes"]
+    assert {(p["action"], p["address"], p["edited_by"]) for p in pending} == {
+        ("registry_access.enabled", None, "alice"),
+        ("registry_access.registry_added", "quay.io", "bob"),
+        ("registry_access.registry_added", "ghcr.io", "alice"),
+        ("registry_access.registry_removed", "docker.io", "bob"),
+    }
+    assert c.post(f"{ORG}/registry-access/apply", headers=alice).status_code == 200
+    logs = c.get(f"{ORG}/activity?page_size=100", headers=alice).json()["logs"]
+    credited = {(e["action"], e["data"].get("address"), e["actor"]) for e in logs}
+    assert {
+        ("registry_access.applied", None, "alice"),
+        ("registry_access.enabled", None, "alice"),
+        ("registry_access.registry_added", "quay.io", "bob"),
+        ("registry_access.registry_added", "ghcr.io", "alice"),
+        ("registry_access.registry_removed", "docker.io", "bob"),
+    } <= credited
+    # Applied: nothing is pending, and the next apply credits only what is drafted after it.
+    assert c.get(f"{ORG}/registry-access", headers=alice).json()["pending_changes"] == []
+    c.put(f"{ORG}/registry-access/enabled", json={"enabled": False}, headers=bob)
+    assert c.post(f"{ORG}/registry-access/apply", headers=alice).status_code == 200
+    logs = c.get(f"{ORG}/activity?page_size=2", headers=alice).json()["logs"]
+    assert [(e["action"], e["actor"]) for e in logs] == [
+        ("registry_access.applied", "alice"),
+        ("registry_access.disabled", "bob"),
+    ]
+
+
 def test_devices_report_compliance_and_denials_are_listed(world: World) -> None:
     c = world.client
     bob = world.headers("bob_read")  # an agent with a read-only token

@@ -54,6 +54,9 @@ class ChangeOut(BaseModel):
     )
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    edited_by: str | None = Field(
+        default=None, description="the owner who made this change in the draft, where known"
+    )
 
 
 class DraftOut(BaseModel):

@@ -146,17 +146,19 @@ def capitalized(text: str) -> str:
 
 
 def describe_change(change: Change) -> str:
-    """One line for the pending-changes banner."""
+    """One line for the pending-changes banner, naming who made the change."""
     if change.action == "registry_access.enabled":
-        return "Turn Registry Access Management on"
-    if change.action == "registry_access.disabled":
-        return "Turn Registry Access Management off"
-    verb = {
-        "registry_access.registry_added": "Add",
-        "registry_access.registry_updated": "Change",
-        "registry_access.registry_removed": "Remove",
-    }.get(change.action, change.action)
-    return f"{verb} {entry_label(change.address or '', change.repositories)}"
+        text = "Turn Registry Access Management on"
+    elif change.action == "registry_access.disabled":
+        text = "Turn Registry Access Management off"
+    else:
+        verb = {
+            "registry_access.registry_added": "Add",
+            "registry_access.registry_updated": "Change",
+            "registry_access.registry_removed": "Remove",
+        }.get(change.action, change.action)
+        text = f"{verb} {entry_label(change.address or '', change.repositories)}"
+    return f"{text} (by {change.edited_by})" if change.edited_by else text
 
 
 def when(moment: datetime | None) -> str:

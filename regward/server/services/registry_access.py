@@ -13,13 +13,15 @@ key are refused. Edits name an entry by its address and, when the address has se
 its repositories.
 
 `apply` signs the draft as revision N+1 and writes the Activity events that describe what
-changed since revision N (Docker's action names), all in one transaction.
+changed since revision N (Docker's action names), all in one transaction. Each event names the
+owner who made that change in the draft (the draft remembers who last changed the toggle and
+each entry), so edits one owner made and another applied are not credited to the second.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -69,6 +71,8 @@ class Change:
     after: dict[str, Any] | None
     repositories: tuple[str, ...] = ()
     """The entry's patterns, sorted (the new ones for an update): with `address`, its key."""
+    edited_by: str | None = None
+    """Who made this change in the draft, where known."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,7 +81,21 @@ class Change:
             "repositories": list(self.repositories),
             "before": self.before,
             "after": self.after,
+            "edited_by": self.edited_by,
         }
+
+    def editor_keys(self) -> list[str]:
+        """The draft parts this change touches: the toggle, or the entry (its old key too)."""
+        if self.address is None:
+            return ["enabled"]
+        keys = [editor_key(self.address, self.repositories)]
+        if self.before is not None:
+            keys.append(editor_key(self.before["address"], self.before.get("repositories", ())))
+        return keys
+
+
+def editor_key(address: str, repositories: Iterable[str]) -> str:
+    return " ".join([address, *sorted(repositories)])
 
 
 @dataclass(frozen=True)
@@ -222,13 +240,26 @@ def get_draft(session: Session, organization: Organization) -> DraftState:
         updated_at=draft.updated_at,
         updated_by=updated_by.username if updated_by else None,
         applied_revision=applied.revision if applied else 0,
-        pending=tuple(diff(applied, draft_policy(session, organization))),
+        pending=tuple(_pending(draft, applied, draft_policy(session, organization))),
     )
 
 
 def pending_changes(session: Session, organization: Organization) -> list[Change]:
     """What Save & Apply would change, compared with the applied revision."""
-    return diff(current_policy(session, organization), draft_policy(session, organization))
+    draft = _draft(session, organization)
+    applied = current_policy(session, organization)
+    return _pending(draft, applied, draft_policy(session, organization))
+
+
+def _pending(draft: Draft, applied: Policy | None, drafted: Policy) -> list[Change]:
+    """The changes from `applied` to `drafted`, each with who made it in the draft."""
+    editors = draft.editors or {}
+    return [
+        replace(
+            change, edited_by=next((editors[k] for k in change.editor_keys() if k in editors), None)
+        )
+        for change in diff(applied, drafted)
+    ]
 
 
 def diff(old: Policy | None, new: Policy) -> list[Change]:
@@ -273,6 +304,11 @@ def diff(old: Policy | None, new: Policy) -> list[Change]:
 # --- writing the draft -------------------------------------------------------------------
 
 
+def _as_policy(enabled: bool, entries: Sequence[RegistryEntry]) -> Policy:
+    """Draft settings as a Policy, to compare with `diff` (name and revision do not matter)."""
+    return Policy(organization="draft", revision=0, enabled=enabled, registries=tuple(entries))
+
+
 def _check_version(draft: Draft, version: int | None) -> None:
     if version is not None and version != draft.version:
         raise Conflict(
@@ -284,9 +320,14 @@ def _check_version(draft: Draft, version: int | None) -> None:
 def _save(
     draft: Draft, actor: User, entries: Sequence[RegistryEntry], enabled: bool | None = None
 ) -> None:
+    before = _as_policy(draft.enabled, parse_entries(draft.registries))
     draft.registries = [entry.to_dict() for entry in entries]
     if enabled is not None:
         draft.enabled = enabled
+    editors = dict(draft.editors or {})
+    for change in diff(before, _as_policy(draft.enabled, entries)):
+        editors.update(dict.fromkeys(change.editor_keys(), actor.username))
+    draft.editors = editors
     draft.version += 1
     draft.updated_at = utcnow()
     draft.updated_by_id = actor.id
@@ -498,13 +539,15 @@ def _publish(
         created_by_id=actor.id,
     )
     session.add(row)
-    changes = tuple(diff(old, policy)) if record else ()
+    changes = tuple(_pending(draft, old, policy)) if record else ()
     for change in changes:
         data: dict[str, Any] = {"revision": number, "before": change.before, "after": change.after}
         if change.address is not None:
             data["address"] = change.address
             data["repositories"] = list(change.repositories)
-        activity.record(session, organization, change.action, actor.username, **data)
+        who = change.edited_by or actor.username
+        activity.record(session, organization, change.action, who, **data)
+    draft.editors = {}  # everything drafted is applied now
     if record:
         activity.record(
             session,
