@@ -668,3 +668,44 @@ def test_a_slow_reader_gets_every_byte() -> None:
     finally:
         pusher.join(10)
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "body"),
+    [
+        ("", b""),
+        ("Content-Length: 5\r\n", b"hello"),
+        ("Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+    ],
+)
+def test_nothing_after_a_forwarded_request_reaches_the_registry(fields: str, body: bytes) -> None:
+    """A request pipelined behind the body, with a Host of its own, would reach another tenant
+    of a front that serves more than one request per connection; the proxy drops it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:  # reads until the proxy passes on the client's end, then answers
+        conn, _ = listener.accept()
+        with conn:
+            received.append(read_all(conn))
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    head = f"PUT http://127.0.0.1:{port}/v2/x HTTP/1.1\r\n{fields}\r\n".encode()
+    smuggled = b"GET /v2/secret HTTP/1.1\r\nHost: other-tenant.example\r\n\r\n"
+    try:
+        with running(make_decider(f"127.0.0.1:{port}")) as proxy, proxy.connect() as sock:
+            sock.sendall(head + body + smuggled)
+            sock.shutdown(socket.SHUT_WR)
+            response = read_all(sock)
+        thread.join(10)
+    finally:
+        listener.close()
+    assert response.endswith(b"\r\n\r\nok")
+    expected = f"PUT /v2/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}Connection: close\r\n\r\n"
+    assert received == [expected.encode() + body]
+

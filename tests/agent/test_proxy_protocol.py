@@ -15,6 +15,7 @@ from regward.agent.proxy.protocol import (
     MAX_REASON,
     NEED_MORE,
     ProtocolError,
+    RequestBody,
     Target,
     client_hello_sni,
     close_response_head,
@@ -270,3 +271,66 @@ def test_corrupted_client_hellos_only_raise_protocol_errors(at: int, junk: bytes
         client_hello_sni(bytes(hello))
     except ProtocolError as error:
         assert error.status == 400
+
+
+def body_of(*fields: str) -> RequestBody:
+    return RequestBody.of(parse_request(head("PUT http://reg.test:5000/v2/x HTTP/1.1", *fields)))
+
+
+@pytest.mark.parametrize(
+    ("fields", "data", "length"),
+    [
+        ((), b"GET /next HTTP/1.1\r\n\r\n", 0),
+        (("Content-Length: 5",), b"hello" + b"GET /next HTTP/1.1\r\n\r\n", 5),
+        (
+            ("Transfer-Encoding: Chunked",),
+            b"5;ext=1\r\nhello\r\na\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+            44,
+        ),
+    ],
+)
+def test_request_body_ends_where_its_framing_says(
+    fields: tuple[str, ...], data: bytes, length: int
+) -> None:
+    whole = body_of(*fields)
+    assert whole.feed(data) == length and whole.done
+    bytewise = body_of(*fields)  # the same end, however the bytes arrive
+    taken = [bytewise.feed(data[i : i + 1]) for i in range(len(data)) if not bytewise.done]
+    assert sum(taken) == length and bytewise.done
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("Content-Length: 5", "Transfer-Encoding: chunked"),
+        ("Content-Length: 5", "Content-Length: 6"),
+        ("Content-Length: -1",),
+        ("Content-Length: 0x10",),
+        ("Transfer-Encoding: gzip, chunked",),
+        ("Transfer-Encoding: chunked", "Transfer-Encoding: chunked"),
+    ],
+)
+def test_ambiguous_body_framing_is_400(fields: tuple[str, ...]) -> None:
+    with pytest.raises(ProtocolError) as raised:
+        body_of(*fields)
+    assert raised.value.status == 400
+
+
+@pytest.mark.parametrize("data", [b"5\r\nhelloXX\r\n", b"zz\r\n", b"5\nhello\r\n", b"1" * 5000])
+def test_malformed_chunks_are_400(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        body_of("Transfer-Encoding: chunked").feed(data)
+
+
+def test_connection_cannot_drop_the_body_framing() -> None:
+    request = parse_request(
+        head(
+            "POST http://reg.test/v2/ HTTP/1.1",
+            "Connection: transfer-encoding, content-length, x-drop",
+            "Transfer-Encoding: chunked",
+            "X-Drop: 1",
+        )
+    )
+    assert forward_head(request) == head(
+        "POST /v2/ HTTP/1.1", "Host: reg.test", "Transfer-Encoding: chunked", "Connection: close"
+    )

@@ -66,6 +66,9 @@ _PHRASES = {
 _CODES = {403: "DENIED", 503: "TOOMANYREQUESTS", 502: "UNAVAILABLE", 504: "UNAVAILABLE"}
 
 CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?\r\n")
+MAX_CHUNK_LINE = 4096
 
 
 class ProtocolError(Exception):
@@ -237,8 +240,10 @@ def _looks_numeric(host: str) -> bool:
 
 def forward_head(request: Request) -> bytes:
     """The head to send upstream for an absolute-form request: origin form, hop-by-hop fields
-    dropped, Host set to the target the decision was made for, one request per connection."""
-    named = _connection_names(request.fields)
+    dropped, Host set to the target the decision was made for, one request per connection.
+    The body's framing fields always pass, even when `Connection` names them: the proxy frames
+    the body by them (`RequestBody`), and so must the registry."""
+    named = _connection_names(request.fields) - _FRAMING
     out = [f"{request.method} {request.path} HTTP/1.1\r\n".encode()]
     out.append(b"Host: " + _host_value(request.target).encode() + b"\r\n")
     for name, value in request.fields:
@@ -261,6 +266,89 @@ def _connection_names(fields: tuple[tuple[bytes, bytes], ...]) -> frozenset[byte
         if name.lower() in (b"connection", b"proxy-connection"):
             names.update(part.strip().lower() for part in value.split(b","))
     return frozenset(names)
+
+
+class RequestBody:
+    """Where the body of a forwarded request ends (RFC 9112 section 6): `feed` takes the bytes
+    the client sends after the head and says how many of them belong to the body, and `done`
+    turns true at its end. Nothing after it reaches the registry, so a request pipelined behind
+    it (with a `Host` of its own) cannot ride on a connection decided for another host.
+
+        no Content-Length or Transfer-Encoding     no body
+        Content-Length: N                          N bytes
+        Transfer-Encoding: chunked                 chunks up to the last one and its trailer
+
+    Framing that two parsers could read differently (both fields, several lengths, another
+    coding) is a ProtocolError (400) before anything is sent.
+    """
+
+    def __init__(self, length: int | None) -> None:
+        """`length` bytes, or chunked when None."""
+        self._left = length or 0
+        self._state = "size" if length is None else ("data" if length else "done")
+        self._chunked = length is None
+        self._line = bytearray()
+
+    @classmethod
+    def of(cls, request: Request) -> RequestBody:
+        lengths = {v for n, v in request.fields if n.lower() == b"content-length"}
+        codings = [v for n, v in request.fields if n.lower() == b"transfer-encoding"]
+        if codings and lengths:
+            raise ProtocolError(400, "request has both Transfer-Encoding and Content-Length")
+        if codings:
+            if len(codings) > 1 or codings[0].lower() != b"chunked":
+                raise ProtocolError(
+                    400, "only 'Transfer-Encoding: chunked' request bodies are forwarded"
+                )
+            return cls(None)
+        if not lengths:
+            return cls(0)
+        (length,) = lengths if len(lengths) == 1 else (b"",)
+        if not length.isdigit() or len(length) > 18:
+            raise ProtocolError(400, f"request Content-Length {length[:40]!r} is not one number")
+        return cls(int(length))
+
+    @property
+    def done(self) -> bool:
+        return self._state == "done"
+
+    def feed(self, data: bytes) -> int:
+        """How many bytes at the start of `data` are body; the rest comes after the body."""
+        at = 0
+        while at < len(data) and self._state != "done":
+            if self._state == "data":
+                taken = min(self._left, len(data) - at)
+                self._left -= taken
+                at += taken
+                if not self._left:
+                    self._state = "crlf" if self._chunked else "done"
+                continue
+            end = data.find(b"\n", at)
+            self._line += data[at : len(data) if end < 0 else end + 1]
+            if len(self._line) > MAX_CHUNK_LINE:
+                raise ProtocolError(400, "chunk line of the request body too long")
+            if end < 0:
+                return len(data)
+            at = end + 1
+            self._line_done(bytes(self._line))
+            self._line.clear()
+        return at
+
+    def _line_done(self, line: bytes) -> None:
+        if self._state == "size":
+            size = _CHUNK_SIZE.fullmatch(line)
+            if size is None:
+                raise ProtocolError(400, "malformed chunk size in the request body")
+            self._left = int(size[1], 16)
+            self._state = "data" if self._left else "trailer"
+        elif self._state == "crlf":
+            if line != b"\r\n":
+                raise ProtocolError(400, "chunk of the request body not followed by CRLF")
+            self._state = "size"
+        elif line == b"\r\n":  # the empty line that ends the trailer
+            self._state = "done"
+        elif not line.endswith(b"\r\n"):
+            raise ProtocolError(400, "malformed trailer line in the request body")
 
 
 def response_status(head: bytes) -> int:

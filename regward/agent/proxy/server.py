@@ -23,6 +23,7 @@ from .protocol import (
     NEED_MORE,
     ProtocolError,
     Request,
+    RequestBody,
     Target,
     client_hello_sni,
     close_response_head,
@@ -210,13 +211,14 @@ class ProxyServer:
                 log.info("proxy refused %s: %s", request.target.authority, message)
                 await self._send(client, error_response(403, message))
                 return
+            body = None if request.is_connect else RequestBody.of(request)
             upstream = await self._connect(request.target)
-            if request.is_connect:
+            if body is None:
                 await self._send(client, CONNECT_ESTABLISHED)
                 plain = _plain_bytes_allowed(decision, request.target)
                 await self._relay(client, upstream, request.target, rest, hosts, plain)
             else:
-                await self._forward(client, upstream, request, rest)
+                await self._forward(client, upstream, request, rest, body)
         except ProtocolError as error:
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(1):
@@ -375,26 +377,63 @@ class ProxyServer:
             return None
 
     async def _forward(
-        self, client: socket.socket, upstream: socket.socket, request: Request, rest: bytes
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        request: Request,
+        rest: bytes,
+        body: RequestBody,
     ) -> None:
-        """One absolute-form request: its head rewritten, body and response spliced."""
+        """One absolute-form request: its head rewritten, its body (and nothing after it)
+        passed on, the response spliced."""
         loop = asyncio.get_running_loop()
-        await self._send(upstream, forward_head(request) + rest)
+        await self._send(upstream, forward_head(request) + rest[: body.feed(rest)])
         tunnel = Tunnel(loop, self._pool, client, upstream)
         tunnel.downstream_only = True
         self._tunnels.add(tunnel)
+        sender = loop.create_task(
+            self._send_body(client, upstream, body), name="proxy-request-body"
+        )
         try:
-            tunnel.up.start()
-            head, extra = await self._response_head(upstream)
+            head, extra = await self._response_head(client, upstream)
             await self._send(client, head + extra)
             tunnel.down.start()
             await tunnel.wait()
         finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
             tunnel.abort()
             self._tunnels.discard(tunnel)
 
-    async def _response_head(self, upstream: socket.socket) -> tuple[bytes, bytes]:
-        """Read the final response head (passing 1xx heads through), rewritten to close."""
+    async def _send_body(
+        self, client: socket.socket, upstream: socket.socket, body: RequestBody
+    ) -> None:
+        """The rest of a request body, client to registry. Bytes after the body (a pipelined
+        request) are read and dropped; the client's end is passed on as before. A body that
+        breaks its framing ends the request."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                chunk = await loop.sock_recv(client, 65536)
+                if not chunk:
+                    upstream.shutdown(socket.SHUT_WR)
+                    return
+                if not body.done:
+                    await loop.sock_sendall(upstream, chunk[: body.feed(chunk)])
+        except ProtocolError as error:
+            log.info("proxy ended a request whose body is malformed: %s", error.message)
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_RDWR)
+
+    async def _response_head(
+        self, client: socket.socket, upstream: socket.socket
+    ) -> tuple[bytes, bytes]:
+        """Read the final response head, rewritten to close; 1xx heads go to the client at
+        once (a client that sent `Expect: 100-continue` waits for one before its body)."""
         loop = asyncio.get_running_loop()
         buffer = bytearray()
         interim = b""
