@@ -709,3 +709,39 @@ def test_nothing_after_a_forwarded_request_reaches_the_registry(fields: str, bod
     expected = f"PUT /v2/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}Connection: close\r\n\r\n"
     assert received == [expected.encode() + body]
 
+
+def test_100_continue_reaches_the_client_before_its_body() -> None:
+    """A client that sends `Expect: 100-continue` holds its body until the registry's 100."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    bodies: list[bytes] = []
+
+    def serve() -> None:  # answers 100, then 201 once the whole body is in
+        conn, _ = listener.accept()
+        with conn:
+            data = read_head(conn)
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = data.split(b"\r\n\r\n", 1)[1]
+            while len(body) < 5 and (chunk := conn.recv(65536)):
+                body += chunk
+            bodies.append(body)
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with running(make_decider(f"127.0.0.1:{port}")) as proxy, proxy.connect() as sock:
+            sock.sendall(
+                f"PUT http://127.0.0.1:{port}/v2/x HTTP/1.1\r\n"
+                "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n".encode()
+            )
+            assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(b"hello")
+            final = read_all(sock)
+        thread.join(10)
+    finally:
+        listener.close()
+    assert bodies == [b"hello"]
+    assert final.startswith(b"HTTP/1.1 201 Created\r\n")

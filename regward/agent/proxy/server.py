@@ -436,7 +436,6 @@ class ProxyServer:
         once (a client that sent `Expect: 100-continue` waits for one before its body)."""
         loop = asyncio.get_running_loop()
         buffer = bytearray()
-        interim = b""
         async with asyncio.timeout(self.settings.idle_timeout):
             while True:
                 try:
@@ -452,9 +451,9 @@ class ProxyServer:
                 head = bytes(buffer[:end])
                 del buffer[:end]
                 if 100 <= response_status(head) < 200:
-                    interim += head
+                    await self._send(client, head)
                     continue
-                return interim + close_response_head(head), bytes(buffer)
+                return close_response_head(head), bytes(buffer)
 
     async def _sweep_idle(self) -> None:
         seen: dict[Tunnel, tuple[int, float]] = {}
