@@ -334,3 +334,60 @@ def test_connection_cannot_drop_the_body_framing() -> None:
     assert forward_head(request) == head(
         "POST /v2/ HTTP/1.1", "Host: reg.test", "Transfer-Encoding: chunked", "Connection: close"
     )
+
+
+def _encode_chunked(chunks: list[bytes], extensions: list[str], trailers: list[str]) -> bytes:
+    out = b""
+    for data, extension in zip(chunks, extensions, strict=False):
+        out += f"{len(data):x}{extension}\r\n".encode() + data + b"\r\n"
+    return out + b"0\r\n" + b"".join(f"{t}\r\n".encode() for t in trailers) + b"\r\n"
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), max_size=6),
+    st.lists(st.sampled_from(["", ";x=1", " ;name"]), min_size=6, max_size=6),
+    st.lists(st.sampled_from(["X-T: 1", "Checksum: abc"]), max_size=2),
+    st.binary(max_size=100),
+    st.lists(st.integers(1, 64), min_size=1, max_size=40),
+)
+def test_a_chunked_body_ends_at_its_last_chunk_however_it_arrives(
+    chunks: list[bytes],
+    extensions: list[str],
+    trailers: list[str],
+    after: bytes,
+    cuts: list[int],
+) -> None:
+    """Whatever the chunks and however the bytes are split, exactly the body is taken and what
+    follows it (a pipelined request) is not."""
+    body = _encode_chunked(chunks, extensions, trailers)
+    data, taken, at = body + after, 0, 0
+    parser = body_of("Transfer-Encoding: chunked")
+    for size in [*cuts, len(data)]:
+        if parser.done:
+            break
+        taken += parser.feed(data[at : at + size])
+        at += size
+    assert parser.done and taken == len(body)
+
+
+@given(st.integers(0, 10_000), st.binary(max_size=200), st.integers(1, 97))
+def test_a_sized_body_ends_after_its_length(length: int, after: bytes, step: int) -> None:
+    parser = body_of(f"Content-Length: {length}")
+    data, taken = bytes(length) + after, 0
+    for at in range(0, len(data), step):
+        if parser.done:
+            break
+        taken += parser.feed(data[at : at + step])
+    assert parser.done == (length <= len(data)) and taken == length
+
+
+@given(st.binary(max_size=400))
+def test_any_chunked_bytes_give_a_body_end_or_a_400(data: bytes) -> None:
+    parser = body_of("Transfer-Encoding: chunked")
+    try:
+        taken = parser.feed(data)
+    except ProtocolError as error:
+        assert error.status == 400
+    else:
+        assert 0 <= taken <= len(data)
+        assert taken == len(data) or parser.done
