@@ -2,6 +2,7 @@
 
     regward server init --org ORG --owner USER [--password-stdin]
     regward server run [--host 127.0.0.1] [--port 8080]
+    regward server reset-password USER [--password-stdin]
     regward server db upgrade
     regward registries list|add|update|remove|enable|disable|apply --org ORG
                        [--server URL] [--token TOKEN]
@@ -54,6 +55,18 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     run.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     run.set_defaults(run=_run)
+
+    reset = actions.add_parser(
+        "reset-password",
+        help="give a user who forgot their password a new one and sign them out everywhere",
+    )
+    reset.add_argument("username", help="the user, e.g. alice")
+    reset.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the new password from standard input instead of generating one",
+    )
+    reset.set_defaults(run=_reset_password)
 
     db = actions.add_parser("db", help="database maintenance")
     db_actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -228,6 +241,35 @@ def _init(args: argparse.Namespace) -> int:
         print(f"regward: (also saved in {password_file} until you change it)")
     else:
         _show_initial_password(database_url=settings.database_url, path=password_file)
+    return 0
+
+
+def _reset_password(args: argparse.Namespace) -> int:
+    """For the server's administrator (it needs the database, not an owner's sign-in): owners
+    of one organization must not take over an account that may belong to others too."""
+    from regward.server.db import Database
+    from regward.server.services import auth
+
+    settings = _settings()
+    password: str | None = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        auth.check_password(password)
+    database = Database(settings.database_url)
+    try:
+        database.upgrade()
+        with database.session(write=True) as session:
+            user = auth.get_user(session, args.username)
+            if user is None:
+                raise ConfigError(f"no user {args.username!r}; `regward server init` creates one")
+            generated = password is None
+            password = password or auth.generate_password()
+            auth.set_password(session, user, password, keep=None)
+    finally:
+        database.dispose()
+    print(f"regward: new password set for {args.username!r}; their other sign-ins are ended")
+    if generated:
+        print(f"regward: one-time password for {args.username!r}: {password}")
     return 0
 
 

@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from regward.server.db import Database
+from regward.server.errors import Unauthenticated
+from regward.server.services import auth
 from tests.server.conftest import World
 from tests.server.live import ThreadServer
 
@@ -158,3 +163,37 @@ def test_registries_update_and_remove_pick_one_of_several_entries(world: World) 
     ]
     assert draft["registries"][1]["nickname"] == "Ours"
     assert "registry_added ghcr.io (acme/*)" in listing.stdout
+
+
+def test_reset_password_for_a_user_who_forgot_it(database_url: str, tmp_path: Path) -> None:
+    env = {"REGWARD_DATA_DIR": str(tmp_path / "data"), "REGWARD_DATABASE_URL": database_url}
+    first = regward("server", "init", "--org", "acme", "--owner", "admin", env=env)
+    old = first.stdout.split("one-time password for 'admin': ")[1].split()[0]
+    database = Database(database_url)
+    try:
+        with database.session(write=True) as session:
+            signed_in = auth.sign_in(session, "admin", old, 3600)
+        reset = regward("server", "reset-password", "admin", env=env)
+        assert reset.returncode == 0, reset.stderr
+        new = reset.stdout.split("one-time password for 'admin': ")[1].split()[0]
+        with database.session() as session:
+            assert auth.authenticate(session, "admin", new).username == "admin"
+            with pytest.raises(Unauthenticated):
+                auth.authenticate(session, "admin", old)
+            with pytest.raises(Unauthenticated):  # signed out everywhere
+                auth.resolve_token(session, signed_in)
+        argv = ("server", "reset-password", "admin", "--password-stdin")
+        chosen = regward(*argv, env=env, stdin="long enough now\n")
+        assert chosen.returncode == 0, chosen.stderr
+        assert "one-time password" not in chosen.stdout
+        with database.session() as session:
+            assert auth.authenticate(session, "admin", "long enough now").username == "admin"
+    finally:
+        database.dispose()
+    for argv, stdin, named in (
+        (("nobody",), None, "'nobody'"),
+        (("admin", "--password-stdin"), "short\n", "password: must be"),
+    ):
+        bad = regward("server", "reset-password", *argv, env=env, stdin=stdin)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+        assert named in bad.stderr and "Traceback" not in bad.stderr
