@@ -267,7 +267,7 @@ def _reset_password(args: argparse.Namespace) -> int:
             auth.set_password(session, user, password, keep=None)
     finally:
         database.dispose()
-    print(f"regward: new password set for {args.username!r}; their other sign-ins are ended")
+    print(f"regward: new password set for {args.username!r}; every sign-in of theirs is ended")
     if generated:
         print(f"regward: one-time password for {args.username!r}: {password}")
     return 0
