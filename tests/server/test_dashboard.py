@@ -309,9 +309,21 @@ def test_token_value_is_shown_once(client: TestClient) -> None:
     assert value.group(1) not in listing
     token_id = re.search(r'name="token_id" value="(\d+)"', listing)
     assert token_id
-    revoked = client.post(
-        "/tokens/revoke", data={"csrf_token": token, "token_id": token_id.group(1)}
+    # Without JavaScript the first post only asks; nothing is revoked yet.
+    asked = client.post("/tokens/revoke", data={"csrf_token": token, "token_id": token_id.group(1)})
+    assert asked.status_code == 200
+    assert "Revoke ci?" in asked.text and "cannot be undone" in asked.text
+    feed = client.get(
+        "/api/v1/orgs/acme/policy", headers={"Authorization": f"Bearer {value.group(1)}"}
     )
+    assert feed.status_code == 200
+    page_form = re.search(
+        r'<form method="post" action="/tokens/revoke">(.*?)</form>', asked.text, re.S
+    )
+    assert page_form
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page_form[1]))
+    assert form == {"csrf_token": token, "token_id": token_id.group(1), "confirmed": "yes"}
+    revoked = client.post("/tokens/revoke", data=form)
     assert revoked.status_code == 303
     feed = client.get(
         "/api/v1/orgs/acme/policy", headers={"Authorization": f"Bearer {value.group(1)}"}
@@ -475,7 +487,8 @@ def test_token_name_with_markup_is_escaped_in_notices(client: TestClient) -> Non
     assert "&lt;b onmouseover=alert(1)&gt;ci&lt;/b&gt;" in created.text
     token_id = re.search(r'name="token_id" value="(\d+)"', created.text)
     assert token_id
-    client.post("/tokens/revoke", data={"csrf_token": token, "token_id": token_id.group(1)})
+    confirmed = {"csrf_token": token, "token_id": token_id.group(1), "confirmed": "yes"}
+    client.post("/tokens/revoke", data=confirmed)
     notice = client.get("/tokens").text
     assert "Revoked &lt;b onmouseover=alert(1)&gt;ci&lt;/b&gt;" in notice
     assert name not in notice
@@ -488,7 +501,10 @@ def test_owner_who_leaves_lands_outside(client: TestClient) -> None:
         "/orgs/acme/members/role", data={"csrf_token": token, "username": "bob", "role": "owner"}
     )
     assert promoted.status_code == 303
-    left = client.post("/orgs/acme/members/remove", data={"csrf_token": token, "username": "alice"})
+    leave = {"csrf_token": token, "username": "alice"}
+    asked = client.post("/orgs/acme/members/remove", data=leave)
+    assert asked.status_code == 200 and "Remove alice from acme?" in asked.text
+    left = client.post("/orgs/acme/members/remove", data={**leave, "confirmed": "yes"})
     assert left.headers["location"] == "/"
     home = client.get("/")
     assert "You left acme." in home.text

@@ -456,6 +456,10 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
             page.get_by_role("button", name="Create token").click()
             expect(page.get_by_text("it is shown only once")).to_be_visible()
             screenshot(page, f"dashboard-tokens-{name}")
+            # With JavaScript the dialog asks, and the server's confirmation page is skipped.
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.get_by_role("button", name=f"Revoke ci-{name}").click()
+            expect(page.get_by_role("status").first).to_contain_text(f"Revoked ci-{name}")
         with BrowserSession(viewport) as browser:
             sign_in(browser.page, server, "bob")
             screenshot(browser.page, f"dashboard-member-view-{name}")

@@ -938,6 +938,19 @@ def change_role(request: Request, org: str, form: Form) -> Response:
 @router.post("/orgs/{org}/members/remove")
 def remove_member(request: Request, org: str, form: Form) -> Response:
     username = _text(form, "username")
+    if not _confirmed(form):
+        with _using(request) as (session, visitor):
+            orgs.access(session, visitor.caller, org)  # the removal itself checks the role
+            return _confirmation(
+                request,
+                visitor,
+                org,
+                question=f"Remove {username} from {org}?",
+                consequence=f"{username} loses access to {org} at once.",
+                verb="Remove",
+                fields=[("username", username)],
+                back=_org_path(org, "members"),
+            )
     left = False
 
     def write(session: Session, visitor: Visitor, organization: Organization) -> object:
@@ -950,6 +963,39 @@ def remove_member(request: Request, org: str, form: Form) -> Response:
     if left:  # the organization's pages are closed to you now
         return redirect(request, "/", f"You left {org}.")
     return response
+
+
+def _confirmed(form: FormData) -> bool:
+    """Whether an action that takes effect at once was confirmed: by the page's script after
+    its dialog, or on the confirmation page the server shows without JavaScript."""
+    return _text(form, "confirmed") == "yes"
+
+
+def _confirmation(
+    request: Request,
+    visitor: Visitor,
+    org: str | None,
+    *,
+    question: str,
+    consequence: str,
+    verb: str,
+    fields: list[tuple[str, str]],
+    back: str,
+) -> HTMLResponse:
+    """The page that asks before an action that takes effect at once, posting it again."""
+    return render(
+        request,
+        "confirm.html",
+        visitor,
+        org=org,
+        title=question,
+        question=question,
+        consequence=consequence,
+        verb=verb,
+        action=request.url.path,
+        fields=fields,
+        back=back,
+    )
 
 
 # --- Tokens --------------------------------------------------------------------------------
@@ -1034,6 +1080,19 @@ def revoke_token(request: Request, form: Form) -> Response:
     text = _text(form, "token_id")
     if not text.isdigit():
         raise NotFound(f"token {text!r} not found")
+    if not _confirmed(form):
+        with _using(request) as (session, visitor):
+            token = tokens.get(session, visitor.caller.user, int(text))
+            return _confirmation(
+                request,
+                visitor,
+                None,
+                question=f"Revoke {token.name}?",
+                consequence="Anything using it stops working at once; this cannot be undone.",
+                verb="Revoke",
+                fields=[("token_id", text)],
+                back="/tokens",
+            )
     with _using(request, write=True) as (session, visitor):
         token = tokens.revoke(session, visitor.caller.user, int(text))
         name = token.name

@@ -40,11 +40,17 @@ def list_for(session: Session, user: User) -> Sequence[Token]:
     ).all()
 
 
-def revoke(session: Session, user: User, token_id: int) -> Token:
-    """Revoke one of the user's tokens (idempotent); NotFound for anyone else's."""
+def get(session: Session, user: User, token_id: int) -> Token:
+    """One of the user's personal access tokens; NotFound for anyone else's."""
     token = session.get(Token, token_id)
     if token is None or token.user_id != user.id or token.kind != TokenKind.PERSONAL:
         raise NotFound(f"token {token_id} not found")
+    return token
+
+
+def revoke(session: Session, user: User, token_id: int) -> Token:
+    """Revoke one of the user's tokens (idempotent); NotFound for anyone else's."""
+    token = get(session, user, token_id)
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         session.flush()

@@ -8,10 +8,16 @@ document.addEventListener("DOMContentLoaded", () => {
       navigator.clipboard.writeText(field.value).then(() => { button.textContent = "Copied"; });
     });
   }
-  // Ask before destructive actions.
+  // Ask before destructive actions, here instead of on the server's confirmation page.
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+      if (!window.confirm(form.dataset.confirm)) {
+        event.preventDefault();
+        return;
+      }
+      const confirmed = document.createElement("input");
+      Object.assign(confirmed, { type: "hidden", name: "confirmed", value: "yes" });
+      form.append(confirmed);
     });
   }
 });
