@@ -248,7 +248,10 @@ class SignInFailure(Base):
     server process behind a load balancer counts the same failures, and a restart forgets none."""
 
     __tablename__ = "sign_in_failures"
-    __table_args__ = (Index("ix_sign_in_failures_key_at", "key", "at"),)
+    __table_args__ = (
+        Index("ix_sign_in_failures_key_at", "key", "at"),
+        Index("ix_sign_in_failures_at", "at"),  # forgetting expired ones is a range, not a scan
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(300))

@@ -25,8 +25,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sign_in_failures")),
     )
     op.create_index("ix_sign_in_failures_key_at", "sign_in_failures", ["key", "at"])
+    op.create_index("ix_sign_in_failures_at", "sign_in_failures", ["at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sign_in_failures_at", table_name="sign_in_failures")
     op.drop_index("ix_sign_in_failures_key_at", table_name="sign_in_failures")
     op.drop_table("sign_in_failures")
