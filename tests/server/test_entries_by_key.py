@@ -237,3 +237,16 @@ def test_diff_keys_entries_by_address_and_repositories() -> None:
         "registry_access.registry_added",
         ("acme/tools",),
     )
+
+
+def test_an_edit_of_the_repositories_pairs_with_the_entry_it_changed() -> None:
+    """Of two entries at one address, the one whose repositories changed is the update and the
+    other the removal, whatever their order: the entry alike in everything else is the same."""
+    first = {"address": "ghcr.io", "nickname": "Team A", "repositories": ["a/*"]}
+    second = {"address": "ghcr.io", "nickname": "Team B", "repositories": ["b/*"]}
+    changed = {**second, "repositories": ["c/*"]}
+    changes = registry_access.diff(policy_of(first, second), policy_of(changed))
+    assert [(c.action, c.repositories, (c.before or {}).get("nickname")) for c in changes] == [
+        ("registry_access.registry_updated", ("c/*",), "Team B"),
+        ("registry_access.registry_removed", ("a/*",), "Team A"),
+    ]

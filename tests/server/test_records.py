@@ -127,6 +127,28 @@ def test_each_applied_change_names_the_owner_who_made_it_in_the_draft(world: Wor
     ]
 
 
+def test_two_owners_editing_entries_of_one_address_are_each_credited(world: World) -> None:
+    c = world.client
+    alice, bob = world.headers("alice"), world.headers("bob")
+    c.put(f"{ORG}/members/bob", json={"role": "owner"}, headers=alice)
+    for team in ("a", "b"):
+        body = {"address": "ghcr.io", "nickname": f"Team {team}", "repositories": [f"{team}/*"]}
+        assert (
+            c.post(f"{ORG}/registry-access/registries", json=body, headers=alice).status_code == 201
+        )
+    c.post(f"{ORG}/registry-access/apply", headers=alice)
+    moved = {"address": "ghcr.io", "nickname": "Team b", "repositories": ["c/*"]}
+    entry = f"{ORG}/registry-access/registries/ghcr.io"
+    assert c.put(f"{entry}?repositories=b/*", json=moved, headers=alice).status_code == 200
+    assert c.delete(f"{entry}?repositories=a/*", headers=bob).status_code == 200
+    assert c.post(f"{ORG}/registry-access/apply", headers=alice).status_code == 200
+    logs = c.get(f"{ORG}/activity?page_size=3", headers=alice).json()["logs"]
+    assert [(e["action"], e["data"]["repositories"], e["actor"]) for e in logs[1:]] == [
+        ("registry_access.registry_removed", ["a/*"], "bob"),
+        ("registry_access.registry_updated", ["c/*"], "alice"),
+    ]
+
+
 def test_devices_report_compliance_and_denials_are_listed(world: World) -> None:
     c = world.client
     bob = world.headers("bob_read")  # an agent with a read-only token

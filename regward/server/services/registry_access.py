@@ -272,15 +272,20 @@ def diff(old: Policy | None, new: Policy) -> list[Change]:
     before = {entry_key(e): e.to_dict() for e in (old.registries if old else ())}
     after = {entry_key(e): e.to_dict() for e in new.registries}
     # An entry whose repositories changed has a new key: pair what is left unmatched at one
-    # address, in list order, so that edit is one update (as it was when addresses were unique).
+    # address, so that edit is one update (as it was when addresses were unique). Each new
+    # entry pairs with the old one it resembles most (an edit of the repositories alone keeps
+    # the rest), then in list order.
     gone: dict[str, list[EntryKey]] = {}
     for key in before:
         if key not in after:
             gone.setdefault(key[0], []).append(key)
     replaced: dict[EntryKey, EntryKey] = {}  # new key -> old key
-    for key in after:
-        if key not in before and gone.get(key[0]):
-            replaced[key] = gone[key[0]].pop(0)
+    for key, entry in after.items():
+        candidates = gone.get(key[0])
+        if key not in before and candidates:
+            closest = max(candidates, key=lambda old: _alike(before[old], entry))
+            candidates.remove(closest)
+            replaced[key] = closest
     paired = set(replaced.values())
     for key, entry in after.items():
         previous = before.get(key) if key in before else before.get(replaced.get(key, key))
@@ -299,6 +304,14 @@ def diff(old: Policy | None, new: Policy) -> list[Change]:
                 )
             )
     return changes
+
+
+def _alike(one: dict[str, Any], other: dict[str, Any]) -> int:
+    """How many settings besides the repositories two entries share."""
+    return sum(one.get(name) == other.get(name) for name in _SETTINGS)
+
+
+_SETTINGS = ("nickname", "allowed", "actions", "extra_hosts")
 
 
 # --- writing the draft -------------------------------------------------------------------
