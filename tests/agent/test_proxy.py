@@ -745,3 +745,44 @@ def test_100_continue_reaches_the_client_before_its_body() -> None:
         listener.close()
     assert bodies == [b"hello"]
     assert final.startswith(b"HTTP/1.1 201 Created\r\n")
+
+
+def test_a_slow_upload_waits_for_its_answer_while_the_body_keeps_moving() -> None:
+    """A large push to a slow plain-HTTP registry: the wait for the response counts from the
+    last body byte, not from the request, so only a stalled upload times out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    pieces, bodies = 12, []
+
+    def serve() -> None:  # answers once the whole body is in
+        conn, _ = listener.accept()
+        with conn:
+            body = read_head(conn).split(b"\r\n\r\n", 1)[1]
+            while len(body) < pieces and (chunk := conn.recv(65536)):
+                body += chunk
+            bodies.append(body)
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\n")
+            time.sleep(0.1)  # the response body comes after its head: spliced, not read along
+            conn.sendall(b"created")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        # The upload takes about four idle timeouts, one byte at a time.
+        with running(make_decider(f"127.0.0.1:{port}"), idle_timeout=0.5) as proxy:
+            with proxy.connect() as sock:
+                sock.sendall(
+                    f"PUT http://127.0.0.1:{port}/v2/x HTTP/1.1\r\n"
+                    f"Content-Length: {pieces}\r\n\r\n".encode()
+                )
+                for _ in range(pieces):
+                    time.sleep(0.15)
+                    sock.sendall(b"x")
+                final = read_all(sock)
+        thread.join(10)
+    finally:
+        listener.close()
+    assert bodies == [b"x" * pieces]
+    assert final.startswith(b"HTTP/1.1 201 Created\r\n") and final.endswith(b"created")

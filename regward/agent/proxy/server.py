@@ -385,17 +385,28 @@ class ProxyServer:
         body: RequestBody,
     ) -> None:
         """One absolute-form request: its head rewritten, its body (and nothing after it)
-        passed on, the response spliced."""
+        passed on, the response spliced. The response may be awaited as long as the body keeps
+        moving (a large push to a slow registry), and `idle_timeout` after it stops."""
         loop = asyncio.get_running_loop()
         await self._send(upstream, forward_head(request) + rest[: body.feed(rest)])
         tunnel = Tunnel(loop, self._pool, client, upstream)
         tunnel.downstream_only = True
         self._tunnels.add(tunnel)
+        waiting = asyncio.timeout(self.settings.idle_timeout)
+        answered = False
+
+        def progress(count: int) -> None:
+            tunnel.up.moved += count  # the body skips the up direction's pipe; count it there
+            if not answered:
+                waiting.reschedule(loop.time() + self.settings.idle_timeout)
+
         sender = loop.create_task(
-            self._send_body(client, upstream, body), name="proxy-request-body"
+            self._send_body(client, upstream, body, progress), name="proxy-request-body"
         )
         try:
-            head, extra = await self._response_head(client, upstream)
+            async with waiting:
+                head, extra = await self._response_head(client, upstream)
+            answered = True
             await self._send(client, head + extra)
             tunnel.down.start()
             await tunnel.wait()
@@ -407,7 +418,11 @@ class ProxyServer:
             self._tunnels.discard(tunnel)
 
     async def _send_body(
-        self, client: socket.socket, upstream: socket.socket, body: RequestBody
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        body: RequestBody,
+        progress: Callable[[int], None],
     ) -> None:
         """The rest of a request body, client to registry. Bytes after the body (a pipelined
         request) are read and dropped; the client's end is passed on as before. A body that
@@ -420,7 +435,9 @@ class ProxyServer:
                     upstream.shutdown(socket.SHUT_WR)
                     return
                 if not body.done:
-                    await loop.sock_sendall(upstream, chunk[: body.feed(chunk)])
+                    part = chunk[: body.feed(chunk)]
+                    await loop.sock_sendall(upstream, part)
+                    progress(len(part))
         except ProtocolError as error:
             log.info("proxy ended a request whose body is malformed: %s", error.message)
             with contextlib.suppress(OSError):
@@ -433,27 +450,27 @@ class ProxyServer:
         self, client: socket.socket, upstream: socket.socket
     ) -> tuple[bytes, bytes]:
         """Read the final response head, rewritten to close; 1xx heads go to the client at
-        once (a client that sent `Expect: 100-continue` waits for one before its body)."""
+        once (a client that sent `Expect: 100-continue` waits for one before its body). The
+        caller bounds the wait."""
         loop = asyncio.get_running_loop()
         buffer = bytearray()
-        async with asyncio.timeout(self.settings.idle_timeout):
-            while True:
-                try:
-                    end = head_end(buffer, self.settings.max_head * 4)
-                except ProtocolError:
-                    raise ProtocolError(502, "the registry sent an oversized head") from None
-                if end < 0:
-                    chunk = await loop.sock_recv(upstream, 65536)
-                    if not chunk:
-                        raise ProtocolError(502, "the registry closed without a response")
-                    buffer += chunk
-                    continue
-                head = bytes(buffer[:end])
-                del buffer[:end]
-                if 100 <= response_status(head) < 200:
-                    await self._send(client, head)
-                    continue
-                return close_response_head(head), bytes(buffer)
+        while True:
+            try:
+                end = head_end(buffer, self.settings.max_head * 4)
+            except ProtocolError:
+                raise ProtocolError(502, "the registry sent an oversized head") from None
+            if end < 0:
+                chunk = await loop.sock_recv(upstream, 65536)
+                if not chunk:
+                    raise ProtocolError(502, "the registry closed without a response")
+                buffer += chunk
+                continue
+            head = bytes(buffer[:end])
+            del buffer[:end]
+            if 100 <= response_status(head) < 200:
+                await self._send(client, head)
+                continue
+            return close_response_head(head), bytes(buffer)
 
     async def _sweep_idle(self) -> None:
         seen: dict[Tunnel, tuple[int, float]] = {}
