@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -121,9 +122,12 @@ def _describe(item: dict[str, Any]) -> str:
     return f"{location or 'body'}: {item.get('msg', 'invalid')} (got {shown})"
 
 
-# NUL as it can arrive: raw, JSON-escaped, or percent-encoded in a form or query. PostgreSQL
-# text cannot hold it and no name, address or reference may contain it.
-_NUL_FORMS = (b"\x00", b"\\u0000", b"%00")
+# NUL as it can arrive: raw; percent-encoded in a query or form; as the escape `\u0000` in
+# JSON (after an even run of backslashes: `\\u0000` is a backslash and the text "u0000").
+# PostgreSQL text cannot hold it and no name, address or reference may contain it.
+_PERCENT_NUL = re.compile(rb"\x00|%00")
+_JSON_NUL = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000")
+_FORM = b"application/x-www-form-urlencoded"
 
 
 class InputGuard:
@@ -140,7 +144,7 @@ class InputGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if "\x00" in scope["path"] or _has_nul(scope["query_string"]):
+        if "\x00" in scope["path"] or _PERCENT_NUL.search(scope["query_string"]):
             await _refuse(send, 422, "text must not contain NUL characters")
             return
         headers = dict(scope["headers"])
@@ -167,7 +171,10 @@ class InputGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if _has_nul(body):
+        # A form percent-encodes; anything else may be read as JSON (FastAPI reads a body
+        # without a content type as JSON too).
+        form = headers.get(b"content-type", b"").lower().startswith(_FORM)
+        if (_PERCENT_NUL if form else _JSON_NUL).search(body):
             await _refuse(send, 422, "text must not contain NUL characters")
             return
         replayed = False
@@ -180,10 +187,6 @@ class InputGuard:
             return await receive()
 
         await self.app(scope, replay, send)
-
-
-def _has_nul(data: bytes) -> bool:
-    return any(form in data for form in _NUL_FORMS)
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:

@@ -262,11 +262,8 @@ def test_any_refusal_is_stored_as_sent_or_refused_with_422(world: World, refusal
         json={"agent_id": "laptop-1", "revision": 1, "refusal": refusal},
         headers=agent,
     )
-    # The input guard also refuses the text forms of NUL ("%00", "\\u0000") anywhere in a body.
     valid = refusal is None or (
-        isinstance(refusal, str)
-        and len(refusal) <= 500
-        and not any(nul in refusal for nul in ("\x00", "%00", "\\u0000"))
+        isinstance(refusal, str) and len(refusal) <= 500 and "\x00" not in refusal
     )
     assert answer.status_code == (200 if valid else 422), answer.text
     (device,) = c.get(f"{ORG}/devices", headers=world.headers("alice")).json()["devices"]
@@ -359,6 +356,22 @@ def test_any_engine_is_stored_as_sent_or_refused_with_422(world: World, engine: 
         # The input guard refuses NUL (and its text forms) anywhere in a body before that.
         assert "engine" in answer.json()["detail"] or "NUL" in answer.json()["detail"]
         assert device["engine"] == {"authz": False, "proxy": False}  # nothing was written
+
+
+def test_text_that_only_spells_nul_is_kept_as_typed(world: World) -> None:
+    """`%00` in JSON and a backslash before `u0000` are text, not NUL: stored as sent."""
+    c = world.client
+    agent = world.headers("bob_read")
+    for text in ("quota 100%00", "a \\u0000 b", "\\\\u0000"):
+        body = {"agent_id": "laptop-1", "revision": 1, "refusal": text}
+        assert c.post(f"{ORG}/devices/check-in", json=body, headers=agent).status_code == 200
+        (device,) = c.get(f"{ORG}/devices", headers=world.headers("alice")).json()["devices"]
+        assert device["refusal"] == text
+    # The escape itself, after an escaped backslash, is NUL again.
+    raw = b'{"agent_id": "laptop-1", "revision": 1, "refusal": "x\\\\\\u0000"}'
+    headers = {**agent, "content-type": "application/json"}
+    answer = c.post(f"{ORG}/devices/check-in", content=raw, headers=headers)
+    assert answer.status_code == 422 and "NUL" in answer.json()["detail"]
 
 
 def test_nul_characters_are_refused_everywhere(world: World) -> None:
