@@ -194,10 +194,7 @@ def _init(args: argparse.Namespace) -> int:
     from regward.server.services import auth, orgs
 
     settings = _settings()
-    password: str | None = None
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-        auth.check_password(password)
+    password = _password_from_stdin(args)
     database = Database(settings.database_url)
     try:
         database.upgrade()
@@ -251,10 +248,7 @@ def _reset_password(args: argparse.Namespace) -> int:
     from regward.server.services import auth
 
     settings = _settings()
-    password: str | None = None
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-        auth.check_password(password)
+    password = _password_from_stdin(args)
     database = Database(settings.database_url)
     try:
         database.upgrade()
@@ -271,6 +265,15 @@ def _reset_password(args: argparse.Namespace) -> int:
     if generated:
         print(f"regward: one-time password for {args.username!r}: {password}")
     return 0
+
+
+def _password_from_stdin(args: argparse.Namespace) -> str | None:
+    """The password given on standard input with --password-stdin (checked), else None."""
+    from regward.server.services import auth
+
+    if not args.password_stdin:
+        return None
+    return auth.check_password(sys.stdin.readline().rstrip("\n"))
 
 
 def _write_secret(path: Path, text: str) -> None:
