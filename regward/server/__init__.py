@@ -29,7 +29,7 @@ models' tables directly)::
                           (outsiders get NotFound), members: list, add, set_role, remove
       registry_access.py  entries keyed by (address, repositories): entry_key, find_index;
                           get_draft, replace_draft, add_entry, update_entry, remove_entry,
-                          set_enabled, pending_changes, apply (revision N+1, signed, with its
+                          set_enabled, apply (revision N+1, signed, with its
                           activity events in the same transaction), current_revision
       activity.py         record(...) and list(s, org, action=, actor=, since=, until=, page=, ...)
       devices.py          check_in(s, org, caller, agent_id, revision, hostname, refusal,

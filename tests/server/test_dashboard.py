@@ -372,7 +372,7 @@ def test_image_tester_compares_draft_and_applied(client: TestClient, tmp_path: P
     with database.session() as session:
         acme = orgs.get(session, "acme")
         assert acme is not None
-        assert [c.action for c in registry_access.pending_changes(session, acme)] == [
+        assert [c.action for c in registry_access.get_draft(session, acme).pending] == [
             "registry_access.enabled"
         ]
     database.dispose()

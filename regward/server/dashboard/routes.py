@@ -460,8 +460,7 @@ def _registry_page(
     add_errors: dict[str, str] | None = None,
 ) -> HTMLResponse:
     state = registry_access.get_draft(session, organization)
-    warnings = lint(registry_access.draft_policy(session, organization))
-    applied = registry_access.current(session, organization)
+    warnings = lint(state.policy)
     return render(
         request,
         "registry_access.html",
@@ -482,7 +481,7 @@ def _registry_page(
         pending=bool(state.pending),
         changes=[views.describe_change(change) for change in state.pending],
         applied_revision=state.applied_revision,
-        applied_at=views.when(applied.created_at) if applied else "",
+        applied_at=views.when(state.applied_at),
         add_form=add_form or views.EntryForm(),
         add_errors=add_errors or {},
     )
@@ -939,8 +938,7 @@ def change_role(request: Request, org: str, form: Form) -> Response:
 def remove_member(request: Request, org: str, form: Form) -> Response:
     username = _text(form, "username")
     if not _confirmed(form):
-        with _using(request) as (session, visitor):
-            orgs.access(session, visitor.caller, org)  # the removal itself checks the role
+        with _org(request, org) as (_, visitor, _organization):  # the removal checks the role
             return _confirmation(
                 request,
                 visitor,

@@ -109,6 +109,9 @@ class DraftState:
     updated_at: datetime
     updated_by: str | None
     applied_revision: int
+    applied_at: datetime | None
+    policy: Policy
+    """The draft as the next revision would publish it (to lint it or test images on it)."""
     pending: tuple[Change, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,14 +214,19 @@ def current(session: Session, organization: Organization) -> Revision | None:
 
 
 def current_policy(session: Session, organization: Organization) -> Policy | None:
-    revision = current(session, organization)
+    return _policy_of(current(session, organization))
+
+
+def _policy_of(revision: Revision | None) -> Policy | None:
     return SignedPolicy.from_json(revision.signed_json.encode()).policy if revision else None
 
 
 def draft_policy(session: Session, organization: Organization) -> Policy:
     """The draft as a Policy (revision = the next one), e.g. to test an image against it."""
-    draft = _draft(session, organization)
-    applied = current(session, organization)
+    return _next_policy(organization, _draft(session, organization), current(session, organization))
+
+
+def _next_policy(organization: Organization, draft: Draft, applied: Revision | None) -> Policy:
     return Policy(
         organization=organization.name,
         revision=(applied.revision if applied else 0) + 1,
@@ -230,8 +238,9 @@ def draft_policy(session: Session, organization: Organization) -> Policy:
 def get_draft(session: Session, organization: Organization) -> DraftState:
     """The draft, its version and the changes Save & Apply would publish."""
     draft = _draft(session, organization)
-    applied = current_policy(session, organization)
+    applied = current(session, organization)
     updated_by = session.get(User, draft.updated_by_id) if draft.updated_by_id else None
+    drafted = _next_policy(organization, draft, applied)
     return DraftState(
         organization=organization.name,
         enabled=draft.enabled,
@@ -240,15 +249,10 @@ def get_draft(session: Session, organization: Organization) -> DraftState:
         updated_at=draft.updated_at,
         updated_by=updated_by.username if updated_by else None,
         applied_revision=applied.revision if applied else 0,
-        pending=tuple(_pending(draft, applied, draft_policy(session, organization))),
+        applied_at=applied.created_at if applied else None,
+        policy=drafted,
+        pending=tuple(_pending(draft, _policy_of(applied), drafted)),
     )
-
-
-def pending_changes(session: Session, organization: Organization) -> list[Change]:
-    """What Save & Apply would change, compared with the applied revision."""
-    draft = _draft(session, organization)
-    applied = current_policy(session, organization)
-    return _pending(draft, applied, draft_policy(session, organization))
 
 
 def _pending(draft: Draft, applied: Policy | None, drafted: Policy) -> list[Change]:
@@ -536,7 +540,7 @@ def _publish(
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
     previous = current(session, organization)
-    old = SignedPolicy.from_json(previous.signed_json.encode()).policy if previous else None
+    old = _policy_of(previous)
     number = (previous.revision if previous else 0) + 1
     policy = Policy(
         organization=organization.name,
