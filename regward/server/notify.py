@@ -115,11 +115,24 @@ def _pop(session: Session) -> list[tuple[str, int]]:
     return announcements
 
 
-class LocalNotifier:
-    """Wakes the waiters of this process only: right for SQLite, which one process serves."""
+class _WaitingNotifier:
+    """This process's waiters, woken by the notifier that owns them."""
 
     def __init__(self) -> None:
         self._waiters = _Waiters()
+
+    async def wait(
+        self,
+        organization: str,
+        after: int,
+        timeout: float,
+        cancel: asyncio.Future[Any] | None = None,
+    ) -> int | None:
+        return await self._waiters.wait(organization, after, timeout, cancel)
+
+
+class LocalNotifier(_WaitingNotifier):
+    """Wakes the waiters of this process only: right for SQLite, which one process serves."""
 
     def install(self, database: Database) -> None:
         def after_commit(session: Session) -> None:
@@ -140,26 +153,17 @@ class LocalNotifier:
     async def stop(self) -> None:
         self._waiters.wake_all()
 
-    async def wait(
-        self,
-        organization: str,
-        after: int,
-        timeout: float,
-        cancel: asyncio.Future[Any] | None = None,
-    ) -> int | None:
-        return await self._waiters.wait(organization, after, timeout, cancel)
-
 
 def _discard(session: Session, _previous: Any) -> None:
     _pop(session)
 
 
-class PostgresNotifier:
+class PostgresNotifier(_WaitingNotifier):
     """LISTEN/NOTIFY on one PostgreSQL: an apply in any process wakes waiters in all of them."""
 
     def __init__(self, conninfo: str) -> None:
+        super().__init__()
         self._conninfo = conninfo
-        self._waiters = _Waiters()
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -183,15 +187,6 @@ class PostgresNotifier:
                 await self._task
             self._task = None
         self._waiters.wake_all()
-
-    async def wait(
-        self,
-        organization: str,
-        after: int,
-        timeout: float,
-        cancel: asyncio.Future[Any] | None = None,
-    ) -> int | None:
-        return await self._waiters.wait(organization, after, timeout, cancel)
 
     async def _listen(self) -> None:
         import psycopg
