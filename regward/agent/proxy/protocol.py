@@ -406,6 +406,14 @@ MAX_HELLO = 64 * 1024
 NEED_MORE = "need-more"
 
 
+_HANDSHAKE = 0x16  # the content type of a TLS handshake record
+
+
+def starts_tls(data: bytes) -> bool:
+    """Whether `data` opens with a TLS handshake record, as every TLS client's first bytes do."""
+    return bool(data) and data[0] == _HANDSHAKE
+
+
 def client_hello_sni(data: bytes) -> str | None:
     """The server name a TLS ClientHello at the start of `data` asks for.
 
@@ -414,14 +422,14 @@ def client_hello_sni(data: bytes) -> str | None:
     spread over several records) is there. Raises ProtocolError for a broken or oversized hello,
     so a name cannot hide in a part the proxy did not read.
     """
-    if not data or data[0] != 0x16:
+    if not starts_tls(data):
         return None
     handshake = bytearray()
     offset = 0
     while True:
         if len(data) < offset + 5:
             return _more(data)
-        if data[offset] != 0x16 or data[offset + 1] != 0x03:
+        if data[offset] != _HANDSHAKE or data[offset + 1] != 0x03:
             raise ProtocolError(400, "TLS record that is not a handshake")
         length = int.from_bytes(data[offset + 3 : offset + 5], "big")
         if len(data) < offset + 5 + length:

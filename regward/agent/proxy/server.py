@@ -32,12 +32,12 @@ from .protocol import (
     head_end,
     parse_request,
     response_status,
+    starts_tls,
 )
 from .relay import PipePool, Tunnel
 
 log = logging.getLogger("regward.agent.proxy")
 
-TLS_HANDSHAKE = b"\x16"  # the content type of the record a TLS client opens with
 
 HostDecider = Callable[[str, int], Decision]
 DEFAULT_LISTEN = "127.0.0.1:3128"
@@ -327,7 +327,7 @@ class ProxyServer:
             if first is None:
                 return
             hello, name = first
-            if not plain and not hello.startswith(TLS_HANDSHAKE):
+            if not plain and not starts_tls(hello):
                 log.info(
                     "proxy closed a tunnel to %s: its first bytes are not TLS, and the policy "
                     "names that host and port only as part of a registry (a shared front could "
