@@ -3,8 +3,8 @@
 Everything runs on loopback (127.0.0.1, the name `localhost` from /etc/hosts; no DNS):
 
     docker-registry  127.0.0.1:R  with a 1 GiB blob pushed by this script
-    docker-registry  127.0.0.1:T  the same storage over TLS (a certificate for `localhost` made
-                                  here): a CONNECT tunnel carries TLS in every real pull
+    docker-registry  127.0.0.1:T  the same storage over TLS (a certificate for `localhost`
+                                  from tests/harness/pki.py): CONNECT carries TLS in real pulls
     regward proxy    127.0.0.1:P  `regward agent proxy --policy F`, F allowing only localhost:R
     squid            127.0.0.1:S  the same allowlist (dstdomain localhost, port R), no cache,
                                   hosts_file /etc/hosts, pinger off
@@ -42,6 +42,10 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness.pki import make_certificate
 
 HERE = Path(__file__).resolve().parent
 BLOB_MIB = 1024
@@ -154,39 +158,6 @@ def speeds(paths: dict[str, Path_], cacert: Path) -> dict[str, tuple[float, floa
         name: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
         for name, values in samples.items()
     }
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for `localhost` (the registry's and curl's trust anchor)."""
-    cert, key = directory / "localhost.crt", directory / "localhost.key"
-    subprocess.run(
-        [
-            *(
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ),
-            *(
-                "-nodes",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ),
-            *("-addext", "subjectAltName=DNS:localhost"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 def clean_env() -> dict[str, str]:
@@ -306,7 +277,7 @@ def main() -> int:
         registry_port, tls_port, ping_port, proxy_port, squid_port, relay_port, tls_relay_port = (
             free_port() for _ in range(7)
         )
-        cert, key = make_certificate(work)
+        cacert, cert, key = make_certificate(work / "pki", "localhost")
         for port, tls in (
             (registry_port, ""),
             (tls_port, f"  tls:\n    certificate: {cert}\n    key: {key}\n"),
@@ -391,7 +362,7 @@ def main() -> int:
                 "tls_squid_connect": (tls_url, squid_url, True),
                 "tls_relay_connect": (tls_url, f"http://127.0.0.1:{tls_relay_port}", True),
             },
-            cert,
+            cacert,
         )
         speed = {name: value[0] for name, value in measured.items()}
         cpu = {name: value[1] for name, value in measured.items()}

@@ -42,6 +42,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.harness import pki
+
 PREFIX = "rwag"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
@@ -377,73 +379,7 @@ class Bed:
     def make_certificate(self, *hostnames: str, ip: str | None = None) -> tuple[Path, Path, Path]:
         """A CA (made once per bed) and a server certificate for `hostnames` (and `ip`):
         (ca.crt, server.crt, server.key), files in the bed's directory."""
-        pki = self.directory / "pki"
-        pki.mkdir(exist_ok=True)
-        ca_key, ca_crt = pki / "ca.key", pki / "ca.crt"
-        if not ca_crt.exists():
-            _run(
-                [
-                    "openssl",
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=rwag test CA",
-                    "-keyout",
-                    str(ca_key),
-                    "-out",
-                    str(ca_crt),
-                ]
-            )
-        name = hostnames[0]
-        key, csr, crt = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.crt"
-        ext = pki / f"{name}.ext"
-        alt = [f"DNS:{host}" for host in hostnames] + ([f"IP:{ip}"] if ip else [])
-        ext.write_text(f"subjectAltName={','.join(alt)}\nextendedKeyUsage=serverAuth\n")
-        _run(
-            [
-                "openssl",
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                f"/CN={name}",
-                "-keyout",
-                str(key),
-                "-out",
-                str(csr),
-            ]
-        )
-        _run(
-            [
-                "openssl",
-                "x509",
-                "-req",
-                "-in",
-                str(csr),
-                "-CA",
-                str(ca_crt),
-                "-CAkey",
-                str(ca_key),
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                str(ext),
-                "-out",
-                str(crt),
-            ]
-        )
-        return ca_crt, crt, key
+        return pki.make_certificate(self.directory / "pki", *hostnames, ip=ip)
 
     # ---- dockerd ------------------------------------------------------------------------
     def docker_socket(self, name: str = "dockerd") -> Path:
