@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from regward.errors import RegwardError
 from regward.policy import Action, ImageReference
 from regward.server.errors import InvalidInput
-from regward.server.models import MAX_REVISION, Denial, Organization, User, utcnow
+from regward.server.models import Denial, Organization, User, utcnow
+from regward.server.services.names import check_revision
 
 MAX_BATCH = 500
 MAX_PAGE_SIZE = 100
@@ -41,15 +42,7 @@ def _parse(item: object, where: str) -> dict[str, object]:
         action = Action(str(action))
     except ValueError:
         raise InvalidInput(f"{where}.action: {action!r} must be 'pull' or 'push'") from None
-    revision = item.get("revision", 0)
-    if (
-        isinstance(revision, bool)
-        or not isinstance(revision, int)
-        or not 0 <= revision <= MAX_REVISION
-    ):
-        raise InvalidInput(
-            f"{where}.revision: {revision!r} must be a whole number from 0 to {MAX_REVISION}"
-        )
+    revision = check_revision(item.get("revision", 0), f"{where}.revision")
     reason = item.get("reason") or ""
     agent_id = item.get("agent_id") or ""
     if not isinstance(reason, str) or not isinstance(agent_id, str) or len(agent_id) > 128:

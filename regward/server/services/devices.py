@@ -10,8 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from regward.server.errors import InvalidInput
-from regward.server.models import MAX_REVISION, Device, Organization, User, utcnow
+from regward.server.models import Device, Organization, User, utcnow
 from regward.server.services import registry_access
+from regward.server.services.names import check_revision
 
 MAX_ID_LENGTH = 128
 MAX_HOSTNAME_LENGTH = 255
@@ -94,14 +95,7 @@ def check_in(
     hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
     refusal = _text(refusal, "refusal", MAX_REFUSAL_LENGTH, required=False) or None
     found = Engine.parse(engine)
-    if (
-        isinstance(revision, bool)
-        or not isinstance(revision, int)
-        or not 0 <= revision <= MAX_REVISION
-    ):
-        raise InvalidInput(
-            f"revision: {revision!r} must be a whole number from 0 to {MAX_REVISION}"
-        )
+    revision = check_revision(revision, "revision")
     now = utcnow()
     values = {
         "organization_id": organization.id,
