@@ -6,7 +6,7 @@ goes. Both use lookup tables built once per policy, keyed by `host:port`, so a d
 few dictionary lookups (one for an exact host, one per label for a wildcard, one per component
 for repository rules), whatever the size of the allowlist.
 
-Rules (PRODUCT.md, "Policy semantics"): off allows everything. On, the most specific address
+Rules (docs/owners.md, "Policies"): off allows everything. On, the most specific address
 that covers the host and port decides (an exact host over a wildcard, a longer domain over a
 shorter, an explicit port over none), so a broader address never overrides an entry that
 narrows a host to some repositories. Among that address's entries the most specific repository

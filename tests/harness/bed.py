@@ -14,8 +14,9 @@ Layout (NAME = rwag<pid>, N = a free 10.234.N.0/24 subnet):
 Plain-HTTP registries listen on 127.0.0.x inside the namespace (dockerd treats 127/8 as an
 insecure registry, so no flags are needed); a TLS registry on a 10.234.N.x address is verified
 for real against the CA given to `trust_ca` (`make_certificate` makes both). dockerd is entered
-per testbed.md's safety rule: nsenter --net + unshare --mount, with the namespace's hosts,
-resolv.conf and the bed's own /etc/docker (certs.d) bound over the host's.
+with nsenter --net + unshare --mount (not `ip netns exec`, which remounts /sys and hides the
+cgroup mounts dockerd needs), with the namespace's hosts, resolv.conf and the bed's own
+/etc/docker (certs.d) bound over the host's.
 
     with Bed.create() as bed:
         bed.add_host("allowed.registry.test", "127.0.0.2")
