@@ -22,8 +22,11 @@ what the request asks of a registry:
     POST /services/create, /services/{id}/update   pull TaskTemplate.ContainerSpec.Image
     POST /containers/create                    pull Image (it may already be on the machine)
 
-Every value of a repeated query parameter and every string a duplicated JSON key carries is
-checked; one refusal refuses the request. A registry endpoint whose request cannot be read (no
+The target is read as dockerd's Go server reads it (`regward.agent.gourl`: `#` belongs to the
+query, `+` is a space there, a pair with `;` or a bad escape is dropped by Go and so refuses the
+request here). dockerd reads one value of each query parameter (the first); a parameter it
+reads given twice is refused. Every string a duplicated JSON key carries is checked; one
+refusal refuses the request. A registry endpoint whose request cannot be read (no
 body where one is needed, a form-encoded body the plugin cannot see, a bad reference) is refused.
 Other endpoints are allowed without decoding their bodies. Bodies are never logged.
 
@@ -50,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from regward.agent import gojson
+from regward.agent import gojson, gourl
 from regward.agent.guard import Guard
 from regward.policy import Action, Decision
 
@@ -60,7 +63,7 @@ MEDIA_TYPE = "application/vnd.docker.plugins.v1.2+json"
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # dockerd caps forwarded bodies at 4 MiB (base64: ~5.4 MiB)
 MAX_HEADER_BYTES = 64 * 1024
 
-_VERSION = re.compile(r"^/v[0-9][0-9.]*(?=/)", re.IGNORECASE)
+_VERSION = re.compile(r"^/v[0-9.]+(?=/)", re.IGNORECASE)  # moby's /v{version:[0-9.]+}
 _IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 
 
@@ -83,10 +86,16 @@ class AuthZRequest:
         self._body_text = body_text
         self._body: bytes | None = None
         self._query: tuple[tuple[str, str], ...] | None = None
-        # Go's server also routes absolute-form targets (`http://d/v1.41/images/create?..`) on
-        # their path; the plugin is given the target as the client wrote it.
-        raw_path, self._raw_query = _split_target(uri)
-        self.path = _clean_path(raw_path)  # decoded, without the /vX.Y prefix
+        # The plugin is given the target as the client wrote it (absolute form included); it
+        # is read the way dockerd's Go server reads it.
+        try:
+            target = gourl.parse_request_uri(uri)
+        except gourl.GoURLError as error:
+            raise Unreadable(f"{error}, as dockerd would read it") from error
+        if not target.path.startswith("/"):  # `*` or `scheme:opaque`: dockerd routes neither
+            raise Unreadable(f"the request target {uri[:80]!r} names no path")
+        self._raw_query = target.raw_query
+        self.path = _clean_path(target.path)  # decoded, without the /vX.Y prefix
 
     @classmethod
     def parse(cls, data: bytes) -> AuthZRequest:
@@ -122,10 +131,15 @@ class AuthZRequest:
 
     @property
     def query(self) -> tuple[tuple[str, str], ...]:
+        """The query's pairs as dockerd reads them; Unreadable where Go would drop a pair."""
         if self._query is None:
-            self._query = tuple(
-                urllib.parse.parse_qsl(self._raw_query, keep_blank_values=True, separator="&")
-            )
+            pairs, error = gourl.parse_query(self._raw_query)
+            if error is not None:
+                raise Unreadable(
+                    f"dockerd would skip part of its query ({error}); percent-encode ';' as "
+                    "%3B and '%' as %25"
+                )
+            self._query = tuple(pairs)
         return self._query
 
     @property
@@ -140,8 +154,21 @@ class AuthZRequest:
                 raise Unreadable("the request body is not valid base64") from error
         return self._body
 
-    def params(self, name: str) -> list[str]:
-        return [value for key, value in self.query if key == name]
+    def param(self, name: str) -> str:
+        """The value dockerd acts on (`r.Form.Get`: the first, "" when absent). A parameter
+        given twice is refused: only one value can be checked, and it must be the one used."""
+        values = [value for key, value in self.query if key == name]
+        if len(values) > 1:
+            raise Unreadable(
+                f"its query gives {name} {len(values)} times; dockerd reads only the first, "
+                "so give it once"
+            )
+        value = values[0] if values else ""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise Unreadable(f"its query parameter {name} is not UTF-8 text") from error
+        return value
 
     def media_type(self) -> str:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -151,25 +178,15 @@ _STRING_FIELDS = frozenset({"REQUESTMETHOD", "REQUESTURI", "REQUESTBODY"})
 _PLAIN_PATH = re.compile(r"^(?:/[A-Za-z0-9_.:@+-]+)+$")
 
 
-def _split_target(uri: str) -> tuple[str, str]:
-    """(path, raw query) of an origin-form or absolute-form request target."""
-    if uri.startswith("/"):
-        path, _, query = uri.partition("?")
-        return path, query
-    try:
-        target = urllib.parse.urlsplit(uri)
-    except ValueError as error:
-        raise Unreadable(f"the request target {uri[:80]!r} is not a URL path") from error
-    if target.scheme.lower() not in ("http", "https") or not target.path.startswith("/"):
-        raise Unreadable(f"the request target {uri[:80]!r} is not a URL path")
-    return target.path, target.query
-
-
-def _clean_path(raw: str) -> str:
-    """What the Engine's router would see: percent-decoded, `//`, `.` and `..` resolved."""
-    path = raw
-    if not _PLAIN_PATH.match(raw) or "/./" in raw or "/../" in raw or raw.endswith(("/.", "/..")):
-        path = urllib.parse.unquote(raw, errors="replace")
+def _clean_path(path: str) -> str:
+    """What the Engine's router would match, from Go's decoded path: `//`, `.` and `..`
+    resolved (gorilla/mux redirects such a path; resolving it checks at least as much)."""
+    if (
+        not _PLAIN_PATH.match(path)
+        or "/./" in path
+        or "/../" in path
+        or path.endswith(("/.", "/.."))
+    ):
         path = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", path)).lstrip("/")
     return _VERSION.sub("", path)
 
@@ -258,40 +275,33 @@ def _with_tag(image: str, tag: str) -> str:
 
 def _pull(request: AuthZRequest, _name: str) -> Iterator[Check]:
     _query_only(request)
-    tags = request.params("tag") or [""]
-    for image in request.params("fromImage"):
-        if image:
-            for tag in tags:
-                yield ImageCheck(Action.PULL, _with_tag(image, tag))
-    for source in request.params("fromSrc"):
-        if source and source != "-":
-            yield _url_check(source, "import from")
+    image, tag, source = request.param("fromImage"), request.param("tag"), request.param("fromSrc")
+    if image:
+        yield ImageCheck(Action.PULL, _with_tag(image, tag))
+    if source and source != "-":  # dockerd imports only without fromImage: checking is safe
+        yield _url_check(source, "import from")
 
 
 def _push(request: AuthZRequest, name: str) -> Iterator[Check]:
     _query_only(request)
-    for tag in request.params("tag") or [""]:
-        yield ImageCheck(Action.PUSH, _with_tag(name, tag))
+    yield ImageCheck(Action.PUSH, _with_tag(name, request.param("tag")))
 
 
 def _plugin_pull(request: AuthZRequest, _name: str) -> Iterator[Check]:
     _query_only(request)
-    remotes = request.params("remote")
-    if not any(remotes):
+    remote = request.param("remote")
+    if not remote:
         raise Unreadable("the plugin request names no remote image")
-    for remote in remotes:
-        if remote:
-            yield ImageCheck(Action.PULL, remote)
+    yield ImageCheck(Action.PULL, remote)
 
 
 def _search(request: AuthZRequest, _name: str) -> Iterator[Check]:
     """`docker search`: dockerd asks the index named by the term's first component."""
-    for term in request.params("term"):
-        first, slash, _ = term.partition("/")
-        if slash and (first == "localhost" or any(c in first for c in ".:")):
-            yield _url_check(f"https://{first}", "search")
-        else:
-            yield HostCheck("index.docker.io", 443, "search")
+    first, slash, _ = request.param("term").partition("/")
+    if slash and (first == "localhost" or any(c in first for c in ".:")):
+        yield _url_check(f"https://{first}", "search")
+    else:
+        yield HostCheck("index.docker.io", 443, "search")
 
 
 def _plugin_push(request: AuthZRequest, name: str) -> Iterator[Check]:
@@ -306,24 +316,24 @@ def _build(request: AuthZRequest, _name: str) -> Iterator[Check]:
     # The build context is a tar body the plugin never sees, and the Dockerfile's FROM lines are
     # in it: the egress proxy is what holds builds to the policy.
     _no_form_body(request)
-    for remote in request.params("remote"):
-        if remote and remote != "client-session":
-            yield _git_or_url_check(remote)
-    for cache_from in request.params("cachefrom"):
-        if not cache_from:
-            continue
-        try:
-            images = gojson.loads(cache_from)
-        except gojson.GoJSONError as error:
-            raise Unreadable("cachefrom is not a JSON list of images") from error
-        if images is None:
-            continue
-        if not isinstance(images, list) or gojson.is_object(images):
+    remote = request.param("remote")
+    if remote and remote != "client-session":
+        yield _git_or_url_check(remote)
+    cache_from = request.param("cachefrom")
+    if not cache_from:
+        return
+    try:
+        images = gojson.loads(cache_from)
+    except gojson.GoJSONError as error:
+        raise Unreadable("cachefrom is not a JSON list of images") from error
+    if images is None:
+        return
+    if not isinstance(images, list) or gojson.is_object(images):
+        raise Unreadable("cachefrom is not a JSON list of images")
+    for image in images:
+        if not isinstance(image, str):
             raise Unreadable("cachefrom is not a JSON list of images")
-        for image in images:
-            if not isinstance(image, str):
-                raise Unreadable("cachefrom is not a JSON list of images")
-            yield ImageCheck(Action.PULL, image)
+        yield ImageCheck(Action.PULL, image)
 
 
 def _json_body(request: AuthZRequest) -> Any:

@@ -124,14 +124,24 @@ def test_endpoint_table(uri: str, expected: list[Any]) -> None:
     assert checks(request(uri)) == expected
 
 
-def test_every_value_of_a_repeated_parameter_is_checked() -> None:
-    uri = "/images/create?fromImage=a.example/x&fromImage=b.example/y&tag=1&tag=2"
-    assert {check.reference for check in checks(request(uri))} == {
-        "a.example/x:1",
-        "a.example/x:2",
-        "b.example/y:1",
-        "b.example/y:2",
-    }
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/images/create?fromImage=allowed.registry.test:5000/x&fromImage=evil.example/y",
+        "/images/create?fromImage=&fromImage=allowed.registry.test:5000/x",
+        "/images/create?fromImage=allowed.registry.test:5000/x&tag=1&tag=2",
+        "/images/create?fromSrc=https://files.example/a&fromSrc=https://files.example/b",
+        "/images/allowed.registry.test:5000/x/push?tag=1&tag=1",
+        "/plugins/pull?remote=allowed.registry.test:5000/p&remote=allowed.registry.test:5000/p",
+        "/build?remote=https://files.example/a&remote=https://files.example/b",
+        "/build?cachefrom=[]&cachefrom=[]",
+    ],
+)
+def test_a_repeated_parameter_is_refused(uri: str) -> None:
+    # dockerd's r.Form.Get reads the first value only: one value, the one used, is checked.
+    decision, message = authorize(guard(), request(uri))
+    assert decision is not None and not decision.allowed
+    assert "times; dockerd reads only the first" in message
 
 
 @pytest.mark.parametrize(
@@ -296,7 +306,7 @@ def _names_registry(data: dict[str, Any]) -> bool:
 @given(
     st.lists(
         st.sampled_from(
-            ["v1.41", "images", "create", ".", "..", "", "a:b", "x%2Fy", "push", "%41"]
+            ["v1.41", "images", "create", ".", "..", "", "a:b", "x/y", "push", "v.", "%41"]
         ),
         min_size=1,
         max_size=6,
@@ -305,13 +315,11 @@ def _names_registry(data: dict[str, Any]) -> bool:
 def test_the_fast_path_cleaning_agrees_with_the_full_one(parts: list[str]) -> None:
     import posixpath
     import re
-    import urllib.parse
 
     from regward.agent.authz import _VERSION, _clean_path
 
     raw = "/" + "/".join(parts)
-    slow = urllib.parse.unquote(raw, errors="replace")
-    slow = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", slow)).lstrip("/")
+    slow = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", raw)).lstrip("/")
     assert _clean_path(raw) == _VERSION.sub("", slow)
 
 
@@ -370,3 +378,69 @@ def test_search_asks_the_index_the_term_names() -> None:
     assert checks(request("/v1.41/images/search?term=nginx", method="GET")) == [
         HostCheck("index.docker.io", 443, "search")
     ]
+
+
+# Every query-reading sink, with the characters where urllib.parse and Go's net/url disagree.
+# {q} is what hides the evil parameter from a reader that stops at "#" or splits on ";".
+SINKS = [
+    ("POST", "/images/create?x={q}fromImage=evil.example/demo&tag=v1", "evil.example"),
+    ("POST", "/images/create?x={q}fromSrc=http://evil.example/a.tar&repo=x", "evil.example"),
+    ("POST", "/images/create?fromImage=allowed.registry.test:5000/x&x={q}tag=@evil", ":@evil"),
+    ("POST", "/images/allowed.registry.test:5000/x/push?x={q}tag=v1%25", "x:v1%"),
+    ("POST", "/plugins/pull?x={q}remote=evil.example/p&name=p", "evil.example"),
+    ("POST", "/plugins/privileges?x={q}remote=evil.example/p", "evil.example"),
+    ("POST", "/plugins/p/upgrade?x={q}remote=evil.example/p", "evil.example"),
+    ("POST", "/build?x={q}remote=https://evil.example/ctx.git", "evil.example"),
+    ("POST", "/build?x={q}cachefrom=%5B%22evil.example%2Fc%22%5D", "evil.example"),
+    ("GET", "/images/search?x={q}term=evil.example/foo", "evil.example"),
+]
+READ_THROUGH = ["#&", "%23&", "a#b&"]  # Go reads the pair after these; urlsplit did not
+DROPPED = [";&", "%zz&", "%&"]  # Go drops the pair holding these, and reports an error
+
+
+@pytest.mark.parametrize("hider", READ_THROUGH + DROPPED)
+@pytest.mark.parametrize("form", ["/v1.41", "http://d/v1.41", "HTTP://d:2375/v1.41", "x:///v1.41"])
+@pytest.mark.parametrize(("method", "sink", "named"), SINKS)
+def test_every_query_sink_reads_its_query_as_go_does(
+    method: str, sink: str, named: str, form: str, hider: str
+) -> None:
+    data = request(form + sink.format(q=hider), method=method)
+    decision, message = authorize(guard(), data)
+    assert decision is not None and not decision.allowed, (form, sink, hider)
+    if hider in READ_THROUGH:
+        assert named in message  # the value dockerd acts on is the one checked
+    else:
+        assert "dockerd would skip part of its query" in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        # the reproductions, as the plugin receives them
+        "http://d/v1.41/images/create?x=#&fromImage=blocked.registry.test:5000/demo/evil&tag=v1",
+        "http://d/v1.41/images/create?x=#&fromSrc=http://blocked.registry.test:5000/x&repo=r",
+    ],
+)
+def test_the_hash_reproductions_are_refused_naming_the_registry(uri: str) -> None:
+    decision, message = authorize(guard(), request(uri))
+    assert decision is not None
+    assert "blocked.registry.test" in message
+
+
+def test_plus_is_a_space_and_semicolons_refuse() -> None:
+    plus = request("/v1.41/images/create?fromImage=allowed.registry.test:5000/x+y&tag=v1")
+    decision, message = authorize(guard(), plus)
+    assert decision is not None and "allowed.registry.test:5000/x y" in message
+    semi = request("/v1.41/images/create?fromImage=allowed.registry.test:5000/x&tag=v1;")
+    decision, message = authorize(guard(), semi)
+    assert decision is not None and "dockerd would skip part of its query" in message
+    encoded = request("/v1.41/images/create?fromImage=allowed.registry.test%3A5000%2Fx&tag=v1")
+    assert authorize(guard(), encoded)[0] is None
+
+
+def test_a_hash_that_hides_nothing_is_harmless() -> None:
+    ok = request("http://d/v1.41/images/create?fromImage=allowed.registry.test:5000/x&tag=v1#")
+    decision, message = authorize(guard(), ok)
+    assert decision is not None and "v1#" in message  # Go pulls tag "v1#": an invalid reference
+    path = request("/v1.41/images/create#?fromImage=evil.example/x")
+    assert authorize(guard(), path)[0] is None  # the path is /images/create#: dockerd says 404

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,72 @@ def test_smuggling_a_pull_past_the_plugin_through_dockerd_fails(scene: Scene) ->
     container = json.dumps({"Image": Scene.image(ALLOWED), "image": blocked}).encode()
     answer = engine_api(scene, "POST", "/v1.41/containers/create", container, "application/json")
     assert "authorization denied" in answer
+
+
+def curl_engine(scene: Scene, method: str, target: str) -> str:
+    """`curl --unix-socket docker.sock --request-target TARGET`: the target as a client writes
+    it (absolute form, "#" and all), which no HTTP library would send as is."""
+    assert scene.bed.dockerd is not None
+    result = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "60",
+            "--unix-socket",
+            str(scene.bed.dockerd.socket),
+            "-X",
+            method,
+            "-H",
+            "Content-Length: 0",
+            "--request-target",
+            target,
+            "http://d/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    return result.stdout + result.stderr
+
+
+BLOCKED_REPO = f"{BLOCKED}/demo/hello"
+# The issue's reproductions and their siblings: every query-reading sink, with "#" (absolute and
+# origin form), "%23", ";" and a bad escape in front of the parameter dockerd acts on.
+TARGET_ATTACKS = [
+    ("POST", f"http://d/v1.41/images/create?x=#&fromImage={BLOCKED_REPO}&tag=v1"),
+    ("POST", f"http://d/v1.41/images/create?fromImage={BLOCKED_REPO}&tag=v1#"),
+    ("POST", f"/v1.41/images/create?x=#&fromImage={BLOCKED_REPO}&tag=v1"),
+    ("POST", f"/v1.41/images/create?x=%23&fromImage={BLOCKED_REPO}&tag=v1"),
+    ("POST", f"http://d/v1.41/images/create?x=;&fromImage={BLOCKED_REPO}&tag=v1"),
+    ("POST", f"http://d/v1.41/images/create?x=%zz&fromImage={BLOCKED_REPO}&tag=v1"),
+    ("POST", f"http://d/v1.41/images/create?x=#&fromSrc=http://{BLOCKED}/x.tar&repo=r/i"),
+    ("POST", f"http://d/v1.41/build?x=#&remote=http://{BLOCKED}/ctx.tar"),
+    ("POST", f"http://d/v1.41/build?x=#&cachefrom=%5B%22{BLOCKED_REPO}%3Av1%22%5D"),
+    ("POST", f"http://d/v1.41/build?x=;&remote=http://{BLOCKED}/ctx.tar"),
+    ("GET", f"http://d/v1.41/images/search?x=#&term={BLOCKED}/demo"),
+    ("POST", f"http://d/v1.41/plugins/pull?x=#&remote={BLOCKED}/demo/plugin:v1&name=p"),
+    ("POST", f"http://d/v1.41/images/{ALLOWED}/demo/hello/push?x=#&tag=v1;"),
+]
+
+
+@pytest.mark.parametrize(("method", "target"), TARGET_ATTACKS)
+def test_request_targets_are_read_as_dockerd_reads_them(
+    scene: Scene, method: str, target: str
+) -> None:
+    blocked = Scene.image(BLOCKED)
+    scene.bed.docker("rmi", blocked)
+    answer = curl_engine(scene, method, target)
+    assert f"authorization denied by plugin {scene.plugin_name}" in answer, answer[:400]
+    assert scene.bed.docker("image", "inspect", blocked).returncode != 0
+
+
+def test_an_absolute_form_pull_from_an_allowed_registry_still_works(scene: Scene) -> None:
+    allowed = Scene.image(ALLOWED)
+    scene.bed.docker("rmi", allowed)
+    answer = curl_engine(
+        scene, "POST", f"http://d/v1.41/images/create?x=%23&fromImage={ALLOWED}/demo/hello&tag=v1"
+    )
+    assert "authorization denied" not in answer, answer[:400]
+    assert scene.bed.docker("image", "inspect", allowed).returncode == 0
