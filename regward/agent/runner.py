@@ -105,6 +105,8 @@ class Agent:
         self._engine_checked: float | None = None
         self._stamps = self._file_stamps()
         self.started = time.time()
+        self.ready = asyncio.Event()  # set once the plugin, the proxy and the sync are up
+        self.reloads = 0  # changes of the watched files handled so far
 
     def _file_stamps(self) -> tuple[object, ...]:
         paths = [self.state.credentials_path, self.state.registry_json]
@@ -135,6 +137,7 @@ class Agent:
             log.info("egress proxy listening on %s:%d", host, port)
         self._start_sync()
         self.write_status()
+        self.ready.set()
         watchers = [
             asyncio.create_task(self._watch(stop), name="regward-agent-watch"),
             asyncio.create_task(self._watch_engine(), name="regward-agent-engine"),
@@ -202,6 +205,7 @@ class Agent:
                 await self._reload()
             except Exception:  # the watcher must outlive any surprise; enforcement is unchanged
                 log.exception("reloading the agent's settings failed")
+            self.reloads += 1
 
     def engine_report(self) -> engine.EngineReport | None:
         """What the agent checks in about the Docker Engine (None: no engine answered yet)."""

@@ -114,6 +114,7 @@ class Syncer:
         self._refused_revision = -1  # the newest revision number refused, to wait past it
         self._check_in_lock = asyncio.Lock()
         self._delivered: dict[str, Any] | None = None  # the last check-in the server took
+        self.report_failures = 0  # denial batches that went back in the queue
         self._client = server_client(credentials.token, read_timeout=wait + 15.0)
         current = guard.enforcement.policy
         self.status.revision = current.revision if current else None
@@ -289,6 +290,10 @@ class Syncer:
             except (httpx.HTTPError, SyncError) as error:
                 log.warning("denial report failed (%s); keeping %d reports", error, len(batch))
                 self.guard.denials.requeue(batch)
+                self.report_failures += 1
+            except asyncio.CancelledError:
+                self.guard.denials.requeue(batch)  # stopping mid-report loses nothing
+                raise
 
     def _denial(self, report: DenialReport) -> dict[str, Any]:
         """The server's denial shape: it knows pull and push; a refused proxy connection is

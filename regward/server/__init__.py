@@ -6,6 +6,7 @@ models' tables directly)::
     settings.py   Settings.from_env(): REGWARD_DATA_DIR (default ./var), REGWARD_DATABASE_URL
                   (default sqlite under the data dir), session lifetime, body limits
     app.py        create_app(settings) -> FastAPI; error handlers, body limit, the dashboard
+    health.py     GET /healthz (liveness) and GET /readyz (database, schema, signing key)
     runtime.py    Server, kept on app.state.server: settings, database, signing_key, notifier,
                   feed (the cache of signed documents); server_of(request)
     db.py         Database: engine + sessions; `with db.session() as s` (read) and

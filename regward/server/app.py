@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regward import __version__
-from regward.server import dashboard, keys
+from regward.server import dashboard, health, keys
 from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
 from regward.server.db import UNAVAILABLE, Database, is_unavailable
@@ -70,7 +70,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     )
     app.state.server = server
     app.state.sign_in_limiter = SignInLimiter(database)
+    app.state.schema_head = health.head_revision()
     app.include_router(router)
+    app.include_router(health.router)
     _install_error_handlers(app)
     app.add_middleware(FeedFastPath)  # agents' polls skip FastAPI's machinery
     app.add_middleware(InputGuard, limit=settings.max_body_bytes)  # outermost

@@ -54,6 +54,10 @@ class Notifier(Protocol):
         when every waiter was woken to re-read, e.g. after a reconnect)."""
         ...
 
+    def waiting(self, organization: str) -> int:
+        """How many long-polls of `organization` this process holds now."""
+        ...
+
 
 class _Waiters:
     """Per-organization wake-ups in one event loop; the shared part of both notifiers.
@@ -75,6 +79,9 @@ class _Waiters:
         for waiter in self._waiting.pop(organization, ()):
             if not waiter.done():
                 waiter.set_result(None)
+
+    def waiting(self, organization: str) -> int:
+        return len(self._waiting.get(organization, ()))
 
     def wake_all(self) -> None:
         for organization in list(self._waiting):
@@ -129,6 +136,9 @@ class _WaitingNotifier:
         cancel: asyncio.Future[Any] | None = None,
     ) -> int | None:
         return await self._waiters.wait(organization, after, timeout, cancel)
+
+    def waiting(self, organization: str) -> int:
+        return self._waiters.waiting(organization)
 
 
 class LocalNotifier(_WaitingNotifier):

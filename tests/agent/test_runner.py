@@ -12,6 +12,7 @@ from regward.agent.runner import Agent, AgentOptions
 from regward.agent.state import AgentState, Credentials
 from regward.policy import Action, generate_key, public_key_to_text
 from tests.harness.server import free_port
+from tests.harness.wait import until
 
 POLICY = "organization: acme\nenabled: true\nregistries:\n  - address: {address}\n"
 
@@ -22,8 +23,8 @@ def run_agent(options: AgentOptions, body: Callable[[Agent], Awaitable[None]]) -
     async def main() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
-        await asyncio.sleep(0.1)
         try:
+            await started(agent, task)
             await body(agent)
         finally:
             stop.set()
@@ -33,12 +34,16 @@ def run_agent(options: AgentOptions, body: Callable[[Agent], Awaitable[None]]) -
     return agent
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
+async def started(agent: Agent, task: asyncio.Task[None]) -> None:
+    """Wait until the agent is up; a start that failed raises its error here."""
+    await until(lambda: agent.ready.is_set() or task.done(), 20, "the agent to start")
+    if task.done():
+        task.result()
+
+
+async def reloaded(agent: Agent, before: int) -> None:
+    """Wait until the agent's watcher has handled a change made after it had seen `before`."""
+    await until(lambda: agent.reloads > before, 10, "the agent to re-read its settings")
 
 
 def options(tmp_path: Path, policy: Path | None) -> AgentOptions:
@@ -58,13 +63,22 @@ def test_policy_file_edits_apply_and_broken_ones_keep_the_last_good(tmp_path: Pa
     async def body(agent: Agent) -> None:
         assert agent.guard.decide(Action.PULL, "one.example/a").allowed
         policy.write_text(POLICY.format(address="two.example"))
-        await eventually(lambda: agent.guard.decide(Action.PULL, "two.example/a").allowed)
+        await until(
+            lambda: agent.guard.decide(Action.PULL, "two.example/a").allowed,
+            10,
+            "the edited policy file to apply",
+        )
         assert not agent.guard.decide(Action.PULL, "one.example/a").allowed
+        before = agent.reloads
         policy.write_text("organization: acme\nregistries: [{address: 'bad host'}]\n")
-        await asyncio.sleep(1.2)
+        await reloaded(agent, before)
         assert agent.guard.decide(Action.PULL, "two.example/a").allowed
         (tmp_path / "registry.json").write_text('{"allowedOrgs": ["globex"]}')
-        await eventually(lambda: not agent.guard.decide(Action.PULL, "two.example/a").allowed)
+        await until(
+            lambda: not agent.guard.decide(Action.PULL, "two.example/a").allowed,
+            10,
+            "registry.json to apply",
+        )
 
     run_agent(options(tmp_path, policy), body)
 
@@ -85,7 +99,7 @@ def test_an_edit_that_removes_a_registry_ends_its_open_proxy_tunnels(tmp_path: P
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         try:
-            await eventually(lambda: agent._proxy is not None)
+            await started(agent, task)
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(f"CONNECT {target} HTTP/1.1\r\n\r\nping".encode())
             head = await reader.readuntil(b"\r\n\r\n")
@@ -111,13 +125,13 @@ def test_login_and_logout_apply_to_a_running_agent(tmp_path: Path) -> None:
         state.save_credentials(
             Credentials("http://127.0.0.1:9", "acme", "t", public_key_to_text(key.public_key()))
         )
-        await eventually(lambda: agent.guard.enforcement.mode == "signed-in")
+        await until(lambda: agent.guard.enforcement.mode == "signed-in", 10, "the sign-in")
         decision = agent.guard.decide(Action.PULL, "x.example/a")
         assert not decision.allowed  # signed in, nothing verified: fail closed
         assert "No verified policy of organization 'acme'" in decision.message()
         assert agent.syncer is not None
         state.logout()
-        await eventually(lambda: agent.guard.enforcement.mode == "unmanaged")
+        await until(lambda: agent.guard.enforcement.mode == "unmanaged", 10, "the logout")
         assert agent.syncer is None
 
     run_agent(options(tmp_path, None), body)
@@ -147,9 +161,14 @@ def test_a_broken_sign_in_file_fails_closed_and_keeps_running(tmp_path: Path) ->
 
     async def body(agent: Agent) -> None:
         (tmp_path / "registry.json").write_text('{"allowedOrgs": ["acme"]}')
-        await eventually(lambda: not agent.guard.decide(Action.PULL, "x.example/a").allowed)
+        await until(
+            lambda: not agent.guard.decide(Action.PULL, "x.example/a").allowed,
+            10,
+            "registry.json to apply",
+        )
+        before = agent.reloads
         state.credentials_path.write_text("{not json")
-        await asyncio.sleep(1.2)
+        await reloaded(agent, before)
         assert not agent.guard.decide(Action.PULL, "x.example/a").allowed
         assert agent.syncer is None
 

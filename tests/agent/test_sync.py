@@ -19,6 +19,7 @@ from regward.agent.guard import Guard
 from regward.agent.state import AgentState, Credentials
 from regward.agent.sync import Syncer, SyncError
 from regward.policy import Action, Policy, generate_key, public_key_to_text, sign
+from tests.harness.wait import until
 from tests.server.live import live_server
 
 
@@ -90,7 +91,7 @@ def test_an_unreachable_server_keeps_the_last_verified_revision(tmp_path: Path) 
 
     async def run_briefly() -> None:
         task = asyncio.create_task(syncer.run())
-        await asyncio.sleep(0.3)
+        await until(lambda: syncer.status.last_error, 10, "the sync to fail")
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await syncer.aclose()
@@ -110,7 +111,7 @@ def test_denials_that_cannot_be_sent_stay_queued(tmp_path: Path) -> None:
 
     async def run_briefly() -> None:
         task = asyncio.create_task(syncer.report_denials(interval=0.05))
-        await asyncio.sleep(0.3)
+        await until(lambda: syncer.report_failures, 10, "a denial report to fail")
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await syncer.aclose()
