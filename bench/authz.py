@@ -12,6 +12,9 @@
    as its plugin (switched by SIGHUP; median and minimum of 11 pulls each, the image removed
    between pulls). Needs root; skipped otherwise.
 
+3. The work of one hostile request (many references in one call), before the bound and now,
+   in the same run (`--hostile-only` runs this part alone).
+
 Targets: p99 <= 1 ms, >= 5,000 requests/s on one core, pull wall-time ratio <= 1.05.
 The last line is one JSON object with every figure.
 """
@@ -336,7 +339,104 @@ def decision_only() -> dict[str, float]:
     }
 
 
+def hostile_work() -> dict[str, dict[str, float]]:
+    """3. The work one hostile request asks of the plugin (issue 10: 2,500 fromImage x 2,500 tag
+    took 111 s while every other Docker call waited). Baseline, in the same run: the reading
+    before the bound (every value of every parameter, all fromImage x tag pairs and the whole
+    cachefrom list decided); now: `authorize`, which refuses a repeated parameter and stops at
+    MAX_CHECKS references or the first refusal."""
+    import urllib.parse
+
+    from regward.agent.authz import MAX_CHECKS, authorize
+    from regward.agent.guard import Enforcement, Guard
+    from regward.policy import Action, Policy
+
+    policy = Policy.from_dict(policy_dict())
+    allowed = "allowed.registry.test:5000/demo"
+
+    def envelope(uri: str) -> bytes:
+        return json.dumps(
+            {"RequestMethod": "POST", "RequestUri": uri, "RequestHeaders": {"Content-Length": "0"}}
+        ).encode()
+
+    def n_by_m(n: int) -> str:
+        images = "&".join(f"fromImage={allowed}{i}" for i in range(n))
+        return f"/v1.41/images/create?{images}&" + "&".join(f"tag=t{i}" for i in range(n))
+
+    def before(uri: str, guard: Guard) -> int:
+        """Every value read and decided, as the plugin did before the bound."""
+        query = urllib.parse.parse_qsl(uri.partition("?")[2], keep_blank_values=True)
+        images = [value for key, value in query if key == "fromImage"]
+        tags = [value for key, value in query if key == "tag"] or [""]
+        cache = [json.loads(value) for key, value in query if key == "cachefrom"]
+        refs = [f"{image}:{tag}" if tag else image for image in images for tag in tags]
+        refs += [image for images_ in cache for image in images_]
+        for ref in refs:
+            guard.decide(Action.PULL, ref)
+        return len(refs)
+
+    cache_list = urllib.parse.quote(json.dumps([f"{allowed}/c"] * 4000))
+    cases = {
+        "pull 300 fromImage x 300 tag": n_by_m(300),
+        "build cachefrom of 4,000 images": f"/v1.41/build?cachefrom={cache_list}",
+    }
+    figures: dict[str, dict[str, float]] = {}
+    for name, uri in cases.items():
+        guard = Guard(Enforcement(mode="local", policy=policy, organization="acme"))
+        start = time.perf_counter()
+        references = before(uri, guard)
+        before_s = time.perf_counter() - start
+
+        class Counting(Guard):
+            asked = 0
+
+            def decide(self, *args: Any, **kwargs: Any) -> Any:
+                Counting.asked += 1
+                return super().decide(*args, **kwargs)
+
+        counting = Counting(Enforcement(mode="local", policy=policy, organization="acme"))
+        start = time.perf_counter()
+        refused, _ = authorize(counting, envelope(uri))
+        after_s = time.perf_counter() - start
+        figures[name] = {
+            "references_before": references,
+            "seconds_before": before_s,
+            "references_now": Counting.asked,
+            "seconds_now": after_s,
+            "refused_now": refused is not None,
+        }
+    # The issue's own request, now only (before, it took 111 s and 1.28 GB).
+    start = time.perf_counter()
+    refused, _ = authorize(
+        Guard(Enforcement(mode="local", policy=policy, organization="acme")),
+        envelope(n_by_m(2500)),
+    )
+    figures["pull 2,500 fromImage x 2,500 tag (144 KB line)"] = {
+        "references_now": 0,
+        "seconds_now": time.perf_counter() - start,
+        "refused_now": refused is not None,
+    }
+    figures["bound"] = {"max_checks": MAX_CHECKS}
+    return figures
+
+
 def main() -> int:
+    hostile = hostile_work()
+    print("Work per hostile AuthZ request: before the bound (same run) and now")
+    print(f"{'request':<48}{'refs before':>12}{'s before':>10}{'refs now':>10}{'s now':>10}")
+    for name, row in hostile.items():
+        if name == "bound":
+            continue
+        print(
+            f"{name:<48}{row.get('references_before', float('nan')):>12,.0f}"
+            f"{row.get('seconds_before', float('nan')):>10.3f}"
+            f"{row['references_now']:>10,.0f}{row['seconds_now']:>10.4f}"
+        )
+    print(f"bound: at most {hostile['bound']['max_checks']} references or hosts per request")
+    print()
+    if "--hostile-only" in sys.argv:
+        print(json.dumps({"hostile": hostile}))
+        return 0
     decision = decision_only()
     with tempfile.TemporaryDirectory(prefix="rwag-bench-") as directory:
         regward = measure_plugin("regward", serve_regward, directory)
@@ -374,7 +474,16 @@ def main() -> int:
         )
         print(f"{'ratio':<22}{pull['ratio']:>10.3f}{pull['ratio_min']:>10.3f}   (target <= 1.05)")
     figures = {"regward": regward, "always_allow": baseline, "decision_only": decision}
-    print(json.dumps({"authz": figures, "load_average": os.getloadavg()[0], "pull": pull}))
+    print(
+        json.dumps(
+            {
+                "authz": figures,
+                "load_average": os.getloadavg()[0],
+                "pull": pull,
+                "hostile": hostile,
+            }
+        )
+    )
     return 0
 
 

@@ -62,6 +62,11 @@ log = logging.getLogger("regward.agent.authz")
 MEDIA_TYPE = "application/vnd.docker.plugins.v1.2+json"
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # dockerd caps forwarded bodies at 4 MiB (base64: ~5.4 MiB)
 MAX_HEADER_BYTES = 64 * 1024
+# The work one request may ask of the plugin: dockerd waits for each answer and never times the
+# plugin out, so one huge request must not hold the others up. The docker CLI names one image
+# or host per call; a build's cachefrom list or a service spec names a few.
+MAX_CHECKS = 64
+MAX_QUERY_BYTES = 256 * 1024  # of a registry endpoint's query (dockerd accepts 1 MiB lines)
 
 _VERSION = re.compile(r"^/v[0-9.]+(?=/)", re.IGNORECASE)  # moby's /v{version:[0-9.]+}
 _IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
@@ -133,6 +138,11 @@ class AuthZRequest:
     def query(self) -> tuple[tuple[str, str], ...]:
         """The query's pairs as dockerd reads them; Unreadable where Go would drop a pair."""
         if self._query is None:
+            if len(self._raw_query) > MAX_QUERY_BYTES:
+                raise Unreadable(
+                    f"its query is {len(self._raw_query)} bytes, more than the "
+                    f"{MAX_QUERY_BYTES} Regward reads for a registry request"
+                )
             pairs, error = gourl.parse_query(self._raw_query)
             if error is not None:
                 raise Unreadable(
@@ -223,16 +233,25 @@ _FIRST_SEGMENTS = frozenset(
 )
 
 
-def registry_checks(request: AuthZRequest) -> list[Check]:
-    """What the request asks of registries; [] for endpoints that name none. Raises Unreadable."""
+def registry_checks(request: AuthZRequest) -> Iterator[Check]:
+    """What the request asks of registries, one check at a time (nothing for endpoints that
+    name none); Unreadable while iterating when the request cannot be read, or names more than
+    MAX_CHECKS images and hosts."""
     first = request.path[1:].split("/", 1)[0].lower()
     if first not in _FIRST_SEGMENTS:
-        return []
+        return
     for pattern, kind in _ROUTES:
         match = pattern.match(request.path)
         if match:
-            return list(_CHECKERS[kind](request, match.groupdict().get("name") or ""))
-    return []
+            checks = _CHECKERS[kind](request, match.groupdict().get("name") or "")
+            for count, check in enumerate(checks, 1):
+                if count > MAX_CHECKS:
+                    raise Unreadable(
+                        f"it names more than {MAX_CHECKS} images or hosts, more than Regward "
+                        "checks in one request"
+                    )
+                yield check
+            return
 
 
 def _no_form_body(request: AuthZRequest) -> None:
@@ -419,20 +438,19 @@ def authorize(guard: Guard, data: bytes) -> tuple[Decision | None, str]:
     """Answer one AuthZReq body: (the refusing decision or None, the message for dockerd)."""
     try:
         request = AuthZRequest.parse(data)
-        checks = registry_checks(request)
+        for check in registry_checks(request):  # lazily: the first refusal ends the work
+            if isinstance(check, ImageCheck):
+                decision = guard.decide(check.action, check.reference, source="authz")
+            else:
+                decision = guard.decide_host(check.host, check.port, source="authz")
+            if not decision.allowed:
+                log.info("refused %s %s: %s", request.method, request.path, decision.reason)
+                return decision, guard.message(decision)
     except Unreadable as error:
         decision = guard.unreadable(str(error))
         if decision.allowed:  # nothing is restricted here
             return None, ""
         return decision, guard.message(decision)
-    for check in checks:
-        if isinstance(check, ImageCheck):
-            decision = guard.decide(check.action, check.reference, source="authz")
-        else:
-            decision = guard.decide_host(check.host, check.port, source="authz")
-        if not decision.allowed:
-            log.info("refused %s %s: %s", request.method, request.path, decision.reason)
-            return decision, guard.message(decision)
     return None, ""
 
 

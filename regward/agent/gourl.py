@@ -29,9 +29,12 @@ authority is cut off but not validated: Go refuses a bad one before any handler 
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _SCHEME_FIRST = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SCHEME_REST = _SCHEME_FIRST | frozenset(b"0123456789+-.")
 
@@ -54,7 +57,7 @@ def parse_request_uri(target: str) -> RequestTarget:
         raw = target.encode("utf-8")
     except UnicodeEncodeError as error:
         raise GoURLError(f"the request target {target[:80]!r} is not UTF-8") from error
-    if any(byte < 0x20 or byte == 0x7F for byte in raw):
+    if _CONTROL.search(raw):
         raise GoURLError(f"the request target {target[:80]!r} has a control character")
     if not raw:
         raise GoURLError("the request target is empty")
@@ -89,23 +92,15 @@ def _scheme(raw: bytes) -> tuple[bytes, bytes]:
 
 def unescape(raw: bytes, *, query: bool) -> bytes:
     """Go's `unescape` in path or query-component mode; GoURLError on a bad `%` escape."""
-    if b"%" not in raw and not (query and b"+" in raw):
+    if query and b"+" in raw:
+        raw = raw.replace(b"+", b" ")  # before decoding: "%2B" stays a plus
+    if b"%" not in raw:
         return raw
-    out = bytearray()
-    index = 0
-    length = len(raw)
-    while index < length:
-        byte = raw[index]
-        if byte == 0x25:  # "%"
-            if index + 2 >= length or raw[index + 1] not in _HEX or raw[index + 2] not in _HEX:
-                bad = raw[index : index + 3].decode("utf-8", "replace")
-                raise GoURLError(f"invalid URL escape {bad!r}")
-            out.append(int(raw[index + 1 : index + 3], 16))
-            index += 3
-            continue
-        out.append(0x20 if query and byte == 0x2B else byte)  # "+" is a space in a query
-        index += 1
-    return bytes(out)
+    bad = _BAD_ESCAPE.search(raw)
+    if bad is not None:
+        text = raw[bad.start() : bad.start() + 3].decode("utf-8", "replace")
+        raise GoURLError(f"invalid URL escape {text!r}")
+    return urllib.parse.unquote_to_bytes(raw)
 
 
 def parse_query(raw_query: str) -> tuple[list[tuple[str, str]], str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regward.agent.authz import (
+    MAX_CHECKS,
+    MAX_QUERY_BYTES,
     AuthZRequest,
     HostCheck,
     ImageCheck,
@@ -58,7 +61,7 @@ def request(
 
 
 def checks(data: bytes) -> list[Any]:
-    return registry_checks(AuthZRequest.parse(data))
+    return list(registry_checks(AuthZRequest.parse(data)))
 
 
 @pytest.mark.parametrize(
@@ -444,3 +447,67 @@ def test_a_hash_that_hides_nothing_is_harmless() -> None:
     assert decision is not None and "v1#" in message  # Go pulls tag "v1#": an invalid reference
     path = request("/v1.41/images/create#?fromImage=evil.example/x")
     assert authorize(guard(), path)[0] is None  # the path is /images/create#: dockerd says 404
+
+
+class CountingGuard(Guard):
+    """A real guard that counts the references and hosts it is asked about."""
+
+    def __init__(self) -> None:
+        super().__init__(Enforcement(mode="local", policy=POLICY, organization="acme"))
+        self.asked = 0
+
+    def decide(self, action: Action, reference: Any, source: str = "authz") -> Any:
+        self.asked += 1
+        return super().decide(action, reference, source)
+
+    def decide_host(self, host: str, port: int, source: str = "proxy") -> Any:
+        self.asked += 1
+        return super().decide_host(host, port, source)
+
+
+def test_the_issues_n_by_m_pull_is_refused_before_any_reference_is_built() -> None:
+    # 2,500 fromImage x 2,500 tag (a 144 KB request line) once took 111 s and 1.28 GB.
+    images = "&".join(f"fromImage=allowed.registry.test:5000/x{i}" for i in range(2500))
+    tags = "&".join(f"tag=t{i}" for i in range(2500))
+    counting = CountingGuard()
+    decision, message = authorize(counting, request(f"/v1.41/images/create?{images}&{tags}"))
+    assert decision is not None and "fromImage 2500 times" in message
+    assert counting.asked == 0
+
+
+def test_a_long_list_is_checked_up_to_the_bound_then_refused() -> None:
+    cache = json.dumps(["allowed.registry.test:5000/c"] * 4_000)
+    counting = CountingGuard()
+    uri = "/v1.41/build?cachefrom=" + urllib.parse.quote(cache)
+    decision, message = authorize(counting, request(uri))
+    assert decision is not None and f"more than {MAX_CHECKS} images or hosts" in message
+    assert counting.asked == MAX_CHECKS
+    body = (
+        b'{"Image":"allowed.registry.test:5000/x"'
+        + b',"Image":"allowed.registry.test:5000/x"' * 20_000
+        + b"}"
+    )
+    counting = CountingGuard()
+    decision, message = authorize(counting, request("/v1.41/containers/create", body))
+    assert decision is not None and f"more than {MAX_CHECKS}" in message
+    assert counting.asked == MAX_CHECKS
+
+
+def test_the_first_refusal_ends_the_work() -> None:
+    cache = json.dumps(["evil.example/c"] + ["allowed.registry.test:5000/c"] * 50)
+    counting = CountingGuard()
+    decision, message = authorize(
+        counting, request("/v1.41/build?cachefrom=" + urllib.parse.quote(cache))
+    )
+    assert decision is not None and "evil.example" in message
+    assert counting.asked == 1
+
+
+def test_a_registry_request_with_a_huge_query_is_refused_unread() -> None:
+    uri = "/v1.41/images/create?fromImage=allowed.registry.test:5000/x&x=" + "a" * MAX_QUERY_BYTES
+    counting = CountingGuard()
+    decision, message = authorize(counting, request(uri))
+    assert decision is not None and f"more than the {MAX_QUERY_BYTES} Regward reads" in message
+    assert counting.asked == 0
+    other = request("/v1.41/containers/json?x=" + "a" * MAX_QUERY_BYTES, method="GET")
+    assert authorize(counting, other)[0] is None  # endpoints that name no registry: unread

@@ -167,3 +167,46 @@ def test_pipelined_and_byte_by_byte_requests(tmp_path: Path) -> None:
         writer.close()
 
     with_plugin(tmp_path, body)
+
+
+def test_huge_requests_are_answered_with_bounded_work_and_others_keep_their_turn(
+    tmp_path: Path,
+) -> None:
+    from tests.agent.test_authz import CountingGuard
+
+    counting = CountingGuard()
+    plugin = AuthZPlugin(counting, tmp_path / "p.sock")
+    images = "&".join(f"fromImage=ok.example/x{i}" for i in range(2500))
+    tags = "&".join(f"tag=t{i}" for i in range(2500))
+    cache = ",".join(['"allowed.registry.test:5000/c"'] * 2000)
+    huge = [
+        json.dumps(
+            {
+                "RequestMethod": "POST",
+                "RequestUri": f"/v1.41/images/create?{images}&{tags}",
+                "RequestHeaders": {"Content-Length": "0"},
+            }
+        ).encode(),
+        json.dumps({"RequestUri": f"/v1.41/build?cachefrom=[{cache}]"}).encode(),
+    ]
+    small = PULL_OK.replace(b"ok.example", b"allowed.registry.test:5000")
+
+    async def main() -> None:
+        await plugin.start()
+        try:
+            connections = [
+                await asyncio.open_unix_connection(str(plugin.socket_path)) for _ in range(3)
+            ]
+            for (_, writer), data in zip(connections, [*huge, small], strict=True):
+                writer.write(http("/AuthZPlugin.AuthZReq", data))
+            answers = [await read_response(reader) for reader, _ in connections]
+            for _, writer in connections:
+                writer.close()
+        finally:
+            await plugin.close()
+        assert [answer["Allow"] for _, answer in answers] == [False, False, True]
+        assert "fromImage 2500 times" in str(answers[0][1]["Msg"])
+        assert "more than 64 images or hosts" in str(answers[1][1]["Msg"])
+        assert counting.asked == 64 + 1  # the bound for the list, one for the small pull
+
+    asyncio.run(main())
