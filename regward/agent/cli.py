@@ -359,16 +359,11 @@ def _options(args: argparse.Namespace) -> Any:
 
 def _agent_run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
+    from regward import logs
     from regward.agent.runner import run_agent
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure(args.log_level.upper())  # REGWARD_LOG_FORMAT=json: JSON lines
     asyncio.run(run_agent(_options(args)))
     return 0
 

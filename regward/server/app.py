@@ -27,6 +27,7 @@ from regward.server.db import UNAVAILABLE, Database, is_unavailable
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedCache
 from regward.server.notify import notifier_for
+from regward.server.observe import RequestObserver
 from regward.server.runtime import Server
 from regward.server.services.limits import SignInLimiter
 from regward.server.settings import Settings
@@ -75,7 +76,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(health.router)
     _install_error_handlers(app)
     app.add_middleware(FeedFastPath)  # agents' polls skip FastAPI's machinery
-    app.add_middleware(InputGuard, limit=settings.max_body_bytes)  # outermost
+    app.add_middleware(InputGuard, limit=settings.max_body_bytes)
+    app.add_middleware(RequestObserver)  # outermost: refused requests are logged too
     dashboard.install(app)  # the owners' pages at /, assets at /static
     return app
 

@@ -305,20 +305,17 @@ def _show_initial_password(database_url: str, path: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-
     import uvicorn
 
+    from regward import logs
     from regward.server.app import create_app
     from regward.server.db import Database
 
     _limit_malloc_arenas()
     settings = _settings()
+    logs.configure()  # REGWARD_LOG_FORMAT=json: one JSON object per line
     database = Database(settings.database_url)
     database.upgrade()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     app = create_app(settings, database=database)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(
@@ -331,7 +328,8 @@ def _run(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level="warning",
+        log_level="warning",  # its access log: ours (regward.access) names routes and callers
+        log_config=None,  # its lines go through our handler and format
         timeout_keep_alive=75,
         timeout_graceful_shutdown=3,
     )

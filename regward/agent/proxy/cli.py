@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from regward import logs
 from regward.policy import Decision, Policy, evaluate_host
 
 from .server import DEFAULT_LISTEN, HostDecider, ProxyServer, ProxySettings
@@ -65,7 +65,7 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     policy_file: Path | None = args.policy
     guard = Guard(state.enforcement(policy_file))
     watched = [policy_file] if policy_file else [state.credentials_path, state.policy_path]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logs.configure()  # REGWARD_LOG_FORMAT=json: JSON lines
     if guard.enforcement.mode == "unmanaged":
         logging.getLogger("regward.agent.proxy").warning(
             "no organization manages this machine (not signed in, no --policy): the proxy "

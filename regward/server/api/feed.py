@@ -171,6 +171,7 @@ class FeedFastPath:
         if match is None or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
+        scope["regward.route"] = "/api/v1/orgs/{org}/policy"  # for the access log
         server: Server = scope["app"].state.server
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         scheme, _, token = headers.get("authorization", "").partition(" ")

@@ -36,6 +36,7 @@ from regward.server.models import (
     User,
     utcnow,
 )
+from regward.server.observe import note_caller
 from regward.server.services.names import check_name
 
 # argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about 30 ms here, where
@@ -172,6 +173,7 @@ def resolve_token(session: Session, value: str) -> Caller:
         raise Unauthenticated("invalid token; sign in again or create a new access token")
     if token.expires_at is not None and token.expires_at <= utcnow():
         raise Unauthenticated("your sign-in has expired; sign in again")
+    note_caller(token.user.username, token.id)
     return Caller(user=token.user, token_id=token.id, scope=Scope(token.scope))
 
 
@@ -200,7 +202,14 @@ def _feed_query() -> Select[Any]:
         .label("revision")
     )
     return (
-        select(Token.expires_at, Token.revoked_at, Organization.id, Membership.role, newest)
+        select(
+            Token.id.label("token_id"),
+            Token.expires_at,
+            Token.revoked_at,
+            Organization.id,
+            Membership.role,
+            newest,
+        )
         .select_from(Token)
         .outerjoin(Organization, Organization.name == bindparam("organization"))
         .outerjoin(
@@ -223,6 +232,7 @@ def feed_access(session: Session, token: str | None, organization: str) -> tuple
     ).first()
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid token; sign in again or create a new access token")
+    note_caller(None, int(row.token_id))
     if row.expires_at is not None and row.expires_at <= utcnow():
         raise Unauthenticated("your sign-in has expired; sign in again")
     if row.id is None or row.role is None or row.revision is None:

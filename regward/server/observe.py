@@ -1,0 +1,115 @@
+"""What the server tells its operators about each request: one access-log line, its id.
+
+`RequestObserver` is the outermost middleware. For every HTTP request it takes the client's
+`X-Request-ID` (when it is a short token) or makes one, answers with it, makes it the
+`request_id` of every log line written while serving the request (errors included; see
+`regward.logs`), and when the answer is sent logs one line on `regward.access`:
+
+    ... INFO regward.access: request method=GET route=/api/v1/orgs/{org}/policy status=304
+        duration_ms=30012.4 user=None token_id=17 request_id=4f0c...
+
+The route is the template, never the path or query (which may carry names or secrets), and the
+caller is a user name and a token id (never the token). Services note the caller they resolve
+with `note_caller`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from regward import logs
+
+access_log = logging.getLogger("regward.access")
+
+UNMATCHED = "(unmatched)"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass
+class _Caller:
+    user: str | None = None
+    token_id: int | None = None
+
+
+# Mutable per request: a sync route runs in a thread with a copy of the context, and the copy
+# still refers to this one object.
+_caller: ContextVar[_Caller | None] = ContextVar("regward_caller", default=None)
+
+
+def note_caller(user: str | None, token_id: int | None) -> None:
+    """Record who the request being served is from (a no-op outside a request)."""
+    caller = _caller.get()
+    if caller is not None:
+        caller.user, caller.token_id = user, token_id
+
+
+def route_of(scope: Scope) -> str:
+    """The route template that served `scope` (`/api/v1/orgs/{org}`), never the raw path."""
+    # FastAPI (0.165) keeps an included router's prefix beside the route, in its own scope
+    # key; tests/server/test_observe.py notices if that moves.
+    effective = (scope.get("fastapi") or {}).get("effective_route_context")
+    for path in (
+        getattr(effective, "path", None),
+        getattr(scope.get("route"), "path", None),
+        scope.get("regward.route"),
+    ):
+        if isinstance(path, str):
+            return path
+    # A mount (the dashboard's /static) adds its path to root_path.
+    mounted = str(scope.get("root_path", "")).removeprefix(str(scope.get("app_root_path", "")))
+    return mounted or UNMATCHED
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
+        # Not reset afterwards: each request runs in a task of its own, and the server's own
+        # line about an unhandled error comes after this middleware returns.
+        logs.request_id.set(request_id)
+        caller = _Caller()
+        _caller.set(caller)
+        status = 500  # unless an answer starts: an error raised through here
+        started = time.perf_counter()
+
+        async def tagged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_of(scope)
+            access_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 1),
+                        "user": caller.user,
+                        "token_id": caller.token_id,
+                    }
+                },
+            )
