@@ -105,7 +105,7 @@ def pin(cpu: int) -> None:
 
 def serve_regward(path: str, ready: Any) -> None:
     pin(0)
-    from regward.agent.authz import AuthZPlugin
+    from regward.agent.authz.plugin import AuthZPlugin
     from regward.agent.guard import Enforcement, Guard
     from regward.policy import Policy
 
@@ -316,7 +316,7 @@ def decision_only() -> dict[str, float]:
     """The plugin's own work per request (envelope, endpoint, policy), with no socket: the part
     of the round trip that does not depend on how busy the machine is."""
     pin(0)
-    from regward.agent.authz import authorize
+    from regward.agent.authz.plugin import authorize
     from regward.agent.guard import Enforcement, Guard
     from regward.policy import Policy
 
@@ -347,7 +347,8 @@ def hostile_work() -> dict[str, dict[str, float]]:
     MAX_CHECKS references or the first refusal."""
     import urllib.parse
 
-    from regward.agent.authz import MAX_CHECKS, authorize
+    from regward.agent.authz.checks import MAX_CHECKS
+    from regward.agent.authz.plugin import authorize
     from regward.agent.guard import Enforcement, Guard
     from regward.policy import Action, Policy
 

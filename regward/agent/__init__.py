@@ -9,8 +9,8 @@ Map of the package (it never imports regward.server; it talks to the server over
                 registry.json; atomic writes
     sync.py     Syncer: long-poll the feed, verify against the pinned key, cache, check in,
                 report denials in batches
-    gojson.py   JSON read as Go's encoding/json reads it (case folding, duplicates)
-    authz.py    the AuthZ plugin: request envelope, endpoint checks, unix-socket server
+    authz/      the AuthZ plugin: request model (read as Go reads it), the table of endpoint
+                checks, the plugin's answer and its unix-socket server
     runner.py   `regward agent run`: plugin + sync + proxy in one process, live reload
     install.py  `regward agent install`: plugin spec, daemon.json, systemd unit, proxy settings
     proxy/      the registry egress proxy (its own package)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from regward.agent import engine
-from regward.agent.authz import AuthZPlugin
+from regward.agent.authz.plugin import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
 from regward.agent.sync import Syncer

@@ -12,16 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regward.agent.authz import (
-    MAX_CHECKS,
-    MAX_QUERY_BYTES,
-    AuthZRequest,
-    HostCheck,
-    ImageCheck,
-    Unreadable,
-    authorize,
-    registry_checks,
-)
+from regward.agent.authz.checks import MAX_CHECKS, HostCheck, ImageCheck, registry_checks
+from regward.agent.authz.plugin import authorize
+from regward.agent.authz.request import MAX_QUERY_BYTES, AuthZRequest, Unreadable
 from regward.agent.guard import Enforcement, Guard
 from regward.policy import Action, Policy
 
@@ -319,7 +312,7 @@ def test_the_fast_path_cleaning_agrees_with_the_full_one(parts: list[str]) -> No
     import posixpath
     import re
 
-    from regward.agent.authz import _VERSION, _clean_path
+    from regward.agent.authz.request import _VERSION, _clean_path
 
     raw = "/" + "/".join(parts)
     slow = "/" + posixpath.normpath("/" + re.sub(r"/+", "/", raw)).lstrip("/")

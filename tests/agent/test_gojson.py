@@ -1,4 +1,4 @@
-"""regward.agent.gojson reads JSON the way Go's encoding/json fills a struct."""
+"""regward.agent.authz.gojson reads JSON the way Go's encoding/json fills a struct."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regward.agent import gojson
+from regward.agent.authz import gojson
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regward.agent.gourl import GoURLError, parse_query, parse_request_uri, unescape
+from regward.agent.authz.gourl import GoURLError, parse_query, parse_request_uri, unescape
 
 # Pieces of a path or a query with what Go decodes them to: (as written, path reading, query
 # reading). "#" is an ordinary character to ParseRequestURI; "+" is a space in a query only.

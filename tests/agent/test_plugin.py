@@ -7,7 +7,8 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from regward.agent.authz import MEDIA_TYPE, AuthZPlugin
+from regward.agent.authz.framing import MEDIA_TYPE
+from regward.agent.authz.plugin import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
 from regward.policy import Policy
 
