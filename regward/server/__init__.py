@@ -7,6 +7,7 @@ models' tables directly)::
                   (default sqlite under the data dir), session lifetime, body limits
     app.py        create_app(settings) -> FastAPI; error handlers, body limit, the dashboard
     health.py     GET /healthz (liveness) and GET /readyz (database, schema, signing key)
+    metrics.py    ServerMetrics (prometheus_client), GET /metrics for REGWARD_METRICS_TOKEN
     observe.py    RequestObserver: X-Request-ID, one access-log line per request (regward.logs
                   formats it: REGWARD_LOG_FORMAT=text|json)
     runtime.py    Server, kept on app.state.server: settings, database, signing_key, notifier,

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regward import __version__
-from regward.server import dashboard, health, keys
+from regward.server import dashboard, health, keys, metrics
 from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
 from regward.server.db import UNAVAILABLE, Database, is_unavailable
@@ -70,14 +70,17 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         redoc_url=None,
     )
     app.state.server = server
-    app.state.sign_in_limiter = SignInLimiter(database)
+    limiter = app.state.sign_in_limiter = SignInLimiter(database)
+    app.state.metrics = metrics.ServerMetrics(server, lambda: limiter.failures)
     app.state.schema_head = health.head_revision()
     app.include_router(router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     _install_error_handlers(app)
     app.add_middleware(FeedFastPath)  # agents' polls skip FastAPI's machinery
     app.add_middleware(InputGuard, limit=settings.max_body_bytes)
-    app.add_middleware(RequestObserver)  # outermost: refused requests are logged too
+    # Outermost: refused requests are logged and counted too.
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     dashboard.install(app)  # the owners' pages at /, assets at /static
     return app
 
@@ -109,7 +112,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(409, "a concurrent change conflicted with this one; reload and try again")
 
     @app.exception_handler(DBAPIError)
-    async def database_error(_request: Request, error: DBAPIError) -> JSONResponse:
+    async def database_error(request: Request, error: DBAPIError) -> JSONResponse:
+        request.app.state.metrics.database_error(is_unavailable(error))
         if is_unavailable(error):
             log.warning("database unavailable: %s", error.orig)
             return _error(503, UNAVAILABLE)

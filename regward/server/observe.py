@@ -3,7 +3,8 @@
 `RequestObserver` is the outermost middleware. For every HTTP request it takes the client's
 `X-Request-ID` (when it is a short token) or makes one, answers with it, makes it the
 `request_id` of every log line written while serving the request (errors included; see
-`regward.logs`), and when the answer is sent logs one line on `regward.access`:
+`regward.logs`), and when the answer is sent counts it in the server's metrics and logs one
+line on `regward.access`:
 
     ... INFO regward.access: request method=GET route=/api/v1/orgs/{org}/policy status=304
         duration_ms=30012.4 user=None token_id=17 request_id=4f0c...
@@ -21,10 +22,14 @@ import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regward import logs
+
+if TYPE_CHECKING:
+    from regward.server.metrics import ServerMetrics
 
 access_log = logging.getLogger("regward.access")
 
@@ -68,8 +73,9 @@ def route_of(scope: Scope) -> str:
 
 
 class RequestObserver:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,6 +106,7 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - started
             route = route_of(scope)
+            self.metrics.observe(scope["method"], route, status, seconds)
             access_log.info(
                 "request",
                 extra={

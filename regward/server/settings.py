@@ -6,6 +6,8 @@ REGWARD_DATABASE_URL    SQLAlchemy URL; default sqlite:///<data dir>/regward.db;
 REGWARD_SESSION_TTL     lifetime of sign-in tokens in seconds (default 30 days)
 REGWARD_MAX_WAIT        longest long-poll a client may ask for, in seconds (default 300)
 REGWARD_PUBLIC_URL      address users reach the server at (shown in messages), optional
+REGWARD_METRICS_TOKEN   serve Prometheus metrics at /metrics to requests bearing this token
+                        (`Authorization: Bearer ...`); unset, /metrics is 404
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Settings:
     max_wait: int = 300
     max_body_bytes: int = 1024 * 1024
     public_url: str | None = None
+    metrics_token: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -49,6 +52,7 @@ class Settings:
             session_ttl=_int(env, "REGWARD_SESSION_TTL", 30 * 24 * 3600),
             max_wait=_int(env, "REGWARD_MAX_WAIT", 300),
             public_url=env.get("REGWARD_PUBLIC_URL") or None,
+            metrics_token=env.get("REGWARD_METRICS_TOKEN") or None,
         )
 
     @property

@@ -194,6 +194,7 @@ class FeedFastPath:
             if status == 401:
                 answer_headers["www-authenticate"] = "Bearer"
         except DBAPIError as error:
+            scope["app"].state.metrics.database_error(is_unavailable(error))
             if not is_unavailable(error):
                 raise  # a bug, not an outage: Starlette's 500 and the log
             status, answer_headers = 503, {"content-type": "application/json"}

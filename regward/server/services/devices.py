@@ -53,6 +53,24 @@ class Engine:
         return {"authz": self.authz, "proxy": self.proxy}
 
 
+STATES = ("current", "outdated", "refused", "unprotected")
+
+
+def state_of(
+    applied_revision: int, current_revision: int, refused: bool, engine: Engine | None
+) -> str:
+    """One word for a device's compliance, the worst first: `refused` (its agent refused the
+    last revision it was sent), `unprotected` (its Docker Engine does not use the agent),
+    `outdated` (an older revision than the organization's), else `current`."""
+    if refused:
+        return "refused"
+    if engine is not None and not engine.protected:
+        return "unprotected"
+    if applied_revision < current_revision:
+        return "outdated"
+    return "current"
+
+
 @dataclass(frozen=True)
 class DeviceStatus:
     device: Device
@@ -61,6 +79,15 @@ class DeviceStatus:
     @property
     def up_to_date(self) -> bool:
         return self.device.applied_revision >= self.current_revision
+
+    @property
+    def state(self) -> str:
+        return state_of(
+            self.device.applied_revision,
+            self.current_revision,
+            self.device.refusal is not None,
+            self.engine,
+        )
 
     @property
     def engine(self) -> Engine | None:

@@ -37,6 +37,7 @@ class SignInLimiter:
         self.window = timedelta(seconds=window)
         self._database = database
         self._clock = clock
+        self.failures = 0  # counted by this process since it started, for its metrics
 
     def retry_after(self, username: str, client: str) -> int:
         """Seconds to wait before another attempt is accepted; 0 when one is allowed now."""
@@ -57,6 +58,7 @@ class SignInLimiter:
 
     def failed(self, username: str, client: str) -> None:
         """Count a failure (in its own transaction: call it outside any write session)."""
+        self.failures += 1
         now = self._clock()
         with self._database.session(write=True) as session:
             session.execute(delete(SignInFailure).where(SignInFailure.at <= now - self.window))
