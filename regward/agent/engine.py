@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from regward.policy.address import join_host_port
+
 PLUGIN_NAME = "regward"
 DEFAULT_DOCKER_SOCKET = Path("/var/run/docker.sock")
 TIMEOUT = 3.0
@@ -70,11 +72,6 @@ def plugin_names(authz_socket: Path | None) -> tuple[str, ...]:
     ):
         return tuple(dict.fromkeys((stem, PLUGIN_NAME)))
     return (PLUGIN_NAME,)
-
-
-def _listen_text(listen: tuple[str, int]) -> str:
-    host, port = listen
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -181,7 +178,7 @@ class Protection:
                 )
             problems.append(
                 "dockerd does not send registry traffic through the agent's proxy "
-                f"{_listen_text(self.proxy_listen)} ({settings}), so pulls inside builds "
+                f"{join_host_port(*self.proxy_listen)} ({settings}), so pulls inside builds "
                 "are not checked"
             )
         return problems
@@ -189,7 +186,7 @@ class Protection:
     def words(self) -> str:
         if self.protected:
             proxy = (
-                f"proxy {_listen_text(self.proxy_listen)}"
+                f"proxy {join_host_port(*self.proxy_listen)}"
                 if self.proxy_listen is not None
                 else "the agent's proxy is off"
             )

@@ -32,6 +32,7 @@ from typing import Literal
 
 from regward.errors import InvalidReference
 from regward.policy import Action, Decision, ImageReference, Policy, evaluate, evaluate_host
+from regward.policy.address import join_host_port
 
 log = logging.getLogger("regward.agent")
 
@@ -218,7 +219,7 @@ class Guard:
     def decide_host(self, host: str, port: int, source: str = "proxy") -> Decision:
         """May a connection to host:port be made (the egress proxy's question)?"""
         state = self._enforcement
-        target = f"{host}:{port}"
+        target = join_host_port(host, port)
         blocked = state.blocked_reason
         if blocked is not None:
             decision: Decision = refuse(blocked, state.organization or "")

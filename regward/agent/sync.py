@@ -36,12 +36,12 @@ import httpx
 from regward.agent.engine import EngineReport
 from regward.agent.guard import DenialReport, Enforcement, Guard
 from regward.agent.state import AgentState, Credentials
+from regward.defaults import LONG_POLL_SECONDS
 from regward.errors import InvalidPolicy, SignatureError
 from regward.policy import Policy, SignedPolicy, public_key_from_text, verify
 
 log = logging.getLogger("regward.agent.sync")
 
-LONG_POLL_SECONDS = 30
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 REPORT_INTERVAL = 2.0

@@ -93,10 +93,14 @@ class Address:
         return _is_ip(self.host)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.wildcard:
-            host = "*." + host
-        return host if self.port is None else f"{host}:{self.port}"
+        return join_host_port(("*." if self.wildcard else "") + self.host, self.port)
+
+
+def join_host_port(host: str, port: int | None = None) -> str:
+    """`host:port`, or `host` alone without a port, with brackets around an IPv6 host (Go's
+    `net.JoinHostPort`): `("::1", 5000)` -> `[::1]:5000`, `("ghcr.io", None)` -> `ghcr.io`."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
 
 
 def normalize_host(host: str, original: str | None = None) -> str:

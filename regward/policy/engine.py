@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from regward.errors import InvalidAddress
-from regward.policy.address import DEFAULT_PORTS, Address, normalize_host
+from regward.policy.address import DEFAULT_PORTS, Address, join_host_port, normalize_host
 from regward.policy.catalog import bundle_for
 from regward.policy.document import Action, Policy, RegistryEntry, RepositoryPattern
 from regward.policy.reference import ImageReference
@@ -220,7 +220,7 @@ def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
         host = normalize_host(host)
     except InvalidAddress:
         return _deny(policy, f"Access to host {host!r}", "add it to the allowed registries")
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    target = join_host_port(host, port)
     compiled = _compile(policy)
     rules = compiled.entries.find(host, port)
     if rules is not None:

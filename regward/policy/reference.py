@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 from regward.errors import InvalidReference
+from regward.policy.address import join_host_port
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -100,8 +101,7 @@ class ImageReference:
     @property
     def registry(self) -> str:
         """`host[:port]`, with brackets around an IPv6 host: how the registry is named."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port is None else f"{host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
     @property
     def name(self) -> str:

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from regward.defaults import SERVER_PORT, SERVER_URL
 from regward.errors import ConfigError, RegwardError
+from regward.policy.address import join_host_port
 
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 FIRST_SIGN_IN_FILE = "initial-password"
 
 
@@ -53,7 +54,9 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
     run = actions.add_parser("run", help="serve the API and the dashboard")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    run.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    run.add_argument(
+        "--port", type=int, default=SERVER_PORT, help=f"port to listen on ({SERVER_PORT})"
+    )
     run.set_defaults(run=_run)
 
     reset = actions.add_parser(
@@ -107,8 +110,8 @@ def _api_parser(verbs: argparse._SubParsersAction[Any], name: str, text: str) ->
     parser.add_argument("--org", required=True, help="the organization")
     parser.add_argument(
         "--server",
-        default=os.environ.get("REGWARD_SERVER", DEFAULT_SERVER),
-        help=f"the server's URL (REGWARD_SERVER, default {DEFAULT_SERVER})",
+        default=os.environ.get("REGWARD_SERVER", SERVER_URL),
+        help=f"the server's URL (REGWARD_SERVER, default {SERVER_URL})",
     )
     parser.add_argument(
         "--token",
@@ -317,9 +320,8 @@ def _run(args: argparse.Namespace) -> int:
     database = Database(settings.database_url)
     database.upgrade()
     app = create_app(settings, database=database)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
     print(
-        f"regward: policy server on http://{shown}:{args.port}/ "
+        f"regward: policy server on http://{join_host_port(args.host, args.port)}/ "
         f"(API /api/v1, schema /api/v1/openapi.json); data in {settings.data_dir}",
         flush=True,
     )

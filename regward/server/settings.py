@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from regward.defaults import MAX_LONG_POLL_SECONDS
 from regward.errors import ConfigError
 
 
@@ -35,7 +36,7 @@ class Settings:
     data_dir: Path
     database_url: str
     session_ttl: int = 30 * 24 * 3600
-    max_wait: int = 300
+    max_wait: int = MAX_LONG_POLL_SECONDS
     max_body_bytes: int = 1024 * 1024
     public_url: str | None = None
     metrics_token: str | None = None
@@ -50,7 +51,7 @@ class Settings:
             data_dir=data_dir,
             database_url=normalize_database_url(url),
             session_ttl=_int(env, "REGWARD_SESSION_TTL", 30 * 24 * 3600),
-            max_wait=_int(env, "REGWARD_MAX_WAIT", 300),
+            max_wait=_int(env, "REGWARD_MAX_WAIT", MAX_LONG_POLL_SECONDS),
             public_url=env.get("REGWARD_PUBLIC_URL") or None,
             metrics_token=env.get("REGWARD_METRICS_TOKEN") or None,
         )

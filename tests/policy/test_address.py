@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from regward.errors import InvalidAddress
 from regward.policy import Address
+from regward.policy.address import join_host_port
 
 PARSED = [
     ("ghcr.io", "ghcr.io"),
@@ -108,3 +109,17 @@ def test_canonical_form_round_trips(parts: list[str], wildcard: bool, port: int 
         return
     assert Address.parse(str(address)) == address
     assert address.host == ".".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "written"),
+    [
+        ("ghcr.io", 443, "ghcr.io:443"),
+        ("ghcr.io", None, "ghcr.io"),
+        ("10.0.0.1", 5000, "10.0.0.1:5000"),
+        ("::1", 5000, "[::1]:5000"),
+        ("fe80::1", None, "[fe80::1]"),
+    ],
+)
+def test_join_host_port_brackets_ipv6_only(host: str, port: int | None, written: str) -> None:
+    assert join_host_port(host, port) == written

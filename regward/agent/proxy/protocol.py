@@ -26,6 +26,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from regward.policy.address import join_host_port
+
 MAX_HEAD = 16 * 1024
 MAX_FIELDS = 100
 MAX_REASON = 300
@@ -89,8 +91,7 @@ class Target:
 
     @property
     def authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
     @property
     def is_ip(self) -> bool:
@@ -256,8 +257,7 @@ def forward_head(request: Request) -> bytes:
 
 
 def _host_value(target: Target) -> str:
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    return host if target.port == 80 else f"{host}:{target.port}"
+    return join_host_port(target.host, None if target.port == 80 else target.port)
 
 
 def _connection_names(fields: tuple[tuple[bytes, bytes], ...]) -> frozenset[bytes]:
