@@ -334,11 +334,12 @@ def _unix_up(path: str) -> bool:
 
 
 def _tcp_up(listen: str) -> bool:
-    host, _, port = listen.rpartition(":")
+    from regward.agent.proxy.settings import parse_listen
+
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+        with socket.create_connection(parse_listen(listen), timeout=1):
             return True
-    except (OSError, ValueError):
+    except (OSError, ConfigError):
         return False
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from regward.agent.engine import PLUGIN_NAME
 from regward.agent.runner import AgentOptions
 from regward.errors import ConfigError
+from regward.policy.address import join_host_port
 
 
 def _under(root: Path, path: str) -> Path:
@@ -29,7 +30,7 @@ def unit_text(options: AgentOptions) -> str:
     command = [sys.executable, "-m", "regward.cli", "agent", "run"]
     command += ["--authz-socket", str(options.authz_socket)]
     listen = options.proxy_listen
-    command += ["--proxy-listen", f"{listen[0]}:{listen[1]}" if listen else "off"]
+    command += ["--proxy-listen", join_host_port(*listen) if listen else "off"]
     if options.policy_file:
         command += ["--policy", str(options.policy_file.resolve())]
     return (
@@ -95,13 +96,13 @@ def install(options: AgentOptions, root: Path = Path("/"), dry_run: bool = False
     if options.proxy_listen is not None:
         host, port = options.proxy_listen
         if dry_run:
-            changes.append(f"dockerd: would use the proxy http://{host}:{port}")
+            changes.append(f"dockerd: would use the proxy http://{join_host_port(host, port)}")
         else:
             from regward.agent.proxy import configure_dockerd
             from regward.agent.proxy.dockerd import DAEMON_JSON, DROPIN
 
             changes += configure_dockerd(
-                f"{host}:{port}",
+                join_host_port(host, port),
                 dropin=_under(root, str(DROPIN)),
                 daemon_json=_under(root, str(DAEMON_JSON)),
             )

@@ -1,6 +1,6 @@
 """`regward agent run`: the AuthZ plugin, policy sync and the egress proxy in one process.
 
-    AgentOptions(authz_socket=..., proxy_listen="127.0.0.1:3128" | None, policy_file=None)
+    AgentOptions(authz_socket=..., proxy_listen=("127.0.0.1", 3128) | None, policy_file=None)
     asyncio.run(run_agent(options))          # until SIGTERM or SIGINT, then a clean shutdown
 
 The Docker Engine is checked at start and every minute (`regward.agent.engine`): whether it uses
@@ -33,12 +33,14 @@ from regward.agent.authz.plugin import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
 from regward.agent.sync import Syncer
+from regward.defaults import LONG_POLL_SECONDS, PROXY_LISTEN, PROXY_PORT
 from regward.errors import ConfigError, RegwardError
+from regward.policy.address import join_host_port
 
 log = logging.getLogger("regward.agent")
 
 DEFAULT_AUTHZ_SOCKET = Path("/run/docker/plugins/regward.sock")
-DEFAULT_PROXY_LISTEN = "127.0.0.1:3128"
+DEFAULT_PROXY_LISTEN = PROXY_LISTEN
 WATCH_INTERVAL = 0.5
 ENGINE_INTERVAL = 60.0
 ENGINE_FIRST_RETRY = 1.0
@@ -47,23 +49,25 @@ ENGINE_FIRST_RETRY = 1.0
 @dataclass(frozen=True)
 class AgentOptions:
     authz_socket: Path | None = DEFAULT_AUTHZ_SOCKET
-    proxy_listen: tuple[str, int] | None = ("127.0.0.1", 3128)
+    proxy_listen: tuple[str, int] | None = ("127.0.0.1", PROXY_PORT)
     policy_file: Path | None = None
     state_dir: Path | None = None
     registry_json: Path | None = None
-    long_poll: int = 30
+    long_poll: int = LONG_POLL_SECONDS
     docker_socket: Path = engine.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:
-    """`HOST:PORT` or `off`; raise ConfigError naming the value otherwise."""
+    """`HOST:PORT`, `[V6]:PORT` or `off` (None), read by the proxy's one `parse_listen`;
+    raise ConfigError naming the value otherwise."""
     if text.strip().lower() == "off":
         return None
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--proxy-listen {text!r} must be HOST:PORT (like 127.0.0.1:3128) or off")
-    return host, int(port)
+    from regward.agent.proxy.settings import parse_listen as parse_address
+
+    try:
+        return parse_address(text)
+    except ConfigError as error:
+        raise ConfigError(f"--proxy-listen: {error}, or off to run without the proxy") from None
 
 
 def agent_id(state: AgentState) -> str:
@@ -134,7 +138,7 @@ class Agent:
         if self.options.proxy_listen is not None:
             host, port = self.options.proxy_listen
             self._proxy = await start_proxy(self.guard, host, port)
-            log.info("egress proxy listening on %s:%d", host, port)
+            log.info("egress proxy listening on %s", join_host_port(host, port))
         self._start_sync()
         self.write_status()
         self.ready.set()
@@ -274,7 +278,7 @@ class Agent:
             "blocked": enforcement.blocked_reason,
             "authz_socket": str(self.plugin.socket_path) if self.plugin else None,
             "proxy_listen": (
-                "{}:{}".format(*self.options.proxy_listen) if self.options.proxy_listen else None
+                join_host_port(*self.options.proxy_listen) if self.options.proxy_listen else None
             ),
             "policy_file": str(self.options.policy_file) if self.options.policy_file else None,
             "denials_queued": len(self.guard.denials),

@@ -26,15 +26,23 @@ and for `regward agent install`: `configure_dockerd(listen)` (in `.dockerd`) wri
 proxy settings and returns what it changed. `add_proxy_command(agent_commands)` adds
 `regward agent proxy [--policy FILE] [--listen HOST:PORT]`.
 
-Layout, mitmproxy-style: `protocol` parses and renders bytes (no I/O), `relay` moves tunnel
-bytes with `os.splice` (they never enter Python), `server` is the asyncio I/O around both.
+Layout, mitmproxy-style, one job per module:
+
+    settings   ProxySettings (where, limits), parse_listen, the HostDecider type
+    protocol   parses and renders bytes (no I/O)
+    upstream   dials an allowed registry, with a short-lived resolver cache
+    relay      moves tunnel bytes with `os.splice` (they never enter Python); open tunnels
+    tunnel     a CONNECT tunnel: the ClientHello check, then the relay
+    forward    one absolute-form request to a plain-HTTP registry
+    server     the accept loop: read a head, decide, hand over; recheck; idle sweep
 """
 
 from __future__ import annotations
 
 from .cli import add_proxy_command, decider_for_policy
 from .dockerd import configure_dockerd
-from .server import DEFAULT_LISTEN, HostDecider, ProxyServer, ProxySettings, parse_listen, serve
+from .server import ProxyServer, serve
+from .settings import DEFAULT_LISTEN, HostDecider, ProxySettings, parse_listen
 
 __all__ = [
     "DEFAULT_LISTEN",

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from regward import logs
 from regward.policy import Decision, Policy, evaluate_host
 
-from .server import DEFAULT_LISTEN, HostDecider, ProxyServer, ProxySettings
+from .server import ProxyServer
+from .settings import DEFAULT_LISTEN, HostDecider, ProxySettings
 
 if TYPE_CHECKING:
     from regward.agent.guard import Guard

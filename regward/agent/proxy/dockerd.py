@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 
 from regward.errors import ConfigError
+from regward.policy.address import join_host_port
 
-from .server import parse_listen
+from .settings import parse_listen
 
 DROPIN = Path("/etc/systemd/system/docker.service.d/regward-proxy.conf")
 DAEMON_JSON = Path("/etc/docker/daemon.json")
@@ -36,7 +37,7 @@ def proxy_url(listen: str) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{join_host_port(host, port)}"
 
 
 def proxy_environment(listen: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 _NONBLOCK = 2  # SPLICE_F_NONBLOCK: the pipe ends never block; the sockets are non-blocking
 PIPE_SIZE = 1 << 20
@@ -221,3 +221,33 @@ class Tunnel:
             await self._finished
         finally:
             self.abort()
+
+
+class Tunnels:
+    """The open tunnels of one proxy and the pipes they share: the idle sweep and shutdown
+    reach every one, whichever kind of connection opened it."""
+
+    def __init__(self) -> None:
+        self.pool = PipePool()
+        self.open: set[Tunnel] = set()
+
+    @contextlib.contextmanager
+    def opened(
+        self, client: socket.socket, upstream: socket.socket, *, downstream_only: bool = False
+    ) -> Iterator[Tunnel]:
+        """A tunnel between `client` and `upstream`, counted open until the block ends."""
+        tunnel = Tunnel(asyncio.get_running_loop(), self.pool, client, upstream)
+        tunnel.downstream_only = downstream_only
+        self.open.add(tunnel)
+        try:
+            yield tunnel
+        finally:
+            tunnel.abort()
+            self.open.discard(tunnel)
+
+    def abort_all(self) -> None:
+        for tunnel in list(self.open):
+            tunnel.abort()
+
+    def close(self) -> None:
+        self.pool.close()

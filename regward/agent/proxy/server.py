@@ -1,4 +1,10 @@
-"""The proxy's I/O: accept, read one request head, ask the host decision, connect, relay."""
+"""The accept loop: take connections, read one request head, ask the host decision, dial,
+hand over to a tunnel or a forwarded request; end what a new policy refuses; sweep idle
+tunnels.
+
+    async with ProxyServer(settings, decide_host, describe) as server:
+        server.recheck()          # after a policy change: end connections it now refuses
+"""
 
 from __future__ import annotations
 
@@ -9,74 +15,33 @@ import ipaddress
 import logging
 import resource
 import socket
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from regward.errors import ConfigError
 from regward.policy import Decision
+from regward.policy.address import join_host_port
 
+from .forward import forward
 from .protocol import (
     CONNECT_ESTABLISHED,
-    MAX_HEAD,
-    NEED_MORE,
     ProtocolError,
     Request,
     RequestBody,
     Target,
-    client_hello_sni,
-    close_response_head,
     error_response,
-    forward_head,
     head_end,
     parse_request,
-    response_status,
-    starts_tls,
 )
-from .relay import PipePool, Tunnel
+from .relay import Tunnel, Tunnels
+from .settings import HostDecider, ProxySettings, parse_listen
+from .tunnel import run_tunnel
+from .upstream import Dialer
 
 log = logging.getLogger("regward.agent.proxy")
 
-
-HostDecider = Callable[[str, int], Decision]
-DEFAULT_LISTEN = "127.0.0.1:3128"
-RESOLVE_TTL = 5.0
-RESOLVE_CACHE = 512
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """Where the proxy listens and the limits that keep slow or hostile clients cheap."""
-
-    host: str = "127.0.0.1"
-    port: int = 3128
-    max_connections: int = 4096
-    max_head: int = MAX_HEAD
-    handshake_timeout: float = 10.0  # to send a complete request head (slowloris)
-    connect_timeout: float = 10.0  # to resolve and connect to the registry
-    idle_timeout: float = 300.0  # a tunnel with no bytes either way for this long is closed
-    shutdown_grace: float = 2.0  # open tunnels may finish this long after close()
-    backlog: int = 1024
-
-    @classmethod
-    def from_listen(cls, listen: str) -> ProxySettings:
-        """Default limits on `listen`, as given to --listen."""
-        host, port = parse_listen(listen)
-        return cls(host=host, port=port)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`HOST:PORT` or `[V6]:PORT` into (host, port); ConfigError names the bad value."""
-    host, sep, port = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(
-            f"proxy listen address {listen!r} is not HOST:PORT; "
-            f"use e.g. {DEFAULT_LISTEN} or [::1]:3128"
-        )
-    return host, int(port)
+# Descriptors one connection may hold: client, upstream and a pipe's two ends at a time.
+FILES_PER_CONNECTION = 4
+SPARE_FILES = 64  # the listener, the loop, logs, the agent's other sockets
 
 
 class ProxyServer:
@@ -94,14 +59,11 @@ class ProxyServer:
         self._decide = decide_host
         self._describe = describe or (lambda decision: decision.message())
         self._listener: socket.socket | None = None
-        self._pool = PipePool()
+        self._dialer = Dialer(settings)
+        self._tunnels = Tunnels()
         self._tasks: dict[asyncio.Task[None], list[tuple[str, int]]] = {}
         """Each open connection, with the hosts and ports it was allowed to reach."""
-        self._tunnels: set[Tunnel] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._resolved: dict[
-            tuple[str, int], tuple[float, list[tuple[socket.AddressFamily, Any]]]
-        ] = {}
         self.address: tuple[str, int] = (settings.host, settings.port)
 
     @property
@@ -111,7 +73,7 @@ class ProxyServer:
     async def start(self) -> None:
         """Bind and start accepting; raises ConfigError when the address cannot be used."""
         loop = asyncio.get_running_loop()
-        _raise_file_limit(self.settings.max_connections * 4 + 64)
+        _raise_file_limit(self.settings.max_connections * FILES_PER_CONNECTION + SPARE_FILES)
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -120,7 +82,7 @@ class ProxyServer:
             listener.listen(self.settings.backlog)
         except OSError as error:
             listener.close()
-            where = f"{self.settings.host}:{self.settings.port}"
+            where = join_host_port(self.settings.host, self.settings.port)
             raise ConfigError(
                 f"the proxy cannot listen on {where}: {error.strerror}; "
                 "pick another address with --listen / --proxy-listen"
@@ -130,7 +92,7 @@ class ProxyServer:
         self.address = listener.getsockname()[:2]
         loop.add_reader(listener.fileno(), self._accept)
         self._sweeper = loop.create_task(self._sweep_idle(), name="proxy-idle-sweeper")
-        log.info("proxy listening on %s:%d", *self.address)
+        log.info("proxy listening on %s", join_host_port(*self.address))
         if not ipaddress.ip_address(self.address[0]).is_loopback:
             log.warning(
                 "the proxy listens on %s, beyond loopback, and has no authentication: anyone "
@@ -142,7 +104,7 @@ class ProxyServer:
         listener, loop = self._listener, asyncio.get_running_loop()
         if listener is None:
             return
-        for _ in range(64):
+        for _ in range(self.settings.accepts_per_wakeup):
             try:
                 client, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -150,9 +112,11 @@ class ProxyServer:
             except OSError as error:
                 # Out of descriptors (EMFILE) and the like: the backlog stays readable, so pause
                 # accepting briefly instead of spinning, and keep serving open connections.
-                log.warning("proxy accept failed, pausing 0.1 s: %s", error)
+                log.warning(
+                    "proxy accept failed, pausing %s s: %s", self.settings.accept_pause, error
+                )
                 loop.remove_reader(listener.fileno())
-                loop.call_later(0.1, self._resume_accepting)
+                loop.call_later(self.settings.accept_pause, self._resume_accepting)
                 return
             if len(self._tasks) >= self.settings.max_connections:
                 with contextlib.suppress(OSError):
@@ -172,6 +136,10 @@ class ProxyServer:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
 
+    def _resume_accepting(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
+
     def recheck(self) -> None:
         """The policy changed: end every open connection to a host it no longer allows.
 
@@ -181,7 +149,8 @@ class ProxyServer:
             refused = next((host for host in hosts if not self._still_allowed(*host)), None)
             if refused is not None:
                 log.info(
-                    "proxy ended a connection to %s:%d: the policy no longer allows it", *refused
+                    "proxy ended a connection to %s: the policy no longer allows it",
+                    join_host_port(*refused),
                 )
                 task.cancel()
 
@@ -189,14 +158,11 @@ class ProxyServer:
         try:
             return self._decide(host, port).allowed
         except Exception:  # fail closed, as for a new connection
-            log.exception("proxy host decision failed for %s:%d", host, port)
+            log.exception("proxy host decision failed for %s", join_host_port(host, port))
             return False
 
-    def _resume_accepting(self) -> None:
-        if self._listener is not None:
-            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
-
     async def _serve(self, client: socket.socket, hosts: list[tuple[str, int]]) -> None:
+        loop = asyncio.get_running_loop()
         upstream: socket.socket | None = None
         try:
             try:
@@ -204,25 +170,33 @@ class ProxyServer:
                     request, rest = await self._read_request(client)
             except TimeoutError:
                 raise ProtocolError(408, "request head not received in time") from None
-            hosts.append((request.target.host, request.target.port))
-            decision = self._decision(request.target)
+            target = request.target
+            hosts.append((target.host, target.port))
+            decision = self._decision(target)
             if not decision.allowed:
                 message = self._describe(decision)
-                log.info("proxy refused %s: %s", request.target.authority, message)
-                await self._send(client, error_response(403, message))
+                log.info("proxy refused %s: %s", target.authority, message)
+                await loop.sock_sendall(client, error_response(403, message))
                 return
             body = None if request.is_connect else RequestBody.of(request)
-            upstream = await self._connect(request.target)
-            if body is None:
-                await self._send(client, CONNECT_ESTABLISHED)
-                plain = _plain_bytes_allowed(decision, request.target)
-                await self._relay(client, upstream, request.target, rest, hosts, plain)
-            else:
-                await self._forward(client, upstream, request, rest, body)
+            upstream = await self._dialer.connect(target)
+            if body is not None:
+                await forward(self._tunnels, self.settings, client, upstream, request, rest, body)
+                return
+            await loop.sock_sendall(client, CONNECT_ESTABLISHED)
+
+            def name_allowed(name: str) -> bool:
+                hosts.append((name, target.port))
+                return self._tls_name_allowed(target, name)
+
+            plain = _plain_bytes_allowed(decision, target)
+            await run_tunnel(
+                self._tunnels, self.settings, client, upstream, target, rest, plain, name_allowed
+            )
         except ProtocolError as error:
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(1):
-                    await self._send(client, error_response(error.status, error.message))
+                    await loop.sock_sendall(client, error_response(error.status, error.message))
         except OSError:
             pass  # the client went away; nothing to tell it
         finally:
@@ -230,15 +204,11 @@ class ProxyServer:
             if upstream is not None:
                 upstream.close()
 
-    async def _send(self, sock: socket.socket, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.sock_sendall(sock, data)
-
     async def _read_request(self, client: socket.socket) -> tuple[Request, bytes]:
         loop = asyncio.get_running_loop()
         buffer = bytearray()
         while True:
-            chunk = await loop.sock_recv(client, 65536)
+            chunk = await loop.sock_recv(client, self.settings.read_size)
             if not chunk:
                 raise OSError(errno.ECONNRESET, "client closed before a request")
             buffer += chunk
@@ -255,222 +225,20 @@ class ProxyServer:
                 503, f"Regward could not check {target.authority} against the policy"
             ) from None
 
-    async def _connect(self, target: Target) -> socket.socket:
-        loop = asyncio.get_running_loop()
+    def _tls_name_allowed(self, target: Target, name: str) -> bool:
+        """May a tunnel to `target` carry TLS for server `name`? Logged when not."""
         try:
-            async with asyncio.timeout(self.settings.connect_timeout):
-                if target.is_ip:
-                    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
-                    addresses: list[tuple[socket.AddressFamily, Any]] = [
-                        (family, (target.host, target.port))
-                    ]
-                else:
-                    addresses = await self._resolve(target)
-                failure: OSError = OSError(f"{target.host} has no address")
-                for family, address in addresses:
-                    sock = socket.socket(family, socket.SOCK_STREAM)
-                    sock.setblocking(False)
-                    try:
-                        await loop.sock_connect(sock, address)
-                    except OSError as error:
-                        sock.close()
-                        failure = error
-                        continue
-                    except BaseException:
-                        sock.close()
-                        raise
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    return sock
-        except TimeoutError:
-            raise ProtocolError(504, f"no connection to {target.authority} in time") from None
-        except socket.gaierror as error:
-            raise ProtocolError(502, f"cannot resolve {target.host}: {error.strerror}") from None
-        reason = failure.strerror or str(failure)
-        raise ProtocolError(502, f"cannot connect to {target.authority}: {reason}")
-
-    async def _resolve(self, target: Target) -> list[tuple[socket.AddressFamily, Any]]:
-        """The system resolver's addresses for an allowed name, kept for `RESOLVE_TTL`
-        seconds so a burst of connections to one registry costs one lookup."""
-        key = (target.host, target.port)
-        now = time.monotonic()
-        cached = self._resolved.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            target.host, target.port, type=socket.SOCK_STREAM
-        )
-        addresses = [(info[0], info[4]) for info in infos]
-        if len(self._resolved) >= RESOLVE_CACHE:
-            self._resolved.clear()
-        self._resolved[key] = (now + RESOLVE_TTL, addresses)
-        return addresses
-
-    async def _relay(
-        self,
-        client: socket.socket,
-        upstream: socket.socket,
-        target: Target,
-        rest: bytes,
-        hosts: list[tuple[str, int]],
-        plain: bool,
-    ) -> None:
-        """A CONNECT tunnel. The registry's bytes flow at once; the client's first bytes are
-        read first: a TLS ClientHello naming another server than the tunnel's (domain
-        fronting) needs that name allowed too, and bytes that are not TLS need `plain`, or
-        the tunnel is closed."""
-        loop = asyncio.get_running_loop()
-        tunnel = Tunnel(loop, self._pool, client, upstream)
-        self._tunnels.add(tunnel)
-        try:
-            tunnel.down.start()
-            first = await self._client_hello(client, rest)
-            if first is None:
-                return
-            hello, name = first
-            if not plain and not starts_tls(hello):
-                log.info(
-                    "proxy closed a tunnel to %s: its first bytes are not TLS, and the policy "
-                    "names that host and port only as part of a registry (a shared front could "
-                    "route plain HTTP to any of its tenants)",
-                    target.authority,
-                )
-                return
-            if name is not None and name != target.host:
-                hosts.append((name, target.port))
-                try:
-                    decision = self._decision(Target(name, target.port))
-                except ProtocolError:  # already logged; after "200" only a close can refuse
-                    return
-                if not decision.allowed:
-                    log.info(
-                        "proxy closed a tunnel to %s whose TLS names %s: %s",
-                        target.authority,
-                        name,
-                        self._describe(decision),
-                    )
-                    return
-            await self._send(upstream, hello)
-            tunnel.up.start()
-            await tunnel.wait()
-        finally:
-            tunnel.abort()
-            self._tunnels.discard(tunnel)
-
-    async def _client_hello(
-        self, client: socket.socket, data: bytes
-    ) -> tuple[bytes, str | None] | None:
-        """The client's first bytes and the server name they ask for (when they are a TLS
-        ClientHello); None when the client leaves or stays silent past the idle timeout."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.settings.idle_timeout):
-                while True:
-                    if data:
-                        name = client_hello_sni(data)
-                        if name != NEED_MORE:
-                            return data, name
-                    chunk = await loop.sock_recv(client, 65536)
-                    if not chunk:
-                        return None
-                    data += chunk
-        except (TimeoutError, ProtocolError):
-            return None
-
-    async def _forward(
-        self,
-        client: socket.socket,
-        upstream: socket.socket,
-        request: Request,
-        rest: bytes,
-        body: RequestBody,
-    ) -> None:
-        """One absolute-form request: its head rewritten, its body (and nothing after it)
-        passed on, the response spliced. The response may be awaited as long as the body keeps
-        moving (a large push to a slow registry), and `idle_timeout` after it stops."""
-        loop = asyncio.get_running_loop()
-        await self._send(upstream, forward_head(request) + rest[: body.feed(rest)])
-        tunnel = Tunnel(loop, self._pool, client, upstream)
-        tunnel.downstream_only = True
-        self._tunnels.add(tunnel)
-        waiting = asyncio.timeout(self.settings.idle_timeout)
-        answered = False
-
-        def progress(count: int) -> None:
-            tunnel.up.moved += count  # the body skips the up direction's pipe; count it there
-            if not answered:
-                waiting.reschedule(loop.time() + self.settings.idle_timeout)
-
-        sender = loop.create_task(
-            self._send_body(client, upstream, body, progress), name="proxy-request-body"
-        )
-        try:
-            async with waiting:
-                head, extra = await self._response_head(client, upstream)
-            answered = True
-            await self._send(client, head + extra)
-            tunnel.down.start()
-            await tunnel.wait()
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-            tunnel.abort()
-            self._tunnels.discard(tunnel)
-
-    async def _send_body(
-        self,
-        client: socket.socket,
-        upstream: socket.socket,
-        body: RequestBody,
-        progress: Callable[[int], None],
-    ) -> None:
-        """The rest of a request body, client to registry. Bytes after the body (a pipelined
-        request) are read and dropped; the client's end is passed on as before. A body that
-        breaks its framing ends the request."""
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                chunk = await loop.sock_recv(client, 65536)
-                if not chunk:
-                    upstream.shutdown(socket.SHUT_WR)
-                    return
-                if not body.done:
-                    part = chunk[: body.feed(chunk)]
-                    await loop.sock_sendall(upstream, part)
-                    progress(len(part))
-        except ProtocolError as error:
-            log.info("proxy ended a request whose body is malformed: %s", error.message)
-            with contextlib.suppress(OSError):
-                upstream.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            with contextlib.suppress(OSError):
-                upstream.shutdown(socket.SHUT_RDWR)
-
-    async def _response_head(
-        self, client: socket.socket, upstream: socket.socket
-    ) -> tuple[bytes, bytes]:
-        """Read the final response head, rewritten to close; 1xx heads go to the client at
-        once (a client that sent `Expect: 100-continue` waits for one before its body). The
-        caller bounds the wait."""
-        loop = asyncio.get_running_loop()
-        buffer = bytearray()
-        while True:
-            try:
-                end = head_end(buffer, self.settings.max_head * 4)
-            except ProtocolError:
-                raise ProtocolError(502, "the registry sent an oversized head") from None
-            if end < 0:
-                chunk = await loop.sock_recv(upstream, 65536)
-                if not chunk:
-                    raise ProtocolError(502, "the registry closed without a response")
-                buffer += chunk
-                continue
-            head = bytes(buffer[:end])
-            del buffer[:end]
-            if 100 <= response_status(head) < 200:
-                await self._send(client, head)
-                continue
-            return close_response_head(head), bytes(buffer)
+            decision = self._decision(Target(name, target.port))
+        except ProtocolError:  # already logged; after "200" only a close can refuse
+            return False
+        if not decision.allowed:
+            log.info(
+                "proxy closed a tunnel to %s whose TLS names %s: %s",
+                target.authority,
+                name,
+                self._describe(decision),
+            )
+        return decision.allowed
 
     async def _sweep_idle(self) -> None:
         seen: dict[Tunnel, tuple[int, float]] = {}
@@ -480,7 +248,7 @@ class ProxyServer:
             await asyncio.sleep(period)
             now = loop.time()
             current: dict[Tunnel, tuple[int, float]] = {}
-            for tunnel in self._tunnels:
+            for tunnel in self._tunnels.open:
                 activity = tunnel.activity
                 last, since = seen.get(tunnel, (-1, now))
                 if activity != last:
@@ -503,13 +271,12 @@ class ProxyServer:
             self._sweeper = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace)
-        for tunnel in list(self._tunnels):
-            tunnel.abort()
+        self._tunnels.abort_all()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
-        self._pool.close()
+        self._tunnels.close()
 
     async def __aenter__(self) -> ProxyServer:
         await self.start()
@@ -540,7 +307,8 @@ async def serve(
     ready: Callable[[ProxyServer], None] | None = None,
 ) -> None:
     """Run the proxy on `listen` (HOST:PORT) until `stop` is set, then shut down gracefully."""
-    async with ProxyServer(ProxySettings.from_listen(listen), decide_host, describe) as server:
+    host, port = parse_listen(listen)
+    async with ProxyServer(ProxySettings(host=host, port=port), decide_host, describe) as server:
         if ready is not None:
             ready(server)
         await stop.wait()

@@ -1,0 +1,76 @@
+"""Dialing the registry: resolve an allowed name (cached briefly), connect, in time.
+
+    dialer = Dialer(settings)
+    sock = await dialer.connect(Target("ghcr.io", 443))   # ProtocolError 502/504 on failure
+
+Called only after the host decision allowed the target, so a refused name is never resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+from .protocol import ProtocolError, Target
+from .settings import ProxySettings
+
+Addresses = list[tuple[socket.AddressFamily, Any]]
+
+
+class Dialer:
+    """Connections to registries, with the system resolver's answers kept for
+    `settings.resolve_ttl` seconds so a burst of connections to one registry costs one
+    lookup."""
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self._resolved: dict[tuple[str, int], tuple[float, Addresses]] = {}
+
+    async def connect(self, target: Target) -> socket.socket:
+        """A connected, non-blocking socket to `target` (its addresses tried in order)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                if target.is_ip:
+                    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+                    addresses: Addresses = [(family, (target.host, target.port))]
+                else:
+                    addresses = await self._resolve(target)
+                failure: OSError = OSError(f"{target.host} has no address")
+                for family, address in addresses:
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    try:
+                        await loop.sock_connect(sock, address)
+                    except OSError as error:
+                        sock.close()
+                        failure = error
+                        continue
+                    except BaseException:
+                        sock.close()
+                        raise
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    return sock
+        except TimeoutError:
+            raise ProtocolError(504, f"no connection to {target.authority} in time") from None
+        except socket.gaierror as error:
+            raise ProtocolError(502, f"cannot resolve {target.host}: {error.strerror}") from None
+        reason = failure.strerror or str(failure)
+        raise ProtocolError(502, f"cannot connect to {target.authority}: {reason}")
+
+    async def _resolve(self, target: Target) -> Addresses:
+        key = (target.host, target.port)
+        now = time.monotonic()
+        cached = self._resolved.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            target.host, target.port, type=socket.SOCK_STREAM
+        )
+        addresses = [(info[0], info[4]) for info in infos]
+        if len(self._resolved) >= self.settings.resolve_cache:
+            self._resolved.clear()
+        self._resolved[key] = (now + self.settings.resolve_ttl, addresses)
+        return addresses
