@@ -232,6 +232,25 @@ class Guard:
             self._record(decision, "connect", target, host, source)
         return decision
 
+    def decide_local(self, image: str, source: str = "authz") -> Decision:
+        """May an image that no registry gave (built, loaded or imported on this machine) be
+        used? Yes, unless nothing may pass here (sign-in required, no verified policy)."""
+        state = self._enforcement
+        blocked = state.blocked_reason
+        if blocked is not None:
+            decision: Decision = refuse(blocked, state.organization or "")
+            self._record(decision, "run", image, "", source)
+            return decision
+        if state.policy is None:
+            return _UNMANAGED
+        return Decision(
+            allowed=True,
+            reason=f"the image {image!r} was built or loaded on this machine",
+            entry=None,
+            revision=state.policy.revision,
+            organization=state.policy.organization,
+        )
+
     def unreadable(self, detail: str, source: str = "authz") -> Decision:
         """Refuse a registry request that cannot be read (fail closed), saying what was wrong;
         where nothing is restricted (no organization, or Registry Access off) it passes."""

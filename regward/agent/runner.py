@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from regward.agent import engine
+from regward.agent.authz.images import ImageOrigins
 from regward.agent.authz.plugin import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
@@ -100,7 +101,9 @@ class Agent:
         self.state = AgentState(options.state_dir, options.registry_json)
         self.guard = Guard(self.state.enforcement(options.policy_file))
         self.plugin = (
-            AuthZPlugin(self.guard, options.authz_socket) if options.authz_socket else None
+            AuthZPlugin(self.guard, options.authz_socket, ImageOrigins(options.docker_socket))
+            if options.authz_socket
+            else None
         )
         self.syncer: Syncer | None = None
         self._sync_tasks: list[asyncio.Task[None]] = []

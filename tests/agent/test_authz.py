@@ -12,7 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regward.agent.authz.checks import MAX_CHECKS, HostCheck, ImageCheck, registry_checks
+from regward.agent.authz.checks import (
+    MAX_CHECKS,
+    HostCheck,
+    ImageCheck,
+    LocalImageCheck,
+    local_images,
+    registry_checks,
+)
+from regward.agent.authz.images import ImageOrigin
 from regward.agent.authz.plugin import authorize
 from regward.agent.authz.request import MAX_QUERY_BYTES, AuthZRequest, Unreadable
 from regward.agent.guard import Enforcement, Guard
@@ -158,9 +166,9 @@ def test_odd_paths_are_normalized_before_matching(uri: str) -> None:
 
 def test_container_and_service_bodies() -> None:
     create = request("/v1.41/containers/create", {"Image": "evil.example/x", "Cmd": ["sh"]})
-    assert checks(create) == [ImageCheck(Action.PULL, "evil.example/x")]
+    assert checks(create) == [LocalImageCheck("evil.example/x")]
     by_id = request("/v1.41/containers/create", {"Image": "sha256:" + "b" * 64})
-    assert checks(by_id) == []
+    assert checks(by_id) == [LocalImageCheck("sha256:" + "b" * 64)]
     service = request(
         "/v1.41/services/create",
         {"TaskTemplate": {"ContainerSpec": {"Image": "evil.example/x"}}},
@@ -504,3 +512,65 @@ def test_a_registry_request_with_a_huge_query_is_refused_unread() -> None:
     assert counting.asked == 0
     other = request("/v1.41/containers/json?x=" + "a" * MAX_QUERY_BYTES, method="GET")
     assert authorize(counting, other)[0] is None  # endpoints that name no registry: unread
+
+
+def run(image: str) -> bytes:
+    return request("/v1.41/containers/create", {"Image": image})
+
+
+DIGEST = "@sha256:" + "c" * 64
+FULL_ID = "sha256:" + "d" * 64
+
+
+@pytest.mark.parametrize(
+    ("image", "origin", "allowed", "named"),
+    [
+        # built or loaded here: no registry gave it, whatever its name would read as
+        ("rt/app:v1", ImageOrigin(found=True), True, ""),
+        ("e3b0c44298fc", ImageOrigin(found=True), True, ""),
+        ("evil.example/x:1", ImageOrigin(found=True), True, ""),
+        (FULL_ID, ImageOrigin(found=True), True, ""),
+        # pulled from a registry: that registry decides, under any name or ID
+        ("e3b0c44298fc", ImageOrigin(True, ("allowed.registry.test:5000/x" + DIGEST,)), True, ""),
+        ("rt/app:v1", ImageOrigin(True, ("evil.example/x" + DIGEST,)), False, "evil.example"),
+        (FULL_ID, ImageOrigin(True, ("evil.example/x" + DIGEST,)), False, "evil.example"),
+        (
+            "allowed.registry.test:5000/x:1",
+            ImageOrigin(True, ("allowed.registry.test:5000/x" + DIGEST, "evil.example/y" + DIGEST)),
+            False,
+            "evil.example",
+        ),
+        # a push to a registry leaves its digest too: a pull from there must be allowed
+        ("x:1", ImageOrigin(True, ("pullonly.registry.test:5000/x" + DIGEST,)), True, ""),
+        # not on the machine: dockerd says "No such image", the client pulls; read as a pull
+        ("evil.example/x:1", ImageOrigin(found=False), False, "evil.example"),
+        ("allowed.registry.test:5000/x:1", ImageOrigin(found=False), True, ""),
+        # the engine did not answer: names read as a pull, a full ID is refused
+        ("rt/app:v1", None, False, "docker.io"),
+        ("allowed.registry.test:5000/x:1", None, True, ""),
+        (FULL_ID, None, False, "did not say where the image"),
+    ],
+)
+def test_images_on_the_machine_are_decided_by_where_they_came_from(
+    image: str, origin: ImageOrigin | None, allowed: bool, named: str
+) -> None:
+    data = run(image)
+    assert local_images(AuthZRequest.parse(data)) == [image]
+    decision, message = authorize(guard(), data, {image: origin})
+    assert (decision is None) is allowed, message
+    assert named in message
+
+
+def test_a_local_image_is_refused_where_nothing_may_pass() -> None:
+    required = Guard(Enforcement(mode="signed-in", required_orgs=("acme",)))
+    decision, message = authorize(required, run("rt/app:v1"), {"rt/app:v1": ImageOrigin(True)})
+    assert decision is not None and "Sign-in to organization 'acme' is required" in message
+
+
+def test_only_container_creation_asks_the_engine() -> None:
+    assert local_images(AuthZRequest.parse(request("/v1.41/images/create?fromImage=x"))) == []
+    service = request(
+        "/v1.41/services/create", {"TaskTemplate": {"ContainerSpec": {"Image": "rt/app"}}}
+    )
+    assert local_images(AuthZRequest.parse(service)) == []  # a swarm node pulls it
+    assert local_images(AuthZRequest.parse(request("/v1.41/containers/create", b"{bad"))) == []

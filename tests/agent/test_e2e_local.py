@@ -17,6 +17,7 @@ import pytest
 
 from tests.harness.bed import unavailable_reason
 from tests.harness.scenario import ALLOWED, BLOCKED, PULL_ONLY, Scene
+from tests.harness.wait import wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -338,3 +339,64 @@ def test_an_absolute_form_pull_from_an_allowed_registry_still_works(scene: Scene
     )
     assert "authorization denied" not in answer, answer[:400]
     assert scene.bed.docker("image", "inspect", allowed).returncode == 0
+
+
+def image_id(scene: Scene, name: str) -> str:
+    result = scene.bed.docker("image", "inspect", "--format", "{{.Id}}", name)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_images_made_here_and_images_from_allowed_registries_run_by_any_name(
+    scene: Scene,
+) -> None:
+    allowed = Scene.image(ALLOWED)
+    assert scene.bed.docker("pull", allowed).returncode == 0
+    full = image_id(scene, allowed)
+    # Pulled from the allowed registry: its short ID reads as docker.io/library/<id> as a pull.
+    for name in (full[len("sha256:") :][:12], full):
+        ran = scene.bed.docker("run", "--rm", "--network", "none", name)
+        assert ran.returncode == 0, (name, ran.stderr)
+        assert "hello from regward test image" in ran.stdout
+    # Made on this machine (a commit; a build or a load is the same): no registry gave it.
+    scene.bed.docker("rm", "-f", "made-here")
+    assert scene.bed.docker("create", "--name", "made-here", allowed).returncode == 0
+    assert scene.bed.docker("commit", "made-here", "rt/app:v1").returncode == 0
+    scene.bed.docker("rm", "-f", "made-here")
+    try:
+        for name in ("rt/app:v1", image_id(scene, "rt/app:v1")[len("sha256:") :][:12]):
+            ran = scene.bed.docker("run", "--rm", "--network", "none", name)
+            assert ran.returncode == 0, (name, ran.stderr)
+        # Asking for a pull of that name asks Docker Hub, which the policy refuses.
+        pulled = scene.bed.docker(
+            "run", "--pull", "always", "--rm", "--network", "none", "rt/app:v1"
+        )
+        assert pulled.returncode != 0
+        assert denial("docker.io") in pulled.stderr
+    finally:
+        scene.bed.docker("rmi", "rt/app:v1")
+
+
+def test_an_image_from_a_refused_registry_stays_refused_under_any_name(
+    scene: Scene, policy_file: Path
+) -> None:
+    blocked = Scene.image(BLOCKED)
+    original = policy_file.read_text()
+    # The blocked registry was allowed once, long enough to pull from it.
+    write_policy(policy_file, original + f"  - address: {BLOCKED}\n")
+    wait_for(lambda: scene.bed.docker("pull", blocked).returncode == 0, 30, "the blocked pull")
+    write_policy(policy_file, original)
+    wait_for(
+        lambda: denial(BLOCKED) in scene.bed.docker("pull", blocked).stderr,
+        30,
+        "the blocked registry to be refused again",
+    )
+    full = image_id(scene, blocked)
+    assert scene.bed.docker("tag", blocked, "rt/laundered:v1").returncode == 0
+    try:
+        for name in (blocked, full, full[len("sha256:") :][:12], "rt/laundered:v1"):
+            ran = scene.bed.docker("run", "--rm", "--network", "none", name)
+            assert ran.returncode == 125, (name, ran.stdout, ran.stderr)
+            assert denial(BLOCKED) in ran.stderr, (name, ran.stderr)
+    finally:
+        scene.bed.docker("rmi", "rt/laundered:v1", blocked)

@@ -10,7 +10,7 @@
     GET  /images/search?term=T                 connect to T's index (index.docker.io by default)
     POST /build?remote=URL&cachefrom=[..]      connect to the context's host; pull each cache image
     POST /services/create, /services/{id}/update   pull TaskTemplate.ContainerSpec.Image
-    POST /containers/create                    pull Image (it may already be on the machine)
+    POST /containers/create                    use Image: by where the engine says it came from
 
 A registry endpoint whose request cannot be read (no body where one is needed, a form-encoded
 body the plugin cannot see, a bad reference) raises `Unreadable`. Other endpoints yield nothing
@@ -40,6 +40,10 @@ from regward.policy import Action
 # names a few.
 MAX_CHECKS = 64
 
+# Longer than any valid reference (a 255-character name, a tag, a digest): not worth asking the
+# engine about; read as a pull, it is refused as invalid.
+MAX_IMAGE_NAME = 512
+
 _IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 
 
@@ -56,28 +60,60 @@ class HostCheck:
     what: str
 
 
-Check = ImageCheck | HostCheck
+@dataclass(frozen=True)
+class LocalImageCheck:
+    """Use an image that may already be on the machine (`docker run`): decided by where the
+    engine says it came from, not by how its name would read as a pull."""
+
+    reference: str  # as the client gave it: a name, a short or full ID, name@digest
+
+
+Check = ImageCheck | HostCheck | LocalImageCheck
 
 
 def registry_checks(request: AuthZRequest) -> Iterator[Check]:
     """What the request asks of registries, one check at a time (nothing for endpoints that
     name none); Unreadable while iterating when the request cannot be read, or names more than
     MAX_CHECKS images and hosts."""
+    route = _route(request)
+    if route is None:
+        return
+    checker, name = route
+    for count, check in enumerate(checker(request, name), 1):
+        if count > MAX_CHECKS:
+            raise Unreadable(
+                f"it names more than {MAX_CHECKS} images or hosts, more than Regward checks "
+                "in one request"
+            )
+        yield check
+
+
+def local_images(request: AuthZRequest) -> list[str]:
+    """The images a request would use from the machine (`docker run`), to ask the engine about
+    before deciding; [] for other requests, and for one that cannot be read (it is refused)."""
+    route = _route(request)
+    if route is None or route[0] is not _container:
+        return []
+    try:
+        return [
+            check.reference
+            for check in registry_checks(request)
+            if isinstance(check, LocalImageCheck) and len(check.reference) <= MAX_IMAGE_NAME
+        ]
+    except Unreadable:
+        return []
+
+
+def _route(request: AuthZRequest) -> tuple[Checker, str] | None:
+    """The check function for the request's endpoint, and the name in its path."""
     first = request.path[1:].split("/", 1)[0].lower()
     if first not in _FIRST_SEGMENTS:
-        return
+        return None
     for pattern, checker in _ROUTES:
         match = pattern.match(request.path)
         if match:
-            checks = checker(request, match.groupdict().get("name") or "")
-            for count, check in enumerate(checks, 1):
-                if count > MAX_CHECKS:
-                    raise Unreadable(
-                        f"it names more than {MAX_CHECKS} images or hosts, more than Regward "
-                        "checks in one request"
-                    )
-                yield check
-            return
+            return checker, match.groupdict().get("name") or ""
+    return None
 
 
 def _no_form_body(request: AuthZRequest) -> None:
@@ -211,8 +247,8 @@ def _container(request: AuthZRequest, _name: str) -> Iterator[Check]:
     except gojson.GoJSONError as error:
         raise Unreadable(f"its body does not follow the container config: {error}") from error
     for image in images:
-        if image and not _IMAGE_ID.match(image):
-            yield ImageCheck(Action.PULL, image)
+        if image:
+            yield LocalImageCheck(image)
 
 
 def _url_check(text: str, what: str) -> HostCheck:

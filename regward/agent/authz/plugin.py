@@ -13,11 +13,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from regward.agent.authz.checks import ImageCheck, registry_checks
+from regward.agent.authz.checks import (
+    HostCheck,
+    ImageCheck,
+    local_images,
+    registry_checks,
+)
 from regward.agent.authz.framing import (
     MAX_HEADER_BYTES,
     MAX_REQUEST_BYTES,
@@ -26,31 +33,73 @@ from regward.agent.authz.framing import (
     parse_head,
     response,
 )
+from regward.agent.authz.images import ImageOrigin, ImageOrigins
 from regward.agent.authz.request import AuthZRequest, Unreadable
 from regward.agent.guard import Guard
-from regward.policy import Decision
+from regward.policy import Action, Decision
 
 log = logging.getLogger("regward.agent.authz")
 
+_IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 
-def authorize(guard: Guard, data: bytes) -> tuple[Decision | None, str]:
-    """Answer one AuthZReq body: (the refusing decision or None, the message for dockerd)."""
+
+Reply = tuple[int, bytes]  # HTTP status, JSON body
+Verdict = tuple[Decision | None, str]  # (the refusing decision or None, the message for dockerd)
+Origins = Mapping[str, ImageOrigin | None]  # what the engine said of each image a request uses
+
+
+def authorize(guard: Guard, data: bytes, origins: Origins | None = None) -> Verdict:
+    """Answer one AuthZReq body; `origins` says where images already on the machine came from
+    (an image missing from it is decided by its name, as a pull)."""
     try:
         request = AuthZRequest.parse(data)
-        for check in registry_checks(request):  # lazily: the first refusal ends the work
+    except Unreadable as error:
+        return _unreadable(guard, error)
+    return authorize_request(guard, request, origins or {})
+
+
+def authorize_request(guard: Guard, request: AuthZRequest, origins: Origins) -> Verdict:
+    """Answer one parsed request: its checks one at a time, the first refusal answering."""
+    try:
+        for check in registry_checks(request):
             if isinstance(check, ImageCheck):
                 decision = guard.decide(check.action, check.reference, source="authz")
-            else:
+            elif isinstance(check, HostCheck):
                 decision = guard.decide_host(check.host, check.port, source="authz")
+            else:
+                decision = _decide_local(guard, check.reference, origins.get(check.reference))
             if not decision.allowed:
                 log.info("refused %s %s: %s", request.method, request.path, decision.reason)
                 return decision, guard.message(decision)
     except Unreadable as error:
-        decision = guard.unreadable(str(error))
-        if decision.allowed:  # nothing is restricted here
-            return None, ""
-        return decision, guard.message(decision)
+        return _unreadable(guard, error)
     return None, ""
+
+
+def _decide_local(guard: Guard, image: str, origin: ImageOrigin | None) -> Decision:
+    """An image dockerd would take from the machine: one built or loaded here passes; one that
+    registries gave is checked as a pull from each of them (all must still be allowed)."""
+    if origin is not None and origin.found:
+        if not origin.repo_digests:
+            return guard.decide_local(image)
+        decision = guard.decide(Action.PULL, origin.repo_digests[0], source="authz")
+        for digest in origin.repo_digests[1:]:
+            if not decision.allowed:
+                break
+            decision = guard.decide(Action.PULL, digest, source="authz")
+        return decision
+    if origin is None and _IMAGE_ID.match(image):
+        raise Unreadable(f"the Docker Engine did not say where the image {image} came from")
+    # Not on the machine: dockerd will answer "No such image" and the client pulls (a request
+    # checked on its own); or the engine did not answer: the name is read as a pull.
+    return guard.decide(Action.PULL, image, source="authz")
+
+
+def _unreadable(guard: Guard, error: Unreadable) -> Verdict:
+    decision = guard.unreadable(str(error))
+    if decision.allowed:  # nothing is restricted here
+        return None, ""
+    return decision, guard.message(decision)
 
 
 @dataclass
@@ -67,9 +116,10 @@ class AuthZPlugin:
     is parsed, decided and answered inside one `data_received` call, with no task switch.
     """
 
-    def __init__(self, guard: Guard, socket_path: Path) -> None:
+    def __init__(self, guard: Guard, socket_path: Path, images: ImageOrigins | None = None) -> None:
         self.guard = guard
         self.socket_path = socket_path
+        self.images = images  # the engine's image inspect; None: images decided by name
         self.stats = PluginStats()
         self._server: asyncio.base_events.Server | None = None
         self._transports: set[asyncio.BaseTransport] = set()
@@ -94,27 +144,55 @@ class AuthZPlugin:
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+        if self.images is not None:
+            await self.images.close()
 
-    def handle(self, target: str, body: bytes) -> tuple[int, bytes]:
-        """One plugin call: (HTTP status, JSON reply)."""
+    def handle(self, target: str, body: bytes) -> Reply | Awaitable[Reply]:
+        """One plugin call: (HTTP status, JSON reply), or an awaitable of it when the engine
+        must first say where the images a request uses came from (`docker run`)."""
         path = target.split("?", 1)[0]
         if path == "/AuthZPlugin.AuthZReq":
             self.stats.requests += 1
             try:
-                decision, message = authorize(self.guard, body)
+                request = AuthZRequest.parse(body)
+                images = local_images(request) if self.images is not None else []
+            except Unreadable as error:
+                return self._reply(_unreadable(self.guard, error))
             except Exception:  # a bug must refuse, never crash the plugin or let a pull through
-                log.exception("AuthZ check failed; refusing the request")
-                self.stats.errors += 1
-                return 200, _REFUSE_ON_ERROR
-            if decision is None:
-                return 200, _ALLOW
-            self.stats.refused += 1
-            return 200, json.dumps({"Allow": False, "Msg": message}).encode()
+                return self._failed()
+            if images and self.images is not None:
+                return self._answer_after_asking(request, images, self.images)
+            return self._answer(request, {})
         if path == "/AuthZPlugin.AuthZRes":
             return 200, _ALLOW
         if path == "/Plugin.Activate":
             return 200, _ACTIVATE
         return 404, json.dumps({"Err": f"unknown plugin method {path[:100]}"}).encode()
+
+    async def _answer_after_asking(
+        self, request: AuthZRequest, images: list[str], engine: ImageOrigins
+    ) -> Reply:
+        origins = {image: await engine.look_up(image) for image in images}
+        return self._answer(request, origins)
+
+    def _answer(self, request: AuthZRequest, origins: Origins) -> Reply:
+        try:
+            verdict = authorize_request(self.guard, request, origins)
+        except Exception:  # a bug must refuse, never crash the plugin or let a pull through
+            return self._failed()
+        return self._reply(verdict)
+
+    def _reply(self, verdict: Verdict) -> Reply:
+        decision, message = verdict
+        if decision is None:
+            return 200, _ALLOW
+        self.stats.refused += 1
+        return 200, json.dumps({"Allow": False, "Msg": message}).encode()
+
+    def _failed(self) -> Reply:
+        log.exception("AuthZ check failed; refusing the request")
+        self.stats.errors += 1
+        return 200, _REFUSE_ON_ERROR
 
 
 class _PluginConnection(asyncio.Protocol):
@@ -126,6 +204,7 @@ class _PluginConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.head: tuple[str, int, bool, bool] | None = None  # the parsed head awaiting its body
         self.head_end = 0
+        self.pending: asyncio.Task[Reply] | None = None  # an answer awaiting the engine
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream server's transport
@@ -137,6 +216,8 @@ class _PluginConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if self.pending is not None:
+            return  # answered in order: the next request waits for the one before it
         try:
             while self.transport is not None and not self.transport.is_closing():
                 if not self._one_request():
@@ -173,12 +254,37 @@ class _PluginConnection(asyncio.Protocol):
             body = bytes(self.buffer[self.head_end : consumed])
         del self.buffer[:consumed]
         self.head = None
-        status, reply = self.plugin.handle(target, body)
-        transport.write(response(status, reply, keep_alive))
+        answer = self.plugin.handle(target, body)
+        if not isinstance(answer, tuple):
+            self.pending = asyncio.ensure_future(answer)
+            self.pending.set_name("regward-authz-answer")
+            self.pending.add_done_callback(lambda task: self._answered(task, keep_alive))
+            return False
+        return self._write(answer, keep_alive)
+
+    def _write(self, answer: Reply, keep_alive: bool) -> bool:
+        """Send one answer; False when the connection ends with it."""
+        if self.transport is None or self.transport.is_closing():
+            return False
+        status, reply = answer
+        self.transport.write(response(status, reply, keep_alive))
         if not keep_alive:
-            transport.close()
+            self.transport.close()
             return False
         return True
+
+    def _answered(self, task: asyncio.Task[Reply], keep_alive: bool) -> None:
+        self.pending = None
+        if task.cancelled():
+            answer: Reply = (200, _REFUSE_ON_ERROR)
+        elif task.exception() is not None:
+            log.error("AuthZ check failed; refusing the request", exc_info=task.exception())
+            self.plugin.stats.errors += 1
+            answer = (200, _REFUSE_ON_ERROR)
+        else:
+            answer = task.result()
+        if self._write(answer, keep_alive):
+            self.data_received(b"")  # requests that arrived meanwhile
 
     def _finish(self, status: int, body: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
