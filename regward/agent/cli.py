@@ -4,6 +4,7 @@
     regward logout
     regward status [--json]
     regward agent run [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
+                      [--metrics-listen HOST:PORT]
     regward agent install [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
                           [--root DIR] [--dry-run]
 
@@ -61,6 +62,12 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     run = actions.add_parser("run", help="run the AuthZ plugin, policy sync and egress proxy")
     _enforcement_flags(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--metrics-listen",
+        default="off",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default off)",
+    )
     run.set_defaults(run=_agent_run)
     install = actions.add_parser(
         "install", help="write the plugin spec, dockerd configuration and a systemd unit"
@@ -360,12 +367,14 @@ def _options(args: argparse.Namespace) -> Any:
 
 def _agent_run(args: argparse.Namespace) -> int:
     import asyncio
+    import dataclasses
 
     from regward import logs
-    from regward.agent.runner import run_agent
+    from regward.agent.runner import parse_listen, run_agent
 
     logs.configure(args.log_level.upper())  # REGWARD_LOG_FORMAT=json: JSON lines
-    asyncio.run(run_agent(_options(args)))
+    metrics = parse_listen(args.metrics_listen, "--metrics-listen")
+    asyncio.run(run_agent(dataclasses.replace(_options(args), metrics_listen=metrics)))
     return 0
 
 

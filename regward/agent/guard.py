@@ -167,6 +167,8 @@ class Guard:
         self._enforcement = enforcement
         self.denials = queue if queue is not None else DenialQueue()
         self._watchers: list[Callable[[], None]] = []
+        # Told of every decision: (enforcement point, decision, seconds it took); the metrics.
+        self.observer: Callable[[str, Decision, float], None] | None = None
 
     @property
     def enforcement(self) -> Enforcement:
@@ -190,6 +192,23 @@ class Guard:
         self, action: Action, reference: ImageReference | str, source: str = "authz"
     ) -> Decision:
         """May `action` be done on `reference`? A reference that cannot be parsed is refused."""
+        started = time.perf_counter()
+        decision = self._decide(action, reference, source)
+        self._observe(source, decision, started)
+        return decision
+
+    def decide_host(self, host: str, port: int, source: str = "proxy") -> Decision:
+        """May a connection to host:port be made (the egress proxy's question)?"""
+        started = time.perf_counter()
+        decision = self._decide_host(host, port, source)
+        self._observe(source, decision, started)
+        return decision
+
+    def _observe(self, source: str, decision: Decision, started: float) -> None:
+        if self.observer is not None:
+            self.observer(source, decision, time.perf_counter() - started)
+
+    def _decide(self, action: Action, reference: ImageReference | str, source: str) -> Decision:
         state = self._enforcement
         blocked = state.blocked_reason
         if blocked is not None:
@@ -216,8 +235,7 @@ class Guard:
             self._record(decision, action.value, str(reference), reference.registry, source)
         return decision
 
-    def decide_host(self, host: str, port: int, source: str = "proxy") -> Decision:
-        """May a connection to host:port be made (the egress proxy's question)?"""
+    def _decide_host(self, host: str, port: int, source: str) -> Decision:
         state = self._enforcement
         target = join_host_port(host, port)
         blocked = state.blocked_reason
@@ -254,6 +272,12 @@ class Guard:
     def unreadable(self, detail: str, source: str = "authz") -> Decision:
         """Refuse a registry request that cannot be read (fail closed), saying what was wrong;
         where nothing is restricted (no organization, or Registry Access off) it passes."""
+        started = time.perf_counter()
+        decision = self._unreadable(detail, source)
+        self._observe(source, decision, started)
+        return decision
+
+    def _unreadable(self, detail: str, source: str) -> Decision:
         state = self._enforcement
         blocked = state.blocked_reason
         if blocked is not None:

@@ -56,11 +56,12 @@ class AgentOptions:
     registry_json: Path | None = None
     long_poll: int = LONG_POLL_SECONDS
     docker_socket: Path = engine.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
+    metrics_listen: tuple[str, int] | None = None  # Prometheus metrics, off by default
 
 
-def parse_listen(text: str) -> tuple[str, int] | None:
+def parse_listen(text: str, flag: str = "--proxy-listen") -> tuple[str, int] | None:
     """`HOST:PORT`, `[V6]:PORT` or `off` (None), read by the proxy's one `parse_listen`;
-    raise ConfigError naming the value otherwise."""
+    raise ConfigError naming the flag and value otherwise."""
     if text.strip().lower() == "off":
         return None
     from regward.agent.proxy.settings import parse_listen as parse_address
@@ -68,7 +69,7 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     try:
         return parse_address(text)
     except ConfigError as error:
-        raise ConfigError(f"--proxy-listen: {error}, or off to run without the proxy") from None
+        raise ConfigError(f"{flag}: {error}, or off to turn it off") from None
 
 
 def agent_id(state: AgentState) -> str:
@@ -114,6 +115,7 @@ class Agent:
         self.started = time.time()
         self.ready = asyncio.Event()  # set once the plugin, the proxy and the sync are up
         self.reloads = 0  # changes of the watched files handled so far
+        self.metrics_address: tuple[str, int] | None = None  # once --metrics-listen serves
 
     def _file_stamps(self) -> tuple[object, ...]:
         paths = [self.state.credentials_path, self.state.registry_json]
@@ -129,6 +131,30 @@ class Agent:
         return tuple(stamps)
 
     async def run(self, stop: asyncio.Event) -> None:
+        metrics = self._serve_metrics()
+        try:
+            await self._run(stop)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    def _serve_metrics(self) -> Any:
+        if self.options.metrics_listen is None:
+            return None
+        from regward.agent.metrics import AgentMetrics, Sources
+
+        metrics = AgentMetrics(
+            Sources(
+                self.guard,
+                last_sync=lambda: self.syncer.status.last_sync if self.syncer else None,
+                proxy=lambda: self._proxy,
+            )
+        )
+        self.metrics_address = metrics.serve(*self.options.metrics_listen)
+        log.info("metrics on http://%s:%d/metrics", *self.metrics_address)
+        return metrics
+
+    async def _run(self, stop: asyncio.Event) -> None:
         if self.plugin is not None:
             try:
                 await self.plugin.start()

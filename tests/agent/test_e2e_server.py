@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.bed import unavailable_reason
 from tests.harness.scenario import ALLOWED, BLOCKED, Scene
@@ -243,6 +244,53 @@ def test_denials_reach_the_server(signed_in: Scene, owner: Owner) -> None:
         return "demo/reported" in listed and "(unreadable request)" in listed
 
     wait_for(reported, 10)
+
+
+def test_agent_metrics_count_decisions_sync_and_proxy(signed_in: Scene, owner: Owner) -> None:
+    """`--metrics-listen`: scraped over the namespace's veth and read with prometheus_client's
+    parser, after real pulls through the AuthZ plugin and real copies through the proxy."""
+    address = f"{signed_in.bed.ip(2)}:9464"
+    proxy = {"HTTP_PROXY": "http://127.0.0.1:3128", "HTTPS_PROXY": "http://127.0.0.1:3128"}
+
+    def skopeo(registry: str) -> int:
+        argv = ["skopeo", "inspect", "--tls-verify=false", f"docker://{Scene.image(registry)}"]
+        return signed_in.bed.run(argv, env=proxy, timeout=60).returncode
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"http://{address}/metrics", timeout=10).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    try:
+        signed_in.start_agent(["--metrics-listen", address], proxy_listen="127.0.0.1:3128")
+        assert signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
+        assert signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0
+        assert skopeo(ALLOWED) == 0
+        assert skopeo(BLOCKED) != 0
+        revision = owner.get("/policy")["policy"]["revision"]
+        wait_for(lambda: ("regward_agent_seconds_since_last_sync", ()) in scrape(), 30)
+        samples = scrape()
+    finally:
+        signed_in.start_agent([])
+
+    def decisions(point: str, result: str) -> float:
+        key = (("point", point), ("result", result))
+        return samples.get(("regward_agent_decisions_total", key), 0)
+
+    assert decisions("authz", "allowed") >= 1 and decisions("authz", "denied") >= 1
+    assert decisions("proxy", "allowed") >= 1 and decisions("proxy", "denied") >= 1
+    histogram = ("regward_agent_decision_duration_seconds_count", (("point", "authz"),))
+    assert samples[histogram] >= 2
+    assert samples[("regward_agent_policy_revision", ())] == revision
+    assert 0 <= samples[("regward_agent_seconds_since_last_sync", ())] < 3600
+    assert samples[("regward_agent_proxy_connections_open", ())] >= 0
+    downstream = ("regward_agent_proxy_bytes_relayed_total", (("direction", "downstream"),))
+    assert samples[downstream] > 0  # the allowed registry's answers
+    assert ("regward_agent_denial_reports_queued", ()) in samples
+    assert samples[("regward_agent_denial_reports_dropped_total", ())] == 0
 
 
 def test_server_stopped_a_restarted_agent_still_enforces_the_last_revision(

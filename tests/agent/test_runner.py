@@ -8,8 +8,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from regward.agent.runner import Agent, AgentOptions
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from regward.agent.runner import Agent, AgentOptions, parse_listen
 from regward.agent.state import AgentState, Credentials
+from regward.errors import ConfigError
 from regward.policy import Action, generate_key, public_key_to_text
 from tests.harness.server import free_port
 from tests.harness.wait import until
@@ -174,3 +179,38 @@ def test_a_broken_sign_in_file_fails_closed_and_keeps_running(tmp_path: Path) ->
 
     agent = run_agent(options(tmp_path, None), body)
     assert agent.guard.enforcement.required_orgs == ("acme",)
+
+
+def test_metrics_are_off_by_default_and_count_decisions_when_on(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(address="one.example"))
+
+    async def off(agent: Agent) -> None:
+        assert agent.metrics_address is None
+
+    run_agent(options(tmp_path, policy), off)
+
+    async def on(agent: Agent) -> None:
+        assert agent.guard.decide(Action.PULL, "one.example/a").allowed
+        assert not agent.guard.decide(Action.PULL, "two.example/a").allowed
+        assert agent.metrics_address is not None
+        host, port = agent.metrics_address
+        text = httpx.get(f"http://{host}:{port}/metrics", timeout=10).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        for result in ("allowed", "denied"):
+            key = (("point", "authz"), ("result", result))
+            assert samples[("regward_agent_decisions_total", key)] == 1
+        assert samples[("regward_agent_policy_revision", ())] == 0  # a file without revision
+        assert samples[("regward_agent_denial_reports_queued", ())] == 1
+        assert ("regward_agent_seconds_since_last_sync", ()) not in samples  # never synced
+
+    run_agent(replace(options(tmp_path, policy), metrics_listen=("127.0.0.1", free_port())), on)
+
+
+def test_a_bad_metrics_address_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"--metrics-listen: listen address 'nowhere' is not"):
+        parse_listen("nowhere", "--metrics-listen")

@@ -230,6 +230,14 @@ class Tunnels:
     def __init__(self) -> None:
         self.pool = PipePool()
         self.open: set[Tunnel] = set()
+        self._relayed = (0, 0)  # bytes client -> upstream, upstream -> client; ended tunnels
+
+    def bytes_relayed(self) -> tuple[int, int]:
+        """Bytes moved so far (client to upstream, upstream to client), open tunnels included."""
+        up, down = self._relayed
+        for tunnel in self.open:
+            up, down = up + tunnel.up.moved, down + tunnel.down.moved
+        return up, down
 
     @contextlib.contextmanager
     def opened(
@@ -244,6 +252,8 @@ class Tunnels:
         finally:
             tunnel.abort()
             self.open.discard(tunnel)
+            up, down = self._relayed
+            self._relayed = (up + tunnel.up.moved, down + tunnel.down.moved)
 
     def abort_all(self) -> None:
         for tunnel in list(self.open):

@@ -70,6 +70,10 @@ class ProxyServer:
     def connections(self) -> int:
         return len(self._tasks)
 
+    def bytes_relayed(self) -> tuple[int, int]:
+        """Bytes relayed so far: client to upstream, upstream to client."""
+        return self._tunnels.bytes_relayed()
+
     async def start(self) -> None:
         """Bind and start accepting; raises ConfigError when the address cannot be used."""
         loop = asyncio.get_running_loop()
