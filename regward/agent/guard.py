@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from regward.errors import InvalidReference
-from regward.policy import Action, Decision, ImageReference, Policy, evaluate, evaluate_host
+from regward.policy import (
+    Action,
+    Decision,
+    ImageReference,
+    Policy,
+    evaluate,
+    evaluate_host,
+    registry_access_off,
+)
 from regward.policy.address import join_host_port
 
 log = logging.getLogger("regward.agent")
@@ -99,16 +107,6 @@ _UNMANAGED = Decision(
     revision=0,
     organization="",
 )
-
-
-def _off(policy: Policy) -> Decision:
-    return Decision(
-        allowed=True,
-        reason=f"Registry Access Management is off for '{policy.organization}'",
-        entry=None,
-        revision=policy.revision,
-        organization=policy.organization,
-    )
 
 
 @dataclass(frozen=True)
@@ -222,7 +220,7 @@ class Guard:
                 reference = ImageReference.parse(reference)
             except InvalidReference as error:
                 if not state.policy.enabled:
-                    return _off(state.policy)
+                    return registry_access_off(state.policy)
                 decision = refuse(
                     f"Refused {action.value} of '{reference}': {error}",
                     state.organization or "",
@@ -287,7 +285,7 @@ class Guard:
         if state.policy is None:
             return _UNMANAGED
         if not state.policy.enabled:
-            return _off(state.policy)
+            return registry_access_off(state.policy)
         decision = refuse(
             f"Regward refused this request because {detail}.",
             state.organization or "",

@@ -18,7 +18,7 @@ from regward.policy.document import (
     canonical_json,
     parse_policy_text,
 )
-from regward.policy.engine import Decision, evaluate, evaluate_host
+from regward.policy.engine import Decision, evaluate, evaluate_host, registry_access_off
 from regward.policy.lint import LintWarning, lint
 from regward.policy.reference import DOCKER_HUB, ImageReference
 from regward.policy.signing import (
@@ -53,6 +53,7 @@ __all__ = [
     "private_key_to_pem",
     "public_key_from_text",
     "public_key_to_text",
+    "registry_access_off",
     "sign",
     "verify",
 ]

@@ -183,7 +183,7 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
     """May `action` be done on `reference` under `policy`?"""
     registry = reference.registry
     if not policy.enabled:
-        return _off(policy)
+        return registry_access_off(policy)
     port = reference.port if reference.port is not None else HTTPS_PORT
     # The most specific address alone decides; a broader one never overrides its narrowing.
     rules = _compile(policy).entries.find(reference.host, port)
@@ -215,7 +215,7 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
 def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
     """May a connection to `host:port` be made? The egress proxy's question."""
     if not policy.enabled:
-        return _off(policy)
+        return registry_access_off(policy)
     try:
         host = normalize_host(host)
     except InvalidAddress:
@@ -251,7 +251,8 @@ def _deny(policy: Policy, subject: str, fix: str, entry: RegistryEntry | None = 
     return Decision(False, reason, entry, policy.revision, org)
 
 
-def _off(policy: Policy) -> Decision:
+def registry_access_off(policy: Policy) -> Decision:
+    """The decision for anything while Registry Access is off: allowed, worded here only."""
     org, revision = policy.organization, policy.revision
     reason = f"Registry access management is off for organization '{org}' (policy revision "
     reason += f"{revision}): every registry is allowed."

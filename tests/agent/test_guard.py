@@ -160,6 +160,15 @@ def test_unreadable_requests_are_refused_only_where_something_is_restricted() ->
     switched_off = Guard(Enforcement(mode="local", policy=off, organization="acme"))
     assert switched_off.unreadable("its body is missing").allowed
     assert switched_off.decide(Action.PULL, "Not A Reference").allowed
+    # One wording of "off", the policy core's, whatever the guard was asked.
+    off_reason = "Registry access management is off for organization 'acme'"
+    for decision in (
+        switched_off.unreadable("x"),
+        switched_off.decide(Action.PULL, "Not A Reference"),
+        switched_off.decide(Action.PULL, "ghcr.io/a/b"),
+        switched_off.decide_host("ghcr.io", 443),
+    ):
+        assert decision.reason.startswith(off_reason), decision.reason
     enforced = Guard(Enforcement(mode="local", policy=POLICY, organization="acme"))
     refused = enforced.unreadable("its body is missing")
     assert not refused.allowed
