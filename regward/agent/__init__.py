@@ -11,6 +11,7 @@ Map of the package (it never imports regward.server; it talks to the server over
                 report denials in batches
     authz/      the AuthZ plugin: request model (read as Go reads it), the table of endpoint
                 checks, the plugin's answer and its unix-socket server
+    protection.py  whether this machine's Docker Engine uses the plugin and the proxy (its /info)
     runner.py   `regward agent run`: plugin + sync + proxy in one process, live reload
     install.py  `regward agent install`: plugin spec, daemon.json, systemd unit, proxy settings
     proxy/      the registry egress proxy (its own package)

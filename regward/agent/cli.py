@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from regward.errors import ConfigError
 
 if TYPE_CHECKING:
-    from regward.agent.engine import EngineCheck
+    from regward.agent.protection import EngineCheck
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -299,7 +299,7 @@ def _engine_check(running: dict[str, Any] | None) -> EngineCheck:
     defaults)."""
     import asyncio
 
-    from regward.agent import engine
+    from regward.agent import protection
     from regward.agent.runner import DEFAULT_AUTHZ_SOCKET, DEFAULT_PROXY_LISTEN, parse_listen
 
     authz_socket: Path | None = DEFAULT_AUTHZ_SOCKET
@@ -312,8 +312,10 @@ def _engine_check(running: dict[str, Any] | None) -> EngineCheck:
     except ConfigError:
         proxy_listen = parse_listen(DEFAULT_PROXY_LISTEN)
     return asyncio.run(
-        engine.check(
-            engine.docker_socket(os.environ), engine.plugin_names(authz_socket), proxy_listen
+        protection.check(
+            protection.docker_socket(os.environ),
+            protection.plugin_names(authz_socket),
+            proxy_listen,
         )
     )
 
@@ -351,7 +353,7 @@ def _tcp_up(listen: str) -> bool:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from regward.agent.engine import docker_socket
+    from regward.agent.protection import docker_socket
     from regward.agent.runner import AgentOptions, parse_listen
     from regward.agent.state import load_policy_file
 

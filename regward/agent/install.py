@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from regward.agent.engine import PLUGIN_NAME
+from regward.agent.protection import PLUGIN_NAME
 from regward.agent.runner import AgentOptions
 from regward.errors import ConfigError
 from regward.policy.address import join_host_port

@@ -3,7 +3,7 @@
     AgentOptions(authz_socket=..., proxy_listen=("127.0.0.1", 3128) | None, policy_file=None)
     asyncio.run(run_agent(options))          # until SIGTERM or SIGINT, then a clean shutdown
 
-The Docker Engine is checked at start and every minute (`regward.agent.engine`): whether it uses
+The Docker Engine is checked at start and every minute (`regward.agent.protection`): whether it uses
 the AuthZ plugin and the egress proxy. A change is checked in at once, so owners see a dockerd
 restarted without them; until an engine answers, it is asked again sooner (1 s doubling to 60 s),
 because at boot the agent starts before dockerd.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regward.agent import engine
+from regward.agent import protection
 from regward.agent.authz.images import ImageOrigins
 from regward.agent.authz.plugin import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
@@ -55,7 +55,7 @@ class AgentOptions:
     state_dir: Path | None = None
     registry_json: Path | None = None
     long_poll: int = LONG_POLL_SECONDS
-    docker_socket: Path = engine.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
+    docker_socket: Path = protection.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
     metrics_listen: tuple[str, int] | None = None  # Prometheus metrics, off by default
 
 
@@ -109,7 +109,7 @@ class Agent:
         self.syncer: Syncer | None = None
         self._sync_tasks: list[asyncio.Task[None]] = []
         self._proxy: Any = None
-        self.engine: engine.EngineCheck | None = None  # None until the first check
+        self.engine: protection.EngineCheck | None = None  # None until the first check
         self._engine_checked: float | None = None
         self._stamps = self._file_stamps()
         self.started = time.time()
@@ -240,23 +240,23 @@ class Agent:
                 log.exception("reloading the agent's settings failed")
             self.reloads += 1
 
-    def engine_report(self) -> engine.EngineReport | None:
+    def engine_report(self) -> protection.EngineReport | None:
         """What the agent checks in about the Docker Engine (None: no engine answered yet)."""
         return self.engine.report() if self.engine else None
 
-    async def check_engine(self) -> engine.EngineCheck:
+    async def check_engine(self) -> protection.EngineCheck:
         """Look at the Docker Engine now; check in at once when what it says changed."""
-        checked = await engine.check(
+        checked = await protection.check(
             self.options.docker_socket,
-            engine.plugin_names(self.options.authz_socket),
+            protection.plugin_names(self.options.authz_socket),
             self.options.proxy_listen,
         )
         first, reported = self.engine is None, self.engine_report()
         self.engine, self._engine_checked = checked, time.time()
         self.write_status()
         if first or checked.report() != reported:
-            protection = checked.protection
-            if protection is not None and not protection.protected:
+            found = checked.protection
+            if found is not None and not found.protected:
                 log.warning("Docker Engine: %s", checked.words())
             else:
                 log.info("Docker Engine: %s", checked.words())

@@ -13,7 +13,7 @@ One loop per agent:
            retry with exponential backoff and jitter (0.5 s doubling to 60 s)
 
 Every check-in also says whether the Docker Engine uses the agent's plugin and proxy
-(`engine`, from regward.agent.engine; null when no engine answered).
+(`engine`, from regward.agent.protection; null when no engine answered).
 
 A second loop sends denial reports in batches from the guard's bounded queue every few seconds.
 """
@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
-from regward.agent.engine import EngineReport
 from regward.agent.guard import DenialReport, Enforcement, Guard
+from regward.agent.protection import EngineReport
 from regward.agent.state import AgentState, Credentials
 from regward.defaults import LONG_POLL_SECONDS
 from regward.errors import InvalidPolicy, SignatureError

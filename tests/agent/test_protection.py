@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regward.agent import engine
+from regward.agent import protection
 from regward.agent.runner import Agent, AgentOptions
 from tests.server.live import live_server
 
@@ -87,8 +87,8 @@ def info(**changes: Any) -> bytes:
     return json.dumps(shape).encode()
 
 
-def check(path: Path, proxy: tuple[str, int] | None = PROXY) -> engine.EngineCheck:
-    return asyncio.run(engine.check(path, NAMES, proxy))
+def check(path: Path, proxy: tuple[str, int] | None = PROXY) -> protection.EngineCheck:
+    return asyncio.run(protection.check(path, NAMES, proxy))
 
 
 def test_a_dockerd_with_the_plugin_and_the_proxy_is_protected(
@@ -180,7 +180,7 @@ def test_no_engine_is_unknown_never_protected(tmp_path: Path) -> None:
 
 
 def test_the_plugin_is_expected_under_the_name_dockerd_finds_it_by() -> None:
-    names = engine.plugin_names
+    names = protection.plugin_names
     assert names(Path("/run/docker/plugins/regward.sock")) == ("regward",)
     assert names(Path("/run/docker/plugins/ci-authz.sock")) == ("ci-authz", "regward")
     assert names(Path("/var/run/docker/plugins/ci/ci.sock")) == ("ci", "regward")
@@ -190,9 +190,9 @@ def test_the_plugin_is_expected_under_the_name_dockerd_finds_it_by() -> None:
 
 
 def test_the_engine_socket_comes_from_docker_host() -> None:
-    assert engine.docker_socket({}) == Path("/var/run/docker.sock")
-    assert engine.docker_socket({"DOCKER_HOST": "unix:///tmp/d.sock"}) == Path("/tmp/d.sock")
-    assert engine.docker_socket({"DOCKER_HOST": "tcp://10.0.0.1:2375"}) == Path(
+    assert protection.docker_socket({}) == Path("/var/run/docker.sock")
+    assert protection.docker_socket({"DOCKER_HOST": "unix:///tmp/d.sock"}) == Path("/tmp/d.sock")
+    assert protection.docker_socket({"DOCKER_HOST": "tcp://10.0.0.1:2375"}) == Path(
         "/var/run/docker.sock"
     )
 
@@ -217,7 +217,7 @@ def test_the_engine_socket_comes_from_docker_host() -> None:
 def test_proxy_settings_compare_by_host_and_port(
     value: str, listen: tuple[str, int], expected: bool
 ) -> None:
-    assert engine.points_at(value, listen) is expected
+    assert protection.points_at(value, listen) is expected
 
 
 @given(
@@ -232,9 +232,9 @@ def test_a_proxy_url_reaches_its_own_listener_only(
 ) -> None:
     host = f"[{address}]" if address.version == 6 else str(address)
     listen = (str(address), port)
-    assert engine.points_at(f"{scheme}{host}:{port}", listen)
-    assert engine.points_at(f"{scheme}{host}:{other}", listen) is (other == port)
-    engine.points_at(junk, listen)  # any text is read without an exception
+    assert protection.points_at(f"{scheme}{host}:{port}", listen)
+    assert protection.points_at(f"{scheme}{host}:{other}", listen) is (other == port)
+    protection.points_at(junk, listen)  # any text is read without an exception
 
 
 def test_the_agent_checks_in_what_the_engine_says_and_each_change(
