@@ -1,6 +1,7 @@
 """The agent's commands: sign-in, status, and running or installing the agent.
 
     regward login --server URL --org ORG [--token-stdin] [--public-key KEY]
+        without --token-stdin: prints a code to approve in the dashboard, and waits
     regward logout
     regward status [--json]
     regward agent run [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
@@ -15,11 +16,9 @@ is read from $REGWARD_REGISTRY_JSON (default /usr/share/docker-desktop/registry/
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import socket
-import ssl
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,10 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     login.add_argument("--server", required=True, help="the Regward server's URL")
     login.add_argument("--org", required=True, help="the organization to sign in to")
     login.add_argument(
-        "--token-stdin", action="store_true", help="read the access token from standard input"
+        "--token-stdin",
+        action="store_true",
+        help="read an access token from standard input (for automation); without it, the "
+        "command prints a code for a person to approve in the dashboard, and waits",
     )
     login.add_argument(
         "--public-key",
@@ -104,19 +106,18 @@ def _enforcement_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_token(args: argparse.Namespace) -> str:
-    if args.token_stdin:
-        token = sys.stdin.readline().strip()
-    else:
-        token = getpass.getpass("Access token: ").strip()
+def _read_token() -> str:
+    token = sys.stdin.readline().strip()
     if not token:
-        raise ConfigError("no access token given; create one in the dashboard (Tokens)")
+        raise ConfigError("no access token on standard input; create one in the dashboard (Tokens)")
     return token
 
 
 def _login(args: argparse.Namespace) -> int:
     import httpx
 
+    from regward.agent.device_login import client_for, device_sign_in
+    from regward.agent.runner import agent_id
     from regward.agent.state import AgentState, Credentials
     from regward.errors import InvalidPolicy, SignatureError
     from regward.policy import SignedPolicy, public_key_from_text, verify
@@ -125,12 +126,13 @@ def _login(args: argparse.Namespace) -> int:
     if not server.startswith(("http://", "https://")):
         raise ConfigError(f"--server {args.server!r} must be a URL like https://regward.example")
     org = args.org.strip().lower()
-    token = _read_token(args)
-    headers = {"Authorization": f"Bearer {token}", "User-Agent": "regward-agent"}
+    state = AgentState()
+    if args.token_stdin:
+        token = _read_token()
+    else:
+        token = device_sign_in(server, org, socket.gethostname(), agent_id(state))
     try:
-        # As in sync.server_client: no proxy from the environment, the system's CA store.
-        context = ssl.create_default_context()
-        with httpx.Client(headers=headers, timeout=15, trust_env=False, verify=context) as client:
+        with client_for(token) as client:
             user = client.get(f"{server}/api/v1/user")
             if user.status_code == 401:
                 raise ConfigError("the server refused the token; create a new one and try again")
@@ -155,7 +157,6 @@ def _login(args: argparse.Namespace) -> int:
         public_key = public_key_from_text(pinned)
     except SignatureError as error:
         raise ConfigError(f"the server's signing key {pinned!r} is not valid: {error}") from error
-    state = AgentState()
     credentials = Credentials(
         server=server,
         organization=org,

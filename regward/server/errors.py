@@ -6,7 +6,8 @@ RegwardError
     ├── PermissionDenied 403  a member (or a read-only token) attempting an owner's write
     ├── NotFound         404  also what an outsider gets for an organization
     ├── Conflict         409  a stale draft version, a name taken, the last owner leaving
-    └── InvalidInput     422  a bad field value; the message names the field and the value
+    ├── InvalidInput     422  a bad field value; the message names the field and the value
+    └── TooManyRequests  429  a rate limit reached; the message says how long it lasts
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ class Conflict(ServiceError):
 
 class InvalidInput(ServiceError):
     status = 422
+
+
+class TooManyRequests(ServiceError):
+    status = 429

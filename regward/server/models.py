@@ -76,6 +76,7 @@ class Role(enum.StrEnum):
 class TokenKind(enum.StrEnum):
     SESSION = "session"  # from signing in with a password
     PERSONAL = "personal"  # a personal access token, created on purpose
+    DEVICE = "device"  # a machine's own, from the device sign-in (`regward login`)
 
 
 class Scope(enum.StrEnum):
@@ -132,8 +133,14 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A device token is bound to one organization and to the agent id of one machine.
+    organization_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), default=None
+    )
+    agent_id: Mapped[str | None] = mapped_column(String(128), default=None)
 
     user: Mapped[User] = relationship()
+    organization: Mapped[Organization | None] = relationship()
 
 
 class Draft(Base):
@@ -257,3 +264,33 @@ class SignInFailure(Base):
     key: Mapped[str] = mapped_column(String(300))
     """`user:NAME` (lowercased) or `client:ADDRESS`."""
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeviceAuthorization(Base):
+    """A machine's request to sign in (RFC 8628), until a person approves or denies it.
+
+    Only hashes of the two codes are stored: the device code and the user code exist in the
+    answer to the machine that asked, and nowhere else."""
+
+    __tablename__ = "device_authorizations"
+    __table_args__ = (Index("ix_device_authorizations_client_at", "client", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    organization: Mapped[str] = mapped_column(String(64))  # as asked; checked on approval
+    machine: Mapped[str] = mapped_column(String(255))
+    agent_id: Mapped[str] = mapped_column(String(128))
+    client: Mapped[str] = mapped_column(String(100))  # the asking address, for the rate limit
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, approved, denied, or used (a token was handed out or the denial answered)."""
+    interval: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    last_polled_at: Mapped[datetime | None] = mapped_column(default=None)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), default=None
+    )
+    """Who approved or denied it."""
+
+    user: Mapped[User | None] = relationship()

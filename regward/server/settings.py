@@ -8,6 +8,8 @@ REGWARD_MAX_WAIT        longest long-poll a client may ask for, in seconds (defa
 REGWARD_PUBLIC_URL      address users reach the server at (shown in messages), optional
 REGWARD_METRICS_TOKEN   serve Prometheus metrics at /metrics to requests bearing this token
                         (`Authorization: Bearer ...`); unset, /metrics is 404
+REGWARD_DEVICE_CODE_TTL lifetime of a `regward login` sign-in code in seconds (default 900)
+REGWARD_DEVICE_POLL_INTERVAL  seconds a machine waits between polls for approval (default 5)
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     public_url: str | None = None
     metrics_token: str | None = None
+    device_code_ttl: int = 900
+    device_poll_interval: int = 5
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +58,8 @@ class Settings:
             max_wait=_int(env, "REGWARD_MAX_WAIT", MAX_LONG_POLL_SECONDS),
             public_url=env.get("REGWARD_PUBLIC_URL") or None,
             metrics_token=env.get("REGWARD_METRICS_TOKEN") or None,
+            device_code_ttl=_int(env, "REGWARD_DEVICE_CODE_TTL", 900),
+            device_poll_interval=_int(env, "REGWARD_DEVICE_POLL_INTERVAL", 5),
         )
 
     @property

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.server.conftest import World
+from tests.server.device import signed_in_machine
 
 CALLERS = ("anonymous", "outsider", "member", "readonly", "owner")  # owner last: it may delete
 WHO = {
@@ -147,6 +148,13 @@ CALLS = [
     ),
     Call("GET", "/api/v1/orgs/{org}/devices", "org_owner_read", 200, fixed(f"{ORG}/devices")),
     Call(
+        "DELETE",
+        "/api/v1/orgs/{org}/devices/{agent_id}/token",
+        "org_owner_write",
+        204,
+        fixed(f"{ORG}/devices/agent-7/token"),
+    ),
+    Call(
         "POST",
         "/api/v1/orgs/{org}/denials",
         "org_read",
@@ -217,7 +225,11 @@ CALLS = [
     # Signing out revokes the token used; checked with throw-away tokens below.
     Call("DELETE", "/api/v1/auth/token", "user", 204, fixed("/api/v1/auth/token")),
     Call("POST", "/api/v1/auth/token", "public", 200, fixed("/api/v1/auth/token")),
+    # A machine's form posts; walked in test_device_sign_in.py.
+    Call("POST", "/api/v1/auth/device", "public", 200, fixed("/api/v1/auth/device")),
+    Call("POST", "/api/v1/auth/device/token", "public", 400, fixed("/api/v1/auth/device/token")),
 ]
+WALKED_ELSEWHERE = {"/api/v1/auth/token", "/api/v1/auth/device", "/api/v1/auth/device/token"}
 
 
 def _prepare(world: World) -> None:
@@ -226,6 +238,7 @@ def _prepare(world: World) -> None:
     assert c.post(f"{ORG}/members", json={"username": "dave"}, headers=h).status_code == 201
     answer = c.post(f"{ORG}/registry-access/registries", json={"address": "quay.io"}, headers=h)
     assert answer.status_code == 201
+    signed_in_machine(world, "bob", "build-7", "agent-7")
 
 
 def test_every_route_is_in_the_matrix(world: World) -> None:
@@ -240,8 +253,8 @@ def test_role_matrix(world: World, who: str) -> None:
     _prepare(world)
     failures = []
     for call in CALLS:
-        if call.route == "/api/v1/auth/token":
-            continue  # below
+        if call.route in WALKED_ELSEWHERE:
+            continue  # below, and in test_device_sign_in.py
         expected = EXPECTED[call.access][who]
         want = call.success if expected == OK else expected
         answer = world.client.request(

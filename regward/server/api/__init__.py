@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from regward.server.api import accounts, feed, organizations, registry_access
+from regward.server.api import accounts, device, feed, organizations, registry_access
 
 
 class ErrorBody(BaseModel):
@@ -30,6 +30,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/api/v1", responses=_ERRORS)
 router.include_router(accounts.router, tags=["accounts"])
+router.include_router(device.router, tags=["device sign-in"])
 router.include_router(organizations.router, tags=["organizations"])
 router.include_router(registry_access.router, tags=["registry access"])
 router.include_router(feed.router, tags=["policy feed"])

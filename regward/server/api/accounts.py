@@ -43,6 +43,10 @@ def token_dict(token: Token) -> dict[str, Any]:
         "id": token.id,
         "name": token.name,
         "scope": token.scope,
+        "kind": token.kind,
+        # A device token's machine: its organization and agent id (None for personal tokens).
+        "organization": token.organization.name if token.organization else None,
+        "agent_id": token.agent_id,
         "created_at": _iso(token.created_at),
         "revoked_at": _iso(token.revoked_at),
         "active": token.revoked_at is None,
@@ -88,7 +92,7 @@ def sign_out(caller: CallerDep, server: ServerDep) -> None:
 @router.get("/user", summary="The caller, and their organizations")
 def me(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     with server.database.session() as session:
-        memberships = orgs.list_for_user(session, caller.user)
+        memberships = orgs.list_for_caller(session, caller)
     return {
         "username": caller.user.username,
         "scope": caller.scope,
@@ -98,6 +102,7 @@ def me(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
 
 @router.put("/user/password", status_code=204, summary="Change the caller's password")
 def change_password(body: NewPassword, caller: CallerDep, server: ServerDep) -> None:
+    auth.require_person(caller)
     with server.database.session(write=True) as session:
         auth.require_write(caller)
         auth.authenticate(session, caller.user.username, body.current_password)
@@ -112,8 +117,9 @@ def signing_key(server: ServerDep) -> dict[str, str]:
     }
 
 
-@router.get("/tokens", summary="The caller's personal access tokens")
+@router.get("/tokens", summary="The caller's personal access tokens and machines' device tokens")
 def list_tokens(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+    auth.require_person(caller)
     with server.database.session() as session:
         return {"tokens": [token_dict(t) for t in tokens.list_for(session, caller.user)]}
 
@@ -126,7 +132,9 @@ def create_token(body: NewToken, caller: CallerDep, server: ServerDep) -> dict[s
         return {**token_dict(token), "token": value}
 
 
-@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a personal access token")
+@router.delete(
+    "/tokens/{token_id}", status_code=204, summary="Revoke a personal access or device token"
+)
 def revoke_token(
     token_id: Annotated[int, Path(ge=1, le=MAX_REVISION)], caller: CallerDep, server: ServerDep
 ) -> None:

@@ -107,6 +107,8 @@ async def respond(
                 break
             document = await server.feed.at_least(org, max(latest, after + 1))
             if document.revision > after:
+                # A token revoked while its poll waited gets no newer revision: 401 instead.
+                await run_in_threadpool(_open, server, token, org)
                 return _answer(document, modified=True)
     finally:
         gone.cancel()

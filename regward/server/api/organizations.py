@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from regward.server.api.deps import CallerDep, ServerDep
-from regward.server.models import MAX_REVISION, Membership, Role
+from regward.server.errors import PermissionDenied
+from regward.server.models import MAX_REVISION, Membership, Role, Token
 from regward.server.services import activity, auth, denials, devices, orgs
 
 router = APIRouter()
@@ -60,7 +61,7 @@ def _member(membership: Membership) -> dict[str, Any]:
 @router.get("/orgs", summary="The caller's organizations")
 def list_orgs(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     with server.database.session() as session:
-        rows = orgs.list_for_user(session, caller.user)
+        rows = orgs.list_for_caller(session, caller)
     return {"organizations": [{"name": org.name, "role": role} for org, role in rows]}
 
 
@@ -174,6 +175,11 @@ def list_activity(
 def check_in(org: str, body: CheckIn, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     with server.database.session(write=True) as session:
         organization = orgs.access(session, caller, org)
+        if caller.agent_id is not None and caller.agent_id != body.agent_id:
+            raise PermissionDenied(
+                f"agent_id: {body.agent_id!r} is not the machine this device token was "
+                "issued to; sign this machine in with `regward login`"
+            )
         device = devices.check_in(
             session,
             organization,
@@ -208,12 +214,30 @@ def list_devices(org: str, caller: CallerDep, server: ServerDep) -> dict[str, An
                     "up_to_date": status.up_to_date,
                     "refusal": status.device.refusal,
                     "engine": status.engine.to_dict() if status.engine else None,
+                    "token": _device_token(status.token),
                     "first_seen": _iso(status.device.first_seen),
                     "last_seen": _iso(status.device.last_seen),
                 }
                 for status in devices.list(session, organization)
             ]
         }
+
+
+def _device_token(token: Token | None) -> dict[str, Any] | None:
+    if token is None:
+        return None
+    return {"id": token.id, "name": token.name, "active": token.revoked_at is None}
+
+
+@router.delete(
+    "/orgs/{org}/devices/{agent_id}/token",
+    status_code=204,
+    summary="Revoke a machine's device token: its sync stops, its last verified policy stays",
+)
+def revoke_device_token(org: str, agent_id: str, caller: CallerDep, server: ServerDep) -> None:
+    with server.database.session(write=True) as session:
+        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
+        devices.revoke_token(session, organization, caller.user, agent_id)
 
 
 @router.post("/orgs/{org}/denials", status_code=201, summary="An agent reports refused pulls")

@@ -7,6 +7,8 @@ Actions recorded (Docker's names where Docker has one):
     registry_access.applied                        a Save & Apply (data: revision)
     organization.created
     organization.member_added / .member_removed / .member_role_changed
+    device.sign_in_approved / .sign_in_denied      `regward login` on a machine (data: machine)
+    device.token_revoked                           an owner stopped a machine's sync
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ DESCRIPTIONS = {
     "organization.member_added": "Member added",
     "organization.member_removed": "Member removed",
     "organization.member_role_changed": "Member role changed",
+    "device.sign_in_approved": "Machine sign-in approved",
+    "device.sign_in_denied": "Machine sign-in denied",
+    "device.token_revoked": "Machine's device token revoked",
 }
 MAX_PAGE_SIZE = 100
 

@@ -44,7 +44,7 @@ from regward.server.services.names import check_name
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
-PREFIXES = {TokenKind.SESSION: "rws_", TokenKind.PERSONAL: "rwp_"}
+PREFIXES = {TokenKind.SESSION: "rws_", TokenKind.PERSONAL: "rwp_", TokenKind.DEVICE: "rwd_"}
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,17 @@ class Caller:
     user: User
     token_id: int | None
     scope: Scope
+    # A device token's binding: it reads this organization only, for this agent id only.
+    organization_id: int | None = None
+    agent_id: str | None = None
 
     @property
     def can_write(self) -> bool:
         return self.scope is Scope.READ_WRITE
+
+    @property
+    def is_device(self) -> bool:
+        return self.agent_id is not None
 
 
 def hash_password(password: str) -> str:
@@ -174,7 +181,13 @@ def resolve_token(session: Session, value: str) -> Caller:
     if token.expires_at is not None and token.expires_at <= utcnow():
         raise Unauthenticated("your sign-in has expired; sign in again")
     note_caller(token.user.username, token.id)
-    return Caller(user=token.user, token_id=token.id, scope=Scope(token.scope))
+    return Caller(
+        user=token.user,
+        token_id=token.id,
+        scope=Scope(token.scope),
+        organization_id=token.organization_id,
+        agent_id=token.agent_id,
+    )
 
 
 def sign_out(session: Session, caller: Caller) -> None:
@@ -192,6 +205,15 @@ def require_write(caller: Caller) -> None:
         raise PermissionDenied("this token is read-only; use a read-write token")
 
 
+def require_person(caller: Caller) -> None:
+    """PermissionDenied for a machine's device token: it reads its organization's policy and
+    reports its device, nothing about the person who approved it."""
+    if caller.is_device:
+        raise PermissionDenied(
+            "a device token only reads its organization's policy; sign in as a person"
+        )
+
+
 @functools.cache
 def _feed_query() -> Select[Any]:
     """Built once: constructing this statement costs more than running it on SQLite."""
@@ -206,6 +228,7 @@ def _feed_query() -> Select[Any]:
             Token.id.label("token_id"),
             Token.expires_at,
             Token.revoked_at,
+            Token.organization_id.label("bound_to"),
             Organization.id,
             Membership.role,
             newest,
@@ -235,6 +258,7 @@ def feed_access(session: Session, token: str | None, organization: str) -> tuple
     note_caller(None, int(row.token_id))
     if row.expires_at is not None and row.expires_at <= utcnow():
         raise Unauthenticated("your sign-in has expired; sign in again")
-    if row.id is None or row.role is None or row.revision is None:
+    bound_elsewhere = row.bound_to is not None and row.bound_to != row.id
+    if row.id is None or row.role is None or row.revision is None or bound_elsewhere:
         raise NotFound(f"organization {organization!r} not found")
     return int(row.id), int(row.revision)

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from regward.server.errors import InvalidInput
-from regward.server.models import Device, Organization, User, utcnow
-from regward.server.services import registry_access
+from regward.server.errors import InvalidInput, NotFound
+from regward.server.models import Device, Organization, Token, TokenKind, User, utcnow
+from regward.server.services import activity, registry_access
 from regward.server.services.names import check_revision
 
 MAX_ID_LENGTH = 128
@@ -75,6 +75,8 @@ def state_of(
 class DeviceStatus:
     device: Device
     current_revision: int
+    token: Token | None = None
+    """The machine's own device token (from `regward login`), newest first; None without."""
 
     @property
     def up_to_date(self) -> bool:
@@ -172,4 +174,44 @@ def list(  # shadows the builtin on purpose: callers write devices.list(...)
         .where(Device.organization_id == organization.id)
         .order_by(Device.last_seen.desc(), Device.id)
     ).all()
-    return [DeviceStatus(device=row, current_revision=current_revision) for row in rows]
+    own: dict[str | None, Token] = {}
+    for token in session.scalars(
+        select(Token)
+        .where(Token.organization_id == organization.id, Token.kind == TokenKind.DEVICE)
+        .order_by(Token.id)
+    ):
+        own[token.agent_id] = token  # the newest wins
+    return [
+        DeviceStatus(device=row, current_revision=current_revision, token=own.get(row.agent_id))
+        for row in rows
+    ]
+
+
+def revoke_token(
+    session: Session, organization: Organization, actor: User, agent_id: str
+) -> Sequence[Token]:
+    """An owner revokes the device tokens of machine `agent_id` (its sync stops at once; the
+    machine keeps enforcing its last verified policy). NotFound when it has none active."""
+    active = session.scalars(
+        select(Token).where(
+            Token.organization_id == organization.id,
+            Token.kind == TokenKind.DEVICE,
+            Token.agent_id == agent_id,
+            Token.revoked_at.is_(None),
+        )
+    ).all()
+    if not active:
+        raise NotFound(f"device {agent_id!r} has no active device token in {organization.name!r}")
+    now = utcnow()
+    for token in active:
+        token.revoked_at = now
+    activity.record(
+        session,
+        organization,
+        "device.token_revoked",
+        actor.username,
+        agent_id=agent_id,
+        machine=active[-1].name,
+    )
+    session.flush()
+    return active

@@ -51,6 +51,14 @@ def list_for_user(session: Session, user: User) -> Sequence[tuple[Organization, 
     return [(org, Role(role)) for org, role in rows]
 
 
+def list_for_caller(session: Session, caller: Caller) -> Sequence[tuple[Organization, Role]]:
+    """The caller's organizations: the user's, or the one organization a device token reads."""
+    rows = list_for_user(session, caller.user)
+    if caller.organization_id is None:
+        return rows
+    return [(org, role) for org, role in rows if org.id == caller.organization_id]
+
+
 def access(
     session: Session, caller: Caller, name: str, *, role: Role = Role.MEMBER, write: bool = False
 ) -> Organization:
@@ -62,7 +70,8 @@ def access(
     membership = (
         session.get(Membership, (caller.user.id, organization.id)) if organization else None
     )
-    if organization is None or membership is None:
+    bound_elsewhere = caller.organization_id not in (None, organization and organization.id)
+    if organization is None or membership is None or bound_elsewhere:
         raise NotFound(f"organization {name!r} not found")
     if role is Role.OWNER and membership.role != Role.OWNER:
         raise PermissionDenied(f"only owners of {name!r} can do this")

@@ -1,4 +1,5 @@
-"""Personal access tokens: for scripts, CI and agents. The value is shown once, then only a hash."""
+"""Access tokens: personal ones for scripts, CI and agents, created on purpose (the value is
+shown once, then only a hash), and machines' device tokens from `regward login` (device_auth)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from regward.server.models import Scope, Token, TokenKind, User, utcnow
 from regward.server.services.auth import new_token_value
 
 MAX_NAME_LENGTH = 100
+LISTED = (TokenKind.PERSONAL, TokenKind.DEVICE)  # sign-in sessions are not listed
 
 
 def create(session: Session, user: User, name: str, scope: Scope | str) -> tuple[Token, str]:
@@ -32,18 +34,18 @@ def create(session: Session, user: User, name: str, scope: Scope | str) -> tuple
 
 
 def list_for(session: Session, user: User) -> Sequence[Token]:
-    """The user's personal access tokens, newest first, revoked ones included."""
+    """The user's personal access and device tokens, newest first, revoked ones included."""
     return session.scalars(
         select(Token)
-        .where(Token.user_id == user.id, Token.kind == TokenKind.PERSONAL)
+        .where(Token.user_id == user.id, Token.kind.in_(LISTED))
         .order_by(Token.id.desc())
     ).all()
 
 
 def get(session: Session, user: User, token_id: int) -> Token:
-    """One of the user's personal access tokens; NotFound for anyone else's."""
+    """One of the user's personal access or device tokens; NotFound for anyone else's."""
     token = session.get(Token, token_id)
-    if token is None or token.user_id != user.id or token.kind != TokenKind.PERSONAL:
+    if token is None or token.user_id != user.id or token.kind not in LISTED:
         raise NotFound(f"token {token_id} not found")
     return token
 
