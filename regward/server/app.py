@@ -72,6 +72,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.server = server
     limiter = app.state.sign_in_limiter = SignInLimiter(database)
     app.state.metrics = metrics.ServerMetrics(server, lambda: limiter.failures)
+    # Wrong codes typed on the device approval page, counted apart from password failures.
+    app.state.device_code_limiter = SignInLimiter(database, prefix="device-code:")
     app.state.schema_head = health.head_revision()
     app.include_router(router)
     app.include_router(health.router)

@@ -262,7 +262,8 @@ class SignInFailure(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(300))
-    """`user:NAME` (lowercased) or `client:ADDRESS`."""
+    """`user:NAME` (lowercased) or `client:ADDRESS`; other counts prefix theirs
+    (`device-code:user:NAME` for wrong codes on the device approval page)."""
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

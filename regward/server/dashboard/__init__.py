@@ -3,6 +3,7 @@
     routes.py     the pages and form posts (sign-in, Registry Access, Activity, Members,
                   Tokens, Devices, Blocked pulls, Test an image)
     views.py      service results worded and formatted for the templates
+    device.py     approving a machine's `regward login` (/device)
     security.py   session cookie, CSRF tokens, sign-in rate limit
     templates/    Jinja2, autoescaped; static/ one stylesheet, one small optional script
 
@@ -15,10 +16,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from regward.server.dashboard import device
 from regward.server.dashboard.routes import STATIC_DIR, router
 
 
 def install(app: FastAPI) -> None:
     """Serve the dashboard's pages at / and its assets at /static."""
     app.include_router(router)
+    app.include_router(device.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -70,7 +70,13 @@ TABS = (
 )
 TAB_KEYS = frozenset(key for key, _ in TABS)
 PAGE_SIZE = 25
-HEADINGS = {403: "Not allowed", 404: "Not found", 409: "Changed meanwhile", 422: "Not accepted"}
+HEADINGS = {
+    403: "Not allowed",
+    404: "Not found",
+    409: "Changed meanwhile",
+    422: "Not accepted",
+    429: "Too many attempts",
+}
 log = logging.getLogger(__name__)
 # Pages of our own only: no inline script or style, no frames, forms post back here.
 SECURITY_HEADERS = {
@@ -1019,7 +1025,10 @@ def _tokens_page(
         {
             "id": token.id,
             "name": token.name,
-            "hint": "rwp_…",
+            # A machine's own token says which organization it reads.
+            "hint": f"machine · {token.organization.name}"
+            if token.organization is not None
+            else "rwp_…",
             "scope": token.scope,
             "created": views.when(token.created_at),
             "revoked": token.revoked_at is not None,

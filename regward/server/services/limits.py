@@ -31,6 +31,7 @@ class SignInLimiter:
         per_client: int = PER_CLIENT,
         window: float = WINDOW,
         clock: Callable[[], datetime] = utcnow,
+        prefix: str = "",
     ) -> None:
         self.per_user = per_user
         self.per_client = per_client
@@ -38,11 +39,12 @@ class SignInLimiter:
         self._database = database
         self._clock = clock
         self.failures = 0  # counted by this process since it started, for its metrics
+        self._prefix = prefix  # keeps another count (wrong device codes) apart from sign-ins
 
     def retry_after(self, username: str, client: str) -> int:
         """Seconds to wait before another attempt is accepted; 0 when one is allowed now."""
         now = self._clock()
-        limits = {_user(username): self.per_user, _client(client): self.per_client}
+        limits = {self._user(username): self.per_user, self._client(client): self.per_client}
         with self._database.session() as session:
             rows = session.execute(
                 select(SignInFailure.key, func.count(), func.min(SignInFailure.at))
@@ -64,19 +66,17 @@ class SignInLimiter:
             session.execute(delete(SignInFailure).where(SignInFailure.at <= now - self.window))
             session.add_all(
                 [
-                    SignInFailure(key=_user(username), at=now),
-                    SignInFailure(key=_client(client), at=now),
+                    SignInFailure(key=self._user(username), at=now),
+                    SignInFailure(key=self._client(client), at=now),
                 ]
             )
 
     def succeeded(self, username: str) -> None:
         with self._database.session(write=True) as session:
-            session.execute(delete(SignInFailure).where(SignInFailure.key == _user(username)))
+            session.execute(delete(SignInFailure).where(SignInFailure.key == self._user(username)))
 
+    def _user(self, username: str) -> str:
+        return f"{self._prefix}user:{username.lower()}"[:MAX_KEY]
 
-def _user(username: str) -> str:
-    return f"user:{username.lower()}"[:MAX_KEY]
-
-
-def _client(client: str) -> str:
-    return f"client:{client}"[:MAX_KEY]
+    def _client(self, client: str) -> str:
+        return f"{self._prefix}client:{client}"[:MAX_KEY]
