@@ -74,6 +74,8 @@ def fixed(path: str) -> Callable[[World, str], str]:
 ORG = "/api/v1/orgs/acme"
 CALLS = [
     Call("GET", "/api/v1/health", "public", 200, fixed("/api/v1/health")),
+    Call("GET", "/healthz", "public", 200, fixed("/healthz")),
+    Call("GET", "/readyz", "public", 200, fixed("/readyz")),
     Call("GET", "/api/v1/signing-key", "public", 200, fixed("/api/v1/signing-key")),
     Call("GET", "/api/v1/user", "user", 200, fixed("/api/v1/user")),
     Call(
