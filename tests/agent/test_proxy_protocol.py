@@ -11,17 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from regward.agent.http1 import Body, ProtocolError, head_end
 from regward.agent.proxy.protocol import (
     MAX_REASON,
     NEED_MORE,
-    ProtocolError,
-    RequestBody,
     Target,
     client_hello_sni,
     close_response_head,
     error_response,
     forward_head,
-    head_end,
     parse_request,
     reason_phrase,
     response_status,
@@ -273,8 +271,8 @@ def test_corrupted_client_hellos_only_raise_protocol_errors(at: int, junk: bytes
         assert error.status == 400
 
 
-def body_of(*fields: str) -> RequestBody:
-    return RequestBody.of(parse_request(head("PUT http://reg.test:5000/v2/x HTTP/1.1", *fields)))
+def body_of(*fields: str) -> Body:
+    return Body.of(parse_request(head("PUT http://reg.test:5000/v2/x HTTP/1.1", *fields)).head)
 
 
 @pytest.mark.parametrize(

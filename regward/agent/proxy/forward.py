@@ -16,15 +16,9 @@ import logging
 import socket
 from collections.abc import Callable
 
-from .protocol import (
-    ProtocolError,
-    Request,
-    RequestBody,
-    close_response_head,
-    forward_head,
-    head_end,
-    response_status,
-)
+from regward.agent.http1 import Body, ProtocolError, head_end
+
+from .protocol import Request, close_response_head, forward_head, response_status
 from .relay import Tunnels
 from .settings import ProxySettings
 
@@ -38,7 +32,7 @@ async def forward(
     upstream: socket.socket,
     request: Request,
     rest: bytes,
-    body: RequestBody,
+    body: Body,
 ) -> None:
     """Forward `request` (whose head the client sent with `rest` behind it) and relay the
     response until the registry ends it."""
@@ -73,7 +67,7 @@ async def _send_body(
     settings: ProxySettings,
     client: socket.socket,
     upstream: socket.socket,
-    body: RequestBody,
+    body: Body,
     progress: Callable[[int], None],
 ) -> None:
     """The rest of a request body, client to registry. Bytes after the body (a pipelined

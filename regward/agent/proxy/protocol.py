@@ -6,12 +6,9 @@ Only what a forward proxy in front of registry clients needs:
     CONNECT [2001:db8::1]:443 HTTP/1.1           IPv6 literals are bracketed
     GET http://reg.local:5000/v2/ HTTP/1.1       absolute form: plain-HTTP registries
 
-Grammar accepted (RFC 9112, strictly; anything else is a `ProtocolError` and a 400):
+Grammar accepted (RFC 9112, strictly; anything else is a `ProtocolError` and a 400). The head
+and body framing are the agent's one HTTP/1 reader's (`regward.agent.http1`); on top of it:
 
-    head         = request-line *( field-line CRLF ) CRLF      at most `max_head` bytes
-    request-line = method SP request-target SP "HTTP/1." ("0" / "1") CRLF
-    field-line   = token ":" OWS value OWS     no obs-fold, no whitespace before ":",
-                                               no control characters but HTAB in the value
     authority    = ( reg-name / IPv4 / "[" IPv6 "]" ) ":" port       port 1-65535, required
     absolute     = "http://" authority-with-optional-port [ path-abempty [ "?" query ] ]
 
@@ -26,17 +23,13 @@ import json
 import re
 from dataclasses import dataclass
 
+from regward.agent.http1 import Head, ProtocolError, parse_head
 from regward.policy.address import join_host_port
 
-MAX_HEAD = 16 * 1024
-MAX_FIELDS = 100
 MAX_REASON = 300
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REG_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.\-]{0,251}[a-z0-9_.])?")
 _PORT = re.compile(r"[0-9]{1,5}")
-_TARGET_CHARS = re.compile(rb"[!-~]+")  # visible ASCII, no spaces or controls
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 # Hop-by-hop fields a proxy must not pass on (RFC 9110 7.6.1), plus the proxy-only ones.
@@ -69,17 +62,6 @@ _CODES = {403: "DENIED", 503: "TOOMANYREQUESTS", 502: "UNAVAILABLE", 504: "UNAVA
 
 CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?\r\n")
-MAX_CHUNK_LINE = 4096
-
-
-class ProtocolError(Exception):
-    """A request the proxy will not serve; `status` and `message` become the response."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,68 +82,37 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One parsed request head. `path` is the origin-form target of an absolute-form request
-    (empty for CONNECT); `fields` keeps the raw (name, value) pairs in order."""
+    """One proxy request: its head (`http1.Head`), where it goes, and for an absolute-form
+    request the origin-form `path` to send there (empty for CONNECT)."""
 
-    method: str
+    head: Head
     target: Target
     path: str
-    version: str
-    fields: tuple[tuple[bytes, bytes], ...]
+
+    @property
+    def method(self) -> str:
+        return self.head.method
+
+    @property
+    def version(self) -> str:
+        return self.head.version
+
+    @property
+    def fields(self) -> tuple[tuple[bytes, bytes], ...]:
+        return self.head.fields
 
     @property
     def is_connect(self) -> bool:
         return self.method == "CONNECT"
 
 
-def head_end(buffer: bytes | bytearray, max_head: int = MAX_HEAD) -> int:
-    """Index just past the head's final CRLF CRLF, or -1 when more bytes are needed.
-
-    Raises ProtocolError (431) once the buffer holds more than `max_head` bytes without an end.
-    """
-    end = buffer.find(b"\r\n\r\n", 0, max_head + 4)
-    if end >= 0:
-        return end + 4
-    if len(buffer) > max_head:
-        raise ProtocolError(431, f"request head larger than {max_head} bytes")
-    return -1
-
-
 def parse_request(head: bytes) -> Request:
-    """Parse one request head (ending in CRLF CRLF) into a `Request`."""
-    lines = head.split(b"\r\n")
-    if len(lines) < 3 or lines[-1] or lines[-2]:
-        raise ProtocolError(400, "request head does not end with an empty line")
-    fields = _parse_fields(lines[1:-2])
-    parts = lines[0].split(b" ")
-    if len(parts) != 3:
-        raise ProtocolError(400, "request line is not 'METHOD TARGET HTTP/1.1'")
-    raw_method, raw_target, raw_version = parts
-    if not _TOKEN.fullmatch(raw_method):
-        raise ProtocolError(400, "request method is not a token")
-    if raw_version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise ProtocolError(400, "only HTTP/1.0 and HTTP/1.1 requests are served")
-    if not _TARGET_CHARS.fullmatch(raw_target):
-        raise ProtocolError(400, "request target has spaces, controls or non-ASCII bytes")
-    method, text = raw_method.decode("ascii"), raw_target.decode("ascii")
-    if method == "CONNECT":
-        return Request(method, parse_authority(text), "", raw_version.decode(), fields)
-    target, path = parse_absolute(text)
-    return Request(method, target, path, raw_version.decode(), fields)
-
-
-def _parse_fields(lines: list[bytes]) -> tuple[tuple[bytes, bytes], ...]:
-    if len(lines) > MAX_FIELDS:
-        raise ProtocolError(431, f"more than {MAX_FIELDS} header fields")
-    fields = []
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise ProtocolError(400, "malformed header field line")
-        if _BAD_VALUE.search(value) or b"\r" in value:
-            raise ProtocolError(400, "control character in a header field value")
-        fields.append((name, value.strip(b" \t")))
-    return tuple(fields)
+    """Parse one request head (ending in CRLF CRLF) into a `Request` the proxy serves."""
+    parsed = parse_head(head)
+    if parsed.method == "CONNECT":
+        return Request(parsed, parse_authority(parsed.target), "")
+    target, path = parse_absolute(parsed.target)
+    return Request(parsed, target, path)
 
 
 def parse_authority(text: str, default_port: int | None = None) -> Target:
@@ -243,7 +194,7 @@ def forward_head(request: Request) -> bytes:
     """The head to send upstream for an absolute-form request: origin form, hop-by-hop fields
     dropped, Host set to the target the decision was made for, one request per connection.
     The body's framing fields always pass, even when `Connection` names them: the proxy frames
-    the body by them (`RequestBody`), and so must the registry."""
+    the body by them (`http1.Body`), and so must the registry."""
     named = _connection_names(request.fields) - _FRAMING
     out = [f"{request.method} {request.path} HTTP/1.1\r\n".encode()]
     out.append(b"Host: " + _host_value(request.target).encode() + b"\r\n")
@@ -266,89 +217,6 @@ def _connection_names(fields: tuple[tuple[bytes, bytes], ...]) -> frozenset[byte
         if name.lower() in (b"connection", b"proxy-connection"):
             names.update(part.strip().lower() for part in value.split(b","))
     return frozenset(names)
-
-
-class RequestBody:
-    """Where the body of a forwarded request ends (RFC 9112 section 6): `feed` takes the bytes
-    the client sends after the head and says how many of them belong to the body, and `done`
-    turns true at its end. Nothing after it reaches the registry, so a request pipelined behind
-    it (with a `Host` of its own) cannot ride on a connection decided for another host.
-
-        no Content-Length or Transfer-Encoding     no body
-        Content-Length: N                          N bytes
-        Transfer-Encoding: chunked                 chunks up to the last one and its trailer
-
-    Framing that two parsers could read differently (both fields, several lengths, another
-    coding) is a ProtocolError (400) before anything is sent.
-    """
-
-    def __init__(self, length: int | None) -> None:
-        """`length` bytes, or chunked when None."""
-        self._left = length or 0
-        self._state = "size" if length is None else ("data" if length else "done")
-        self._chunked = length is None
-        self._line = bytearray()
-
-    @classmethod
-    def of(cls, request: Request) -> RequestBody:
-        lengths = {v for n, v in request.fields if n.lower() == b"content-length"}
-        codings = [v for n, v in request.fields if n.lower() == b"transfer-encoding"]
-        if codings and lengths:
-            raise ProtocolError(400, "request has both Transfer-Encoding and Content-Length")
-        if codings:
-            if len(codings) > 1 or codings[0].lower() != b"chunked":
-                raise ProtocolError(
-                    400, "only 'Transfer-Encoding: chunked' request bodies are forwarded"
-                )
-            return cls(None)
-        if not lengths:
-            return cls(0)
-        (length,) = lengths if len(lengths) == 1 else (b"",)
-        if not length.isdigit() or len(length) > 18:
-            raise ProtocolError(400, f"request Content-Length {length[:40]!r} is not one number")
-        return cls(int(length))
-
-    @property
-    def done(self) -> bool:
-        return self._state == "done"
-
-    def feed(self, data: bytes) -> int:
-        """How many bytes at the start of `data` are body; the rest comes after the body."""
-        at = 0
-        while at < len(data) and self._state != "done":
-            if self._state == "data":
-                taken = min(self._left, len(data) - at)
-                self._left -= taken
-                at += taken
-                if not self._left:
-                    self._state = "crlf" if self._chunked else "done"
-                continue
-            end = data.find(b"\n", at)
-            self._line += data[at : len(data) if end < 0 else end + 1]
-            if len(self._line) > MAX_CHUNK_LINE:
-                raise ProtocolError(400, "chunk line of the request body too long")
-            if end < 0:
-                return len(data)
-            at = end + 1
-            self._line_done(bytes(self._line))
-            self._line.clear()
-        return at
-
-    def _line_done(self, line: bytes) -> None:
-        if self._state == "size":
-            size = _CHUNK_SIZE.fullmatch(line)
-            if size is None:
-                raise ProtocolError(400, "malformed chunk size in the request body")
-            self._left = int(size[1], 16)
-            self._state = "data" if self._left else "trailer"
-        elif self._state == "crlf":
-            if line != b"\r\n":
-                raise ProtocolError(400, "chunk of the request body not followed by CRLF")
-            self._state = "size"
-        elif line == b"\r\n":  # the empty line that ends the trailer
-            self._state = "done"
-        elif not line.endswith(b"\r\n"):
-            raise ProtocolError(400, "malformed trailer line in the request body")
 
 
 def response_status(head: bytes) -> int:

@@ -17,21 +17,13 @@ import resource
 import socket
 from collections.abc import Callable
 
+from regward.agent.http1 import Body, ProtocolError, head_end
 from regward.errors import ConfigError
 from regward.policy import Decision
 from regward.policy.address import join_host_port
 
 from .forward import forward
-from .protocol import (
-    CONNECT_ESTABLISHED,
-    ProtocolError,
-    Request,
-    RequestBody,
-    Target,
-    error_response,
-    head_end,
-    parse_request,
-)
+from .protocol import CONNECT_ESTABLISHED, Request, Target, error_response, parse_request
 from .relay import Tunnel, Tunnels
 from .settings import HostDecider, ProxySettings, parse_listen
 from .tunnel import run_tunnel
@@ -182,7 +174,7 @@ class ProxyServer:
                 log.info("proxy refused %s: %s", target.authority, message)
                 await loop.sock_sendall(client, error_response(403, message))
                 return
-            body = None if request.is_connect else RequestBody.of(request)
+            body = None if request.is_connect else Body.of(request.head)
             upstream = await self._dialer.connect(target)
             if body is not None:
                 await forward(self._tunnels, self.settings, client, upstream, request, rest, body)

@@ -15,11 +15,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from regward.agent.http1 import MAX_HEAD
 from regward.defaults import PROXY_LISTEN, PROXY_PORT
 from regward.errors import ConfigError
 from regward.policy import Decision
-
-from .protocol import MAX_HEAD
 
 HostDecider = Callable[[str, int], Decision]
 DEFAULT_LISTEN = PROXY_LISTEN

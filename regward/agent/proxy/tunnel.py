@@ -15,7 +15,9 @@ import logging
 import socket
 from collections.abc import Callable
 
-from .protocol import NEED_MORE, ProtocolError, Target, client_hello_sni, starts_tls
+from regward.agent.http1 import ProtocolError
+
+from .protocol import NEED_MORE, Target, client_hello_sni, starts_tls
 from .relay import Tunnels
 from .settings import ProxySettings
 

@@ -13,7 +13,9 @@ import socket
 import time
 from typing import Any
 
-from .protocol import ProtocolError, Target
+from regward.agent.http1 import ProtocolError
+
+from .protocol import Target
 from .settings import ProxySettings
 
 Addresses = list[tuple[socket.AddressFamily, Any]]
