@@ -12,6 +12,7 @@ knowingly (`regward policy lint` names the shared ones). Sources:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -83,3 +84,19 @@ def bundle_for(address: Address) -> tuple[Bundle, tuple[Address, ...]] | None:
             hosts = tuple(Address.parse(h.format(**match.groupdict())) for h in bundle.hosts)
             return bundle, hosts
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def well_known_registry(host: str) -> bool:
+    """Is the normalized `host` a registry of the catalog, or a host one of them needs?"""
+    return any(
+        bundle.address.fullmatch(host)
+        or any(address.matches(host, 443) for address in _fixed_hosts(bundle))
+        for bundle in CATALOG
+    )
+
+
+@functools.cache
+def _fixed_hosts(bundle: Bundle) -> tuple[Address, ...]:
+    """A bundle's hosts that need no filling from a registry's address."""
+    return tuple(Address.parse(host) for host in bundle.hosts if "{" not in host)

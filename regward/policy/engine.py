@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from regward.errors import InvalidAddress
 from regward.policy.address import DEFAULT_PORTS, Address, join_host_port, normalize_host
-from regward.policy.catalog import bundle_for
+from regward.policy.catalog import bundle_for, well_known_registry
 from regward.policy.document import Action, Policy, RegistryEntry, RepositoryPattern
 from regward.policy.reference import ImageReference
 
@@ -237,6 +237,21 @@ def evaluate_host(policy: Policy, host: str, port: int) -> Decision:
     if rules is not None:
         return _allow_host(policy, target, rules.entries[0])
     return _deny(policy, f"Access to {target}", "add it to the allowed registries")
+
+
+def registry_host(policy: Policy, host: str, port: int) -> bool:
+    """Is `host:port` a registry as far as the policy knows? Covered by an entry (allowed or
+    not), a catalog or extra host of an allowed entry, or a well-known registry of the catalog
+    (`ghcr.io`, `quay.io`, ...). The transparent listener refuses such a host when the policy
+    does; other hosts it refuses only once they show they are registries."""
+    try:
+        host = normalize_host(host)
+    except InvalidAddress:
+        return False
+    compiled = _compile(policy)
+    if compiled.entries.find(host, port) is not None or compiled.bundles.find(host, port):
+        return True
+    return well_known_registry(host)
 
 
 def _allow_host(policy: Policy, target: str, entry: RegistryEntry) -> Decision:
