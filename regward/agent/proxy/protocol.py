@@ -106,13 +106,31 @@ class Request:
         return self.method == "CONNECT"
 
 
-def parse_request(head: bytes) -> Request:
-    """Parse one request head (ending in CRLF CRLF) into a `Request` the proxy serves."""
+def parse_request(head: bytes, origin_port: int | None = None) -> Request:
+    """Parse one request head (ending in CRLF CRLF) into a `Request` the proxy serves.
+
+    With `origin_port`, the head is one a client sent to the server itself (the transparent
+    listener's): an origin-form target (`GET /v2/ HTTP/1.1`) whose host is its one Host field,
+    at `origin_port` (where the client connected) when the field names no port."""
     parsed = parse_head(head)
+    if origin_port is not None:
+        return _origin_request(parsed, origin_port)
     if parsed.method == "CONNECT":
         return Request(parsed, parse_authority(parsed.target), "")
     target, path = parse_absolute(parsed.target)
     return Request(parsed, target, path)
+
+
+def _origin_request(parsed: Head, port: int) -> Request:
+    if not parsed.target.startswith("/"):
+        raise ProtocolError(400, "request target is not a path (origin form, as in /v2/)")
+    if "#" in parsed.target:
+        raise ProtocolError(400, "fragment in the request target")
+    hosts = parsed.values(b"host")
+    if len(hosts) != 1:
+        raise ProtocolError(400, "a request needs exactly one Host field")
+    host = hosts[0].decode("ascii", "replace")
+    return Request(parsed, parse_authority(host, default_port=port), parsed.target)
 
 
 def parse_authority(text: str, default_port: int | None = None) -> Target:

@@ -43,6 +43,8 @@ class Dialer:
                 failure: OSError = OSError(f"{target.host} has no address")
                 for family, address in addresses:
                     sock = socket.socket(family, socket.SOCK_STREAM)
+                    if self.settings.mark is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.settings.mark)
                     sock.setblocking(False)
                     try:
                         await loop.sock_connect(sock, address)
