@@ -120,7 +120,8 @@ class DenialReport:
     organization: str
     revision: int
     reason: str
-    source: str  # "authz" or "proxy"
+    source: str  # "authz", "proxy" or "transparent"
+    origin: str = ""  # where a transparent connection came from ("from 172.17.0.2 on docker0")
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -195,10 +196,14 @@ class Guard:
         self._observe(source, decision, started)
         return decision
 
-    def decide_host(self, host: str, port: int, source: str = "proxy") -> Decision:
-        """May a connection to host:port be made (the egress proxy's question)?"""
+    def decide_host(
+        self, host: str, port: int, source: str = "proxy", *, record: bool = True
+    ) -> Decision:
+        """May a connection to host:port be made (the egress proxy's question)? With `record`
+        off a refusal is not reported (the transparent listener reports only the refusals
+        it carries out: a host that is no registry passes whatever the policy says)."""
         started = time.perf_counter()
-        decision = self._decide_host(host, port, source)
+        decision = self._decide_host(host, port, source, record)
         self._observe(source, decision, started)
         return decision
 
@@ -233,19 +238,17 @@ class Guard:
             self._record(decision, action.value, str(reference), reference.registry, source)
         return decision
 
-    def _decide_host(self, host: str, port: int, source: str) -> Decision:
+    def _decide_host(self, host: str, port: int, source: str, record: bool) -> Decision:
         state = self._enforcement
-        target = join_host_port(host, port)
         blocked = state.blocked_reason
         if blocked is not None:
             decision: Decision = refuse(blocked, state.organization or "")
-            self._record(decision, "connect", target, host, source)
-            return decision
-        if state.policy is None:
+        elif state.policy is None:
             return _UNMANAGED
-        decision = evaluate_host(state.policy, host, port)
-        if not decision.allowed:
-            self._record(decision, "connect", target, host, source)
+        else:
+            decision = evaluate_host(state.policy, host, port)
+        if record and not decision.allowed:
+            self._record(decision, "connect", join_host_port(host, port), host, source)
         return decision
 
     def decide_local(self, image: str, source: str = "authz") -> Decision:
@@ -298,8 +301,28 @@ class Guard:
         """The denial text shown to the user, with the dashboard address where one is known."""
         return decision.message(self._enforcement.dashboard_url)
 
+    def report(
+        self,
+        decision: Decision,
+        action: str,
+        target: str,
+        registry: str,
+        *,
+        source: str,
+        origin: str = "",
+    ) -> None:
+        """Queue the denial report of a refusal carried out (`target`: the reference, or
+        host:port for a connection)."""
+        self._record(decision, action, target, registry, source, origin)
+
     def _record(
-        self, decision: Decision, action: str, target: str, registry: str, source: str
+        self,
+        decision: Decision,
+        action: str,
+        target: str,
+        registry: str,
+        source: str,
+        origin: str = "",
     ) -> None:
         self.denials.put(
             DenialReport(
@@ -311,5 +334,6 @@ class Guard:
                 revision=decision.revision,
                 reason=decision.reason,
                 source=source,
+                origin=origin,
             )
         )

@@ -300,7 +300,9 @@ class Syncer:
         an attempt to pull from that host, an unreadable request is named as such."""
         action = report.action if report.action in ("pull", "push") else "pull"
         reference = report.target or "(unreadable request)"
-        reason = report.reason if report.source == "authz" else f"{report.reason} (proxy)"
+        reason = report.reason
+        if report.source != "authz":  # say which enforcement point refused, and for whom
+            reason += f" ({', '.join(filter(None, (report.source, report.origin)))})"
         return {
             "agent_id": self.agent_id,
             "reference": reference[:512],
