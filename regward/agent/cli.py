@@ -6,8 +6,10 @@
     regward status [--json]
     regward agent run [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
                       [--metrics-listen HOST:PORT]
+                      [--transparent [--transparent-interfaces LIST]
+                       [--transparent-ports LIST|all] [--transparent-listen PORT]]
     regward agent install [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
-                          [--root DIR] [--dry-run]
+                          [--transparent ...] [--root DIR] [--dry-run]
 
 The state directory is $REGWARD_AGENT_DIR (default /var/lib/regward as root) and registry.json
 is read from $REGWARD_REGISTRY_JSON (default /usr/share/docker-desktop/registry/registry.json).
@@ -87,6 +89,7 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 def _enforcement_flags(parser: argparse.ArgumentParser) -> None:
     from regward.agent.runner import DEFAULT_AUTHZ_SOCKET, DEFAULT_PROXY_LISTEN
+    from regward.agent.transparent import DEFAULT_INTERFACES, DEFAULT_LISTEN_PORT, DEFAULT_PORTS
 
     parser.add_argument(
         "--authz-socket",
@@ -103,6 +106,36 @@ def _enforcement_flags(parser: argparse.ArgumentParser) -> None:
         "--policy",
         type=Path,
         help="enforce this policy file (YAML or JSON) instead of a signed-in server's",
+    )
+    transparent = parser.add_argument_group(
+        "transparent enforcement",
+        "nftables rules send container networks' connections (and this machine's own to "
+        "loopback registries) to a listener of the agent that decides by the name the client "
+        "sends; needs root and nftables",
+    )
+    transparent.add_argument(
+        "--transparent", action="store_true", help="turn transparent enforcement on"
+    )
+    transparent.add_argument(
+        "--transparent-interfaces",
+        default=",".join(DEFAULT_INTERFACES),
+        metavar="LIST",
+        help=f"container interfaces taken, * as a suffix (default {','.join(DEFAULT_INTERFACES)})",
+    )
+    transparent.add_argument(
+        "--transparent-ports",
+        default=",".join(map(str, sorted(DEFAULT_PORTS))),
+        metavar="LIST|all",
+        help="destination ports taken, plus every port a policy entry names (default "
+        f"{','.join(map(str, sorted(DEFAULT_PORTS)))}); all: every port (a client silent for a "
+        "moment is passed untouched, so server-first protocols work)",
+    )
+    transparent.add_argument(
+        "--transparent-listen",
+        type=int,
+        default=DEFAULT_LISTEN_PORT,
+        metavar="PORT",
+        help=f"the transparent listener's port (default {DEFAULT_LISTEN_PORT})",
     )
 
 
@@ -239,6 +272,7 @@ def _status(args: argparse.Namespace) -> int:
         listen = running.get("proxy_listen")
         points["proxy"] = {"listen": listen, "up": bool(listen) and _tcp_up(str(listen))}
     engine = _engine_check(running)
+    transparent = _transparent_status(running if alive else None)
     report: dict[str, Any] = {
         "signed_in": credentials is not None,
         "server": credentials.server if credentials else None,
@@ -249,6 +283,7 @@ def _status(args: argparse.Namespace) -> int:
         "agent_running": alive,
         "enforcement_points": points,
         "docker_engine": engine.to_dict(),
+        "transparent": transparent,
     }
     if alive and running:
         report["enforced"] = (
@@ -283,6 +318,7 @@ def _status(args: argparse.Namespace) -> int:
         if sync.get("refusal"):
             print(f"REFUSED:     {sync['refusal']}")
     print(f"Docker Engine: {engine.words()}")
+    print(f"Transparent: {_transparent_words(transparent)}")
     if not alive:
         print("Agent:       not running (`regward agent run`)")
     else:
@@ -293,6 +329,43 @@ def _status(args: argparse.Namespace) -> int:
                 where = point.get("socket") or point.get("listen")
                 print(f"{name + ':':<12} {'up' if point['up'] else 'DOWN'} at {where}")
     return 0
+
+
+def _transparent_status(running: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The running agent's transparent settings, with whether its nftables table is in place
+    now (asked of nft, not of the agent); None when it runs without --transparent. A table
+    left behind by an agent that is not running is reported too."""
+    import asyncio
+
+    from regward.agent.transparent.rules import Nft
+
+    nft = Nft()
+    try:
+        present: bool | None = asyncio.run(nft.present()) if nft.available() else None
+    except OSError:
+        present = None
+    settings = dict(running.get("transparent") or {}) if running else {}
+    if not settings and not present:
+        return None
+    settings["rules"] = {True: "in place", False: "missing", None: "unknown"}[present]
+    return settings
+
+
+def _transparent_words(status: dict[str, Any] | None) -> str:
+    if status is None:
+        return "off"
+    if not status.get("interfaces"):
+        return (
+            f"rules {status['rules']}, left by an agent that is not running "
+            "(remove them: nft delete table inet regward)"
+        )
+    ports = status["ports"]
+    return (
+        f"rules {status['rules'] if status['rules'] != 'missing' else 'MISSING'} "
+        f"(interfaces {','.join(status['interfaces'])}; ports "
+        f"{ports if isinstance(ports, str) else ','.join(map(str, ports))}; listener port "
+        f"{status['listen_port']})"
+    )
 
 
 def _engine_check(running: dict[str, Any] | None) -> EngineCheck:
@@ -360,11 +433,37 @@ def _options(args: argparse.Namespace) -> Any:
 
     if args.policy is not None:
         load_policy_file(args.policy)  # a bad file is an error now, not a refused pull later
+    proxy_listen = parse_listen(args.proxy_listen)
     return AgentOptions(
         authz_socket=args.authz_socket,
-        proxy_listen=parse_listen(args.proxy_listen),
+        proxy_listen=proxy_listen,
         policy_file=args.policy,
         docker_socket=docker_socket(os.environ),
+        transparent=_transparent_settings(args, proxy_listen),
+    )
+
+
+def _transparent_settings(args: argparse.Namespace, proxy_listen: tuple[str, int] | None) -> Any:
+    from regward.agent.transparent import TransparentSettings, parse_interfaces, parse_ports
+
+    interfaces = parse_interfaces(args.transparent_interfaces)
+    ports = parse_ports(args.transparent_ports)
+    if not args.transparent:
+        return None
+    if not 0 < args.transparent_listen < 65536:
+        raise ConfigError(
+            f"--transparent-listen {args.transparent_listen} is not a port from 1 to 65535"
+        )
+    if proxy_listen is not None and proxy_listen[1] == args.transparent_listen:
+        raise ConfigError(
+            f"--transparent-listen {args.transparent_listen} is the egress proxy's port; "
+            "pick another"
+        )
+    return TransparentSettings(
+        interfaces=interfaces,
+        ports=ports,
+        listen_port=args.transparent_listen,
+        skip_ports=frozenset({proxy_listen[1]}) if proxy_listen else frozenset(),
     )
 
 

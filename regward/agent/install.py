@@ -33,6 +33,12 @@ def unit_text(options: AgentOptions) -> str:
     command += ["--proxy-listen", join_host_port(*listen) if listen else "off"]
     if options.policy_file:
         command += ["--policy", str(options.policy_file.resolve())]
+    transparent = options.transparent
+    if transparent is not None:
+        ports = ",".join(map(str, sorted(transparent.ports))) or "all"
+        command += ["--transparent", "--transparent-interfaces", ",".join(transparent.interfaces)]
+        command += ["--transparent-ports", ports]
+        command += ["--transparent-listen", str(transparent.listen_port)]
     return (
         "[Unit]\n"
         "Description=Regward agent: Docker AuthZ plugin, policy sync, registry egress proxy\n"

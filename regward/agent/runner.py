@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regward.agent import protection
 from regward.agent.authz.images import ImageOrigins
@@ -34,9 +34,13 @@ from regward.agent.authz.plugin import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
 from regward.agent.sync import Syncer
+from regward.agent.transparent import TransparentSettings
 from regward.defaults import LONG_POLL_SECONDS, PROXY_LISTEN, PROXY_PORT
 from regward.errors import ConfigError, RegwardError
 from regward.policy.address import join_host_port
+
+if TYPE_CHECKING:
+    from regward.agent.transparent.service import Transparent
 
 log = logging.getLogger("regward.agent")
 
@@ -57,6 +61,7 @@ class AgentOptions:
     long_poll: int = LONG_POLL_SECONDS
     docker_socket: Path = protection.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
     metrics_listen: tuple[str, int] | None = None  # Prometheus metrics, off by default
+    transparent: TransparentSettings | None = None  # --transparent: container networks too
 
 
 def parse_listen(text: str, flag: str = "--proxy-listen") -> tuple[str, int] | None:
@@ -82,15 +87,17 @@ def agent_id(state: AgentState) -> str:
         return value
 
 
-async def start_proxy(guard: Guard, host: str, port: int) -> Any:
-    """Start the egress proxy (regward.agent.proxy, its own package) on host:port."""
+async def start_proxy(guard: Guard, host: str, port: int, mark: int | None = None) -> Any:
+    """Start the egress proxy (regward.agent.proxy, its own package) on host:port; `mark`
+    tags its upstream sockets so the transparent rules let them pass."""
     try:
         from regward.agent.proxy import ProxyServer, ProxySettings
     except ImportError as error:
         raise ConfigError(
             f"the egress proxy cannot start ({error}); run with --proxy-listen off"
         ) from error
-    server = ProxyServer(ProxySettings(host=host, port=port), guard.decide_host, guard.message)
+    settings = ProxySettings(host=host, port=port, mark=mark)
+    server = ProxyServer(settings, guard.decide_host, guard.message)
     await server.start()
     guard.watch(server.recheck)  # a new revision or a logout also ends refused open tunnels
     return server
@@ -109,6 +116,7 @@ class Agent:
         self.syncer: Syncer | None = None
         self._sync_tasks: list[asyncio.Task[None]] = []
         self._proxy: Any = None
+        self._transparent: Transparent | None = None
         self.engine: protection.EngineCheck | None = None  # None until the first check
         self._engine_checked: float | None = None
         self._stamps = self._file_stamps()
@@ -166,8 +174,14 @@ class Agent:
             log.info("AuthZ plugin listening on %s", self.plugin.socket_path)
         if self.options.proxy_listen is not None:
             host, port = self.options.proxy_listen
-            self._proxy = await start_proxy(self.guard, host, port)
+            mark = self.options.transparent.mark if self.options.transparent else None
+            self._proxy = await start_proxy(self.guard, host, port, mark)
             log.info("egress proxy listening on %s", join_host_port(host, port))
+        if self.options.transparent is not None:
+            from regward.agent.transparent.service import Transparent
+
+            self._transparent = Transparent(self.options.transparent, self.guard)
+            await self._transparent.start()
         self._start_sync()
         self.write_status()
         self.ready.set()
@@ -184,6 +198,8 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await self._stop_sync()
+            if self._transparent is not None:
+                await self._transparent.close()  # rules first: nothing redirected to a closed port
             if self._proxy is not None:
                 await self._proxy.close()
             if self.plugin is not None:
@@ -313,6 +329,8 @@ class Agent:
             "denials_queued": len(self.guard.denials),
             "denials_dropped": self.guard.denials.dropped,
         }
+        if self._transparent is not None:
+            status["transparent"] = self._transparent.status()
         if self.engine is not None:
             status["docker_engine"] = {**self.engine.to_dict(), "checked": self._engine_checked}
         if self.syncer is not None:

@@ -1,0 +1,129 @@
+"""The transparent listener and the nftables rules that feed it, kept in step.
+
+    async with Transparent(settings, guard) as transparent:
+        transparent.status()      {"rules": "in place", "ports": [80, 443, 5000], ...}
+
+Order matters, both ways: the listener is up before the rules send it anything, and the rules
+are gone before it stops (a redirect to a closed port would refuse every container's
+connection). The rules are rewritten (one nft transaction) when the enforced policy names
+other ports, and put back within `CHECK_INTERVAL` seconds when someone deletes the table
+(`nft flush ruleset`, a firewall reload). Container networks need no rewrite: the rules match
+interface names (`br-*`) as packets arrive, so a network Docker creates later is covered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from regward.errors import ConfigError
+
+from .listener import TransparentListener
+from .rules import Nft, policy_ports, ruleset, taken_ports
+from .settings import TransparentSettings
+
+if TYPE_CHECKING:
+    from regward.agent.guard import Guard
+
+log = logging.getLogger("regward.agent.transparent")
+
+CHECK_INTERVAL = 2.0
+
+
+class Transparent:
+    def __init__(self, settings: TransparentSettings, guard: Guard, nft: Nft | None = None) -> None:
+        self.settings = settings
+        self.guard = guard
+        self.nft = nft or Nft()
+        self.listener = TransparentListener(settings, guard)
+        self._applied: str | None = None
+        self._in_place = False
+        self._changed = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+        self.applied_count = 0  # how many times the rules were written (tests, status)
+
+    def _ports(self) -> frozenset[int]:
+        return taken_ports(self.settings, policy_ports(self.guard.enforcement.policy))
+
+    async def start(self) -> None:
+        if not self.nft.available():
+            raise ConfigError(
+                "--transparent needs nftables: install it (apt-get install nftables) or run "
+                "without --transparent"
+            )
+        await self.listener.start()
+        try:
+            await self._apply()
+        except BaseException:
+            await self.listener.close()
+            raise
+        self.guard.watch(self._policy_changed)
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep(), name="transparent-rules-keeper"
+        )
+
+    def _policy_changed(self) -> None:
+        self.listener.recheck()
+        self._changed.set()
+
+    async def _apply(self) -> None:
+        script = ruleset(self.settings, policy_ports(self.guard.enforcement.policy))
+        await self.nft.apply(script)
+        self._applied, self._in_place = script, True
+        self.applied_count += 1
+        ports = self._ports()
+        log.info(
+            "transparent rules in place: interfaces %s, ports %s",
+            ",".join(self.settings.interfaces),
+            ",".join(map(str, sorted(ports))) if ports else "all",
+        )
+
+    async def _keep(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_INTERVAL):
+                    await self._changed.wait()
+            self._changed.clear()
+            try:
+                wanted = ruleset(self.settings, policy_ports(self.guard.enforcement.policy))
+                present = await self.nft.present()
+                if not present:
+                    log.warning("the transparent rules were removed by someone; putting them back")
+                if not present or wanted != self._applied:
+                    await self._apply()
+            except Exception as error:  # keep trying; status says the rules are missing
+                self._in_place = False
+                log.error("transparent rules: %s", error)
+
+    def status(self) -> dict[str, Any]:
+        ports = self._ports()
+        return {
+            "rules": "in place" if self._in_place else "missing",
+            "interfaces": list(self.settings.interfaces),
+            "ports": sorted(ports) if ports else "all",
+            "listen_port": self.settings.listen_port,
+            "connections": self.listener.connections,
+            "probed_hosts": self.listener.probe.probes,
+        }
+
+    async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        try:
+            if await self.nft.remove():
+                log.info("transparent rules removed")
+        finally:
+            self._in_place = False
+            await self.listener.close()
+
+    async def __aenter__(self) -> Transparent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
