@@ -74,6 +74,7 @@ _PROBE = (
     "    print(getattr(e, 'code', 0), end='')\n"
 )
 TOOLS = ("ip", "nsenter", "unshare", "dockerd", "docker", "docker-registry", "gcc", "openssl")
+"""What every bed needs; `nft` and `busybox` only the transparent tests (which skip without)."""
 
 
 def unavailable_reason() -> str | None:
@@ -203,6 +204,13 @@ class Bed:
         """Add 10.234.N.index to the namespace's veth (for another TLS service)."""
         address = self.ip(index)
         _run(["ip", "-n", self.name, "addr", "add", f"{address}/24", "dev", f"{self.name}-n"])
+        return address
+
+    def add_local_ip(self, address: str) -> str:
+        """Put `address` (/32) on the namespace's `lo`: it exists only in the namespace, and
+        containers on a bridge reach it through their gateway (the kernel has no dummy
+        interfaces for this)."""
+        _run(["ip", "-n", self.name, "addr", "add", f"{address}/32", "dev", "lo"])
         return address
 
     def add_host(self, hostname: str, address: str) -> None:
@@ -388,9 +396,17 @@ class Bed:
         return self.directory / name / "docker.sock"
 
     def start_dockerd(
-        self, args: Sequence[str] = (), env: Mapping[str, str] | None = None, name: str = "dockerd"
+        self,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        name: str = "dockerd",
+        *,
+        bridge: bool = False,
     ) -> Dockerd:
-        """A real dockerd inside the namespace (one per bed; stop the old one first)."""
+        """A real dockerd inside the namespace (one per bed; stop the old one first). With
+        `bridge`, containers get Docker's default bridge (`docker0`, 172.17.0.1/16, inside the
+        namespace only; dockerd leaves iptables alone) and reach the namespace's addresses
+        through it; without, `--bridge=none`."""
         if self.dockerd is not None:
             raise RuntimeError("this bed already runs a dockerd; stop_dockerd() first")
         self.claim(Path("/run/docker"), Path("/run/docker/plugins"))
@@ -404,7 +420,7 @@ class Bed:
             "dockerd",
             "--iptables=false",
             "--ip6tables=false",
-            "--bridge=none",
+            *(() if bridge else ("--bridge=none",)),
             "--storage-driver=vfs",
             f"--data-root={data_root}",
             f"--exec-root={exec_root}",
@@ -447,6 +463,26 @@ class Bed:
             timeout=60,
         )
         return daemon
+
+    def busybox_image(self, tag: str = "rwag-busybox:1") -> str:
+        """An image holding only Debian's static busybox (`docker import`, no registry): its
+        `wget` speaks HTTP and TLS and reads /etc/hosts by itself. Run applets as
+        `busybox wget ...`; wrap fetches in `busybox timeout`, as `wget -T` crashes."""
+        if self.docker("image", "inspect", tag).returncode == 0:
+            return tag
+        busybox = shutil.which("busybox")
+        if busybox is None:
+            raise RuntimeError("busybox is missing; `scripts/setup.sh` installs busybox-static")
+        tree = self.directory / "busybox-image"
+        (tree / "bin").mkdir(parents=True, exist_ok=True)
+        (tree / "tmp").mkdir(exist_ok=True)
+        shutil.copy(busybox, tree / "bin" / "busybox")
+        archive = self.directory / "busybox.tar"
+        _run(["tar", "-C", str(tree), "-cf", str(archive), "."])
+        result = self.docker("import", "--change", 'ENTRYPOINT ["/bin/busybox"]', str(archive), tag)
+        if result.returncode != 0:
+            raise RuntimeError(f"docker import of busybox failed: {result.stderr}")
+        return tag
 
     def stop_dockerd(self) -> None:
         if self.dockerd is None:

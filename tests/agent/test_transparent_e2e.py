@@ -1,0 +1,323 @@
+"""End to end: transparent enforcement on a real dockerd with a bridge network, in the bed's
+private network namespace (tests/harness/bed.py).
+
+    allowed.registry.test:5000  127.0.0.2     plain HTTP   allowed   (dockerd's loopback)
+    blocked.registry.test:5000  127.0.0.3     plain HTTP   refused
+    localhost:5000              127.0.0.1     plain HTTP   allowed   (a local mirror)
+    c-allowed.test:5000         10.77.0.2     plain HTTP   allowed   (containers reach these
+    c-blocked.test:5000         10.77.0.3     plain HTTP   refused    through docker0; the
+    tls-ok.test:443             10.77.0.4     TLS          allowed    addresses exist only on
+    tls-evil.test:443           10.77.0.5     TLS          unknown    the namespace's lo)
+    web.test                    10.77.0.6     HTTP :80, TLS :443, a banner first on :2222
+
+`regward agent run --policy FILE --proxy-listen 127.0.0.1:3128 --transparent` runs in the
+namespace; dockerd runs with the proxy variables and `docker0` (no AuthZ plugin, so every
+refusal seen here is the proxy's or the transparent listener's). Containers are a static
+busybox imported without any registry and run with no proxy variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.bed import PYTHON, unavailable_reason
+from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+
+_MISSING = [tool for tool in ("nft", "busybox") if shutil.which(tool) is None]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+    pytest.mark.skipif(bool(_MISSING), reason=f"missing {_MISSING}; run scripts/setup.sh"),
+]
+
+PROXY = "http://127.0.0.1:3128"
+PROXY_ENV = {"HTTP_PROXY": PROXY, "HTTPS_PROXY": PROXY, "NO_PROXY": ""}
+LEGACY_CLI = "/usr/bin/docker"  # Debian's 20.10 CLI: the one with BuildKit built in here
+HOSTS = {
+    "c-allowed.test": "10.77.0.2",
+    "c-blocked.test": "10.77.0.3",
+    "tls-ok.test": "10.77.0.4",
+    "tls-evil.test": "10.77.0.5",
+    "web.test": "10.77.0.6",
+}
+POLICY = f"""\
+organization: acme
+revision: 3
+registries:
+  - address: {ALLOWED}
+  - address: localhost:5000
+  - address: c-allowed.test:5000
+  - address: tls-ok.test
+"""
+
+
+def refusal(subject: str) -> str:
+    return (
+        f"Access to {subject} is restricted by your organization 'acme' (policy revision 3). "
+        "Ask an owner of 'acme' to add it to the allowed registries."
+    )
+
+
+@pytest.fixture(scope="module")
+def scene() -> Iterator[Scene]:
+    created = Scene.create("tp")
+    try:
+        bed = created.bed
+        bed.start_registry("local", "127.0.0.1:5000")
+        bed.push("http://127.0.0.1:5000", "demo/hello", "v1")
+        for name, address in HOSTS.items():
+            bed.add_local_ip(address)
+            bed.add_host(name, address)
+        bed.start_registry("c-allowed", "10.77.0.2:5000")
+        bed.start_registry("c-blocked", "10.77.0.3:5000")
+        bed.push("http://c-allowed.test:5000", "demo/hello", "v1")
+        bed.push("http://c-blocked.test:5000", "demo/evil", "v1")
+        for name, address in (("tls-ok", "10.77.0.4"), ("tls-evil", "10.77.0.5")):
+            ca, cert, key = bed.make_certificate(f"{name}.test")
+            bed.start_registry(name, f"{address}:443", tls=(cert, key))
+        bed.push("https://tls-ok.test", "demo/hello", "v1", cafile=ca)
+        bed.push("https://tls-evil.test", "demo/evil", "v1", cafile=ca)
+        _, cert, key = bed.make_certificate("web.test")
+        web = [str(PYTHON), "-m", "tests.harness.webserver", "10.77.0.6", "--http", "80"]
+        web += ["--https", "443", "--cert", str(cert), "--key", str(key), "--banner", "2222"]
+        process = bed.spawn("web", web)
+        probe = [str(PYTHON), "-c", "import socket; socket.create_connection(('10.77.0.6', 443))"]
+        bed.wait_for("the web server", lambda: bed.run(probe).returncode == 0, process)
+        policy = bed.directory / "policy.yaml"
+        policy.write_text(POLICY)
+        created.start_agent(
+            ["--policy", str(policy), "--transparent"], proxy_listen="127.0.0.1:3128"
+        )
+        bed.wait_for("the transparent rules", lambda: table(created) != "", created.agent)
+        bed.start_dockerd(env=PROXY_ENV, bridge=True)
+        bed.busybox_image()
+        yield created
+    finally:
+        created.close()
+
+
+def agent_log(scene: Scene) -> str:
+    assert scene.agent is not None
+    return scene.agent.log.read_text(errors="replace")
+
+
+def build(scene: Scene, tmp_path: Path, image: str, buildkit: bool) -> str:
+    """`docker build` of `FROM image`; its output, after asserting it failed."""
+    bed = scene.bed
+    assert bed.dockerd is not None
+    (tmp_path / "Dockerfile").write_text(f'FROM {image}\nCMD ["/hello"]\n')
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.upper().endswith("_PROXY") and not key.startswith("DOCKER_")
+    }
+    env.update(DOCKER_BUILDKIT="1" if buildkit else "0", DOCKER_CONFIG=str(tmp_path / "cli"))
+    result = subprocess.run(
+        [LEGACY_CLI, "-H", bed.dockerd.host, "build", "--no-cache", "-t", "rwtp:1", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    return f"{result.returncode}\n{result.stdout}{result.stderr}"
+
+
+def wget(scene: Scene, url: str, *hosts: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+    """`busybox wget -O - URL` in a fresh container (no proxy variables, names from --add-host)."""
+    add = [f"--add-host={name}:{address}" for name, address in (*HOSTS.items(), *hosts)]
+    return scene.bed.docker(
+        "run",
+        "--rm",
+        *add,
+        "rwag-busybox:1",
+        "timeout",
+        "8",
+        "busybox",
+        "wget",
+        "-q",
+        "--no-check-certificate",
+        "-O",
+        "-",
+        url,
+    )
+
+
+# ---- issue 10 item 1: dockerd's own connections to loopback registries ----------------------
+
+
+@pytest.mark.parametrize("buildkit", [False, True], ids=["classic", "buildkit"])
+def test_a_build_cannot_pull_from_a_blocked_loopback_registry(
+    scene: Scene, tmp_path: Path, buildkit: bool
+) -> None:
+    output = build(scene, tmp_path, "127.0.0.3:5000/demo/hello:v1", buildkit)
+    assert not output.startswith("0\n"), output
+    if not buildkit:  # BuildKit prints its own summary of a refused plain-HTTP request
+        assert refusal("127.0.0.3:5000") in output
+    assert "transparent refused 127.0.0.3:5000/demo/hello:v1 from this machine" in agent_log(scene)
+    images = scene.bed.docker("images", "--format", "{{.Repository}}").stdout
+    assert "127.0.0.3" not in images
+
+
+def test_a_pull_by_a_loopback_address_is_refused(scene: Scene) -> None:
+    result = scene.bed.docker("pull", "127.0.0.3:5000/demo/hello:v1")
+    assert result.returncode != 0
+    assert f"denied: {refusal('127.0.0.3:5000')}" in result.stderr
+
+
+def test_a_loopback_registry_an_entry_allows_keeps_working(scene: Scene, tmp_path: Path) -> None:
+    result = scene.bed.docker("pull", "localhost:5000/demo/hello:v1")
+    assert result.returncode == 0, result.stderr
+    output = build(scene, tmp_path, "localhost:5000/demo/hello:v1", buildkit=False)
+    assert output.startswith("0\n"), output
+
+
+def test_named_registries_still_go_through_the_proxy(scene: Scene) -> None:
+    assert scene.bed.docker("pull", scene.image(ALLOWED)).returncode == 0
+    result = scene.bed.docker("pull", scene.image(BLOCKED))
+    assert result.returncode != 0
+    assert f"denied: {refusal(BLOCKED)}" in result.stderr
+
+
+# ---- issue 12: containers that pull by themselves, with no proxy variables -----------------
+
+
+def test_the_rules_are_in_place_and_status_says_so(scene: Scene) -> None:
+    table = scene.bed.run(["nft", "list", "table", "inet", "regward"])
+    assert table.returncode == 0, table.stderr
+    assert 'iifname "docker0" tcp dport { 80, 443, 5000 } redirect to :3129' in table.stdout
+    assert 'iifname "br-*"' in table.stdout
+    status = json.loads(scene.regward("status", "--json").stdout)
+    transparent = status["transparent"]
+    assert transparent["rules"] == "in place"
+    assert transparent["interfaces"] == ["docker0", "br-*"]
+    assert transparent["ports"] == [80, 443, 5000]
+
+
+def test_a_container_fetches_from_an_allowed_registry_over_http(scene: Scene) -> None:
+    result = wget(scene, "http://c-allowed.test:5000/v2/demo/hello/tags/list")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"name": "demo/hello", "tags": ["v1"]}
+
+
+def test_a_container_is_refused_a_blocked_registry_over_http_with_the_reason(
+    scene: Scene,
+) -> None:
+    result = wget(scene, "http://c-blocked.test:5000/v2/demo/evil/manifests/v1")
+    assert result.returncode != 0
+    assert f"403 Forbidden ({refusal('c-blocked.test:5000')})" in result.stderr
+    assert "transparent refused c-blocked.test:5000/demo/evil:v1 from 172.17." in agent_log(scene)
+    assert "on docker0" in agent_log(scene)
+
+
+def test_a_container_fetches_from_an_allowed_registry_over_tls(scene: Scene) -> None:
+    result = wget(scene, "https://tls-ok.test/v2/demo/hello/tags/list")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"name": "demo/hello", "tags": ["v1"]}
+
+
+def test_a_container_is_refused_an_unknown_tls_registry(scene: Scene) -> None:
+    result = wget(scene, "https://tls-evil.test/v2/demo/evil/tags/list")
+    assert result.returncode != 0
+    assert "evil" not in result.stdout
+    log = agent_log(scene)
+    assert "probed 10.77.0.5:443 (TLS name tls-evil.test): a registry" in log
+    assert "transparent refused tls-evil.test:443 from 172.17." in log
+
+
+def test_ordinary_web_traffic_from_a_container_passes(scene: Scene) -> None:
+    for url in ("http://web.test/", "https://web.test/index.html"):
+        result = wget(scene, url)
+        assert result.returncode == 0, (url, result.stderr)
+        assert result.stdout == "hello from the web\n"
+    assert "probed 10.77.0.6:443 (TLS name web.test): not a registry" in agent_log(scene)
+
+
+def test_naming_an_allowed_host_at_a_blocked_address_never_reaches_it(scene: Scene) -> None:
+    # The container's own hosts file points the allowed names at the blocked registries.
+    fronted_tls = wget(
+        scene, "https://tls-ok.test/v2/demo/evil/tags/list", ("tls-ok.test", "10.77.0.5")
+    )
+    fronted_http = wget(
+        scene,
+        "http://c-allowed.test:5000/v2/demo/evil/tags/list",
+        ("c-allowed.test", "10.77.0.3"),
+    )
+    for result in (fronted_tls, fronted_http):
+        # The agent dialled the allowed registry by its own resolution: it has no demo/evil.
+        assert result.returncode != 0
+        assert "404" in result.stderr, result.stderr
+        assert "evil" not in result.stdout
+    assert wget(
+        scene, "https://tls-ok.test/v2/demo/hello/tags/list", ("tls-ok.test", "10.77.0.5")
+    ).stdout.startswith('{"name":"demo/hello"')
+
+
+def test_a_registry_client_in_a_container_cannot_use_a_bare_address(scene: Scene) -> None:
+    # TLS without a server name to a registry no entry names is refused; so is plain HTTP.
+    for url in ("https://10.77.0.5/v2/", "http://10.77.0.3:5000/v2/"):
+        result = wget(scene, url)
+        assert result.returncode != 0, url
+    log = agent_log(scene)
+    assert "transparent refused 10.77.0.5:443 from 172.17." in log
+    assert "transparent refused 10.77.0.3:5000 from 172.17." in log
+
+
+# ---- the rules follow the policy and the agent's life (these restart the agent) --------------
+
+
+def table(scene: Scene) -> str:
+    listed = scene.bed.run(["nft", "list", "table", "inet", "regward"])
+    return listed.stdout if listed.returncode == 0 else ""
+
+
+def test_a_new_policy_port_replaces_the_rules(scene: Scene) -> None:
+    policy = scene.bed.directory / "policy.yaml"
+    policy.write_text(POLICY + "  - address: extra.test:5001\n")
+    scene.bed.wait_for(
+        "rules with port 5001", lambda: "{ 80, 443, 5000, 5001 }" in table(scene), scene.agent
+    )
+    policy.write_text(POLICY)
+    scene.bed.wait_for(
+        "rules without port 5001", lambda: "{ 80, 443, 5000 }" in table(scene), scene.agent
+    )
+
+
+def test_rules_removed_by_someone_are_put_back(scene: Scene) -> None:
+    assert scene.bed.run(["nft", "delete", "table", "inet", "regward"]).returncode == 0
+    scene.bed.wait_for("the rules back", lambda: "redirect to :3129" in table(scene), scene.agent)
+    assert "were removed by someone; putting them back" in agent_log(scene)
+
+
+def test_with_all_ports_a_server_that_speaks_first_still_works(scene: Scene) -> None:
+    policy = scene.bed.directory / "policy.yaml"
+    scene.start_agent(
+        ["--policy", str(policy), "--transparent", "--transparent-ports", "all"],
+        proxy_listen="127.0.0.1:3128",
+    )
+    every_port = "tcp dport != { 3128, 3129 } redirect to :3129"
+    scene.bed.wait_for("rules for every port", lambda: every_port in table(scene), scene.agent)
+    banner = scene.bed.docker(
+        "run", "--rm", "rwag-busybox:1", "timeout", "8", "busybox", "nc", "10.77.0.6", "2222"
+    )
+    assert banner.stdout.startswith("220 banner from a server that speaks first"), banner
+    result = wget(scene, "http://c-blocked.test:5000/v2/demo/evil/tags/list")
+    assert f"403 Forbidden ({refusal('c-blocked.test:5000')})" in result.stderr
+
+
+def test_the_rules_are_gone_after_a_clean_stop(scene: Scene) -> None:
+    assert table(scene)
+    scene.stop_agent()
+    assert scene.bed.run(["nft", "list", "table", "inet", "regward"]).returncode != 0
+    status = json.loads(scene.regward("status", "--json").stdout)
+    assert status["transparent"] is None
+    # Nothing redirects any more: the container reaches the registry directly (enforcement
+    # is off while the agent is stopped on purpose; see docs/security.md).
+    result = wget(scene, "http://c-blocked.test:5000/v2/demo/evil/tags/list")
+    assert result.returncode == 0, result.stderr
