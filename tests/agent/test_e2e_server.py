@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness.bed import unavailable_reason
+from tests.harness.bed import PYTHON, unavailable_reason
 from tests.harness.scenario import ALLOWED, BLOCKED, Scene
 
 pytestmark = [
@@ -291,6 +291,39 @@ def test_agent_metrics_count_decisions_sync_and_proxy(signed_in: Scene, owner: O
     assert samples[downstream] > 0  # the allowed registry's answers
     assert ("regward_agent_denial_reports_queued", ()) in samples
     assert samples[("regward_agent_denial_reports_dropped_total", ())] == 0
+
+
+def test_a_transparent_refusal_reaches_blocked_pulls_with_its_origin(
+    signed_in: Scene, owner: Owner
+) -> None:
+    # dockerd's own loopback connections are taken by --transparent (Go never proxies them);
+    # here a process of the machine asks the blocked loopback registry, as a build would.
+    signed_in.start_agent(["--transparent"])
+    try:
+        fetch = (
+            "import urllib.request as u, urllib.error as e\n"
+            "try:\n"
+            "    u.urlopen('http://127.0.0.3:5000/v2/demo/transp/manifests/v1', timeout=10)\n"
+            "except e.HTTPError as error:\n"
+            "    print(error.code, end='')\n"
+        )
+        signed_in.bed.wait_for(
+            "a refusal by the transparent listener",
+            lambda: signed_in.bed.run([str(PYTHON), "-c", fetch]).stdout == "403",
+            signed_in.agent,
+        )
+
+        def reported() -> bool:
+            listed = owner.get("/denials")["denials"]
+            return any(
+                item["reference"] == "127.0.0.3:5000/demo/transp:v1"
+                and item["reason"].endswith("(transparent, from this machine)")
+                for item in listed
+            )
+
+        wait_for(reported, 10)
+    finally:
+        signed_in.start_agent([])
 
 
 def test_server_stopped_a_restarted_agent_still_enforces_the_last_revision(
