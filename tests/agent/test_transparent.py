@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regward.agent.guard import DenialReport, Enforcement, Guard
-from regward.agent.proxy.protocol import ProtocolError, parse_request
+from regward.agent.http1 import ProtocolError
+from regward.agent.proxy.protocol import parse_request
 from regward.agent.state import AgentState, Credentials
 from regward.agent.sync import Syncer
 from regward.agent.transparent import (

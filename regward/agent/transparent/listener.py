@@ -34,16 +34,14 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from regward.agent.http1 import Body, ProtocolError, head_end
 from regward.agent.proxy.forward import forward
 from regward.agent.proxy.protocol import (
     NEED_MORE,
-    ProtocolError,
     Request,
-    RequestBody,
     Target,
     client_hello_sni,
     error_response,
-    head_end,
     parse_request,
     starts_tls,
 )
@@ -340,7 +338,7 @@ class TransparentListener:
 
     async def _relay(self, client: socket.socket, upstream: socket.socket, first: First) -> None:
         if first.request is not None:
-            request, body = first.request, RequestBody.of(first.request)
+            request, body = first.request, Body.of(first.request.head)
             settings = self.proxy_settings
             await forward(self._tunnels, settings, client, upstream, request, first.rest, body)
             return
