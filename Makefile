@@ -1,4 +1,4 @@
-.PHONY: setup run test lint bench lock
+.PHONY: setup run test lint bench lock stress-reload
 
 setup:
 	@scripts/setup.sh
@@ -12,6 +12,10 @@ run: setup
 
 test: setup
 	.venv/bin/pytest
+
+# Issue 10 item 5 at length: 60 policy reloads while 100 clients use the proxy (a few minutes).
+stress-reload: setup
+	REGWARD_RELOAD_STRESS=60 .venv/bin/pytest tests/agent/test_proxy_reload.py -q
 
 lint: setup
 	.venv/bin/ruff check regward tests bench

@@ -9,8 +9,9 @@ restarted without them; until an engine answers, it is asked again sooner (1 s d
 because at boot the agent starts before dockerd.
 
 Sign-in changes made while the agent runs (`regward login`, `regward logout`, a new
-registry.json) are picked up within a second: a watcher compares the files' stamps and rebuilds
-what is enforced, so a logout applies at once, as Docker's forced logout does.
+registry.json, an edited policy file) are picked up within about a second: a watcher compares
+the files' stamps and, once a change is complete (`regward.agent.watch`: never a half-written
+file), rebuilds what is enforced, so a logout applies at once, as Docker's forced logout does.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
 from regward.agent.sync import Syncer
 from regward.agent.transparent import TransparentSettings
+from regward.agent.watch import WATCH_INTERVAL, SettledFiles, Stamps
 from regward.defaults import LONG_POLL_SECONDS, PROXY_LISTEN, PROXY_PORT
 from regward.errors import ConfigError, RegwardError
 from regward.policy.address import join_host_port
@@ -46,7 +48,6 @@ log = logging.getLogger("regward.agent")
 
 DEFAULT_AUTHZ_SOCKET = Path("/run/docker/plugins/regward.sock")
 DEFAULT_PROXY_LISTEN = PROXY_LISTEN
-WATCH_INTERVAL = 0.5
 ENGINE_INTERVAL = 60.0
 ENGINE_FIRST_RETRY = 1.0
 
@@ -119,24 +120,12 @@ class Agent:
         self._transparent: Transparent | None = None
         self.engine: protection.EngineCheck | None = None  # None until the first check
         self._engine_checked: float | None = None
-        self._stamps = self._file_stamps()
+        watched = [self.state.credentials_path, self.state.registry_json]
+        self._files = SettledFiles([*watched, *filter(None, [options.policy_file])])
         self.started = time.time()
         self.ready = asyncio.Event()  # set once the plugin, the proxy and the sync are up
         self.reloads = 0  # changes of the watched files handled so far
         self.metrics_address: tuple[str, int] | None = None  # once --metrics-listen serves
-
-    def _file_stamps(self) -> tuple[object, ...]:
-        paths = [self.state.credentials_path, self.state.registry_json]
-        if self.options.policy_file:
-            paths.append(self.options.policy_file)
-        stamps: list[object] = []
-        for path in paths:
-            try:
-                info = path.stat()
-                stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
-            except OSError:
-                stamps.append(None)
-        return tuple(stamps)
 
     async def run(self, stop: asyncio.Event) -> None:
         metrics = self._serve_metrics()
@@ -246,12 +235,11 @@ class Agent:
         """Rebuild what is enforced when the sign-in, registry.json or policy file changes."""
         while not stop.is_set():
             await asyncio.sleep(WATCH_INTERVAL)
-            stamps = self._file_stamps()
-            if stamps == self._stamps:
+            stamps = self._files.changed()
+            if stamps is None:
                 continue
-            self._stamps = stamps
             try:
-                await self._reload()
+                await self._reload(stamps)
             except Exception:  # the watcher must outlive any surprise; enforcement is unchanged
                 log.exception("reloading the agent's settings failed")
             self.reloads += 1
@@ -293,7 +281,7 @@ class Agent:
             await asyncio.sleep(delay)
             delay = min(ENGINE_INTERVAL, delay * 2)
 
-    async def _reload(self) -> None:
+    async def _reload(self, stamps: Stamps) -> None:
         try:
             enforcement = self.state.enforcement(self.options.policy_file)
         except RegwardError as error:
@@ -303,6 +291,9 @@ class Agent:
             enforcement = dataclasses.replace(
                 self.guard.enforcement, required_orgs=self.state.required_orgs()
             )
+        if not self._files.applied(stamps):
+            log.info("sign-in or settings written again while being read; reading them again")
+            return
         log.info("sign-in or settings changed; now enforcing: %s", describe(enforcement))
         await self._stop_sync()
         self.guard.update(enforcement)

@@ -1,7 +1,8 @@
 """`regward agent proxy [--policy FILE] [--listen HOST:PORT]`: the proxy on its own.
 
 Enforces the same policy `regward agent run` would (the policy file, else the signed-in
-organization's verified cache), re-reading it within a second of a change on disk.
+organization's verified cache), re-reading it within a second or two of a change on disk, once
+the change is complete (`regward.agent.watch`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regward import logs
+from regward.agent.watch import WATCH_INTERVAL, SettledFiles
 from regward.policy import Decision, Policy, evaluate_host
 
 from .server import ProxyServer
 from .settings import DEFAULT_LISTEN, HostDecider, ProxySettings
 
 if TYPE_CHECKING:
-    from regward.agent.guard import Guard
+    from regward.agent.guard import Enforcement, Guard
 
 
 def decider_for_policy(policy: Policy) -> HostDecider:
@@ -73,15 +75,15 @@ def run_proxy_command(args: argparse.Namespace) -> int:
             "allows every host until you run `regward login` or pass --policy FILE"
         )
 
-    def reload() -> None:
-        guard.update(state.enforcement(policy_file))
+    def read() -> Enforcement:
+        return state.enforcement(policy_file)
 
-    asyncio.run(_run(settings, guard, watched, reload))
+    asyncio.run(_run(settings, guard, watched, read))
     return 0
 
 
 async def _run(
-    settings: ProxySettings, guard: Guard, watched: list[Path], reload: Callable[[], None]
+    settings: ProxySettings, guard: Guard, watched: list[Path], read: Callable[[], Enforcement]
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,33 +91,28 @@ async def _run(
         loop.add_signal_handler(signum, stop.set)
     async with ProxyServer(settings, guard.decide_host, guard.message) as server:
         guard.watch(server.recheck)  # a reloaded policy also ends refused open tunnels
-        watcher = asyncio.create_task(_watch(watched, reload), name="proxy-policy-watcher")
+        watcher = asyncio.create_task(_watch(watched, read, guard), name="proxy-policy-watcher")
         await stop.wait()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
 
-async def _watch(paths: list[Path], reload: Callable[[], None]) -> None:
-    """Reload the enforced policy when one of `paths` changes."""
+async def _watch(paths: list[Path], read: Callable[[], Enforcement], guard: Guard) -> None:
+    """Enforce what `read` returns once one of `paths` changed and the change is complete."""
     log = logging.getLogger("regward.agent.proxy")
-    last = [_stamp(path) for path in paths]
+    files = SettledFiles(paths)
     while True:
-        await asyncio.sleep(1)
-        now = [_stamp(path) for path in paths]
-        if now != last:
-            last = now
-            try:
-                reload()
-            except Exception as error:  # keep the last good policy; say why
-                log.warning("policy not reloaded, keeping the previous one: %s", error)
-            else:
-                log.info("policy reloaded")
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
+        await asyncio.sleep(WATCH_INTERVAL)
+        stamps = files.changed()
+        if stamps is None:
+            continue
+        try:
+            enforcement = read()
+        except Exception as error:  # keep the last good policy; say why
+            files.applied(stamps)  # this version is broken; wait for the next change
+            log.warning("policy not reloaded, keeping the previous one: %s", error)
+            continue
+        if files.applied(stamps):
+            guard.update(enforcement)
+            log.info("policy reloaded")

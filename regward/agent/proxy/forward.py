@@ -37,7 +37,10 @@ async def forward(
     """Forward `request` (whose head the client sent with `rest` behind it) and relay the
     response until the registry ends it."""
     loop = asyncio.get_running_loop()
-    await loop.sock_sendall(upstream, forward_head(request) + rest[: body.feed(rest)])
+    try:
+        await loop.sock_sendall(upstream, forward_head(request) + rest[: body.feed(rest)])
+    except OSError as error:  # the client is told why, rather than seeing its connection close
+        raise ProtocolError(502, f"the registry ended the connection: {error.strerror}") from None
     with tunnels.opened(client, upstream, downstream_only=True) as tunnel:
         waiting = asyncio.timeout(settings.idle_timeout)
         answered = False
@@ -107,7 +110,12 @@ async def _response_head(
         except ProtocolError:
             raise ProtocolError(502, "the registry sent an oversized head") from None
         if end < 0:
-            chunk = await loop.sock_recv(upstream, settings.read_size)
+            try:
+                chunk = await loop.sock_recv(upstream, settings.read_size)
+            except OSError as error:
+                raise ProtocolError(
+                    502, f"the registry ended the connection: {error.strerror}"
+                ) from None
             if not chunk:
                 raise ProtocolError(502, "the registry closed without a response")
             buffer += chunk
