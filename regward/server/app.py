@@ -46,6 +46,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         signing_key=keys.load_or_create(settings.signing_key_path),
         notifier=notifier,
         feed=FeedCache(database),
+        sign_in_limiter=SignInLimiter(database),
+        # Wrong codes typed on the device approval page, counted apart from password failures.
+        device_code_limiter=SignInLimiter(database, prefix="device-code:"),
     )
 
     @asynccontextmanager
@@ -70,10 +73,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         redoc_url=None,
     )
     app.state.server = server
-    limiter = app.state.sign_in_limiter = SignInLimiter(database)
-    app.state.metrics = metrics.ServerMetrics(server, lambda: limiter.failures)
-    # Wrong codes typed on the device approval page, counted apart from password failures.
-    app.state.device_code_limiter = SignInLimiter(database, prefix="device-code:")
+    app.state.metrics = metrics.ServerMetrics(server, lambda: server.sign_in_limiter.failures)
     app.state.schema_head = health.head_revision()
     app.include_router(router)
     app.include_router(health.router)

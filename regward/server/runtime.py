@@ -10,6 +10,7 @@ from starlette.requests import Request
 from regward.server.db import Database
 from regward.server.feed import FeedCache
 from regward.server.notify import Notifier
+from regward.server.services.limits import SignInLimiter
 from regward.server.settings import Settings
 
 
@@ -22,6 +23,11 @@ class Server:
     signing_key: Ed25519PrivateKey
     notifier: Notifier
     feed: FeedCache
+    sign_in_limiter: SignInLimiter
+    """The one count of failed sign-ins, shared by the dashboard's form, the API's token
+    endpoint and the password change (several doors, one limit)."""
+    device_code_limiter: SignInLimiter
+    """Wrong codes typed on the device approval page (`regward login`)."""
 
 
 def server_of(request: Request) -> Server:

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 from regward.policy import public_key_to_text
 from regward.server.api.deps import CallerDep, ServerDep
-from regward.server.dashboard.security import sign_in_limiter
 from regward.server.errors import Unauthenticated
 from regward.server.models import MAX_REVISION, Scope, Token
 from regward.server.services import auth, orgs, tokens
@@ -64,7 +63,7 @@ class TokenOut(BaseModel):
     responses={429: {"description": "too many failed attempts; see Retry-After"}},
 )
 def sign_in(body: Credentials, request: Request, server: ServerDep) -> Response:
-    limiter = sign_in_limiter(request)
+    limiter = server.sign_in_limiter
     client = request.client.host if request.client else "unknown"
     wait = limiter.retry_after(body.username, client)
     if wait:

@@ -23,18 +23,16 @@ from urllib.parse import parse_qs, unquote
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regward.server.api.deps import BearerDep
 from regward.server.db import UNAVAILABLE, is_unavailable
-from regward.server.errors import InvalidInput, NotFound, ServiceError
+from regward.server.errors import InvalidInput, ServiceError
 from regward.server.feed import FeedDocument
-from regward.server.models import Revision
-from regward.server.runtime import Server
-from regward.server.services import auth
+from regward.server.runtime import Server, server_of
+from regward.server.services import auth, registry_access
 
 router = APIRouter()
 Answer = tuple[int, dict[str, str], bytes]
@@ -48,13 +46,7 @@ def _open(server: Server, token: str | None, org: str) -> FeedDocument:
         organization_id, revision = auth.feed_access(session, token, org)
         document = server.feed.get(org, revision)
         if document is None:
-            signed = session.scalar(
-                select(Revision.signed_json).where(
-                    Revision.organization_id == organization_id, Revision.revision == revision
-                )
-            )
-            if signed is None:  # pragma: no cover - the revision was found just above
-                raise NotFound(f"organization {org!r} has no applied policy")
+            signed = registry_access.signed_json(session, organization_id, revision)
             document = FeedDocument(org, revision, signed.encode())
     server.feed.remember(document)
     return document
@@ -141,7 +133,7 @@ async def policy(
     after: Annotated[int | None, Query(ge=0, description="the revision the client has")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    server: Server = request.app.state.server
+    server = server_of(request)
     token = credentials.credentials if credentials else None
     status, headers, body = await respond(
         server, org, token, wait, after, if_none_match, _until_disconnect(request.receive)

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from regward.server.api.deps import CallerDep, ServerDep
+from regward.server.api.deps import (
+    CallerDep,
+    MemberDep,
+    OwnerDep,
+    OwnerWriteDep,
+    ReportDep,
+    ServerDep,
+)
 from regward.server.errors import PermissionDenied
 from regward.server.models import MAX_REVISION, Membership, Role, Token
 from regward.server.services import activity, auth, denials, devices, orgs
@@ -74,21 +81,19 @@ def create_org(body: NewOrganization, caller: CallerDep, server: ServerDep) -> d
 
 
 @router.get("/orgs/{org}", summary="One organization and the caller's role in it")
-def get_org(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
-    with server.database.session() as session:
-        organization = orgs.access(session, caller, org)
-        return {
-            "name": organization.name,
-            "role": orgs.role_of(session, caller.user, organization),
-            "created_at": _iso(organization.created_at),
-        }
+def get_org(member: MemberDep) -> dict[str, Any]:
+    organization = member.organization
+    return {
+        "name": organization.name,
+        "role": orgs.role_of(member.session, member.caller.user, organization),
+        "created_at": _iso(organization.created_at),
+    }
 
 
 @router.get("/orgs/{org}/members", summary="Members and their roles")
-def list_members(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
-    with server.database.session() as session:
-        organization = orgs.access(session, caller, org)
-        return {"members": [_member(m) for m in orgs.list_members(session, organization)]}
+def list_members(member: MemberDep) -> dict[str, Any]:
+    members = orgs.list_members(member.session, member.organization)
+    return {"members": [_member(m) for m in members]}
 
 
 @router.post(
@@ -96,39 +101,32 @@ def list_members(org: str, caller: CallerDep, server: ServerDep) -> dict[str, An
     status_code=201,
     summary="Add a member; an unknown username gets an account and a one-time password",
 )
-def add_member(org: str, body: NewMember, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        membership, password = orgs.add_member(
-            session, organization, caller.user, body.username, body.role
-        )
-        answer = _member(membership)
+def add_member(body: NewMember, owner: OwnerWriteDep) -> dict[str, Any]:
+    membership, password = orgs.add_member(
+        owner.session, owner.organization, owner.caller.user, body.username, body.role
+    )
+    answer = _member(membership)
     if password is not None:
         answer["password"] = password
     return answer
 
 
 @router.put("/orgs/{org}/members/{username}", summary="Change a member's role")
-def set_role(
-    org: str, username: str, body: RoleChange, caller: CallerDep, server: ServerDep
-) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        return _member(orgs.set_role(session, organization, caller.user, username, body.role))
+def set_role(username: str, body: RoleChange, owner: OwnerWriteDep) -> dict[str, Any]:
+    membership = orgs.set_role(
+        owner.session, owner.organization, owner.caller.user, username, body.role
+    )
+    return _member(membership)
 
 
 @router.delete("/orgs/{org}/members/{username}", status_code=204, summary="Remove a member")
-def remove_member(org: str, username: str, caller: CallerDep, server: ServerDep) -> None:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        orgs.remove_member(session, organization, caller.user, username)
+def remove_member(username: str, owner: OwnerWriteDep) -> None:
+    orgs.remove_member(owner.session, owner.organization, owner.caller.user, username)
 
 
 @router.get("/orgs/{org}/activity", summary="Activity: who changed what, when, before and after")
 def list_activity(
-    org: str,
-    caller: CallerDep,
-    server: ServerDep,
+    owner: OwnerDep,
     action: str | None = None,
     actor: str | None = None,
     since: Annotated[datetime | None, Query(alias="from")] = None,
@@ -136,35 +134,33 @@ def list_activity(
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=activity.MAX_PAGE_SIZE)] = 25,
 ) -> dict[str, Any]:
-    with server.database.session() as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER)
-        result = activity.list(
-            session,
-            organization,
-            action=action,
-            actor=actor,
-            since=since,
-            until=until,
-            page=page,
-            page_size=page_size,
-        )
-        return {
-            "total": result.total,
-            "page": result.page,
-            "page_size": result.page_size,
-            "logs": [
-                {
-                    "id": event.id,
-                    "account": organization.name,
-                    "action": event.action,
-                    "action_description": activity.describe(event.action),
-                    "actor": event.actor,
-                    "data": event.data,
-                    "timestamp": _iso(event.created_at),
-                }
-                for event in result.items
-            ],
-        }
+    result = activity.list(
+        owner.session,
+        owner.organization,
+        action=action,
+        actor=actor,
+        since=since,
+        until=until,
+        page=page,
+        page_size=page_size,
+    )
+    return {
+        "total": result.total,
+        "page": result.page,
+        "page_size": result.page_size,
+        "logs": [
+            {
+                "id": event.id,
+                "account": owner.organization.name,
+                "action": event.action,
+                "action_description": activity.describe(event.action),
+                "actor": event.actor,
+                "data": event.data,
+                "timestamp": _iso(event.created_at),
+            }
+            for event in result.items
+        ],
+    }
 
 
 @router.post(
@@ -172,55 +168,52 @@ def list_activity(
     summary="An agent reports the revision it enforces, the one it refused last and whether "
     "the Docker Engine uses it",
 )
-def check_in(org: str, body: CheckIn, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org)
-        if caller.agent_id is not None and caller.agent_id != body.agent_id:
-            raise PermissionDenied(
-                f"agent_id: {body.agent_id!r} is not the machine this device token was "
-                "issued to; sign this machine in with `regward login`"
-            )
-        device = devices.check_in(
-            session,
-            organization,
-            caller.user,
-            body.agent_id,
-            body.revision,
-            body.hostname,
-            body.refusal,
-            devices.Engine(body.engine.authz, body.engine.proxy) if body.engine else None,
+def check_in(body: CheckIn, member: ReportDep) -> dict[str, Any]:
+    agent_id = member.caller.agent_id
+    if agent_id is not None and agent_id != body.agent_id:
+        raise PermissionDenied(
+            f"agent_id: {body.agent_id!r} is not the machine this device token was "
+            "issued to; sign this machine in with `regward login`"
         )
-        current = devices.list(session, organization)
-        latest = current[0].current_revision if current else body.revision
-        return {
-            "agent_id": device.agent_id,
-            "applied_revision": device.applied_revision,
-            "current_revision": latest,
-        }
+    device = devices.check_in(
+        member.session,
+        member.organization,
+        member.caller.user,
+        body.agent_id,
+        body.revision,
+        body.hostname,
+        body.refusal,
+        devices.Engine(body.engine.authz, body.engine.proxy) if body.engine else None,
+    )
+    current = devices.list(member.session, member.organization)
+    latest = current[0].current_revision if current else body.revision
+    return {
+        "agent_id": device.agent_id,
+        "applied_revision": device.applied_revision,
+        "current_revision": latest,
+    }
 
 
 @router.get("/orgs/{org}/devices", summary="Devices, the revision each enforces, last seen")
-def list_devices(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
-    with server.database.session() as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER)
-        return {
-            "devices": [
-                {
-                    "agent_id": status.device.agent_id,
-                    "hostname": status.device.hostname,
-                    "user": status.device.user.username if status.device.user else None,
-                    "applied_revision": status.device.applied_revision,
-                    "current_revision": status.current_revision,
-                    "up_to_date": status.up_to_date,
-                    "refusal": status.device.refusal,
-                    "engine": status.engine.to_dict() if status.engine else None,
-                    "token": _device_token(status.token),
-                    "first_seen": _iso(status.device.first_seen),
-                    "last_seen": _iso(status.device.last_seen),
-                }
-                for status in devices.list(session, organization)
-            ]
-        }
+def list_devices(owner: OwnerDep) -> dict[str, Any]:
+    return {
+        "devices": [
+            {
+                "agent_id": status.device.agent_id,
+                "hostname": status.device.hostname,
+                "user": status.device.user.username if status.device.user else None,
+                "applied_revision": status.device.applied_revision,
+                "current_revision": status.current_revision,
+                "up_to_date": status.up_to_date,
+                "refusal": status.device.refusal,
+                "engine": status.engine.to_dict() if status.engine else None,
+                "token": _device_token(status.token),
+                "first_seen": _iso(status.device.first_seen),
+                "last_seen": _iso(status.device.last_seen),
+            }
+            for status in devices.list(owner.session, owner.organization)
+        ]
+    }
 
 
 def _device_token(token: Token | None) -> dict[str, Any] | None:
@@ -234,49 +227,40 @@ def _device_token(token: Token | None) -> dict[str, Any] | None:
     status_code=204,
     summary="Revoke a machine's device token: its sync stops, its last verified policy stays",
 )
-def revoke_device_token(org: str, agent_id: str, caller: CallerDep, server: ServerDep) -> None:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        devices.revoke_token(session, organization, caller.user, agent_id)
+def revoke_device_token(agent_id: str, owner: OwnerWriteDep) -> None:
+    devices.revoke_token(owner.session, owner.organization, owner.caller.user, agent_id)
 
 
 @router.post("/orgs/{org}/denials", status_code=201, summary="An agent reports refused pulls")
-def report_denials(
-    org: str, body: dict[str, Any], caller: CallerDep, server: ServerDep
-) -> dict[str, int]:
+def report_denials(body: dict[str, Any], member: ReportDep) -> dict[str, int]:
     items = body["denials"] if isinstance(body.get("denials"), list) else [body]
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org)
-        return {"stored": denials.report(session, organization, caller.user, items)}
+    stored = denials.report(member.session, member.organization, member.caller.user, items)
+    return {"stored": stored}
 
 
 @router.get("/orgs/{org}/denials", summary="Pulls and pushes that agents refused")
 def list_denials(
-    org: str,
-    caller: CallerDep,
-    server: ServerDep,
+    owner: OwnerDep,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=denials.MAX_PAGE_SIZE)] = 25,
 ) -> dict[str, Any]:
-    with server.database.session() as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER)
-        result = denials.list(session, organization, page=page, page_size=page_size)
-        return {
-            "total": result.total,
-            "page": result.page,
-            "page_size": result.page_size,
-            "denials": [
-                {
-                    "id": d.id,
-                    "reference": d.reference,
-                    "registry": d.registry_host,
-                    "action": d.action,
-                    "revision": d.revision,
-                    "reason": d.reason,
-                    "agent_id": d.agent_id,
-                    "user": d.user.username if d.user else None,
-                    "occurred_at": _iso(d.occurred_at),
-                }
-                for d in result.items
-            ],
-        }
+    result = denials.list(owner.session, owner.organization, page=page, page_size=page_size)
+    return {
+        "total": result.total,
+        "page": result.page,
+        "page_size": result.page_size,
+        "denials": [
+            {
+                "id": d.id,
+                "reference": d.reference,
+                "registry": d.registry_host,
+                "action": d.action,
+                "revision": d.revision,
+                "reason": d.reason,
+                "agent_id": d.agent_id,
+                "user": d.user.username if d.user else None,
+                "occurred_at": _iso(d.occurred_at),
+            }
+            for d in result.items
+        ],
+    }

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from regward.server.api.deps import CallerDep, ServerDep
+from regward.server.api.deps import MemberDep, OwnerWriteDep, ServerDep
 from regward.server.feed import FeedDocument
-from regward.server.models import Role
-from regward.server.services import orgs, registry_access
+from regward.server.services import registry_access
 
 router = APIRouter()
 
@@ -85,10 +84,8 @@ class AppliedOut(BaseModel):
     response_model=DraftOut,
     summary="The draft settings and pending changes",
 )
-def get_draft(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
-    with server.database.session() as session:
-        organization = orgs.access(session, caller, org)
-        return registry_access.get_draft(session, organization).to_dict()
+def get_draft(member: MemberDep) -> dict[str, Any]:
+    return registry_access.get_draft(member.session, member.organization).to_dict()
 
 
 @router.put(
@@ -96,19 +93,15 @@ def get_draft(org: str, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     response_model=DraftOut,
     summary="Replace the draft (toggle and entries)",
 )
-def replace_draft(
-    org: str, body: DraftBody, caller: CallerDep, server: ServerDep
-) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        return registry_access.replace_draft(
-            session,
-            organization,
-            caller.user,
-            enabled=body.enabled,
-            registries=body.registries,
-            version=body.version,
-        ).to_dict()
+def replace_draft(body: DraftBody, owner: OwnerWriteDep) -> dict[str, Any]:
+    return registry_access.replace_draft(
+        owner.session,
+        owner.organization,
+        owner.caller.user,
+        enabled=body.enabled,
+        registries=body.registries,
+        version=body.version,
+    ).to_dict()
 
 
 @router.put(
@@ -116,14 +109,10 @@ def replace_draft(
     response_model=DraftOut,
     summary="Turn Registry Access on or off",
 )
-def set_enabled(
-    org: str, body: EnabledBody, caller: CallerDep, server: ServerDep
-) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        return registry_access.set_enabled(
-            session, organization, caller.user, body.enabled, body.version
-        ).to_dict()
+def set_enabled(body: EnabledBody, owner: OwnerWriteDep) -> dict[str, Any]:
+    return registry_access.set_enabled(
+        owner.session, owner.organization, owner.caller.user, body.enabled, body.version
+    ).to_dict()
 
 
 @router.post(
@@ -132,12 +121,10 @@ def set_enabled(
     response_model=DraftOut,
     summary="Add a registry entry",
 )
-def add_entry(org: str, body: EntryBody, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        return registry_access.add_entry(
-            session, organization, caller.user, body.entry_dict(), body.version
-        ).to_dict()
+def add_entry(body: EntryBody, owner: OwnerWriteDep) -> dict[str, Any]:
+    return registry_access.add_entry(
+        owner.session, owner.organization, owner.caller.user, body.entry_dict(), body.version
+    ).to_dict()
 
 
 RepositoriesQuery = Annotated[
@@ -161,24 +148,17 @@ RepositoriesQuery = Annotated[
     summary="Edit a registry entry",
 )
 def update_entry(
-    org: str,
-    address: str,
-    body: EntryBody,
-    caller: CallerDep,
-    server: ServerDep,
-    repositories: RepositoriesQuery = None,
+    address: str, body: EntryBody, owner: OwnerWriteDep, repositories: RepositoriesQuery = None
 ) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        return registry_access.update_entry(
-            session,
-            organization,
-            caller.user,
-            address,
-            body.entry_dict(),
-            body.version,
-            repositories=registry_access.parse_repositories(repositories),
-        ).to_dict()
+    return registry_access.update_entry(
+        owner.session,
+        owner.organization,
+        owner.caller.user,
+        address,
+        body.entry_dict(),
+        body.version,
+        repositories=registry_access.parse_repositories(repositories),
+    ).to_dict()
 
 
 @router.delete(
@@ -187,23 +167,19 @@ def update_entry(
     summary="Remove a registry entry",
 )
 def remove_entry(
-    org: str,
     address: str,
-    caller: CallerDep,
-    server: ServerDep,
+    owner: OwnerWriteDep,
     version: Annotated[int | None, Query()] = None,
     repositories: RepositoriesQuery = None,
 ) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        return registry_access.remove_entry(
-            session,
-            organization,
-            caller.user,
-            address,
-            version,
-            repositories=registry_access.parse_repositories(repositories),
-        ).to_dict()
+    return registry_access.remove_entry(
+        owner.session,
+        owner.organization,
+        owner.caller.user,
+        address,
+        version,
+        repositories=registry_access.parse_repositories(repositories),
+    ).to_dict()
 
 
 @router.post(
@@ -211,16 +187,17 @@ def remove_entry(
     response_model=AppliedOut,
     summary="Save & Apply: publish the draft as the next signed revision",
 )
-def apply(
-    org: str, caller: CallerDep, server: ServerDep, body: ApplyBody | None = None
-) -> dict[str, Any]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        applied = registry_access.apply(
-            session, organization, caller.user, server.signing_key, body.version if body else None
-        )
-    # Committed: this process's long-polls answer from the cache without reading it back.
-    server.feed.remember(FeedDocument(org, applied.revision, applied.signed_json.encode()))
+def apply(owner: OwnerWriteDep, server: ServerDep, body: ApplyBody | None = None) -> dict[str, Any]:
+    applied = registry_access.apply(
+        owner.session,
+        owner.organization,
+        owner.caller.user,
+        server.signing_key,
+        body.version if body else None,
+    )
+    # Once committed, this process's long-polls answer from the cache without reading it back.
+    document = FeedDocument(owner.organization.name, applied.revision, applied.signed_json.encode())
+    owner.after_commit(lambda: server.feed.remember(document))
     return {
         "revision": applied.revision,
         "created_at": applied.created_at.isoformat(),

@@ -20,6 +20,7 @@ from regward.server.dashboard.routes import (
     render,
 )
 from regward.server.errors import InvalidInput, NotFound, TooManyRequests
+from regward.server.runtime import server_of
 from regward.server.services import device_auth
 from regward.server.services.limits import SignInLimiter
 
@@ -27,8 +28,7 @@ router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
 
 def _limiter(request: Request) -> SignInLimiter:
-    limiter: SignInLimiter = request.app.state.device_code_limiter
-    return limiter
+    return server_of(request).device_code_limiter
 
 
 def _client(request: Request) -> str:

@@ -42,7 +42,6 @@ from regward.server.dashboard.security import (
     csrf_for_session,
     new_signin_csrf,
     same_token,
-    sign_in_limiter,
 )
 from regward.server.errors import (
     Conflict,
@@ -394,7 +393,7 @@ async def signin(request: Request) -> Response:
     username = _text(form, "username").strip()
     password = _text(form, "password")
     client = request.client.host if request.client else "unknown"
-    limiter = sign_in_limiter(request)
+    limiter = _server(request).sign_in_limiter
     wait = limiter.retry_after(username, client)
     if wait:
         return _signin_page(
@@ -1139,7 +1138,7 @@ def change_password(request: Request, form: Form) -> Response:
             return _account_page(
                 request, visitor, status=422, error="The two new passwords differ; type them again."
             )
-    limiter = sign_in_limiter(request)
+    limiter = _server(request).sign_in_limiter
     client = request.client.host if request.client else "unknown"
     try:
         with _using(request, write=True) as (session, visitor):

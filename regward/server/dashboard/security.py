@@ -8,7 +8,8 @@ which only a holder of the HttpOnly cookie can compute; the sign-in form, before
 exists, uses a random double-submit cookie. Either way a forged cross-site post fails.
 
 Sign-in attempts are limited per username and per client address with a sliding window
-(regward.server.services.limits), so guessing passwords costs minutes, not milliseconds.
+(regward.server.services.limits, one per server: `Server.sign_in_limiter`), so guessing
+passwords costs minutes, not milliseconds.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-
-from starlette.requests import Request
-
-from regward.server.services.limits import SignInLimiter
 
 SESSION_COOKIE = "regward_session"
 SIGNIN_CSRF_COOKIE = "regward_signin_csrf"
@@ -42,10 +39,3 @@ def same_token(expected: str | None, given: str | None) -> bool:
     if not expected or not given:
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
-
-
-def sign_in_limiter(request: Request) -> SignInLimiter:
-    """The server's one count of failed sign-ins, shared by the dashboard's form and the API's
-    token endpoint (two doors, one limit); `create_app` makes it."""
-    limiter: SignInLimiter = request.app.state.sign_in_limiter
-    return limiter
