@@ -1,4 +1,4 @@
-.PHONY: setup run test lint bench lock stress-reload
+.PHONY: setup run test lint bench lock stress-reload dist
 
 setup:
 	@scripts/setup.sh
@@ -24,6 +24,10 @@ lint: setup
 
 bench: setup
 	@for script in bench/*.py; do echo "== $$script"; .venv/bin/python $$script || exit 1; done
+
+# The wheel and the sdist in dist/ (templates, static files and migrations included).
+dist: setup
+	.venv/bin/python -m build --installer uv --outdir dist .
 
 # Regenerate requirements.lock from the ranges in pyproject.toml.
 lock:

@@ -20,9 +20,12 @@ imported inside the command functions, so the agent-only install keeps working.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -50,14 +53,14 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="read the owner's password from standard input instead of generating one",
     )
-    init.set_defaults(run=_init)
+    init.set_defaults(run=_server_command(_init))
 
     run = actions.add_parser("run", help="serve the API and the dashboard")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     run.add_argument(
         "--port", type=int, default=SERVER_PORT, help=f"port to listen on ({SERVER_PORT})"
     )
-    run.set_defaults(run=_run)
+    run.set_defaults(run=_server_command(_run))
 
     reset = actions.add_parser(
         "reset-password",
@@ -69,12 +72,12 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="read the new password from standard input instead of generating one",
     )
-    reset.set_defaults(run=_reset_password)
+    reset.set_defaults(run=_server_command(_reset_password))
 
     db = actions.add_parser("db", help="database maintenance")
     db_actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_actions.add_parser("upgrade", help="apply the schema migrations")
-    upgrade.set_defaults(run=_upgrade)
+    upgrade.set_defaults(run=_server_command(_upgrade))
 
     registries = commands.add_parser(
         "registries", help="an organization's allowed registries, over the server's API"
@@ -162,6 +165,26 @@ def _entry_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # --- server ------------------------------------------------------------------------------
+
+# What `pip install "regward[server]"` adds, by the module each one installs.
+SERVER_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "argon2", "jinja2", "multipart")
+
+
+def _server_command(command: Callable[[argparse.Namespace], int]) -> Any:
+    """`command`, run only where the server's dependencies are installed; elsewhere (an
+    agent-only install) one line saying which extra to install."""
+
+    @functools.wraps(command)
+    def checked(args: argparse.Namespace) -> int:
+        missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigError(
+                "the policy server is not installed here (no module "
+                f"{', '.join(missing)}): install it with pip install 'regward[server]'"
+            )
+        return command(args)
+
+    return checked
 
 
 def _settings() -> Any:
