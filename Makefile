@@ -1,4 +1,4 @@
-.PHONY: setup run test lint bench lock stress-reload dist
+.PHONY: setup run test test-fast lint bench lock stress-reload dist
 
 setup:
 	@scripts/setup.sh
@@ -12,6 +12,11 @@ run: setup
 
 test: setup
 	.venv/bin/pytest
+
+# Quick loops: every test that needs neither root (dockerd, network namespaces, PostgreSQL) nor a
+# browser.
+test-fast: setup
+	.venv/bin/pytest -m "not e2e and not postgres and not browser"
 
 # Issue 10 item 5 at length: 60 policy reloads while 100 clients use the proxy (a few minutes).
 stress-reload: setup

@@ -206,7 +206,7 @@ def throughput(path: str) -> tuple[float, int]:
         client.start()
     for client in clients:
         client.join()
-    done = sum(counts)
+    done = sum(counts[:])
     return done / (time.perf_counter() - start), done
 
 
@@ -474,11 +474,11 @@ def main() -> int:
             f"{'with the agent':<22}{pull['with_agent_s']:>10.3f}{pull['with_agent_min_s']:>10.3f}"
         )
         print(f"{'ratio':<22}{pull['ratio']:>10.3f}{pull['ratio_min']:>10.3f}   (target <= 1.05)")
-    figures = {"regward": regward, "always_allow": baseline, "decision_only": decision}
+    summary = {"regward": regward, "always_allow": baseline, "decision_only": decision}
     print(
         json.dumps(
             {
-                "authz": figures,
+                "authz": summary,
                 "load_average": os.getloadavg()[0],
                 "pull": pull,
                 "hostile": hostile,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,16 +59,11 @@ def policy_file(scene: Scene) -> Iterator[Path]:
     yield path
     if path.read_text() != original:
         path.write_text(original)
-        wait_until(lambda: scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0)
-
-
-def wait_until(condition: object, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+        wait_for(
+            lambda: scene.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0,
+            30,
+            "the restored policy to apply",
+        )
 
 
 def denial(registry: str) -> str:
@@ -134,7 +128,8 @@ def test_policy_file_change_applies_and_covers_images_already_present(
         result = scene.bed.docker("run", "--rm", "--network", "none", Scene.image(ALLOWED))
         return result.returncode == 125 and denial(ALLOWED) in result.stderr
 
-    wait_until(refused)  # the image is on the machine, but creating a container from it is not
+    # The image is on the machine, but creating a container from it is not allowed any more.
+    wait_for(refused, 30, "the edit to apply")
     assert scene.bed.docker("image", "inspect", Scene.image(ALLOWED)).returncode == 0
 
 

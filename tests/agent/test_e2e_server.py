@@ -9,7 +9,6 @@ API over the namespace's veth, as an owner would.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.bed import PYTHON, unavailable_reason
 from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+from tests.harness.wait import wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -105,16 +105,6 @@ def denial(registry: str, revision: int) -> str:
     )
 
 
-def wait_for(condition: Any, timeout: float) -> float:
-    """Seconds until `condition()` held; fails after `timeout`."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s")
-
-
 def test_login_stores_secrets_private_and_pins_the_key(signed_in: Scene, owner: Owner) -> None:
     credentials = signed_in.agent_dir / "credentials.json"
     assert credentials.stat().st_mode & 0o777 == 0o600
@@ -151,8 +141,12 @@ def test_login_follows_registry_json(signed_in: Scene, owner: Owner) -> None:
         assert "lists 'beta' before 'acme'" in login()
     finally:
         signed_in.registry_json.unlink()
-    # The running agent enforced those files too; it notices their removal within a second.
-    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 5)
+    # The running agent enforced those files too; it notices their removal.
+    wait_for(
+        lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0,
+        30,
+        "an allowed pull to work",
+    )
     stored = json.loads((signed_in.agent_dir / "credentials.json").read_text())
     assert stored["organization"] == "acme"  # a refused login changes nothing
 
@@ -176,7 +170,7 @@ def test_status_reports_the_enforced_revision(signed_in: Scene, owner: Owner) ->
         status = json.loads(signed_in.regward("status", "--json").stdout)
         return bool(status["agent_running"] and status["sync"] and status["sync"]["last_sync"])
 
-    wait_for(synced, 10)
+    wait_for(synced, 30, "the agent's first sync")
     status = json.loads(signed_in.regward("status", "--json").stdout)
     current = owner.get("/policy")["policy"]["revision"]
     assert status["organization"] == "acme"
@@ -197,7 +191,11 @@ def test_the_agent_reports_whether_dockerd_uses_its_plugin_and_proxy(
         return report["docker_engine"], signed_in.regward("status").stdout
 
     # This dockerd runs with the agent's plugin; the agent's proxy is off: protected.
-    wait_for(lambda: engines() == [{"authz": True, "proxy": None}], 10)
+    wait_for(
+        lambda: engines() == [{"authz": True, "proxy": None}],
+        30,
+        "the check-in: protected, proxy off",
+    )
     engine, text = status()
     assert engine["authz"] is True and engine["proxy"] is None and engine["protected"] is True
     assert engine["plugins"] == [signed_in.plugin_name]
@@ -207,7 +205,11 @@ def test_the_agent_reports_whether_dockerd_uses_its_plugin_and_proxy(
     # With the agent's proxy on, the same dockerd (never told to use it) lets builds past it.
     try:
         signed_in.start_agent([], proxy_listen="127.0.0.1:3128")
-        wait_for(lambda: engines() == [{"authz": True, "proxy": False}], 15)
+        wait_for(
+            lambda: engines() == [{"authz": True, "proxy": False}],
+            30,
+            "the check-in: proxy not used",
+        )
         engine, text = status()
         assert engine["authz"] is True and engine["proxy"] is False
         assert engine["protected"] is False
@@ -220,7 +222,11 @@ def test_the_agent_reports_whether_dockerd_uses_its_plugin_and_proxy(
         assert agent_status["docker_engine"]["proxy"] is False  # what the agent checked in
     finally:
         signed_in.start_agent([])
-    wait_for(lambda: engines() == [{"authz": True, "proxy": None}], 15)
+    wait_for(
+        lambda: engines() == [{"authz": True, "proxy": None}],
+        30,
+        "the check-in: protected, proxy off",
+    )
 
 
 def test_apply_flips_the_next_pull_without_logout(signed_in: Scene, owner: Owner) -> None:
@@ -228,9 +234,17 @@ def test_apply_flips_the_next_pull_without_logout(signed_in: Scene, owner: Owner
     # the bound only keeps a broken long-poll from hanging the suite.
     assert signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0
     owner.apply([{"address": ALLOWED}, {"address": BLOCKED}])
-    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode == 0, 30)
+    wait_for(
+        lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode == 0,
+        30,
+        "the apply to allow the pull",
+    )
     revision = owner.apply([{"address": ALLOWED}])
-    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0, 30)
+    wait_for(
+        lambda: signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0,
+        30,
+        "the apply to refuse the pull",
+    )
     refused = signed_in.bed.docker("pull", Scene.image(BLOCKED))
     assert denial(BLOCKED, revision) in refused.stderr
 
@@ -243,7 +257,7 @@ def test_denials_reach_the_server(signed_in: Scene, owner: Owner) -> None:
         listed = json.dumps(owner.get("/denials")["denials"])
         return "demo/reported" in listed and "(unreadable request)" in listed
 
-    wait_for(reported, 10)
+    wait_for(reported, 30, "the denials to reach the server")
 
 
 def test_agent_metrics_count_decisions_sync_and_proxy(signed_in: Scene, owner: Owner) -> None:
@@ -341,7 +355,11 @@ def test_server_stopped_a_restarted_agent_still_enforces_the_last_revision(
     finally:
         signed_in.start_server()
         signed_in.start_agent([])
-    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 10)
+    wait_for(
+        lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0,
+        30,
+        "an allowed pull to work",
+    )
 
 
 def test_tampered_cache_is_not_enforced(signed_in: Scene, owner: Owner) -> None:
@@ -378,14 +396,18 @@ def test_revisions_signed_by_another_key_are_refused(signed_in: Scene) -> None:
             sync = status.get("sync") or {}
             return any("does not verify" in item for item in sync.get("refused_revisions", []))
 
-        wait_for(refused, 10)
+        wait_for(refused, 30, "the refusal")
         result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
         assert "No verified policy of organization 'acme'" in result.stderr
         shown = signed_in.regward("status").stdout
         assert "REFUSED:     refused revision" in shown and "does not verify" in shown
     finally:
         credentials.write_text(original)
-    wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 10)
+    wait_for(
+        lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0,
+        30,
+        "an allowed pull to work",
+    )
 
 
 def test_registry_json_is_satisfied_by_sign_in_and_logout_applies_at_once(
@@ -393,7 +415,11 @@ def test_registry_json_is_satisfied_by_sign_in_and_logout_applies_at_once(
 ) -> None:
     signed_in.registry_json.write_text('{"allowedOrgs": ["acme", "globex"]}')
     try:
-        wait_for(lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0, 5)
+        wait_for(
+            lambda: signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0,
+            30,
+            "an allowed pull to work",
+        )
         logout = signed_in.regward("logout")
         assert logout.returncode == 0
         assert not (signed_in.agent_dir / "policy.json").exists()
@@ -402,6 +428,6 @@ def test_registry_json_is_satisfied_by_sign_in_and_logout_applies_at_once(
             result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
             return "Sign-in to organization 'acme' or 'globex' is required" in result.stderr
 
-        wait_for(refused, 3)
+        wait_for(refused, 30, "the refusal")
     finally:
         signed_in.registry_json.unlink()

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from regward.agent import protection
 from regward.agent.runner import Agent, AgentOptions
+from tests.harness.wait import until
 from tests.server.live import live_server
 
 SHAPES = json.loads((Path(__file__).parent / "data" / "docker-info.json").read_text())
@@ -258,11 +259,8 @@ def test_the_agent_checks_in_what_the_engine_says_and_each_change(
             return devices[0]["engine"] if devices else "no check-in yet"
 
         async def eventually(expected: object) -> None:
-            for _ in range(200):
-                if await asyncio.to_thread(engine_on_record) == expected:
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"the server never recorded {expected!r}")
+            # A blocking call on the agent's loop: the server runs in a thread of its own.
+            await until(lambda: engine_on_record() == expected, 20, f"the record {expected!r}")
 
         async def scenario() -> None:
             stop = asyncio.Event()

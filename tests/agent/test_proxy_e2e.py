@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 from tests.harness.bed import PYTHON, unavailable_reason
 from tests.harness.proxy_bed import Pki, add_tls_registry
 from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+from tests.harness.wait import wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -175,26 +175,20 @@ def test_skopeo_copy_through_the_proxy(scene: Scene, tmp_path: Path) -> None:
 
 def test_a_new_policy_applies_to_the_next_connection(scene: Scene) -> None:
     policy = scene.bed.directory / "policy.yaml"
+
+    def pull() -> subprocess.CompletedProcess[str]:
+        return scene.bed.docker("pull", scene.image(BLOCKED))
+
     try:
         policy.write_text(
             POLICY.replace("revision: 3", "revision: 4") + f"  - address: {BLOCKED}\n"
         )
-        deadline = time.monotonic() + 10
-        while True:  # the agent re-reads its policy file within about a second
-            result = scene.bed.docker("pull", scene.image(BLOCKED))
-            if result.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert result.returncode == 0, result.stderr
+        # The agent re-reads its policy file: the next connection is decided under the edit.
+        wait_for(lambda: pull().returncode == 0, 30, "the edit to allow the pull")
     finally:
         policy.write_text(POLICY)
-    deadline = time.monotonic() + 10
-    while True:
-        again = scene.bed.docker("pull", scene.image(BLOCKED))
-        if again.returncode != 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert f"denied: {refusal(BLOCKED)}" in again.stderr
+    wait_for(lambda: pull().returncode != 0, 30, "the restored policy to refuse the pull")
+    assert f"denied: {refusal(BLOCKED)}" in pull().stderr
 
 
 def test_standalone_proxy_command(scene: Scene, tmp_path: Path) -> None:

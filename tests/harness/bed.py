@@ -38,12 +38,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import pki
+from tests.harness import pki, wait
 
 PREFIX = "rwag"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -507,16 +506,17 @@ class Bed:
     def wait_for(
         self, what: str, ready: object, process: Process | None = None, timeout: float = 30
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answered() -> bool:
             if process is not None and not process.alive():
                 raise RuntimeError(f"{what} exited early:\n{process.tail()}")
             with contextlib.suppress(Exception):
-                if ready():  # type: ignore[operator]
-                    return
-            time.sleep(0.1)
-        tail = process.tail() if process else ""
-        raise RuntimeError(f"{what} not ready after {timeout} s\n{tail}")
+                return bool(ready())  # type: ignore[operator]
+            return False
+
+        try:
+            wait.wait_for(answered, timeout, f"{what} to be ready")
+        except AssertionError as error:
+            raise RuntimeError(f"{error}\n{process.tail() if process else ''}") from None
 
     def close(self) -> None:
         """Stop everything this bed started and remove what it created; safe to call twice."""

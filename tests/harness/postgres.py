@@ -18,11 +18,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.server import free_port
+from tests.harness.wait import wait_for
 
 PG_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"
@@ -117,15 +117,15 @@ class PostgresCluster:
             "-c max_connections=300"
         )
         self._pg_ctl("-o", options, "-l", str(self.base / "server.log"), "-w", "start")
-        deadline = time.monotonic() + 30
-        while True:
+
+        def accepts() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
+                    return True
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return False
+
+        wait_for(accepts, 30, f"PostgreSQL to accept connections on port {self.port}")
 
     def pause(self) -> None:
         """Stop the server process, keeping the data: a database restart mid-run."""
@@ -151,6 +151,16 @@ class PostgresCluster:
             host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
         ) as connection:
             connection.execute(sql.encode())
+
+    def count(self, sql: str, *params: object) -> int:
+        """The single number a query answers (e.g. a count from pg_stat_activity)."""
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
+        ) as connection:
+            row = connection.execute(sql.encode(), params).fetchone()
+        return int(row[0]) if row else 0
 
     def create_database(self, name: str, template: str | None = None) -> str:
         clause = f" TEMPLATE {template}" if template else ""

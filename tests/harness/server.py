@@ -4,7 +4,8 @@
         httpx.get(f"{server.url}/api/v1/health")
 
 The child starts from this process's environment without any `REGWARD_*` or proxy variable,
-plus `env`; `REGWARD_PUBLIC_URL` is its own address. It is stopped by its PID.
+plus `env`; `REGWARD_PUBLIC_URL` is its own address. It is stopped by its PID. With
+`probed=True` it runs tests/harness/probed_server.py, which adds one route for tests.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+
+from tests.harness.wait import wait_for
 
 
 def free_port() -> int:
@@ -28,7 +30,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, env: Mapping[str, str], log: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log: Path, probed: bool = False) -> None:
+        self.probed = probed  # with tests.harness.probed_server's route: long_polls()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -42,7 +45,8 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
-        command = [sys.executable, "-m", "regward.cli", "server", "run"]
+        module = "tests.harness.probed_server" if self.probed else "regward.cli"
+        command = [sys.executable, "-m", module, "server", "run"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--host", "127.0.0.1", "--port", str(self.port)],
@@ -50,17 +54,28 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while True:
+        process = self.process
+
+        def answered() -> bool:
+            if process.poll() is not None:
+                raise AssertionError("the server exited")
             try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
-                    return self
+                return httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
+                return False
+
+        try:
+            wait_for(answered, 30, "the server to answer")
+        except AssertionError as error:
+            self.__exit__()
+            raise RuntimeError(f"{error}: {self.log.read_text()[-2000:]}") from None
+        return self
+
+    def long_polls(self, organization: str) -> int:
+        """How many long-polls of `organization` this process holds now (probed only)."""
+        answer = httpx.get(f"{self.url}/_test/long-polls/{organization}", timeout=10)
+        answer.raise_for_status()
+        return int(answer.json()["held"])
 
     def __exit__(self, *_exc: object) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -25,7 +25,7 @@ from tests.server.accounts import PASSWORD, make_users
 with warnings.catch_warnings():
     # Starlette 1.x prefers the httpx2 fork for its test client; httpx works the same here.
     warnings.simplefilter("ignore", UserWarning)
-    from starlette.testclient import TestClient
+    from starlette.testclient import TestClient as TestClient  # re-exported for the tests
 
 TEMPLATE = "rwsrv_template"
 _counter = itertools.count()
@@ -54,7 +54,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 ) -> Iterator[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from regward.server.db import Database
 from regward.server.runtime import Server
 from regward.server.settings import Settings
 from tests.harness.server import free_port
+from tests.harness.wait import wait_for
 from tests.server.accounts import PASSWORD, make_users
 
 
@@ -32,11 +32,11 @@ class ThreadServer:
 
     def __enter__(self) -> ThreadServer:
         self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+        wait_for(
+            lambda: self._server.started or not self._thread.is_alive(), 20, "uvicorn to start"
+        )
+        if not self._server.started:
+            raise RuntimeError("uvicorn did not start")
         return self
 
     def __exit__(self, *_exc: object) -> None:

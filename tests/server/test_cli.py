@@ -182,8 +182,8 @@ def test_reset_password_for_a_user_who_forgot_it(database_url: str, tmp_path: Pa
                 auth.authenticate(session, "admin", old)
             with pytest.raises(Unauthenticated):  # signed out everywhere
                 auth.resolve_token(session, signed_in)
-        argv = ("server", "reset-password", "admin", "--password-stdin")
-        chosen = regward(*argv, env=env, stdin="long enough now\n")
+        command = ("server", "reset-password", "admin", "--password-stdin")
+        chosen = regward(*command, env=env, stdin="long enough now\n")
         assert chosen.returncode == 0, chosen.stderr
         assert "one-time password" not in chosen.stdout
         with database.session() as session:

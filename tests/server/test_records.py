@@ -207,7 +207,7 @@ def test_a_refused_revision_stays_with_the_device_until_a_good_one(world: World)
 
     def page() -> str:
         c.cookies.set("regward_session", world.tokens["alice"])
-        return c.get("/orgs/acme/devices").text
+        return str(c.get("/orgs/acme/devices").text)
 
     assert "refused" not in page()
     checked = c.post(
@@ -248,7 +248,7 @@ def test_an_unprotected_docker_engine_is_marked_with_the_reason(world: World) ->
 
     def page() -> str:
         c.cookies.set("regward_session", world.tokens["alice"])
-        return c.get("/orgs/acme/devices").text
+        return str(c.get("/orgs/acme/devices").text)
 
     check_in("old-agent")  # an agent too old to report
     check_in("no-engine", engine=None)

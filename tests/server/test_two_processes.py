@@ -10,7 +10,6 @@ import concurrent.futures
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,9 @@ import pytest
 from regward.policy import SignedPolicy
 from tests.harness.postgres import PostgresCluster
 from tests.harness.server import ServerProcess
-from tests.server.conftest import PASSWORD, TEMPLATE
+from tests.harness.wait import wait_for
+from tests.server.accounts import PASSWORD
+from tests.server.conftest import TEMPLATE
 
 pytestmark = pytest.mark.postgres
 ORG = "/api/v1/orgs/acme"
@@ -63,12 +64,21 @@ def pair(pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) 
         text=True,
     )
     assert init.returncode == 0, init.stderr
-    with ServerProcess(env, base / "a.log") as a, ServerProcess(env, base / "b.log") as b:
+    with (
+        ServerProcess(env, base / "a.log", probed=True) as a,
+        ServerProcess(env, base / "b.log", probed=True) as b,
+    ):
         token = httpx.post(
             f"{a.url}/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
         ).json()["token"]
         yield Pair(a=a, b=b, token=token, cluster=pg_cluster)
     pg_cluster.drop_database("rwsrv_two")
+
+
+def listeners(pair: Pair) -> int:
+    """The database connections LISTENing for applied revisions (one per server process)."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE 'LISTEN %%'"
+    return pair.cluster.count(sql, "rwsrv_two")
 
 
 def _revision(answer: httpx.Response) -> int:
@@ -103,7 +113,7 @@ def _poll_then_apply(
             )
             for _ in range(5)
         ]
-        time.sleep(0.5)
+        wait_for(lambda: poller.long_polls("acme") == 5, 30, "the poller to hold the polls")
         assert not any(p.done() for p in polls)
         revision = _apply(applier, pair.headers, address)
         answers = [p.result(timeout=20) for p in polls]
@@ -146,14 +156,13 @@ def test_database_restart_gives_clean_errors_then_recovers(pair: Pair, tmp_path:
         assert "database" in feed.json()["detail"]
     finally:
         pair.cluster.resume()
-    deadline = time.monotonic() + 20
-    while True:
-        answer = httpx.get(f"{pair.a.url}{ORG}/registry-access", headers=pair.headers, timeout=30)
-        if answer.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert answer.status_code == 200, answer.text
-    # The LISTEN connections came back too: a long-poll on B still hears an apply on A.
-    time.sleep(1.5)
+
+    def answers() -> bool:
+        url = f"{pair.a.url}{ORG}/registry-access"
+        return httpx.get(url, headers=pair.headers, timeout=30).status_code == 200
+
+    wait_for(answers, 30, "the server to answer again")
+    # The LISTEN connections come back too: a long-poll on B still hears an apply on A.
+    wait_for(lambda: listeners(pair) == 2, 30, "both processes to LISTEN again")
     revision = _poll_then_apply(pair, poller=pair.b, applier=pair.a, address="mcr.microsoft.com")
     assert revision > after
