@@ -209,8 +209,8 @@ def main() -> int:
     print()
     print("refuses a request two readers could read differently")
     print(f"{'case':<34}" + "".join(f"{reader:>22}" for reader in READERS))
-    for case, row in strict.items():
-        marks = "".join(f"{'refused' if row[r] else 'ACCEPTED':>22}" for r in READERS)
+    for case, refused in strict.items():
+        marks = "".join(f"{'refused' if refused[r] else 'ACCEPTED':>22}" for r in READERS)
         print(f"{case:<34}{marks}")
     totals = {reader: sum(row[reader] for row in strict.values()) for reader in READERS}
     label = f"refused, of {len(HOSTILE)}"

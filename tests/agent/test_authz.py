@@ -461,9 +461,11 @@ class CountingGuard(Guard):
         self.asked += 1
         return super().decide(action, reference, source)
 
-    def decide_host(self, host: str, port: int, source: str = "proxy") -> Any:
+    def decide_host(
+        self, host: str, port: int, source: str = "proxy", *, record: bool = True
+    ) -> Any:
         self.asked += 1
-        return super().decide_host(host, port, source)
+        return super().decide_host(host, port, source, record=record)
 
 
 def test_the_issues_n_by_m_pull_is_refused_before_any_reference_is_built() -> None:

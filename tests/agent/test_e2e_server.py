@@ -285,7 +285,11 @@ def test_agent_metrics_count_decisions_sync_and_proxy(signed_in: Scene, owner: O
         assert skopeo(ALLOWED) == 0
         assert skopeo(BLOCKED) != 0
         revision = owner.get("/policy")["policy"]["revision"]
-        wait_for(lambda: ("regward_agent_seconds_since_last_sync", ()) in scrape(), 30)
+        wait_for(
+            lambda: ("regward_agent_seconds_since_last_sync", ()) in scrape(),
+            30,
+            "the sync figures on the metrics page",
+        )
         samples = scrape()
     finally:
         signed_in.start_agent([])
@@ -335,7 +339,7 @@ def test_a_transparent_refusal_reaches_blocked_pulls_with_its_origin(
                 for item in listed
             )
 
-        wait_for(reported, 10)
+        wait_for(reported, 30, "the transparent refusal to reach the server")
     finally:
         signed_in.start_agent([])
 

@@ -65,7 +65,7 @@ class ServerProcess:
                 return False
 
         try:
-            wait_for(answered, 30, "the server to answer")
+            wait_for(answered, 90, "the server to answer")
         except AssertionError as error:
             self.__exit__()
             raise RuntimeError(f"{error}: {self.log.read_text()[-2000:]}") from None

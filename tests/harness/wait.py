@@ -35,7 +35,7 @@ def _timed_out(timeout: float, what: str) -> AssertionError:
     return AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
     """Block until `condition()` is true; return its value."""
     for pause in _pauses(timeout):
         if value := condition():
@@ -44,7 +44,7 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
     raise _timed_out(timeout, what)
 
 
-async def until(condition: Callable[[], T], timeout: float, what: str) -> T:
+async def until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
     """`wait_for` on an event loop: the loop keeps running while the condition is false."""
     for pause in _pauses(timeout):
         if value := condition():

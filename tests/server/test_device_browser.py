@@ -133,11 +133,9 @@ def test_approved_in_the_browser_the_agent_syncs_with_its_own_token(
 
         device = wait_for(checked_in, 60, "the agent to check in with its own token")
         assert device["user"] == "bob" and device["applied_revision"] == 1
-        assert device["token"] == {
-            "id": device["token"]["id"],
-            "name": socket.gethostname(),
-            "active": True,
-        }  # type: ignore[index]
+        token = device["token"]
+        assert isinstance(token, dict)
+        assert token == {"id": token["id"], "name": socket.gethostname(), "active": True}
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=20)
