@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real parts the tests drive: dockerd, registries, skopeo, Chromium, squid (bench baseline), PostgreSQL 15.
-APT_PACKAGES=(docker.io docker-registry skopeo chromium squid postgresql-15 iproute2 openssl nftables busybox-static)
+APT_PACKAGES=(docker.io docker-registry skopeo podman chromium squid postgresql-15 iproute2 openssl nftables busybox-static)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

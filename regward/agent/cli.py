@@ -5,11 +5,12 @@
     regward logout
     regward status [--json]
     regward agent run [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
-                      [--metrics-listen HOST:PORT]
+                      [--metrics-listen HOST:PORT] [--containers-policy FILE|off]
                       [--transparent [--transparent-interfaces LIST]
                        [--transparent-ports LIST|all] [--transparent-listen PORT]]
     regward agent install [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
-                          [--transparent ...] [--root DIR] [--dry-run]
+                          [--transparent ...] [--containers-policy FILE|off]
+                          [--root DIR] [--dry-run]
 
 The state directory is $REGWARD_AGENT_DIR (default /var/lib/regward as root) and registry.json
 is read from $REGWARD_REGISTRY_JSON (default /usr/share/docker-desktop/registry/registry.json).
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """Register login, logout, status and agent on the top-level parser."""
+    from regward.agent import containers_policy
+
     login = commands.add_parser(
         "login", help="sign this machine in to an organization of a Regward server"
     )
@@ -64,7 +67,7 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     agent = commands.add_parser("agent", help="run or install the agent on this machine")
     actions = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
     run = actions.add_parser("run", help="run the AuthZ plugin, policy sync and egress proxy")
-    _enforcement_flags(run)
+    _enforcement_flags(run, containers_policy="off")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--metrics-listen",
@@ -76,7 +79,7 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     install = actions.add_parser(
         "install", help="write the plugin spec, dockerd configuration and a systemd unit"
     )
-    _enforcement_flags(install)
+    _enforcement_flags(install, containers_policy=str(containers_policy.DEFAULT_PATH))
     install.add_argument("--root", type=Path, default=Path("/"), help="install under this root")
     install.add_argument("--dry-run", action="store_true", help="print what would change")
     install.set_defaults(run=_agent_install)
@@ -87,7 +90,7 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     add_proxy_command(actions)
 
 
-def _enforcement_flags(parser: argparse.ArgumentParser) -> None:
+def _enforcement_flags(parser: argparse.ArgumentParser, containers_policy: str) -> None:
     from regward.agent.runner import DEFAULT_AUTHZ_SOCKET, DEFAULT_PROXY_LISTEN
     from regward.agent.transparent import DEFAULT_INTERFACES, DEFAULT_LISTEN_PORT, DEFAULT_PORTS
 
@@ -136,6 +139,13 @@ def _enforcement_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_LISTEN_PORT,
         metavar="PORT",
         help=f"the transparent listener's port (default {DEFAULT_LISTEN_PORT})",
+    )
+    parser.add_argument(
+        "--containers-policy",
+        default=containers_policy,
+        metavar="FILE|off",
+        help="keep this containers-policy.json (podman, buildah, skopeo, CRI-O) in step with "
+        f"the enforced policy (default {containers_policy})",
     )
 
 
@@ -439,6 +449,9 @@ def _options(args: argparse.Namespace) -> Any:
         proxy_listen=proxy_listen,
         policy_file=args.policy,
         docker_socket=docker_socket(os.environ),
+        containers_policy=(
+            None if args.containers_policy == "off" else Path(args.containers_policy).absolute()
+        ),
         transparent=_transparent_settings(args, proxy_listen),
     )
 

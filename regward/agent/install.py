@@ -39,6 +39,8 @@ def unit_text(options: AgentOptions) -> str:
         command += ["--transparent", "--transparent-interfaces", ",".join(transparent.interfaces)]
         command += ["--transparent-ports", ports]
         command += ["--transparent-listen", str(transparent.listen_port)]
+    if options.containers_policy:
+        command += ["--containers-policy", str(options.containers_policy)]
     return (
         "[Unit]\n"
         "Description=Regward agent: Docker AuthZ plugin, policy sync, registry egress proxy\n"

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from regward.agent import protection
 from regward.agent.authz.images import ImageOrigins
 from regward.agent.authz.plugin import AuthZPlugin
+from regward.agent.containers_policy import ContainersPolicy
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.state import AgentState, write_private
 from regward.agent.sync import Syncer
@@ -63,6 +64,7 @@ class AgentOptions:
     docker_socket: Path = protection.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
     metrics_listen: tuple[str, int] | None = None  # Prometheus metrics, off by default
     transparent: TransparentSettings | None = None  # --transparent: container networks too
+    containers_policy: Path | None = None  # the containers-policy.json(5) file kept in step
 
 
 def parse_listen(text: str, flag: str = "--proxy-listen") -> tuple[str, int] | None:
@@ -112,6 +114,11 @@ class Agent:
         self.plugin = (
             AuthZPlugin(self.guard, options.authz_socket, ImageOrigins(options.docker_socket))
             if options.authz_socket
+            else None
+        )
+        self.containers = (
+            ContainersPolicy(options.containers_policy, self.state.directory)
+            if options.containers_policy
             else None
         )
         self.syncer: Syncer | None = None
@@ -171,6 +178,8 @@ class Agent:
 
             self._transparent = Transparent(self.options.transparent, self.guard)
             await self._transparent.start()
+        if self.containers is not None:
+            self._start_containers_policy(self.containers)
         self._start_sync()
         self.write_status()
         self.ready.set()
@@ -195,6 +204,18 @@ class Agent:
                 await self.plugin.close()
             self.write_status(running=False)
             log.info("agent stopped")
+
+    def _start_containers_policy(self, containers: ContainersPolicy) -> None:
+        """Write the containers policy now and after every change of what is enforced."""
+        try:
+            containers.update(self.guard.enforcement)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write the containers policy {containers.path}: {error.strerror}; "
+                "run as root or pick another --containers-policy"
+            ) from error
+        self.guard.watch(lambda: containers.update(self.guard.enforcement))
+        log.info("containers policy kept in step at %s", containers.path)
 
     def _start_sync(self) -> None:
         if self.options.policy_file is not None:

@@ -108,9 +108,15 @@ def test_install_writes_spec_daemon_json_and_unit(
     unit = (root / "etc/systemd/system/regward-agent.service").read_text()
     assert "Before=docker.service" in unit
     assert "agent run --authz-socket /run/regward/authz.sock --proxy-listen off" in unit
+    assert "--containers-policy /etc/containers/policy.json" in unit  # the default, written
     assert f"{spec}: wrote" in out
     code, out, _ = run(argv, capsys)
     assert out.count("unchanged") == 3
+    code, out, _ = run([*argv, "--containers-policy", "off"], capsys)
+    assert code == 0
+    assert (
+        "--containers-policy" not in (root / "etc/systemd/system/regward-agent.service").read_text()
+    )
 
 
 def test_install_dry_run_changes_nothing(

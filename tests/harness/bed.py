@@ -47,6 +47,7 @@ from tests.harness import pki, wait
 PREFIX = "rwag"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+HOST_CONTAINERS = Path("/etc/containers")  # copied, never written: see Bed.containers_dir
 HELLO_C = r"""
 #include <unistd.h>
 int main(void) { static const char m[] = "hello from regward test image\n";
@@ -226,6 +227,18 @@ class Bed:
             stream.seek(0)
             stream.truncate()
             stream.write("\n".join(lines) + "\n")
+
+    def containers_dir(self) -> Path:
+        """The namespace's own /etc/containers (a copy of the host's): `ip netns exec` binds it
+        over /etc/containers, so podman, skopeo and the agent read and write it there, and the
+        host's containers policy is never touched."""
+        path = self.netns_dir / "containers"
+        if not path.exists():
+            if HOST_CONTAINERS.is_dir():
+                shutil.copytree(HOST_CONTAINERS, path, symlinks=True)
+            else:
+                path.mkdir()
+        return path
 
     # ---- processes ----------------------------------------------------------------------
     def ns_command(self, argv: Sequence[str]) -> list[str]:
