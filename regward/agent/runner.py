@@ -81,7 +81,7 @@ def parse_listen(text: str, flag: str = "--proxy-listen") -> tuple[str, int] | N
 
 
 def agent_id(state: AgentState) -> str:
-    path = state.directory / "agent-id"
+    path = state.agent_id_path
     try:
         return path.read_text().strip()
     except FileNotFoundError:

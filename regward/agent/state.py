@@ -170,10 +170,17 @@ class AgentState:
     def save_policy(self, raw: bytes) -> None:
         write_private(self.policy_path, raw)
 
+    @property
+    def agent_id_path(self) -> Path:
+        """This machine's id in check-ins, made at the first one after each sign-in (the
+        server ties a device to the user who first checked it in)."""
+        return self.directory / "agent-id"
+
     def logout(self) -> bool:
-        """Drop the token and the cached policy; True when something was removed."""
+        """Drop the token, the cached policy and the agent id; True when something was
+        removed."""
         removed = False
-        for path in (self.credentials_path, self.policy_path):
+        for path in (self.credentials_path, self.policy_path, self.agent_id_path):
             try:
                 path.unlink()
                 removed = True

@@ -6,9 +6,7 @@ the notifier's background task starts with the application's lifespan.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from regward import __version__
 from regward.server import dashboard, health, keys, metrics
@@ -26,6 +25,7 @@ from regward.server.api.feed import FeedFastPath
 from regward.server.db import UNAVAILABLE, Database, is_unavailable
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedCache
+from regward.server.inputs import InputGuard, shown
 from regward.server.notify import notifier_for
 from regward.server.observe import RequestObserver
 from regward.server.runtime import Server
@@ -99,14 +99,32 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [_describe(item) for item in error.errors()]
-        return JSONResponse(
+        # Only what the client can act on: where, what is wrong, and the value quoted safely
+        # (a value may be odd enough that echoing it whole could not be encoded).
+        problems = [
             {
-                "detail": "; ".join(problems),
-                "errors": json.loads(json.dumps(error.errors(), default=str)),
-            },
+                "loc": [str(part) for part in item.get("loc", ())],
+                "msg": str(item.get("msg", "invalid")),
+                "type": str(item.get("type", "")),
+                "input": shown(item.get("input")),
+            }
+            for item in error.errors()
+        ]
+        return JSONResponse(
+            {"detail": "; ".join(_describe(item) for item in problems), "errors": problems},
             status_code=422,
         )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        detail = str(error.detail)
+        if error.status_code == 405:
+            # Each method of a path is its own route; Starlette's Allow names the first one.
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"method {request.method} is not allowed here; use {' or '.join(allowed)}"
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(IntegrityError)
     async def integrity(_request: Request, error: IntegrityError) -> JSONResponse:
@@ -123,88 +141,30 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error; the server log has the details")
 
 
-def _describe(item: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-    value = item.get("input")
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return f"{location or 'body'}: {item.get('msg', 'invalid')} (got {shown})"
+_SOURCES = {"body", "query", "path", "header", "cookie"}
 
 
-# NUL as it can arrive: raw; percent-encoded in a query or form; as the escape `\u0000` in
-# JSON (after an even run of backslashes: `\\u0000` is a backslash and the text "u0000").
-# PostgreSQL text cannot hold it and no name, address or reference may contain it.
-_PERCENT_NUL = re.compile(rb"\x00|%00")
-_JSON_NUL = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000")
-_FORM = b"application/x-www-form-urlencoded"
-
-
-class InputGuard:
-    """Refuse request bodies over `limit` bytes (413) and any input carrying a NUL (422).
-
-    A declared Content-Length over the limit is refused up front; otherwise the body is read
-    (up to the limit) before the application sees it, checked, and handed over unchanged."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if "\x00" in scope["path"] or _PERCENT_NUL.search(scope["query_string"]):
-            await _refuse(send, 422, "text must not contain NUL characters")
-            return
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _refuse(send, 413, f"request body too large; the limit is {self.limit} bytes")
-            return
-        if not chunked and (length is None or length == b"0"):
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await _refuse(send, 413, f"request body too large; the limit is {self.limit} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        # A form percent-encodes; anything else may be read as JSON (FastAPI reads a body
-        # without a content type as JSON too).
-        form = headers.get(b"content-type", b"").lower().startswith(_FORM)
-        if (_PERCENT_NUL if form else _JSON_NUL).search(body):
-            await _refuse(send, 422, "text must not contain NUL characters")
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _refuse(send: Send, status: int, detail: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-        }
+def _describe(problem: dict[str, Any]) -> str:
+    loc = (
+        problem["loc"][1:]
+        if problem["loc"][:1] and problem["loc"][0] in _SOURCES
+        else problem["loc"]
     )
-    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
+    location = ".".join(loc)
+    return f"{location or 'body'}: {problem['msg']} (got {problem['input']})"
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at the request's path."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({"type": "http", "path": request.scope["path"], "method": method})[0]
+            is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]

@@ -6,9 +6,10 @@ held until a newer revision is applied (200) or S seconds pass (304).
 
 Every agent holds one of these requests all the time, so GET requests skip FastAPI's
 per-request machinery (`FeedFastPath`, a small ASGI middleware): a held poll then costs a
-coroutine and its connection, not a dependency-injection frame stack. The FastAPI route below
-documents the endpoint in the OpenAPI schema and answers HEAD requests (and GET, should the
-middleware be left out); both share `respond`.
+coroutine and its connection, not a dependency-injection frame stack. The middleware answers
+HEAD the same way, without the body. The FastAPI route below documents the endpoint in the
+OpenAPI schema (and answers, should the middleware be left out); both share `respond`.
+A wait ends with a fresh check of the token, so a credential revoked meanwhile gets 401.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ async def respond(
         return _answer(document, modified=False)
     # A client that goes away ends its wait at once, so polls of vanished agents cost nothing.
     gone = asyncio.create_task(disconnected(), name="regward-feed-disconnect")
+    modified = False
     try:
         while (remaining := deadline - time.monotonic()) > 0:
             latest = await server.notifier.wait(org, after, remaining, cancel=gone)
@@ -99,12 +101,19 @@ async def respond(
                 break
             document = await server.feed.at_least(org, max(latest, after + 1))
             if document.revision > after:
-                # A token revoked while its poll waited gets no newer revision: 401 instead.
-                await run_in_threadpool(_open, server, token, org)
-                return _answer(document, modified=True)
+                modified = True
+                break
     finally:
         gone.cancel()
-    return _answer(document, modified=False)
+    # The token may have been revoked (sign-out, password change) or its user removed from
+    # the organization while the request waited: such a wait ends refused, never answered.
+    await run_in_threadpool(_still_allowed, server, token, org)
+    return _answer(document, modified=modified)
+
+
+def _still_allowed(server: Server, token: str | None, org: str) -> None:
+    with server.database.session() as session:
+        auth.feed_access(session, token, org)
 
 
 def _until_disconnect(receive: Receive) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -155,14 +164,15 @@ def _number(query: dict[str, list[str]], name: str, kind: type[float] | type[int
 
 
 class FeedFastPath:
-    """Serves `GET /api/v1/orgs/{org}/policy` without FastAPI's per-request frames."""
+    """Serves `GET` and `HEAD /api/v1/orgs/{org}/policy` without FastAPI's per-request
+    frames (so both read the query the same way)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
-        if match is None or scope["method"] != "GET":
+        if match is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         scope["regward.route"] = "/api/v1/orgs/{org}/policy"  # for the access log
@@ -196,4 +206,6 @@ class FeedFastPath:
         raw = [(k.encode(), v.encode()) for k, v in answer_headers.items()]
         raw.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )

@@ -18,9 +18,19 @@ from regward.server.api.deps import (
 )
 from regward.server.errors import PermissionDenied
 from regward.server.models import MAX_REVISION, Membership, Role, Token
-from regward.server.services import activity, auth, denials, devices, orgs
+from regward.server.services import activity, auth, denials, devices, names, orgs
 
 router = APIRouter()
+PageQuery = Annotated[int, Query(ge=1, le=names.MAX_PAGE, description="pages count from 1")]
+
+
+def TimeQuery(name: str, what: str) -> Any:
+    """A time filter: ISO 8601 with a time zone (the server refuses one without)."""
+    return Query(
+        alias=name,
+        description=f"{what}: ISO 8601 with a time zone, e.g. 2026-01-31T09:30:00Z",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class NewOrganization(BaseModel):
@@ -129,18 +139,20 @@ def list_activity(
     owner: OwnerDep,
     action: str | None = None,
     actor: str | None = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    since: Annotated[str | None, TimeQuery("from", "events at or after this time")] = None,
+    until: Annotated[str | None, TimeQuery("to", "events before this time")] = None,
+    page: PageQuery = 1,
     page_size: Annotated[int, Query(ge=1, le=activity.MAX_PAGE_SIZE)] = 25,
 ) -> dict[str, Any]:
+    start = None if since is None else names.check_time(since, "from")
+    end = None if until is None else names.check_time(until, "to")
     result = activity.list(
         owner.session,
         owner.organization,
         action=action,
         actor=actor,
-        since=since,
-        until=until,
+        since=start,
+        until=end,
         page=page,
         page_size=page_size,
     )
@@ -241,7 +253,7 @@ def report_denials(body: dict[str, Any], member: ReportDep) -> dict[str, int]:
 @router.get("/orgs/{org}/denials", summary="Pulls and pushes that agents refused")
 def list_denials(
     owner: OwnerDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageQuery = 1,
     page_size: Annotated[int, Query(ge=1, le=denials.MAX_PAGE_SIZE)] = 25,
 ) -> dict[str, Any]:
     result = denials.list(owner.session, owner.organization, page=page, page_size=page_size)

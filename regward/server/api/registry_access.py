@@ -6,24 +6,28 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from regward.server.api.deps import MemberDep, OwnerWriteDep, ServerDep
 from regward.server.feed import FeedDocument
+from regward.server.models import MAX_REVISION
 from regward.server.services import registry_access
 
 router = APIRouter()
 
 
+Version = Annotated[StrictInt, Field(ge=1, le=MAX_REVISION)]
+
+
 class DraftBody(BaseModel):
-    enabled: bool
+    enabled: StrictBool
     registries: list[Any] = Field(max_length=registry_access.MAX_ENTRIES)
-    version: int = Field(description="the version this edit is based on; stale gets 409")
+    version: Version = Field(description="the version this edit is based on; stale gets 409")
 
 
 class EnabledBody(BaseModel):
-    enabled: bool
-    version: int | None = None
+    enabled: StrictBool
+    version: Version | None = None
 
 
 class EntryBody(BaseModel):
@@ -31,7 +35,7 @@ class EntryBody(BaseModel):
 
     model_config = {"extra": "allow"}
     entry: dict[str, Any] | None = None
-    version: int | None = None
+    version: Version | None = None
 
     def entry_dict(self) -> dict[str, Any]:
         if self.entry is not None:
@@ -40,7 +44,7 @@ class EntryBody(BaseModel):
 
 
 class ApplyBody(BaseModel):
-    version: int | None = None
+    version: Version | None = None
 
 
 class ChangeOut(BaseModel):
@@ -169,7 +173,7 @@ def update_entry(
 def remove_entry(
     address: str,
     owner: OwnerWriteDep,
-    version: Annotated[int | None, Query()] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_REVISION)] = None,
     repositories: RepositoriesQuery = None,
 ) -> dict[str, Any]:
     return registry_access.remove_entry(

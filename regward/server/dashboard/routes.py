@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,7 +52,16 @@ from regward.server.errors import (
 )
 from regward.server.models import Organization, Role, Scope
 from regward.server.runtime import server_of
-from regward.server.services import activity, auth, denials, devices, orgs, registry_access, tokens
+from regward.server.services import (
+    activity,
+    auth,
+    denials,
+    devices,
+    names,
+    orgs,
+    registry_access,
+    tokens,
+)
 from regward.server.services.auth import Caller
 
 HERE = Path(__file__).parent
@@ -768,19 +777,12 @@ def edit(request: Request, org: str, form: Form) -> Response:
 
 
 def _parse_time(text: str, name: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"{name}: {text!r} is not a date and time like 2026-01-31T09:30"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    # The page's date-time fields have no zone; the page says they are UTC.
+    return names.check_time(text, name, naive_is_utc=True) if text else None
 
 
 def _page_number(text: str) -> int:
-    return int(text) if text.isdigit() and 0 < int(text) < 1_000_000 else 1
+    return int(text) if text.isdigit() and 0 < int(text) <= names.MAX_PAGE else 1
 
 
 @router.get("/orgs/{org}/activity")

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from regward.server.errors import InvalidInput
 from regward.server.models import ActivityEvent, Organization
+from regward.server.services.names import check_page
 
 DESCRIPTIONS = {
     "registry_access.enabled": "Registry Access Management enabled",
@@ -76,10 +76,7 @@ def list(  # shadows the builtin on purpose: callers write activity.list(...)
 ) -> Page:
     """Events newest first, filtered by exact action (or `registry_access.*` style prefix),
     actor and time range [since, until), one page at a time (pages count from 1)."""
-    if page < 1:
-        raise InvalidInput(f"page: {page} must be 1 or more")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidInput(f"page_size: {page_size} must be between 1 and {MAX_PAGE_SIZE}")
+    page, page_size = check_page(page, page_size, MAX_PAGE_SIZE)
     query = select(ActivityEvent).where(ActivityEvent.organization_id == organization.id)
     if action:
         if action.endswith(".*"):

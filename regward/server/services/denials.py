@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -13,7 +12,7 @@ from regward.errors import RegwardError
 from regward.policy import Action, ImageReference
 from regward.server.errors import InvalidInput
 from regward.server.models import Denial, Organization, User, utcnow
-from regward.server.services.names import check_revision
+from regward.server.services.names import check_page, check_revision, check_time
 
 MAX_BATCH = 500
 MAX_PAGE_SIZE = 100
@@ -48,16 +47,7 @@ def _parse(item: object, where: str) -> dict[str, object]:
     if not isinstance(reason, str) or not isinstance(agent_id, str) or len(agent_id) > 128:
         raise InvalidInput(f"{where}: 'reason' and 'agent_id' must be text")
     occurred_at = item.get("occurred_at")
-    when = utcnow()
-    if isinstance(occurred_at, str):
-        try:
-            when = datetime.fromisoformat(occurred_at)
-        except ValueError:
-            raise InvalidInput(
-                f"{where}.occurred_at: {occurred_at!r} is not an ISO 8601 time"
-            ) from None
-        if when.tzinfo is None:
-            raise InvalidInput(f"{where}.occurred_at: {occurred_at!r} needs a time zone")
+    when = utcnow() if occurred_at is None else check_time(occurred_at, f"{where}.occurred_at")
     return {
         "reference": reference,
         "registry_host": registry,
@@ -87,10 +77,7 @@ def list(  # shadows the builtin on purpose: callers write denials.list(...)
     session: Session, organization: Organization, *, page: int = 1, page_size: int = 25
 ) -> Page:
     """Denials newest first, one page at a time."""
-    if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidInput(
-            f"page {page}, page_size {page_size}: pages count from 1, sizes 1 to {MAX_PAGE_SIZE}"
-        )
+    page, page_size = check_page(page, page_size, MAX_PAGE_SIZE)
     query = select(Denial).where(Denial.organization_id == organization.id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = session.scalars(

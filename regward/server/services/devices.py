@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from regward.server.errors import InvalidInput, NotFound
+from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Device, Organization, Token, TokenKind, User, utcnow
 from regward.server.services import activity, registry_access
 from regward.server.services.names import check_revision
@@ -119,12 +119,23 @@ def check_in(
 ) -> Device:
     """Record that `agent_id` enforces `revision` now, the revision it refused last, if any,
     and what it found in the machine's Docker Engine (insert or update, safe under races);
-    `refusal` None clears the one on record, `engine` None records "unknown"."""
+    `refusal` None clears the one on record, `engine` None records "unknown".
+
+    A device belongs to the user who first checked it in: another user's check-in for it is
+    refused (Conflict) and changes nothing. A revision newer than the newest applied one is
+    refused (InvalidInput): no agent can enforce a revision that was never published."""
     agent_id = _text(agent_id, "agent_id", MAX_ID_LENGTH, required=True)
     hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
     refusal = _text(refusal, "refusal", MAX_REFUSAL_LENGTH, required=False) or None
     found = Engine.parse(engine)
     revision = check_revision(revision, "revision")
+    applied = registry_access.current(session, organization)
+    newest = applied.revision if applied else 0
+    if revision > newest:
+        raise InvalidInput(
+            f"revision: {revision} is newer than the newest applied revision of "
+            f"{organization.name!r} ({newest}); report the revision the agent enforces"
+        )
     now = utcnow()
     values = {
         "organization_id": organization.id,
@@ -142,6 +153,7 @@ def check_in(
     statement = insert(Device).values(**values)
     statement = statement.on_conflict_do_update(
         index_elements=[Device.organization_id, Device.agent_id],
+        where=Device.user_id == statement.excluded.user_id,  # someone else's: left alone
         set_={
             "hostname": statement.excluded.hostname,
             "user_id": statement.excluded.user_id,
@@ -160,6 +172,12 @@ def check_in(
     )
     if device is None:  # pragma: no cover - written just above
         raise RuntimeError("device row vanished after its upsert")
+    if device.user_id != user.id:
+        raise Conflict(
+            f"agent_id: {agent_id!r} is another user's device in {organization.name!r}; "
+            "each machine checks in with its own agent id ('regward logout' and 'regward login' "
+            "give this one a new id)"
+        )
     return device
 
 

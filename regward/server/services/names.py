@@ -1,16 +1,21 @@
-"""Checks of names and numbers that several services take from clients.
+"""Checks of names, numbers and times that several services take from clients.
 
 Names of users and organizations are Docker-style: lowercase letters, digits, `-` and `_`.
+Times are ISO 8601 with a time zone (`2026-12-02T06:00:00Z`, `2026-12-02T07:00+01:00`).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from regward.server.errors import InvalidInput
 from regward.server.models import MAX_REVISION
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}[a-z0-9]")
+NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}[a-z0-9]$"
+_NAME = re.compile(NAME_PATTERN.strip("^$"))
+MAX_PAGE = 1_000_000
+"""Pages count from 1 to this (a page beyond it would be empty anyway)."""
 
 
 def check_name(value: object, field: str) -> str:
@@ -28,3 +33,39 @@ def check_revision(value: object, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REVISION:
         raise InvalidInput(f"{field}: {value!r} must be a whole number from 0 to {MAX_REVISION}")
     return value
+
+
+def check_page(page: object, page_size: object, max_size: int) -> tuple[int, int]:
+    """(page, page_size) when both are in range, else InvalidInput naming the bad one."""
+    if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_PAGE:
+        raise InvalidInput(f"page: {page!r} must be a whole number from 1 to {MAX_PAGE}")
+    if isinstance(page_size, bool) or not isinstance(page_size, int):
+        page_size = 0
+    if not 1 <= page_size <= max_size:
+        raise InvalidInput(f"page_size: {page_size!r} must be a whole number from 1 to {max_size}")
+    return page, page_size
+
+
+def check_time(value: object, field: str, *, naive_is_utc: bool = False) -> datetime:
+    """`value` (ISO 8601 text) as an aware UTC datetime, else InvalidInput naming the value.
+
+    A time without a zone is refused (whose 09:00?) unless `naive_is_utc` (a browser's
+    date-time field, which the page labels UTC); so is one that leaves the calendar in UTC
+    (`0001-01-01T00:00+01:00`)."""
+    example = "like 2026-01-31T09:30:00Z or 2026-01-31T10:30:00+01:00"
+    if not isinstance(value, str) or "T" not in value.upper():
+        raise InvalidInput(f"{field}: {value!r} is not a date and time {example}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{field}: {value!r} is not a date and time {example}") from None
+    if moment.tzinfo is None:
+        if not naive_is_utc:
+            raise InvalidInput(f"{field}: {value!r} needs a time zone, {example}")
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(
+            f"{field}: {value!r} is outside the years 1 to 9999 in UTC; {example}"
+        ) from None
