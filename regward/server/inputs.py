@@ -61,12 +61,12 @@ def _refuse_constant(name: str) -> Any:
 
 def json_problem(body: bytes) -> str | None:
     """Why `body` is not acceptable JSON (one line naming where), or None when it is."""
-    if b"\x00" in body:  # JSON would call it a control character; say what it is
-        return f"body: {NUL_MESSAGE}"
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         return f"body: byte {error.start} is not UTF-8; send JSON text encoded as UTF-8"
+    if "\x00" in text:  # JSON would call it a control character; say what it is
+        return f"body: {NUL_MESSAGE}"
     try:
         document = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
