@@ -258,7 +258,7 @@ def _logout(args: argparse.Namespace) -> int:
 
     state = AgentState()
     credentials = state.credentials()
-    if state.logout():
+    if state.logout(forget_machine=True):
         where = f" from '{credentials.organization}'" if credentials else ""
         print(f"Signed out{where}; the cached policy is gone.")
     else:

@@ -172,20 +172,23 @@ class AgentState:
 
     @property
     def agent_id_path(self) -> Path:
-        """This machine's id in check-ins, made at the first one after each sign-in (the
-        server ties a device to the user who first checked it in)."""
+        """This machine's id in check-ins and device sign-ins, made when first needed and
+        kept until `regward logout` (the server ties a device to the user who first checked
+        it in, so a machine signed in as someone else needs a new id)."""
         return self.directory / "agent-id"
 
-    def logout(self) -> bool:
-        """Drop the token, the cached policy and the agent id; True when something was
-        removed."""
+    def logout(self, *, forget_machine: bool = False) -> bool:
+        """Drop the token and the cached policy, and with `forget_machine` the agent id;
+        True when something was removed."""
         removed = False
-        for path in (self.credentials_path, self.policy_path, self.agent_id_path):
+        for path in (self.credentials_path, self.policy_path):
             try:
                 path.unlink()
                 removed = True
             except FileNotFoundError:
                 pass
+        if forget_machine:
+            self.agent_id_path.unlink(missing_ok=True)
         return removed
 
     def write_status(self, status: dict[str, Any]) -> None:

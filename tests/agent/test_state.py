@@ -73,6 +73,17 @@ def test_logout_drops_token_and_cache(tmp_path: Path) -> None:
     assert state.enforcement().mode == "unmanaged"
 
 
+def test_logout_keeps_the_agent_id_unless_the_machine_is_forgotten(tmp_path: Path) -> None:
+    """`regward login` signs out first and keeps the id its device token is bound to;
+    `regward logout` forgets it, so whoever signs in next gets a device of their own."""
+    state, _, _ = signed_in(tmp_path)
+    state.agent_id_path.write_text("machine-1")
+    state.logout()
+    assert state.agent_id_path.read_text() == "machine-1"
+    assert state.logout(forget_machine=True) is False
+    assert not state.agent_id_path.exists()
+
+
 @pytest.mark.parametrize(
     ("text", "orgs"),
     [
