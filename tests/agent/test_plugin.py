@@ -7,6 +7,8 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from regward.agent.authz.framing import MEDIA_TYPE
 from regward.agent.authz.plugin import AuthZPlugin
 from regward.agent.guard import Enforcement, Guard
@@ -211,3 +213,41 @@ def test_huge_requests_are_answered_with_bounded_work_and_others_keep_their_turn
         assert counting.asked == 64 + 1  # the bound for the list, one for the small pull
 
     asyncio.run(main())
+
+
+def chunked(size_line: bytes, data: bytes) -> bytes:
+    return size_line + b"\r\n" + data + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [
+        # A chunk size is hex digits only: Python's int("0x3", 16) is 3, HTTP's is an error.
+        (b"Transfer-Encoding: chunked\r\n", chunked(b"0x3", b"abc")),
+        (b"Transfer-Encoding: chunked\r\n", chunked(b"+3", b"abc")),
+        (b"Transfer-Encoding: chunked\r\n", chunked(b" 3", b"abc")),
+        (b"Transfer-Encoding: chunked\r\n", chunked(b"3", b"abcX")),  # no CRLF after the data
+        # A length is digits only: Python's int("1_0") is 10.
+        (b"Content-Length: 1_0\r\n", b"0123456789"),
+        (b"Content-Length: +10\r\n", b"0123456789"),
+        (b"Content-Length: 10\r\nContent-Length: 11\r\n", b"0123456789a"),
+        # Only "chunked" is chunked; "notchunked" is no coding the plugin reads.
+        (b"Transfer-Encoding: notchunked\r\n", chunked(b"3", b"abc")),
+        (b"Transfer-Encoding: gzip, chunked\r\n", chunked(b"3", b"abc")),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 8\r\n", chunked(b"3", b"abc")),
+    ],
+)
+def test_framing_two_parsers_could_read_differently_is_a_bad_request(
+    tmp_path: Path, head: bytes, body: bytes
+) -> None:
+    async def check(plugin: AuthZPlugin, sock: Path) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        writer.write(
+            b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: plugin\r\n" + head + b"\r\n" + body
+        )
+        status, _ = await read_response(reader)
+        assert status == 400
+        assert await reader.read() == b""  # and the connection ends
+        writer.close()
+
+    with_plugin(tmp_path, check)

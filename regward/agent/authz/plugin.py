@@ -19,20 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from regward.agent import http1
 from regward.agent.authz.checks import (
     HostCheck,
     ImageCheck,
     local_images,
     registry_checks,
 )
-from regward.agent.authz.framing import (
-    MAX_HEADER_BYTES,
-    MAX_REQUEST_BYTES,
-    BadRequest,
-    parse_chunked,
-    parse_head,
-    response,
-)
+from regward.agent.authz.framing import MAX_HEADER_BYTES, MAX_REQUEST_BYTES, response
 from regward.agent.authz.images import ImageOrigin, ImageOrigins
 from regward.agent.authz.request import AuthZRequest, Unreadable
 from regward.agent.guard import Guard
@@ -196,14 +190,18 @@ class AuthZPlugin:
 
 
 class _PluginConnection(asyncio.Protocol):
-    """One keep-alive connection: buffer bytes, answer each complete request in order."""
+    """One keep-alive connection: buffer bytes, answer each complete request in order.
+
+    Requests are framed by the agent's one strict HTTP/1.1 reader (`regward.agent.http1`), as
+    the egress proxy's are: framing two readers could read differently is a 400, never a guess.
+    """
 
     def __init__(self, plugin: AuthZPlugin) -> None:
         self.plugin = plugin
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.head: tuple[str, int, bool, bool] | None = None  # the parsed head awaiting its body
-        self.head_end = 0
+        self.head: http1.Head | None = None  # the parsed head awaiting its body
+        self.body: http1.Body | None = None
         self.pending: asyncio.Task[Reply] | None = None  # an answer awaiting the engine
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -222,45 +220,34 @@ class _PluginConnection(asyncio.Protocol):
             while self.transport is not None and not self.transport.is_closing():
                 if not self._one_request():
                     return
-        except (BadRequest, ValueError):
-            self._finish(400, b'{"Err":"bad request"}')
+        except http1.ProtocolError as error:
+            self._finish(error.status, json.dumps({"Err": error.message}).encode())
 
     def _one_request(self) -> bool:
         """Answer the request at the front of the buffer; False when it is not complete yet."""
-        transport = self.transport
-        if transport is None:
-            return False
-        if self.head is None:
-            end = self.buffer.find(b"\r\n\r\n")
+        if self.head is None or self.body is None:
+            end = http1.head_end(self.buffer, MAX_HEADER_BYTES)
             if end < 0:
-                if len(self.buffer) > MAX_HEADER_BYTES:
-                    raise BadRequest("request head too large")
                 return False
-            self.head = parse_head(bytes(self.buffer[: end + 4]))
-            self.head_end = end + 4
-        target, length, chunked, keep_alive = self.head
-        if chunked:
-            parsed = parse_chunked(self.buffer, self.head_end)
-            if parsed is None:
-                return False
-            body, consumed = parsed
-        else:
-            if length > MAX_REQUEST_BYTES:
+            self.head = http1.parse_head(self.buffer[:end])
+            del self.buffer[:end]
+            self.body = http1.Body.of(self.head, keep=MAX_REQUEST_BYTES)
+            if self.body.length is not None and self.body.length > MAX_REQUEST_BYTES:
                 self._finish(200, _REFUSE_TOO_LARGE)
                 return False
-            consumed = self.head_end + length
-            if len(self.buffer) < consumed:
-                return False
-            body = bytes(self.buffer[self.head_end : consumed])
-        del self.buffer[:consumed]
-        self.head = None
-        answer = self.plugin.handle(target, body)
+        used = self.body.feed(self.buffer)
+        del self.buffer[:used]
+        if not self.body.done:
+            return False
+        head, body = self.head, bytes(self.body.content)
+        self.head = self.body = None
+        answer = self.plugin.handle(head.target, body)
         if not isinstance(answer, tuple):
             self.pending = asyncio.ensure_future(answer)
             self.pending.set_name("regward-authz-answer")
-            self.pending.add_done_callback(lambda task: self._answered(task, keep_alive))
+            self.pending.add_done_callback(lambda task: self._answered(task, head.keep_alive))
             return False
-        return self._write(answer, keep_alive)
+        return self._write(answer, head.keep_alive)
 
     def _write(self, answer: Reply, keep_alive: bool) -> bool:
         """Send one answer; False when the connection ends with it."""
