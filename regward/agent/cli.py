@@ -75,6 +75,15 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default off)",
     )
+    from regward.agent.proxy.workers import DEFAULT_WORKERS, parse_workers
+
+    run.add_argument(
+        "--proxy-workers",
+        type=parse_workers,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"egress proxy processes sharing its address (default {DEFAULT_WORKERS}, the cores)",
+    )
     run.set_defaults(run=_agent_run)
     install = actions.add_parser(
         "install", help="write the plugin spec, dockerd configuration and a systemd unit"
@@ -453,6 +462,7 @@ def _options(args: argparse.Namespace) -> Any:
             None if args.containers_policy == "off" else Path(args.containers_policy).absolute()
         ),
         transparent=_transparent_settings(args, proxy_listen),
+        proxy_workers=getattr(args, "proxy_workers", 1),  # `install` runs `run`'s default
     )
 
 

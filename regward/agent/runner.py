@@ -65,6 +65,7 @@ class AgentOptions:
     metrics_listen: tuple[str, int] | None = None  # Prometheus metrics, off by default
     transparent: TransparentSettings | None = None  # --transparent: container networks too
     containers_policy: Path | None = None  # the containers-policy.json(5) file kept in step
+    proxy_workers: int = 1  # processes of the egress proxy (the command line: one per core)
 
 
 def parse_listen(text: str, flag: str = "--proxy-listen") -> tuple[str, int] | None:
@@ -90,26 +91,29 @@ def agent_id(state: AgentState) -> str:
         return value
 
 
-async def start_proxy(guard: Guard, host: str, port: int, mark: int | None = None) -> Any:
-    """Start the egress proxy (regward.agent.proxy, its own package) on host:port; `mark`
-    tags its upstream sockets so the transparent rules let them pass."""
+async def start_proxy(
+    guard: Guard, host: str, port: int, mark: int | None = None, workers: int = 1
+) -> Any:
+    """Start the egress proxy (regward.agent.proxy, its own package) on host:port in `workers`
+    processes; `mark` tags its upstream sockets so the transparent rules let them pass. A new
+    revision or a logout also ends refused open tunnels."""
     try:
-        from regward.agent.proxy import ProxyServer, ProxySettings
+        from regward.agent.proxy import ProxySettings
+        from regward.agent.proxy.workers import start_proxy as start
     except ImportError as error:
         raise ConfigError(
             f"the egress proxy cannot start ({error}); run with --proxy-listen off"
         ) from error
-    settings = ProxySettings(host=host, port=port, mark=mark)
-    server = ProxyServer(settings, guard.decide_host, guard.message)
-    await server.start()
-    guard.watch(server.recheck)  # a new revision or a logout also ends refused open tunnels
-    return server
+    return await start(ProxySettings(host=host, port=port, mark=mark), guard, workers)
 
 
 class Agent:
     def __init__(self, options: AgentOptions) -> None:
         self.options = options
         self.state = AgentState(options.state_dir, options.registry_json)
+        watched = [self.state.credentials_path, self.state.registry_json]
+        # Stamped before the first read, so an edit made while the agent starts is seen.
+        self._files = SettledFiles([*watched, *filter(None, [options.policy_file])])
         self.guard = Guard(self.state.enforcement(options.policy_file))
         self.plugin = (
             AuthZPlugin(self.guard, options.authz_socket, ImageOrigins(options.docker_socket))
@@ -127,8 +131,6 @@ class Agent:
         self._transparent: Transparent | None = None
         self.engine: protection.EngineCheck | None = None  # None until the first check
         self._engine_checked: float | None = None
-        watched = [self.state.credentials_path, self.state.registry_json]
-        self._files = SettledFiles([*watched, *filter(None, [options.policy_file])])
         self.started = time.time()
         self.ready = asyncio.Event()  # set once the plugin, the proxy and the sync are up
         self.reloads = 0  # changes of the watched files handled so far
@@ -171,7 +173,8 @@ class Agent:
         if self.options.proxy_listen is not None:
             host, port = self.options.proxy_listen
             mark = self.options.transparent.mark if self.options.transparent else None
-            self._proxy = await start_proxy(self.guard, host, port, mark)
+            workers = self.options.proxy_workers
+            self._proxy = await start_proxy(self.guard, host, port, mark, workers)
             log.info("egress proxy listening on %s", join_host_port(host, port))
         if self.options.transparent is not None:
             from regward.agent.transparent.service import Transparent

@@ -24,7 +24,7 @@ Entry points for the agent (`regward agent run`):
 
 and for `regward agent install`: `configure_dockerd(listen)` (in `.dockerd`) writes dockerd's
 proxy settings and returns what it changed. `add_proxy_command(agent_commands)` adds
-`regward agent proxy [--policy FILE] [--listen HOST:PORT]`.
+`regward agent proxy [--policy FILE] [--listen HOST:PORT] [--workers N]`.
 
 Layout, mitmproxy-style, one job per module:
 
@@ -35,6 +35,7 @@ Layout, mitmproxy-style, one job per module:
     tunnel     a CONNECT tunnel: the ClientHello check, then the relay
     forward    one absolute-form request to a plain-HTTP registry
     server     the accept loop: read a head, decide, hand over; recheck; idle sweep
+    workers    several server processes on one address (SO_REUSEPORT), one policy revision
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`regward agent proxy [--policy FILE] [--listen HOST:PORT]`: the proxy on its own.
+"""`regward agent proxy [--policy FILE] [--listen HOST:PORT] [--workers N]`: the proxy alone,
+in N processes sharing the address (default: one per core; `regward.agent.proxy.workers`).
 
 Enforces the same policy `regward agent run` would (the policy file, else the signed-in
 organization's verified cache), re-reading it within a second or two of a change on disk, once
@@ -20,8 +21,8 @@ from regward import logs
 from regward.agent.watch import WATCH_INTERVAL, SettledFiles
 from regward.policy import Decision, Policy, evaluate_host
 
-from .server import ProxyServer
 from .settings import DEFAULT_LISTEN, HostDecider, ProxySettings
+from .workers import DEFAULT_WORKERS, parse_workers, start_proxy
 
 if TYPE_CHECKING:
     from regward.agent.guard import Enforcement, Guard
@@ -56,6 +57,13 @@ def add_proxy_command(agent_commands: argparse._SubParsersAction[Any]) -> None:
         metavar="HOST:PORT",
         help=f"address to listen on (default {DEFAULT_LISTEN}; keep it on loopback)",
     )
+    parser.add_argument(
+        "--workers",
+        type=parse_workers,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"processes sharing the address (default {DEFAULT_WORKERS}, the cores)",
+    )
     parser.set_defaults(run=run_proxy_command)
 
 
@@ -66,8 +74,9 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     settings = ProxySettings.from_listen(args.listen)
     state = AgentState()
     policy_file: Path | None = args.policy
-    guard = Guard(state.enforcement(policy_file))
     watched = [policy_file] if policy_file else [state.credentials_path, state.policy_path]
+    files = SettledFiles(watched)  # before the first read: an edit during start-up is seen
+    guard = Guard(state.enforcement(policy_file))
     logs.configure()  # REGWARD_LOG_FORMAT=json: JSON lines
     if guard.enforcement.mode == "unmanaged":
         logging.getLogger("regward.agent.proxy").warning(
@@ -78,30 +87,35 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     def read() -> Enforcement:
         return state.enforcement(policy_file)
 
-    asyncio.run(_run(settings, guard, watched, read))
+    asyncio.run(_run(settings, guard, files, read, args.workers))
     return 0
 
 
 async def _run(
-    settings: ProxySettings, guard: Guard, watched: list[Path], read: Callable[[], Enforcement]
+    settings: ProxySettings,
+    guard: Guard,
+    files: SettledFiles,
+    read: Callable[[], Enforcement],
+    workers: int,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with ProxyServer(settings, guard.decide_host, guard.message) as server:
-        guard.watch(server.recheck)  # a reloaded policy also ends refused open tunnels
-        watcher = asyncio.create_task(_watch(watched, read, guard), name="proxy-policy-watcher")
+    proxy = await start_proxy(settings, guard, workers)  # a reload also ends refused tunnels
+    watcher = asyncio.create_task(_watch(files, read, guard), name="proxy-policy-watcher")
+    try:
         await stop.wait()
+    finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await proxy.close()
 
 
-async def _watch(paths: list[Path], read: Callable[[], Enforcement], guard: Guard) -> None:
-    """Enforce what `read` returns once one of `paths` changed and the change is complete."""
+async def _watch(files: SettledFiles, read: Callable[[], Enforcement], guard: Guard) -> None:
+    """Enforce what `read` returns once one of `files` changed and the change is complete."""
     log = logging.getLogger("regward.agent.proxy")
-    files = SettledFiles(paths)
     while True:
         await asyncio.sleep(WATCH_INTERVAL)
         stamps = files.changed()

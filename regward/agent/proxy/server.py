@@ -74,6 +74,8 @@ class ProxyServer:
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.settings.reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             listener.bind((self.settings.host, self.settings.port))
             listener.listen(self.settings.backlog)
         except OSError as error:

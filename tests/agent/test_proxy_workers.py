@@ -1,0 +1,146 @@
+"""Several proxy worker processes on one address enforce one policy revision together.
+
+A new enforcement reaches every worker before any of them decides under it (while one worker
+is stopped with SIGSTOP, the others keep answering under the old revision), and open tunnels
+to a host the new revision refuses are ended in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import socket
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from regward.agent.guard import Enforcement, Guard
+from regward.agent.proxy import ProxySettings
+from regward.agent.proxy.workers import ProxyWorkers
+from regward.policy import parse_policy_text
+from tests.agent.test_proxy import Upstream, read_all, read_head
+from tests.harness.wait import wait_for
+
+T = TypeVar("T")
+COUNT = 2
+
+
+def enforcement(revision: int, *addresses: str) -> Enforcement:
+    document = {
+        "organization": "acme",
+        "revision": revision,
+        "registries": [{"address": address} for address in ["never.example", *addresses]],
+    }
+    policy = parse_policy_text(json.dumps(document), "policy.json")
+    return Enforcement(mode="local", policy=policy, organization="acme")
+
+
+class Running:
+    """ProxyWorkers on an event loop thread of the test, for blocking test clients."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.workers = ProxyWorkers(ProxySettings(port=0), guard, COUNT)
+        self.call(self.workers.start())
+        self.guard_watch()
+
+    def guard_watch(self) -> None:
+        self.loop.call_soon_threadsafe(self.guard.watch, self.workers.recheck)
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(120)
+
+    def update(self, new: Enforcement) -> None:
+        self.loop.call_soon_threadsafe(self.guard.update, new)
+
+    def connect(self, request: bytes) -> socket.socket:
+        sock = socket.create_connection(self.workers.address, 30)
+        sock.sendall(request)
+        return sock
+
+    def close(self) -> None:
+        self.call(self.workers.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def echo() -> Iterator[Upstream]:
+    upstream = Upstream()
+    yield upstream
+    upstream.close()
+
+
+BLOCKED = b"CONNECT blocked.example:443 HTTP/1.1\r\n\r\n"
+
+
+def revision_of(head: bytes) -> int:
+    """The revision a 403 names (the one the answering worker decided under)."""
+    assert head.startswith(b"HTTP/1.1 403 "), head
+    return int(head.split(b"policy revision ")[1].split(b")")[0])
+
+
+def refused_revision(running: Running) -> int:
+    """Ask for a host no revision allows; the revision the answering worker refused it under."""
+    with running.connect(BLOCKED) as sock:
+        return revision_of(read_head(sock))
+
+
+def readable(socks: list[socket.socket], at_least: int) -> list[socket.socket]:
+    ready, _, _ = select.select(socks, [], [], 0)
+    return ready if len(ready) >= at_least else []
+
+
+def test_a_new_revision_reaches_every_worker_before_any_decides_under_it(echo: Upstream) -> None:
+    allowed = f"127.0.0.1:{echo.port}"
+    running = Running(Guard(enforcement(1, allowed)))
+    try:
+        workers = running.workers._workers
+        assert len(workers) == COUNT and running.workers.generation == 0
+        # Tunnels until every worker holds some (the kernel spreads connections over them).
+        tunnels: list[socket.socket] = []
+        for _ in range(200):
+            if all(worker.connections > 0 for worker in workers):
+                break
+            tunnels.append(running.connect(f"CONNECT {allowed} HTTP/1.1\r\n\r\n".encode()))
+            assert read_head(tunnels[-1]).startswith(b"HTTP/1.1 200 ")
+            wait_for(
+                lambda: sum(worker.connections for worker in workers) == len(tunnels),
+                10,
+                "the workers to report their tunnels",
+            )
+        assert all(worker.connections > 0 for worker in workers)
+
+        stopped = workers[1].process.pid
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            running.update(enforcement(2))  # refuses the echo upstream
+            wait_for(lambda: workers[0].prepared == 1, 30, "worker 0 to hold revision 2")
+            # Probes: those the kernel gives worker 1 wait; worker 0 answers the others.
+            probes = [running.connect(BLOCKED) for _ in range(20)]
+            answered = wait_for(lambda: readable(probes, 5), 30, "worker 0 to answer probes")
+            answers = {revision_of(read_head(sock)) for sock in answered}
+            assert running.workers.generation == 0  # worker 1 has not taken revision 2 yet
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert answers == {1}, "a worker decided under revision 2 before every worker had it"
+        for sock in probes:
+            sock.close()
+
+        wait_for(lambda: running.workers.generation == 1, 30, "every worker to take revision 2")
+        assert {refused_revision(running) for _ in range(20)} == {2}
+        for sock in tunnels:  # every worker ended its tunnels to the refused host
+            assert read_all(sock) == b""
+            sock.close()
+        wait_for(lambda: running.workers.connections == 0, 10, "the workers to report none open")
+    finally:
+        running.close()
