@@ -49,6 +49,7 @@ def configure(level: int | str = logging.INFO, environ: Mapping[str, str] | None
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent request otherwise
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a dozen lines at every start
 
 
 def make_handler(stream: TextIO, kind: str) -> logging.Handler:

@@ -12,6 +12,11 @@ One loop per agent:
       else the server is unreachable or refuses: keep enforcing the last verified revision and
            retry with exponential backoff and jitter (0.5 s doubling to 60 s)
 
+Each answer names the key that signs (`X-Regward-Signing-Key`). When it is not the pinned key
+(the server ran `regward server rotate-key`), the agent reads the server's key chain and pins
+the new key only if endorsements lead to it from the pinned one, each signed by the key before;
+a revision signed by any other key is refused as before, and the pinned key stays.
+
 Every check-in also says whether the Docker Engine uses the agent's plugin and proxy
 (`engine`, from regward.agent.protection; null when no engine answered).
 
@@ -21,6 +26,7 @@ A second loop sends denial reports in batches from the guard's bounded queue eve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
@@ -38,10 +44,11 @@ from regward.agent.protection import EngineReport
 from regward.agent.state import AgentState, Credentials
 from regward.defaults import LONG_POLL_SECONDS
 from regward.errors import InvalidPolicy, SignatureError
-from regward.policy import Policy, SignedPolicy, public_key_from_text, verify
+from regward.policy import Policy, SignedPolicy, follow_chain, public_key_from_text, verify
 
 log = logging.getLogger("regward.agent.sync")
 
+KEY_HEADER = "X-Regward-Signing-Key"  # the key that signs the feed's documents
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 REPORT_INTERVAL = 2.0
@@ -155,6 +162,12 @@ class Syncer:
             self.credentials.server, f"/api/v1/orgs/{self.credentials.organization}/policy"
         )
         response = await self._client.get(url, params=params, headers=headers)
+        presented = response.headers.get(KEY_HEADER)
+        if response.status_code in (200, 304) and presented not in (
+            None,
+            self.credentials.public_key,
+        ):
+            return await self._follow_rotation(str(presented))
         if response.status_code == 304:
             self._reached()
             await self._check_in_if_stale()
@@ -172,7 +185,43 @@ class Syncer:
         await self._check_in_if_stale()  # a new revision, a cleared refusal, the first answer
         return applied
 
-    def accept(self, raw: bytes) -> bool:
+    async def _follow_rotation(self, presented: str) -> bool:
+        """The server signs with another key: pin it if endorsements lead to it from the pinned
+        key, with its current revision; otherwise refuse and keep the pinned key.
+
+        The cache is written before the credentials: the agent re-reads both when the
+        credentials change, and the cached revision must verify against the new pin."""
+        server = self.credentials.server
+        answer = await self._client.get(api_url(server, "/api/v1/signing-key"))
+        if answer.status_code != 200:
+            raise SyncError(f"reading the server's signing key: {answer.status_code}")
+        try:
+            chain = answer.json().get("chain") if isinstance(answer.json(), dict) else None
+            follow_chain(self.credentials.public_key, chain, presented)
+            key = public_key_from_text(presented)
+        except (ValueError, SignatureError) as error:
+            self._refused(f"the server's new signing key {presented[:12]}...: {error}")
+            raise SyncError(self.status.refused_revisions[-1]) from None
+        feed = f"/api/v1/orgs/{self.credentials.organization}/policy"
+        response = await self._client.get(api_url(server, feed))
+        if response.status_code != 200:
+            raise SyncError(f"the server answered {response.status_code}: {_detail(response)}")
+        pinned, pinned_key = self.credentials.public_key, self._public_key
+        self._public_key = key
+        applied = self.accept(response.content, save_same=True)
+        if not applied and self.status.refusal is not None:
+            self._public_key = pinned_key
+            raise SyncError(self.status.refused_revisions[-1])
+        self.credentials = dataclasses.replace(self.credentials, public_key=presented)
+        self.state.save_credentials(self.credentials)
+        log.warning(
+            "the server rotated its signing key: %s... endorsed by the pinned %s..., now pinned",
+            presented[:12],
+            pinned[:12],
+        )
+        return applied
+
+    def accept(self, raw: bytes, save_same: bool = False) -> bool:
         """Verify and apply one signed revision; refuse (and keep the old one) when it is bad."""
         try:
             signed = SignedPolicy.from_json(raw)
@@ -197,6 +246,8 @@ class Syncer:
             return False
         self.status.refusal = None  # verified, current or newer: nothing refused any more
         if current is not None and policy.revision == current.revision:
+            if save_same:  # the same revision signed by a rotated key
+                self.state.save_policy(raw)
             return False
         self.state.save_policy(raw)
         self._apply(policy)

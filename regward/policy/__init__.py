@@ -23,6 +23,8 @@ from regward.policy.lint import LintWarning, lint
 from regward.policy.reference import DOCKER_HUB, ImageReference
 from regward.policy.signing import (
     SignedPolicy,
+    endorse,
+    follow_chain,
     generate_key,
     private_key_from_pem,
     private_key_to_pem,
@@ -44,8 +46,10 @@ __all__ = [
     "RepositoryPattern",
     "SignedPolicy",
     "canonical_json",
+    "endorse",
     "evaluate",
     "evaluate_host",
+    "follow_chain",
     "generate_key",
     "lint",
     "parse_policy_text",

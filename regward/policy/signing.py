@@ -105,3 +105,61 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
         raise SignatureError(
             f"public key {text[:16]!r}... is not base64 of 32 raw Ed25519 bytes"
         ) from None
+
+
+# --- key rotation ------------------------------------------------------------------------
+#
+# A new signing key is published with an endorsement by the key before it:
+#
+#     {"previous": <base64 public key>, "key": <base64 public key>, "signature": <base64>}
+#
+# signed by `previous` over the canonical JSON of {"purpose": ENDORSEMENT, "previous", "key"}.
+# An agent that pinned key A follows A -> B -> ... to the key the server presents, each step
+# verified by the key before it; anything else is refused and A stays pinned.
+
+ENDORSEMENT = "regward-signing-key-endorsement"
+
+
+def _endorsed_bytes(previous: str, key: str) -> bytes:
+    return canonical_json({"purpose": ENDORSEMENT, "previous": previous, "key": key})
+
+
+def endorse(previous: Ed25519PrivateKey, key: Ed25519PublicKey) -> dict[str, str]:
+    """`previous`'s endorsement of `key` as the next signing key."""
+    old, new = public_key_to_text(previous.public_key()), public_key_to_text(key)
+    signature = previous.sign(_endorsed_bytes(old, new))
+    return {"previous": old, "key": new, "signature": base64.b64encode(signature).decode()}
+
+
+def follow_chain(pinned: str, chain: object, presented: str) -> str:
+    """`presented` when endorsements in `chain` lead there from `pinned`, each signed by the
+    key before it; raise SignatureError naming the step that fails otherwise."""
+    if not isinstance(chain, list):
+        raise SignatureError(f"key chain: {chain!r} must be a list of endorsements")
+    current = pinned
+    for _ in range(len(chain) + 1):
+        if current == presented:
+            return presented
+        step = next(
+            (e for e in chain if isinstance(e, dict) and e.get("previous") == current), None
+        )
+        if step is None:
+            break
+        key, signature = step.get("key"), step.get("signature")
+        if set(step) != {"previous", "key", "signature"} or not isinstance(key, str):
+            raise SignatureError(f"key chain: {step!r} is not an endorsement")
+        try:
+            raw = base64.b64decode(str(signature), validate=True)
+            public_key_from_text(current).verify(raw, _endorsed_bytes(current, key))
+        except (binascii.Error, InvalidSignature):
+            raise SignatureError(
+                f"the endorsement of key {key[:12]}... is not signed by key {current[:12]}...; "
+                "keeping the pinned key"
+            ) from None
+        public_key_from_text(key)  # a well-formed key, or SignatureError
+        current = key
+    raise SignatureError(
+        f"no endorsement leads from the pinned key {pinned[:12]}... to the server's key "
+        f"{presented[:12]}...; sign in again (`regward login`) if the server really changed "
+        "its key"
+    )

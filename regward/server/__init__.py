@@ -17,7 +17,8 @@ models' tables directly)::
     models.py     SQLAlchemy 2 models: User, Organization, Membership, Token, Draft,
                   Revision, ActivityEvent, Device, Denial
     migrations/   Alembic scripts, shipped in the package; db.upgrade(url) runs them
-    keys.py       the Ed25519 signing key in the data dir (0600), created on first use
+    keys.py       the Ed25519 signing key in the data dir (0600), created on first use;
+                  rotate (new key endorsed by the old) and retire
     notify.py     Notifier protocol: LocalNotifier (one process, SQLite) and PostgresNotifier
                   (LISTEN/NOTIFY, several processes); services call notify.announce()
     feed.py       FeedCache: the newest signed revision per organization, shared by waiters
@@ -50,7 +51,8 @@ REST contract (all JSON; `Authorization: Bearer TOKEN`, a session or personal ac
                                                     (429 + Retry-After after repeated failures)
     DELETE /api/v1/auth/token                       sign out (revokes the token used)
     GET    /api/v1/user                             the caller
-    GET    /api/v1/signing-key                      {"algorithm":"ed25519","public_key":<base64>}
+    GET    /api/v1/signing-key                      {"algorithm":"ed25519","public_key":<base64>,
+                                                     "chain":[{"previous","key","signature"}]}
     GET    /api/v1/orgs | POST /api/v1/orgs         list mine | create {"name"} (caller is owner)
     GET    /api/v1/orgs/{org}
     GET    /api/v1/orgs/{org}/members               POST {"username","role"} (new user: one-time

@@ -49,6 +49,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         sign_in_limiter=SignInLimiter(database),
         # Wrong codes typed on the device approval page, counted apart from password failures.
         device_code_limiter=SignInLimiter(database, prefix="device-code:"),
+        key_chain=tuple(keys.load_chain(settings.signing_key_path)),
     )
 
     @asynccontextmanager

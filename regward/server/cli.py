@@ -3,6 +3,7 @@
     regward server init --org ORG --owner USER [--password-stdin]
     regward server run [--host 127.0.0.1] [--port 8080]
     regward server reset-password USER [--password-stdin]
+    regward server rotate-key | retire-key
     regward server db upgrade
     regward registries list|add|update|remove|enable|disable|apply --org ORG
                        [--server URL] [--token TOKEN]
@@ -73,6 +74,17 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
         help="read the new password from standard input instead of generating one",
     )
     reset.set_defaults(run=_server_command(_reset_password))
+
+    rotate = actions.add_parser(
+        "rotate-key",
+        help="make a new signing key endorsed by the current one (agents follow by themselves)",
+    )
+    rotate.set_defaults(run=_server_command(_rotate_key))
+    retire = actions.add_parser(
+        "retire-key",
+        help="after a rotation, stop serving the old key's endorsement and delete the old key",
+    )
+    retire.set_defaults(run=_server_command(_retire_key))
 
     db = actions.add_parser("db", help="database maintenance")
     db_actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -290,6 +302,44 @@ def _reset_password(args: argparse.Namespace) -> int:
     print(f"regward: new password set for {args.username!r}; every sign-in of theirs is ended")
     if generated:
         print(f"regward: one-time password for {args.username!r}: {password}")
+    return 0
+
+
+def _rotate_key(_args: argparse.Namespace) -> int:
+    from regward.policy import public_key_to_text
+    from regward.server import keys
+    from regward.server.db import Database
+    from regward.server.services import revisions
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    try:
+        database.upgrade()
+        old, new = keys.rotate(settings.signing_key_path)
+        with database.session(write=True) as session:
+            count = revisions.resign_newest(session, new)
+    finally:
+        database.dispose()
+    print(f"regward: new signing key {public_key_to_text(new.public_key())}")
+    print(f"regward: endorsed by the old key {public_key_to_text(old.public_key())}")
+    print(f"regward: the current revision of {count} organization(s) is signed with the new key")
+    print(
+        "regward: start (or restart) every server process now; agents pin the new key at "
+        "their next sync. Once they all have, run `regward server retire-key`."
+    )
+    return 0
+
+
+def _retire_key(_args: argparse.Namespace) -> int:
+    from regward.server import keys
+
+    settings = _settings()
+    old = keys.retire(settings.signing_key_path)
+    print(f"regward: retired the old signing key {old}: its endorsement is no longer served")
+    print(
+        "regward: restart every server process; an agent that still pins the old key must "
+        "sign in again (`regward login`)"
+    )
     return 0
 
 

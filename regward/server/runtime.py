@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
 
+from regward.policy import public_key_to_text
 from regward.server.db import Database
 from regward.server.feed import FeedCache
 from regward.server.notify import Notifier
@@ -28,6 +30,13 @@ class Server:
     endpoint and the password change (several doors, one limit)."""
     device_code_limiter: SignInLimiter
     """Wrong codes typed on the device approval page (`regward login`)."""
+    key_chain: tuple[dict[str, str], ...] = ()
+    """Endorsements of each rotated signing key by the one before (keys.load_chain)."""
+
+    @functools.cached_property
+    def public_key(self) -> str:
+        """The signing key's public half as agents pin it (base64)."""
+        return public_key_to_text(self.signing_key.public_key())
 
 
 def server_of(request: Request) -> Server:

@@ -30,9 +30,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, env: Mapping[str, str], log: Path, probed: bool = False) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log: Path, probed: bool = False, port: int | None = None
+    ) -> None:
         self.probed = probed  # with tests.harness.probed_server's route: long_polls()
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.env = {
@@ -60,7 +62,7 @@ class ServerProcess:
             if process.poll() is not None:
                 raise AssertionError("the server exited")
             try:
-                return httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200
+                return httpx.get(f"{self.url}/api/v1/health", timeout=5).status_code == 200
             except httpx.HTTPError:
                 return False
 

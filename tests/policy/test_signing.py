@@ -15,6 +15,8 @@ from regward.errors import InvalidPolicy, SignatureError
 from regward.policy import (
     Policy,
     SignedPolicy,
+    endorse,
+    follow_chain,
     generate_key,
     private_key_from_pem,
     private_key_to_pem,
@@ -106,3 +108,54 @@ def test_signature_fails_after_any_change(data: dict[str, Any], draw: st.DataObj
     flipped[index] ^= 1 << draw.draw(st.integers(0, 7))
     with pytest.raises(SignatureError):
         verify(dataclasses.replace(signed, signature=bytes(flipped)), PUBLIC)
+
+
+# --- key rotation ----------------------------------------------------------------------------
+
+
+def _text(key: Any) -> str:
+    return public_key_to_text(key.public_key())
+
+
+def test_a_chain_of_endorsements_leads_to_the_newest_key() -> None:
+    a, b, c = generate_key(), generate_key(), generate_key()
+    chain = [endorse(b, c.public_key()), endorse(a, b.public_key())]  # any order
+    assert follow_chain(_text(a), chain, _text(c)) == _text(c)
+    assert follow_chain(_text(b), chain, _text(c)) == _text(c)
+    assert follow_chain(_text(c), [], _text(c)) == _text(c)
+
+
+def test_an_endorsement_by_another_key_is_refused() -> None:
+    a, b, attacker = generate_key(), generate_key(), generate_key()
+    forged = endorse(attacker, b.public_key())
+    forged["previous"] = _text(a)
+    with pytest.raises(SignatureError, match="is not signed by key"):
+        follow_chain(_text(a), [forged], _text(b))
+    with pytest.raises(SignatureError, match="no endorsement leads from the pinned key"):
+        follow_chain(_text(a), [endorse(attacker, b.public_key())], _text(b))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=60),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=12,
+)
+_PINNED, _PRESENTED = generate_key(), generate_key()
+
+
+@given(
+    chain=st.lists(
+        st.fixed_dictionaries(
+            {"previous": st.sampled_from([_text(_PINNED), "x"]), "key": json_values},
+            optional={"signature": json_values, "extra": json_values},
+        )
+        | json_values,
+        max_size=5,
+    )
+    | json_values
+)
+def test_no_chain_without_the_pinned_keys_signature_is_followed(chain: object) -> None:
+    """Whatever the server sends as a chain, the agent never reaches a key that its pinned key
+    did not endorse: a domain error, never a crash or an acceptance."""
+    with pytest.raises(SignatureError):
+        follow_chain(_text(_PINNED), chain, _text(_PRESENTED))

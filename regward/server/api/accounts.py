@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from regward.policy import public_key_to_text
 from regward.server.api.deps import CallerDep, ServerDep
 from regward.server.errors import Unauthenticated
 from regward.server.models import MAX_REVISION, Scope, Token
@@ -109,10 +108,13 @@ def change_password(body: NewPassword, caller: CallerDep, server: ServerDep) -> 
 
 
 @router.get("/signing-key", summary="The Ed25519 public key that signs every revision")
-def signing_key(server: ServerDep) -> dict[str, str]:
+def signing_key(server: ServerDep) -> dict[str, Any]:
+    """`chain`: after `regward server rotate-key`, each new key endorsed by the one before
+    (`{"previous", "key", "signature"}`), so agents that pinned an older key follow."""
     return {
         "algorithm": "ed25519",
-        "public_key": public_key_to_text(server.signing_key.public_key()),
+        "public_key": server.public_key,
+        "chain": list(server.key_chain),
     }
 
 

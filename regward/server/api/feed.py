@@ -80,7 +80,24 @@ async def respond(
     if_none_match: str | None,
     disconnected: Callable[[], Coroutine[Any, Any, None]],
 ) -> Answer:
-    """The feed's answer; raises ServiceError (401/404) like every other route."""
+    """The feed's answer; raises ServiceError (401/404) like every other route. Every answer
+    names the key that signs (`X-Regward-Signing-Key`), so agents notice a rotation even
+    while the revision stays the same."""
+    status, headers, body = await _respond(
+        server, org, token, wait, after, if_none_match, disconnected
+    )
+    return status, {**headers, "x-regward-signing-key": server.public_key}, body
+
+
+async def _respond(
+    server: Server,
+    org: str,
+    token: str | None,
+    wait: float,
+    after: int | None,
+    if_none_match: str | None,
+    disconnected: Callable[[], Coroutine[Any, Any, None]],
+) -> Answer:
     document = await run_in_threadpool(_open, server, token, org)
     if after is None:
         if not _matches(if_none_match, document.etag):
