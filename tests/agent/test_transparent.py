@@ -234,3 +234,34 @@ def test_a_decision_without_record_files_nothing_and_report_files_the_origin(
     assert sent["reason"] == f"{decision.reason} (transparent, from 172.17.0.2 on docker0)"
     proxy = DenialReport(0.0, "connect", "x:443", "x", "acme", 4, "R.", "proxy")
     assert Syncer(state, guard, credentials, "a")._denial(proxy)["reason"] == "R. (proxy)"
+
+
+def test_install_writes_the_transparent_flags_into_the_unit() -> None:
+    from regward.agent.install import unit_text
+    from regward.agent.runner import AgentOptions
+
+    settings = TransparentSettings(interfaces=("docker0", "cni-podman0"), ports=ALL_PORTS)
+    unit = unit_text(AgentOptions(transparent=settings))
+    assert (
+        "--transparent --transparent-interfaces docker0,cni-podman0 --transparent-ports all "
+        "--transparent-listen 3129"
+    ) in unit
+    assert "--transparent" not in unit_text(AgentOptions())
+
+
+def test_the_cli_reads_the_transparent_flags() -> None:
+    import argparse
+
+    from regward.agent.cli import _options, add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(
+        ["agent", "run", "--transparent", "--transparent-ports", "80,8443", "--proxy-listen", "off"]
+    )
+    options = _options(args)
+    assert options.transparent.ports == {80, 8443}
+    assert options.transparent.interfaces == ("docker0", "br-*")
+    args = parser.parse_args(["agent", "run", "--transparent", "--transparent-listen", "3128"])
+    with pytest.raises(ConfigError, match="is the egress proxy's port"):
+        _options(args)

@@ -269,6 +269,60 @@ def test_a_registry_client_in_a_container_cannot_use_a_bare_address(scene: Scene
     assert "transparent refused 10.77.0.3:5000 from 172.17." in log
 
 
+def test_an_inner_dockerd_in_a_container_is_held_too(scene: Scene) -> None:
+    """Docker-in-docker, as a CI job runs it: this machine's own dockerd in a container, its
+    pulls leaving through docker0 with no proxy setting. `--privileged` cannot start here (this
+    VM's capability bounding set lacks CAP_SYS_RESOURCE), so the container gets every other
+    capability and no seccomp or AppArmor profile, which is what an inner dockerd needs to pull."""
+    bed = scene.bed
+    image = bed.dind_image()
+    registries = ("c-allowed.test:5000", "c-blocked.test:5000", "tls-ok.test", "tls-evil.test")
+    insecure = [f"--insecure-registry={name}" for name in registries]  # TLS: our own CA
+    started = bed.docker(
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "rwtp-inner",
+        "--cap-add=ALL",
+        "--cap-drop=SYS_RESOURCE",
+        "--security-opt=seccomp=unconfined",
+        "--security-opt=apparmor=unconfined",
+        "--security-opt=systempaths=unconfined",
+        "--tmpfs=/var/lib/docker",
+        *[f"--add-host={name}:{address}" for name, address in HOSTS.items()],
+        image,
+        "dockerd",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        "--storage-driver=vfs",
+        *insecure,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        bed.wait_for(
+            "the inner dockerd",
+            lambda: bed.docker("exec", "rwtp-inner", "docker", "version").returncode == 0,
+            timeout=60,
+        )
+
+        def pull(image: str) -> subprocess.CompletedProcess[str]:
+            return bed.docker("exec", "rwtp-inner", "docker", "pull", image)
+
+        refused = pull("c-blocked.test:5000/demo/evil:v1")
+        assert refused.returncode != 0
+        assert f"denied: {refusal('c-blocked.test:5000')}" in refused.stderr
+        assert pull("tls-evil.test/demo/evil:v1").returncode != 0
+        assert pull("c-allowed.test:5000/demo/hello:v1").returncode == 0
+        assert pull("tls-ok.test/demo/hello:v1").returncode == 0
+        inner = bed.docker("exec", "rwtp-inner", "docker", "images", "--format", "{{.Repository}}")
+        assert "evil" not in inner.stdout
+        assert "c-allowed.test:5000/demo/hello" in inner.stdout
+    finally:
+        bed.docker("rm", "-f", "rwtp-inner")
+
+
 # ---- the rules follow the policy and the agent's life (these restart the agent) --------------
 
 

@@ -73,6 +73,14 @@ _PROBE = (
     "except Exception as e:\n"
     "    print(getattr(e, 'code', 0), end='')\n"
 )
+DIND_PROGRAMS = (
+    "dockerd",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "docker-init",
+    "docker",
+)
 TOOLS = ("ip", "nsenter", "unshare", "dockerd", "docker", "docker-registry", "gcc", "openssl")
 """What every bed needs; `nft` and `busybox` only the transparent tests (which skip without)."""
 
@@ -494,6 +502,46 @@ class Bed:
         result = self.docker("import", "--change", 'ENTRYPOINT ["/bin/busybox"]', str(archive), tag)
         if result.returncode != 0:
             raise RuntimeError(f"docker import of busybox failed: {result.stderr}")
+        return tag
+
+    def dind_image(self, tag: str = "rwag-dind:1") -> str:
+        """An image holding this machine's own dockerd, containerd, runc and docker CLI (with
+        the libraries they load) and busybox, made by `docker import`: a docker-in-docker CI
+        job's inner engine, with no registry involved. Run it `--privileged`."""
+        if self.docker("image", "inspect", tag).returncode == 0:
+            return tag
+        tree = self.directory / "dind-image"
+        programs = [shutil.which(name) for name in DIND_PROGRAMS]
+        missing = [name for name, path in zip(DIND_PROGRAMS, programs, strict=True) if not path]
+        if missing:
+            raise RuntimeError(f"cannot make a docker-in-docker image: {missing} missing")
+        files = {Path(path) for path in programs if path}
+        for program in list(files):
+            ldd = subprocess.run(["ldd", str(program)], capture_output=True, text=True)
+            for line in ldd.stdout.splitlines():
+                parts = line.split()
+                library = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+                if library.startswith("/"):
+                    files.add(Path(library))
+        for path in files:
+            target = tree / str(path).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path.resolve(), target)
+        busybox = shutil.which("busybox")
+        if busybox is None:
+            raise RuntimeError("busybox is missing; `scripts/setup.sh` installs busybox-static")
+        (tree / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy(busybox, tree / "bin" / "busybox")
+        for applet in ("sh", "mount", "mkdir", "cat", "sleep"):
+            (tree / "bin" / applet).symlink_to("busybox")
+        for directory in ("tmp", "run", "var/lib", "etc"):
+            (tree / directory).mkdir(parents=True, exist_ok=True)
+        archive = self.directory / "dind.tar"
+        _run(["tar", "-C", str(tree), "-cf", str(archive), "."])
+        env = "ENV PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin"
+        result = self.docker("import", "--change", env, str(archive), tag)
+        if result.returncode != 0:
+            raise RuntimeError(f"docker import of the dind image failed: {result.stderr}")
         return tag
 
     def stop_dockerd(self) -> None:
