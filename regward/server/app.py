@@ -28,6 +28,7 @@ from regward.server.feed import FeedCache
 from regward.server.inputs import InputGuard, shown
 from regward.server.notify import notifier_for
 from regward.server.observe import RequestObserver
+from regward.server.oidc import OidcClient
 from regward.server.runtime import Server
 from regward.server.services.limits import SignInLimiter
 from regward.server.settings import Settings
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         # Wrong codes typed on the device approval page, counted apart from password failures.
         device_code_limiter=SignInLimiter(database, prefix="device-code:"),
         key_chain=tuple(keys.load_chain(settings.signing_key_path)),
+        oidc=OidcClient(settings.oidc) if settings.oidc else None,
     )
 
     @asynccontextmanager
@@ -59,6 +61,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             yield
         finally:
             await notifier.stop()
+            if server.oidc is not None:
+                server.oidc.close()
             database.dispose()
 
     app = FastAPI(

@@ -295,3 +295,48 @@ class DeviceAuthorization(Base):
     """Who approved or denied it."""
 
     user: Mapped[User | None] = relationship()
+
+
+class SsoIdentity(Base):
+    """A user's account at the OpenID provider: matched by (issuer, subject), never by email."""
+
+    __tablename__ = "sso_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    issuer: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str] = mapped_column(String(320), default="")  # as of the last sign-in
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sign_in: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship()
+
+
+class SsoSettings(Base):
+    """An organization's single sign-on rules: who joins on first sign-in, and whether members
+    must sign in through the provider."""
+
+    __tablename__ = "sso_settings"
+
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    # [{"email_domain": "example.com", "role": "member"}, {"groups_claim": "eng", ...}]
+    join: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    required: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SsoLogin(Base):
+    """One sign-in under way at the provider: its state (hashed), nonce and PKCE verifier.
+    Deleted when the provider sends the browser back, so a state works once."""
+
+    __tablename__ = "sso_logins"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(100))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(500), default="/")
+    expires_at: Mapped[datetime] = mapped_column(index=True)

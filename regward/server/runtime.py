@@ -12,6 +12,7 @@ from regward.policy import public_key_to_text
 from regward.server.db import Database
 from regward.server.feed import FeedCache
 from regward.server.notify import Notifier
+from regward.server.oidc import OidcClient
 from regward.server.services.limits import SignInLimiter
 from regward.server.settings import Settings
 
@@ -32,6 +33,8 @@ class Server:
     """Wrong codes typed on the device approval page (`regward login`)."""
     key_chain: tuple[dict[str, str], ...] = ()
     """Endorsements of each rotated signing key by the one before (keys.load_chain)."""
+    oidc: OidcClient | None = None
+    """The OpenID provider's client for "Sign in with SSO", when REGWARD_OIDC_ISSUER is set."""
 
     @functools.cached_property
     def public_key(self) -> str:

@@ -10,6 +10,12 @@ REGWARD_METRICS_TOKEN   serve Prometheus metrics at /metrics to requests bearing
                         (`Authorization: Bearer ...`); unset, /metrics is 404
 REGWARD_DEVICE_CODE_TTL lifetime of a `regward login` sign-in code in seconds (default 900)
 REGWARD_DEVICE_POLL_INTERVAL  seconds a machine waits between polls for approval (default 5)
+REGWARD_OIDC_ISSUER     the OpenID provider's issuer URL: turns on "Sign in with SSO"
+REGWARD_OIDC_CLIENT_ID  this server's client id at the provider (required with the issuer)
+REGWARD_OIDC_CLIENT_SECRET, or REGWARD_OIDC_CLIENT_SECRET_FILE  its client secret (optional:
+                        a public client sends PKCE only)
+REGWARD_OIDC_SCOPES     scopes asked for (default "openid email profile")
+REGWARD_OIDC_GROUPS_CLAIM  the ID token claim listing groups, for join rules (default groups)
 """
 
 from __future__ import annotations
@@ -32,6 +38,51 @@ def normalize_database_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """Single sign-on through one OpenID provider (authorization code flow with PKCE)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str | None = None
+    scopes: str = "openid email profile"
+    groups_claim: str = "groups"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OidcSettings | None:
+        issuer = (env.get("REGWARD_OIDC_ISSUER") or "").rstrip("/")
+        if not issuer:
+            return None
+        if not issuer.startswith(("https://", "http://")):
+            raise ConfigError(f"REGWARD_OIDC_ISSUER={issuer!r} must be a URL (https://...)")
+        client_id = env.get("REGWARD_OIDC_CLIENT_ID") or ""
+        if not client_id:
+            raise ConfigError("REGWARD_OIDC_ISSUER is set but REGWARD_OIDC_CLIENT_ID is not")
+        secret = env.get("REGWARD_OIDC_CLIENT_SECRET") or None
+        secret_file = env.get("REGWARD_OIDC_CLIENT_SECRET_FILE")
+        if secret_file:
+            if secret:
+                raise ConfigError(
+                    "set REGWARD_OIDC_CLIENT_SECRET or REGWARD_OIDC_CLIENT_SECRET_FILE, not both"
+                )
+            try:
+                secret = Path(secret_file).read_text().strip() or None
+            except OSError as error:
+                raise ConfigError(
+                    f"REGWARD_OIDC_CLIENT_SECRET_FILE={secret_file!r}: {error.strerror}"
+                ) from None
+        scopes = env.get("REGWARD_OIDC_SCOPES") or "openid email profile"
+        if "openid" not in scopes.split():
+            raise ConfigError(f"REGWARD_OIDC_SCOPES={scopes!r} must include openid")
+        return cls(
+            issuer=issuer,
+            client_id=client_id,
+            client_secret=secret,
+            scopes=scopes,
+            groups_claim=env.get("REGWARD_OIDC_GROUPS_CLAIM") or "groups",
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the server reads from its environment, resolved once at start."""
 
@@ -44,6 +95,7 @@ class Settings:
     metrics_token: str | None = None
     device_code_ttl: int = 900
     device_poll_interval: int = 5
+    oidc: OidcSettings | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -60,6 +112,7 @@ class Settings:
             metrics_token=env.get("REGWARD_METRICS_TOKEN") or None,
             device_code_ttl=_int(env, "REGWARD_DEVICE_CODE_TTL", 900),
             device_poll_interval=_int(env, "REGWARD_DEVICE_POLL_INTERVAL", 5),
+            oidc=OidcSettings.from_env(env),
         )
 
     @property

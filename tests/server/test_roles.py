@@ -140,6 +140,15 @@ CALLS = [
         fixed(f"{ORG}/members/dave"),
     ),
     Call("GET", "/api/v1/orgs/{org}/activity", "org_owner_read", 200, fixed(f"{ORG}/activity")),
+    Call("GET", "/api/v1/orgs/{org}/sso", "org_owner_read", 200, fixed(f"{ORG}/sso")),
+    Call(
+        "PUT",
+        "/api/v1/orgs/{org}/sso",
+        "org_owner_write",
+        200,
+        fixed(f"{ORG}/sso"),
+        lambda _w, _c: {"join": [{"email_domain": "example.com", "role": "member"}]},
+    ),
     Call(
         "POST",
         "/api/v1/orgs/{org}/devices/check-in",

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from regward.server.api import accounts, device, feed, organizations, registry_access
+from regward.server.api import accounts, device, feed, organizations, registry_access, sso
 
 
 class ErrorBody(BaseModel):
@@ -34,6 +34,7 @@ router.include_router(device.router, tags=["device sign-in"])
 router.include_router(organizations.router, tags=["organizations"])
 router.include_router(registry_access.router, tags=["registry access"])
 router.include_router(feed.router, tags=["policy feed"])
+router.include_router(sso.router, tags=["single sign-on"])
 
 
 @router.get("/health", tags=["accounts"], summary="Liveness: the process answers")

@@ -47,6 +47,7 @@ from regward.server.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     ServiceError,
     Unauthenticated,
 )
@@ -79,6 +80,7 @@ TABS = (
 TAB_KEYS = frozenset(key for key, _ in TABS)
 PAGE_SIZE = 25
 HEADINGS = {
+    401: "Sign-in refused",
     403: "Not allowed",
     404: "Not found",
     409: "Changed meanwhile",
@@ -377,6 +379,7 @@ def _signin_page(
         next=_safe_next(request.query_params.get("next", "/")),
         username_value=username,
         error=error,
+        sso=_server(request).oidc is not None,
     )
     response.set_cookie(
         SIGNIN_CSRF_COOKIE,
@@ -425,6 +428,8 @@ async def signin(request: Request) -> Response:
         return _signin_page(
             request, status=401, username=username, error="Wrong username or password."
         )
+    except PermissionDenied as error:  # an organization of the user requires SSO
+        return _signin_page(request, status=403, username=username, error=_sentence(error) + ".")
     limiter.succeeded(username)
     response = redirect(request, _safe_next(_text(form, "next") or "/"))
     response.set_cookie(

@@ -197,7 +197,7 @@ class EventRow:
 
 def event_row(event: ActivityEvent) -> EventRow:
     data = dict(event.data or {})
-    subject = data.get("address") or data.get("member") or data.get("name")
+    subject = data.get("address") or data.get("member") or data.get("name") or data.get("machine")
     if data.get("address") and isinstance(data.get("repositories"), list):
         subject = entry_label(str(data["address"]), (str(r) for r in data["repositories"]))
     summary = activity.describe(event.action)

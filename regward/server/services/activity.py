@@ -9,6 +9,11 @@ Actions recorded (Docker's names where Docker has one):
     organization.member_added / .member_removed / .member_role_changed
     device.sign_in_approved / .sign_in_denied      `regward login` on a machine (data: machine)
     device.token_revoked                           an owner stopped a machine's sync
+    sso.signed_in                                  a member signed in through the provider
+    sso.settings_changed                           join rules or "SSO required" (before, after)
+    sso.break_glass_sign_in                        an owner's password sign-in, SSO required
+    (joins and role changes through SSO are organization.member_added / _role_changed by
+    the actor `sso`, with data.via "sso")
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ DESCRIPTIONS = {
     "device.sign_in_approved": "Machine sign-in approved",
     "device.sign_in_denied": "Machine sign-in denied",
     "device.token_revoked": "Machine's device token revoked",
+    "sso.signed_in": "Signed in with SSO",
+    "sso.settings_changed": "Single sign-on settings changed",
+    "sso.break_glass_sign_in": "Owner signed in with a password although SSO is required",
 }
 MAX_PAGE_SIZE = 100
 

@@ -37,6 +37,7 @@ from regward.server.models import (
     utcnow,
 )
 from regward.server.observe import note_caller
+from regward.server.services import sso
 from regward.server.services.names import check_name
 
 # argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about 30 ms here, where
@@ -154,8 +155,15 @@ def token_hash(value: str) -> str:
 
 
 def sign_in(session: Session, username: str, password: str, lifetime: int) -> str:
-    """Check the password; return a new sign-in token (read-write, lasts `lifetime` seconds)."""
+    """Check the password (and that no organization of the user requires single sign-on);
+    return a new sign-in token (read-write, lasts `lifetime` seconds)."""
     user = authenticate(session, username, password)
+    sso.check_password_sign_in(session, user)
+    return new_session(session, user, lifetime)
+
+
+def new_session(session: Session, user: User, lifetime: int) -> str:
+    """A new sign-in token for `user` (read-write, lasts `lifetime` seconds)."""
     value, digest = new_token_value(TokenKind.SESSION)
     session.add(
         Token(

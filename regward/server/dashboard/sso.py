@@ -1,0 +1,128 @@
+"""Sign in with SSO: the dashboard's side of the OpenID Connect flow (regward.server.oidc).
+
+    GET /auth/sso/login[?next=PATH]   a new state, nonce and PKCE verifier (kept in the
+                                      database, the state also in a cookie), then off to the
+                                      provider
+    GET /auth/sso/callback            the provider sends the browser back: the state must match
+                                      the cookie and a stored login, which is used up at once;
+                                      then the code is exchanged and the ID token verified
+
+A state is good once and for ten minutes; an answer whose state is unknown, used, expired or
+not this browser's is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from sqlalchemy import delete
+
+from regward.server.dashboard.routes import DashboardRoute, _safe_next, error_page
+from regward.server.dashboard.security import SESSION_COOKIE, same_token
+from regward.server.models import SsoLogin, utcnow
+from regward.server.oidc import OidcClient, SsoFailed
+from regward.server.runtime import Server, server_of
+from regward.server.services import sso_accounts
+
+router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+STATE_COOKIE = "regward_sso_state"
+LOGIN_TTL = timedelta(minutes=10)
+CALLBACK = "/auth/sso/callback"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def redirect_uri(request: Request, server: Server) -> str:
+    base = (server.settings.public_url or str(request.base_url)).rstrip("/")
+    return base + CALLBACK
+
+
+def _client(server: Server) -> OidcClient:
+    if server.oidc is None:
+        raise SsoFailed("single sign-on is not set up on this server (REGWARD_OIDC_ISSUER)")
+    return server.oidc
+
+
+@router.get("/auth/sso/login")
+def sso_login(request: Request, next: str = "/") -> Response:
+    server = server_of(request)
+    client = _client(server)
+    state = secrets.token_urlsafe(32)
+    nonce = secrets.token_urlsafe(32)
+    verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43-128
+    location = client.authorization_url(redirect_uri(request, server), state, nonce, verifier)
+    now = utcnow()
+    with server.database.session(write=True) as session:
+        session.execute(delete(SsoLogin).where(SsoLogin.expires_at <= now))
+        session.add(
+            SsoLogin(
+                state_hash=_digest(state),
+                nonce=nonce,
+                code_verifier=verifier,
+                next_path=_safe_next(next)[:500],
+                expires_at=now + LOGIN_TTL,
+            )
+        )
+    response = RedirectResponse(location, status_code=303)
+    response.set_cookie(
+        STATE_COOKIE,
+        state,
+        max_age=int(LOGIN_TTL.total_seconds()),
+        httponly=True,
+        samesite="lax",  # sent when the provider sends the browser back (a top-level GET)
+        secure=request.url.scheme == "https",
+        path="/auth/sso",
+    )
+    return response
+
+
+@router.get(CALLBACK)
+def sso_callback(
+    request: Request, state: str = "", code: str = "", error: str = "", error_description: str = ""
+) -> Response:
+    server = server_of(request)
+    client = _client(server)
+    cookie = request.cookies.get(STATE_COOKIE)
+    pending = None
+    with server.database.session(write=True) as session:
+        # Used up whatever happens next: a state works once.
+        login = session.get(SsoLogin, _digest(state)) if state else None
+        if login is not None:
+            session.delete(login)
+            pending = (login.nonce, login.code_verifier, login.next_path, login.expires_at)
+    if pending is None or not same_token(cookie, state) or pending[3] <= utcnow():
+        return _refused(
+            request,
+            "This sign-in link is not valid any more: it was used already, it expired, or it "
+            "was started in another browser. Start again from the sign-in page.",
+        )
+    nonce, verifier, next_path, _ = pending
+    if error:
+        return _refused(request, f"The identity provider said: {error_description or error}.")
+    identity = client.sign_in(code, redirect_uri(request, server), verifier, nonce)
+    with server.database.session(write=True) as session:
+        _user, token = sso_accounts.sign_in(session, identity, server.settings.session_ttl)
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=server.settings.session_ttl,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    response.delete_cookie(STATE_COOKIE, path="/auth/sso")
+    return response
+
+
+def _refused(request: Request, message: str) -> Response:
+    response = error_page(request, 401, "Single sign-on did not work", message)
+    response.delete_cookie(STATE_COOKIE, path="/auth/sso")
+    return response
