@@ -12,9 +12,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from regward.server.api.deps import CallerDep, ServerDep
-from regward.server.models import Role
-from regward.server.services import orgs, sso
+from regward.server.api.deps import OwnerDep, OwnerWriteDep
+from regward.server.services import sso
 
 router = APIRouter()
 
@@ -25,14 +24,11 @@ class SsoBody(BaseModel):
 
 
 @router.get("/orgs/{org}/sso", summary="Single sign-on: join rules and whether SSO is required")
-def get_sso(org: str, caller: CallerDep, server: ServerDep) -> dict[str, object]:
-    with server.database.session() as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER)
-        return sso.get(session, organization).to_dict()
+def get_sso(owner: OwnerDep) -> dict[str, object]:
+    return sso.get(owner.session, owner.organization).to_dict()
 
 
 @router.put("/orgs/{org}/sso", summary="Set the join rules and whether SSO is required")
-def put_sso(org: str, body: SsoBody, caller: CallerDep, server: ServerDep) -> dict[str, object]:
-    with server.database.session(write=True) as session:
-        organization = orgs.access(session, caller, org, role=Role.OWNER, write=True)
-        return sso.put(session, organization, caller.user, body.join, body.required).to_dict()
+def put_sso(body: SsoBody, owner: OwnerWriteDep) -> dict[str, object]:
+    config = sso.put(owner.session, owner.organization, owner.caller.user, body.join, body.required)
+    return config.to_dict()
