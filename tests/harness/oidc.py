@@ -50,7 +50,7 @@ class OidcProvider:
         command += ["--port", str(self.port), f"--token-max-age={self.token_max_age}"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._up, 30, f"the OpenID provider on port {self.port} (log {self.log})")
+        wait_for(self._up, 90, f"the OpenID provider on port {self.port} (log {self.log})")
         return self
 
     def _up(self) -> bool:
