@@ -1,4 +1,4 @@
-.PHONY: setup run test test-fast lint bench lock stress-reload dist
+.PHONY: setup run test test-fast lint bench lock stress-reload dist fuzz
 
 setup:
 	@scripts/setup.sh
@@ -21,6 +21,10 @@ test-fast: setup
 # Issue 10 item 5 at length: 60 policy reloads while 100 clients use the proxy (a few minutes).
 stress-reload: setup
 	REGWARD_RELOAD_STRESS=60 .venv/bin/pytest tests/agent/test_proxy_reload.py -q
+
+# Issue 13 at length: the API fuzzer with 300 examples per route and caller (`make test` runs 10).
+fuzz: setup
+	REGWARD_FUZZ_EXAMPLES=300 .venv/bin/pytest tests/server/test_fuzz.py -q -s --timeout 3600
 
 lint: setup
 	.venv/bin/ruff check regward tests bench

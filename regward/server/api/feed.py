@@ -141,15 +141,23 @@ def _until_disconnect(receive: Receive) -> Callable[[], Coroutine[Any, Any, None
     return wait
 
 
-@router.head("/orgs/{org}/policy", operation_id="policy_head", summary="The feed's headers only")
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": 'SignedPolicy JSON: {"policy": {...}, "signature": base64}'},
+    304: {"description": "no newer revision (at once, or when `wait` ran out)"},
+}
+
+
+@router.head(
+    "/orgs/{org}/policy",
+    operation_id="policy_head",
+    summary="The feed's headers only",
+    responses=_ANSWERS,
+)
 @router.get(
     "/orgs/{org}/policy",
     operation_id="policy",
     summary="The applied policy, signed; long-poll with ?wait=SECONDS&after=REVISION",
-    responses={
-        200: {"description": 'SignedPolicy JSON: {"policy": {...}, "signature": base64}'},
-        304: {"description": "no newer revision (at once, or when `wait` ran out)"},
-    },
+    responses=_ANSWERS,
 )
 async def policy(
     org: str,
