@@ -17,6 +17,7 @@ models' tables directly)::
     models.py     SQLAlchemy 2 models: User, Organization, Membership, Token, Draft,
                   Revision, ActivityEvent, Device, Denial
     migrations/   Alembic scripts, shipped in the package; db.upgrade(url) runs them
+    backup.py     regward server backup|restore: SQLite online copy + signing key, tar 0600
     keys.py       the Ed25519 signing key in the data dir (0600), created on first use;
                   rotate (new key endorsed by the old) and retire
     notify.py     Notifier protocol: LocalNotifier (one process, SQLite) and PostgresNotifier

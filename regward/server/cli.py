@@ -4,6 +4,7 @@
     regward server run [--host 127.0.0.1] [--port 8080]
     regward server reset-password USER [--password-stdin]
     regward server rotate-key | retire-key
+    regward server backup FILE | restore FILE [--force]
     regward server db upgrade
     regward registries list|add|update|remove|enable|disable|apply --org ORG
                        [--server URL] [--token TOKEN]
@@ -74,6 +75,20 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
         help="read the new password from standard input instead of generating one",
     )
     reset.set_defaults(run=_server_command(_reset_password))
+
+    backup = actions.add_parser(
+        "backup", help="save the SQLite database (consistent, while running) and signing key"
+    )
+    backup.add_argument("file", type=Path, help="the archive to write (mode 0600)")
+    backup.set_defaults(run=_server_command(_backup))
+    restore = actions.add_parser(
+        "restore", help="put a backup's database and signing key back (stop the server first)"
+    )
+    restore.add_argument("file", type=Path, help="an archive written by `server backup`")
+    restore.add_argument(
+        "--force", action="store_true", help="overwrite the database and key that are there"
+    )
+    restore.set_defaults(run=_server_command(_restore))
 
     rotate = actions.add_parser(
         "rotate-key",
@@ -302,6 +317,30 @@ def _reset_password(args: argparse.Namespace) -> int:
     print(f"regward: new password set for {args.username!r}; every sign-in of theirs is ended")
     if generated:
         print(f"regward: one-time password for {args.username!r}: {password}")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from regward.server import backup
+
+    settings = _settings()
+    names = backup.backup(settings, args.file)
+    print(f"regward: wrote {args.file} (mode 0600): {', '.join(names)}")
+    if not settings.is_sqlite:
+        print(
+            "regward: the database is PostgreSQL: save it with pg_dump as well "
+            "(docs/operators.md, Backups); this archive holds the signing key"
+        )
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from regward.server import backup
+
+    written = backup.restore(_settings(), args.file, force=args.force)
+    for path in written:
+        print(f"regward: restored {path}")
+    print("regward: start the server; it serves the backed-up revisions and signatures")
     return 0
 
 

@@ -60,7 +60,7 @@ def _write_temporary(path: Path, data: bytes) -> Path:
     return temporary
 
 
-def _replace(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write `path` (0600) whole: readers see the old file or the new one."""
     os.replace(_write_temporary(path, data), path)
 
@@ -100,9 +100,9 @@ def rotate(path: Path) -> tuple[Ed25519PrivateKey, Ed25519PrivateKey]:
     chain = [*load_chain(path), endorse(old, new.public_key())]
     # Old key kept first, chain second, new key last: a crash in between leaves the old key in
     # force, and agents follow the chain only to a key the server presents.
-    _replace(retired_path(path), private_key_to_pem(old))
-    _replace(chain_path(path), json.dumps(chain, indent=2).encode())
-    _replace(path, private_key_to_pem(new))
+    write_private(retired_path(path), private_key_to_pem(old))
+    write_private(chain_path(path), json.dumps(chain, indent=2).encode())
+    write_private(path, private_key_to_pem(new))
     return old, new
 
 
@@ -115,6 +115,6 @@ def retire(path: Path) -> str:
         old = private_key_from_pem(retired.read_bytes())
     except SignatureError as error:
         raise ConfigError(f"cannot read {retired}: {error}") from None
-    _replace(chain_path(path), b"[]")
+    write_private(chain_path(path), b"[]")
     retired.unlink()
     return public_key_to_text(old.public_key())
