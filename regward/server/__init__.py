@@ -11,7 +11,7 @@ models' tables directly)::
     observe.py    RequestObserver: X-Request-ID, one access-log line per request (regward.logs
                   formats it: REGWARD_LOG_FORMAT=text|json)
     runtime.py    Server, kept on app.state.server: settings, database, signing_key, notifier,
-                  feed (the cache of signed documents); server_of(request)
+                  feed (the cache of signed documents), sign_in_limiter; server_of(request)
     db.py         Database: engine + sessions; `with db.session() as s` (read) and
                   `with db.session(write=True) as s` (commits on success, rolls back on error)
     models.py     SQLAlchemy 2 models: User, Organization, Membership, Token, Draft,

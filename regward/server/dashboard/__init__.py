@@ -1,15 +1,23 @@
 """The owners' dashboard: server-rendered pages on the same services as the REST API.
 
-    routes.py     the pages and form posts (sign-in, Registry Access, Activity, Members,
-                  Tokens, Devices, Blocked pulls, Test an image)
-    views.py      service results worded and formatted for the templates
-    device.py     approving a machine's `regward login` (/device)
-    sso.py        Sign in with SSO (/auth/sso/login, /auth/sso/callback)
-    security.py   session cookie, CSRF tokens, sign-in rate limit
-    templates/    Jinja2, autoescaped; static/ one stylesheet, one small optional script
+    rendering.py        templates, security headers, redirects with a notice, and the route
+                        class turning early exits and services' errors into pages
+    context.py          the visitor, their organization (access checked), the CSRF-checked form
+    forms.py            what the user typed, read into typed values (entry forms, pages, times)
+    views.py            service results worded and formatted for the templates
+    security.py         session cookie, CSRF tokens
+    signin.py           /, /signin, /signout, /switch
+    registry_access.py  the Registry Access page: toggle, entries, Save & Apply, Edit
+    activity.py         Activity
+    members.py          Members
+    account.py          Tokens and the account (password)
+    fleet.py            Devices, Blocked pulls, Test an image
+    device.py           /device: approve or deny a machine's `regward login`
+    sso.py              Sign in with SSO (/auth/sso/login, /auth/sso/callback)
+    templates/          Jinja2, autoescaped; static/ one stylesheet, one small optional script
 
-No JavaScript build step and no CDN: every asset is served by the server itself under /static.
-`install(app)`, called by `create_app`, adds the pages to the FastAPI app built by `create_app`.
+Reads use a read session; each write one write session, so a failed write changes nothing. No
+JavaScript build step and no CDN: every asset is served by the server itself under /static.
 """
 
 from __future__ import annotations
@@ -17,13 +25,23 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from regward.server.dashboard import device, sso
-from regward.server.dashboard.routes import STATIC_DIR, router
+from regward.server.dashboard import (
+    account,
+    activity,
+    device,
+    fleet,
+    members,
+    registry_access,
+    signin,
+    sso,
+)
+from regward.server.dashboard.rendering import STATIC_DIR
+
+PAGE_GROUPS = (signin, registry_access, activity, members, account, fleet, device, sso)
 
 
 def install(app: FastAPI) -> None:
-    """Serve the dashboard's pages at / and its assets at /static."""
-    app.include_router(router)
-    app.include_router(device.router)
-    app.include_router(sso.router)
+    """Serve the dashboard's pages at / and its assets at /static; `create_app` calls it."""
+    for group in PAGE_GROUPS:
+        app.include_router(group.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -10,21 +10,17 @@ limit per person and per address (regward.server.services.limits), so codes cann
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
-from regward.server.dashboard.routes import (
-    DashboardRoute,
-    Form,
-    _text,
-    _using,
-    render,
-)
+from regward.server.dashboard.context import Form, using
+from regward.server.dashboard.forms import text
+from regward.server.dashboard.rendering import page_router, render
 from regward.server.errors import InvalidInput, NotFound, TooManyRequests
 from regward.server.runtime import server_of
 from regward.server.services import device_auth
 from regward.server.services.limits import SignInLimiter
 
-router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+router = page_router()
 
 
 def _limiter(request: Request) -> SignInLimiter:
@@ -44,7 +40,7 @@ def _check_limit(request: Request, username: str) -> None:
 @router.get("/device")
 def device_page(request: Request, code: str = "") -> Response:
     code = code.strip()[:40]
-    with _using(request) as (session, visitor):
+    with using(request) as (session, visitor):
         if not code:
             return render(request, "device.html", visitor, title="Sign in a machine", code="")
         _check_limit(request, visitor.username)
@@ -76,9 +72,9 @@ def device_page(request: Request, code: str = "") -> Response:
 
 @router.post("/device")
 def decide(request: Request, form: Form) -> Response:
-    code = _text(form, "code")
-    approve = _text(form, "decision") == "approve"
-    with _using(request, write=True) as (session, visitor):
+    code = text(form, "code")
+    approve = text(form, "decision") == "approve"
+    with using(request, write=True) as (session, visitor):
         _check_limit(request, visitor.username)
         pending = device_auth.find(session, visitor.caller, code)
         machine = pending.machine
@@ -93,7 +89,7 @@ def decide(request: Request, form: Form) -> Response:
         done = f"{machine} was not signed in"
         detail = "Its terminal says so; nothing was saved."
     # A page, not a redirect: posting the form again finds the code decided, and changes nothing.
-    with _using(request) as (_, visitor):
+    with using(request) as (_, visitor):
         return render(
             request,
             "device.html",

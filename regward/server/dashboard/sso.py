@@ -17,18 +17,19 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy import delete
 
-from regward.server.dashboard.routes import DashboardRoute, _safe_next, error_page
+from regward.server.dashboard.forms import safe_next
+from regward.server.dashboard.rendering import error_page, page_router
 from regward.server.dashboard.security import SESSION_COOKIE, same_token
 from regward.server.models import SsoLogin, utcnow
 from regward.server.oidc import OidcClient, SsoFailed
 from regward.server.runtime import Server, server_of
 from regward.server.services import sso_accounts
 
-router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+router = page_router()
 STATE_COOKIE = "regward_sso_state"
 LOGIN_TTL = timedelta(minutes=10)
 CALLBACK = "/auth/sso/callback"
@@ -65,7 +66,7 @@ def sso_login(request: Request, next: str = "/") -> Response:
                 state_hash=_digest(state),
                 nonce=nonce,
                 code_verifier=verifier,
-                next_path=_safe_next(next)[:500],
+                next_path=safe_next(next)[:500],
                 expires_at=now + LOGIN_TTL,
             )
         )

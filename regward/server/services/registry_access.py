@@ -112,6 +112,8 @@ class DraftState:
     applied_at: datetime | None
     policy: Policy
     """The draft as the next revision would publish it (to lint it or test images on it)."""
+    applied: Policy | None
+    """The applied revision's policy (None only before an organization's first revision)."""
     pending: tuple[Change, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,11 +236,6 @@ def _policy_of(revision: Revision | None) -> Policy | None:
     return SignedPolicy.from_json(revision.signed_json.encode()).policy if revision else None
 
 
-def draft_policy(session: Session, organization: Organization) -> Policy:
-    """The draft as a Policy (revision = the next one), e.g. to test an image against it."""
-    return _next_policy(organization, _draft(session, organization), current(session, organization))
-
-
 def _next_policy(organization: Organization, draft: Draft, applied: Revision | None) -> Policy:
     return Policy(
         organization=organization.name,
@@ -254,6 +251,7 @@ def get_draft(session: Session, organization: Organization) -> DraftState:
     applied = current(session, organization)
     updated_by = session.get(User, draft.updated_by_id) if draft.updated_by_id else None
     drafted = _next_policy(organization, draft, applied)
+    applied_policy = _policy_of(applied)
     return DraftState(
         organization=organization.name,
         enabled=draft.enabled,
@@ -264,7 +262,8 @@ def get_draft(session: Session, organization: Organization) -> DraftState:
         applied_revision=applied.revision if applied else 0,
         applied_at=applied.created_at if applied else None,
         policy=drafted,
-        pending=tuple(_pending(draft, _policy_of(applied), drafted)),
+        applied=applied_policy,
+        pending=tuple(_pending(draft, applied_policy, drafted)),
     )
 
 
@@ -554,13 +553,8 @@ def _publish(
     _check_version(draft, version)
     previous = current(session, organization)
     old = _policy_of(previous)
-    number = (previous.revision if previous else 0) + 1
-    policy = Policy(
-        organization=organization.name,
-        revision=number,
-        enabled=draft.enabled,
-        registries=tuple(parse_entries(draft.registries)),
-    )
+    policy = _next_policy(organization, draft, previous)
+    number = policy.revision
     signed_json = sign(policy, signing_key).to_json().decode()
     row = Revision(
         organization_id=organization.id,

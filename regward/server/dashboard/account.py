@@ -1,0 +1,169 @@
+"""The visitor's own pages: personal access tokens and the password.
+
+    GET /tokens, POST /tokens/create|revoke   (revoke asks first)
+    GET /account, POST /account/password
+
+A new token's value is shown on the answer that creates it, once; only its hash is stored.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
+
+from regward.server.dashboard import forms, views
+from regward.server.dashboard.context import Form, Visitor, using
+from regward.server.dashboard.rendering import confirmation, page_router, redirect, render, sentence
+from regward.server.errors import InvalidInput, NotFound, Unauthenticated
+from regward.server.models import Scope
+from regward.server.runtime import server_of
+from regward.server.services import auth, tokens
+
+router = page_router()
+
+
+def _tokens_page(
+    request: Request,
+    session: Session,
+    visitor: Visitor,
+    *,
+    status: int = 200,
+    error: str = "",
+    created: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
+    rows = [
+        {
+            "id": token.id,
+            "name": token.name,
+            # A machine's own token says which organization it reads.
+            "hint": f"machine · {token.organization.name}"
+            if token.organization is not None
+            else "rwp_…",
+            "scope": token.scope,
+            "created": views.when(token.created_at),
+            "revoked": token.revoked_at is not None,
+        }
+        for token in tokens.list_for(session, visitor.caller.user)
+    ]
+    return render(
+        request,
+        "tokens.html",
+        visitor,
+        org=visitor.last_org(request),
+        tab="tokens",
+        status=status,
+        title="Tokens",
+        error=error,
+        tokens=rows,
+        created=created,
+        form=form or {"name": "", "scope": str(Scope.READ)},
+        scopes=[
+            (str(Scope.READ), "read: the policy feed and settings (agents, CI)"),
+            (str(Scope.READ_WRITE), "read-write: also change settings (automation)"),
+        ],
+    )
+
+
+@router.get("/tokens")
+def tokens_page(request: Request) -> Response:
+    with using(request) as (session, visitor):
+        return _tokens_page(request, session, visitor)
+
+
+@router.post("/tokens/create")
+def create_token(request: Request, form: Form) -> Response:
+    name = forms.text(form, "name")
+    scope = forms.text(form, "scope")
+    try:
+        with using(request, write=True) as (session, visitor):
+            token, value = tokens.create(session, visitor.caller.user, name, scope)
+            created = {"name": token.name, "value": value}
+    except InvalidInput as error:
+        with using(request) as (session, visitor):
+            return _tokens_page(
+                request,
+                session,
+                visitor,
+                status=422,
+                error=sentence(error),
+                form={"name": name, "scope": scope},
+            )
+    with using(request) as (session, visitor):
+        return _tokens_page(request, session, visitor, created=created)
+
+
+@router.post("/tokens/revoke")
+def revoke_token(request: Request, form: Form) -> Response:
+    text = forms.text(form, "token_id")
+    if not text.isdigit():
+        raise NotFound(f"token {text!r} not found")
+    if not forms.confirmed(form):
+        with using(request) as (session, visitor):
+            token = tokens.get(session, visitor.caller.user, int(text))
+            return confirmation(
+                request,
+                visitor,
+                None,
+                question=f"Revoke {token.name}?",
+                consequence="Anything using it stops working at once; this cannot be undone.",
+                verb="Revoke",
+                fields=[("token_id", text)],
+                back="/tokens",
+            )
+    with using(request, write=True) as (session, visitor):
+        token = tokens.revoke(session, visitor.caller.user, int(text))
+        name = token.name
+    return redirect(request, "/tokens", f"Revoked {name}: anything using it can no longer sign in.")
+
+
+def _account_page(
+    request: Request, visitor: Visitor, *, status: int = 200, error: str = ""
+) -> HTMLResponse:
+    return render(
+        request,
+        "account.html",
+        visitor,
+        org=visitor.last_org(request),
+        tab="account",
+        status=status,
+        title="Your account",
+        error=error,
+    )
+
+
+@router.get("/account")
+def account_page(request: Request) -> Response:
+    with using(request) as (_, visitor):
+        return _account_page(request, visitor)
+
+
+@router.post("/account/password")
+def change_password(request: Request, form: Form) -> Response:
+    current = forms.text(form, "current_password")
+    new = forms.text(form, "new_password")
+    if new != forms.text(form, "confirm_password"):
+        with using(request) as (_, visitor):
+            return _account_page(
+                request, visitor, status=422, error="The two new passwords differ; type them again."
+            )
+    limiter = server_of(request).sign_in_limiter
+    client = request.client.host if request.client else "unknown"
+    try:
+        with using(request, write=True) as (session, visitor):
+            # Guessing the current password is limited like signing in.
+            wait = limiter.retry_after(visitor.username, client)
+            if wait:
+                raise InvalidInput(f"too many wrong passwords; wait {wait} seconds and try again")
+            auth.authenticate(session, visitor.username, current)
+            auth.set_password(session, visitor.caller.user, new, visitor.caller.token_id)
+    except (Unauthenticated, InvalidInput) as error:
+        with using(request) as (_, visitor):
+            if isinstance(error, Unauthenticated):  # counted once the write session is over
+                limiter.failed(visitor.username, client)
+                message = "Your current password is not right."
+            else:
+                message = sentence(error)
+            return _account_page(request, visitor, status=error.status, error=message)
+    return redirect(request, "/account", "Your password is changed.")

@@ -1,0 +1,144 @@
+"""Who is asking and for what: the signed-in visitor, their organization, the checked form.
+
+    Visitor                 the signed-in user, their session token and organizations
+    using(request)          a session and the visitor (SignInRequired without a valid session)
+    org_access(request, n)  with the organization `n` checked for the visitor (NotFound for
+                            outsiders), optionally as its owner in a write session
+    Form                    the posted form, refused (CsrfFailed) without this session's token
+    owner_write(...)        one change by an owner; the page with the reason when refused
+
+`SignInRequired` and `CsrfFailed` end a request early; `rendering.DashboardRoute` turns them
+into a redirect to the sign-in page and an error page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request, Response
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from regward.server.dashboard.security import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    csrf_for_session,
+    same_token,
+)
+from regward.server.errors import Conflict, InvalidInput, ServiceError, Unauthenticated
+from regward.server.models import Organization, Role
+from regward.server.runtime import server_of
+from regward.server.services import auth, orgs
+from regward.server.services.auth import Caller
+
+ORG_COOKIE = "regward_org"
+T = TypeVar("T")
+
+
+class SignInRequired(Exception):
+    """No valid session: send the browser to the sign-in page, then back."""
+
+
+class CsrfFailed(Exception):
+    """A form post without this session's CSRF token."""
+
+
+@dataclass
+class Visitor:
+    """The signed-in user of this request, their session and organizations."""
+
+    caller: Caller
+    session_token: str
+    orgs: list[tuple[str, Role]]
+
+    @property
+    def username(self) -> str:
+        return self.caller.user.username
+
+    @property
+    def csrf_token(self) -> str:
+        return csrf_for_session(self.session_token)
+
+    def role_in(self, org: str) -> Role | None:
+        return next((role for name, role in self.orgs if name == org), None)
+
+    def is_owner(self, org: str) -> bool:
+        return self.role_in(org) is Role.OWNER
+
+    def last_org(self, request: Request) -> str | None:
+        """The organization last opened (its cookie) if still theirs, else their first one."""
+        names = [name for name, _ in self.orgs]
+        last = request.cookies.get(ORG_COOKIE)
+        return last if last in names else (names[0] if names else None)
+
+
+def _visitor(request: Request, session: Session) -> Visitor:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise SignInRequired
+    try:
+        caller = auth.resolve_token(session, token)
+    except Unauthenticated:
+        raise SignInRequired from None
+    memberships = orgs.list_for_user(session, caller.user)
+    return Visitor(caller, token, [(org.name, role) for org, role in memberships])
+
+
+@contextmanager
+def using(request: Request, *, write: bool = False) -> Iterator[tuple[Session, Visitor]]:
+    """A session (committed when the block ends normally) and the visitor."""
+    with server_of(request).database.session(write=write) as session:
+        yield session, _visitor(request, session)
+
+
+@contextmanager
+def org_access(
+    request: Request, name: str, *, owner: bool = False, write: bool | None = None
+) -> Iterator[tuple[Session, Visitor, Organization]]:
+    """The organization `name` for this visitor (NotFound for outsiders); with `owner`, owner
+    rights and (unless `write=False`, for an owner-only page) a write session."""
+    with using(request, write=owner if write is None else write) as (session, visitor):
+        organization = orgs.access(
+            session, visitor.caller, name, role=Role.OWNER if owner else Role.MEMBER, write=owner
+        )
+        yield session, visitor, organization
+
+
+async def checked_form(request: Request) -> FormData:
+    """The posted form, refused unless it carries this session's CSRF token."""
+    form = await request.form()
+    session_token = request.cookies.get(SESSION_COOKIE)
+    given = form.get(CSRF_FIELD)
+    if not session_token or not isinstance(given, str):
+        raise CsrfFailed
+    if not same_token(csrf_for_session(session_token), given):
+        raise CsrfFailed
+    return form
+
+
+Form = Annotated[FormData, Depends(checked_form)]
+
+
+def owner_write(
+    request: Request,
+    name: str,
+    write: Callable[[Session, Visitor, Organization], T],
+    then: Callable[[T], Response],
+    refused: Callable[[ServiceError, Session, Visitor, Organization], Response],
+    *,
+    catch: tuple[type[ServiceError], ...] = (Conflict, InvalidInput),
+) -> Response:
+    """One change by an owner of `name` in one write session, answered by `then` of what
+    `write` returned once it is committed. When the services refuse it with one of `catch` (a
+    stale version, bad input), nothing is written and `refused` shows the page with the reason;
+    other errors become error pages."""
+    try:
+        with org_access(request, name, owner=True) as (session, visitor, organization):
+            result = write(session, visitor, organization)
+    except catch as error:
+        with org_access(request, name) as (session, visitor, organization):
+            return refused(error, session, visitor, organization)
+    return then(result)

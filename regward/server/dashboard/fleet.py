@@ -1,0 +1,112 @@
+"""The machines' side: Devices, Blocked pulls, and Test an image.
+
+GET /orgs/{org}/devices
+GET /orgs/{org}/blocked?page=
+GET /orgs/{org}/test?image=&action=pull|push   (against the draft and the applied revision)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request, Response
+
+from regward.errors import RegwardError
+from regward.policy import Action, ImageReference, evaluate
+from regward.server.dashboard import forms, views
+from regward.server.dashboard.context import org_access
+from regward.server.dashboard.rendering import org_path, page_router, render, sentence
+from regward.server.services import denials, devices, registry_access
+
+router = page_router()
+
+
+@router.get("/orgs/{org}/devices")
+def devices_page(request: Request, org: str) -> Response:
+    with org_access(request, org) as (session, visitor, organization):
+        rows = [views.device_row(status) for status in devices.list(session, organization)]
+        applied = registry_access.current(session, organization)
+        return render(
+            request,
+            "devices.html",
+            visitor,
+            org=org,
+            tab="devices",
+            title=f"Devices · {org}",
+            devices=rows,
+            outdated_count=sum(row.outdated for row in rows),
+            refused_count=sum(bool(row.refusal) for row in rows),
+            unprotected_count=sum(bool(row.engine_problem) for row in rows),
+            applied_revision=applied.revision if applied else 0,
+        )
+
+
+@router.get("/orgs/{org}/blocked")
+def blocked_page(request: Request, org: str, page: str = "1") -> Response:
+    number = forms.page_number(page)
+    with org_access(request, org) as (session, visitor, organization):
+        result = denials.list(session, organization, page=number, page_size=forms.PAGE_SIZE)
+        base = org_path(org, "blocked") + "?page="
+        return render(
+            request,
+            "blocked.html",
+            visitor,
+            org=org,
+            tab="blocked",
+            title=f"Blocked pulls · {org}",
+            denials=[views.denial_row(item) for item in result.items],
+            can_edit=visitor.is_owner(org),
+            newer_url=f"{base}{number - 1}" if number > 1 else None,
+            older_url=f"{base}{number + 1}" if number * forms.PAGE_SIZE < result.total else None,
+        )
+
+
+@router.get("/orgs/{org}/test")
+def test_image(request: Request, org: str, image: str = "", action: str = "pull") -> Response:
+    with org_access(request, org) as (session, visitor, organization):
+        chosen = Action.PUSH if action == "push" else Action.PULL
+        results: list[dict[str, Any]] = []
+        error = normalized = ""
+        if image.strip():
+            try:
+                reference = ImageReference.parse(image.strip())
+            except RegwardError as invalid:
+                error = sentence(invalid)
+            else:
+                normalized = str(reference)
+                # One read of the draft and one of the applied revision.
+                state = registry_access.get_draft(session, organization)
+                title = (
+                    "Draft, with pending changes" if state.pending else "Draft (same as applied)"
+                )
+                policies = [(title, state.policy)]
+                if state.applied is not None:
+                    policies.append((f"Applied revision {state.applied.revision}", state.applied))
+                for heading, policy in policies:
+                    decision = evaluate(policy, chosen, reference)
+                    entry = decision.entry
+                    results.append(
+                        {
+                            "title": heading,
+                            "allowed": decision.allowed,
+                            "reason": decision.reason,
+                            "entry": str(entry.address)
+                            + (f" ({entry.nickname})" if entry.nickname else "")
+                            if entry
+                            else "",
+                        }
+                    )
+        return render(
+            request,
+            "test_image.html",
+            visitor,
+            org=org,
+            tab="test",
+            title=f"Test an image · {org}",
+            status=422 if error else 200,
+            image=image,
+            action=str(chosen),
+            image_error=error,
+            normalized=normalized,
+            results=results,
+        )

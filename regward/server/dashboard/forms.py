@@ -1,0 +1,134 @@
+"""What the user typed, read from forms and query strings into typed values.
+
+Never trusted: a field that is missing or not text reads as "", numbers that are not numbers
+as None or the first page, and a `next` address off this server as "/". The services check
+the values themselves; this module only reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from starlette.datastructures import FormData
+
+from regward.server.services import names, registry_access
+
+PAGE_SIZE = 25
+
+
+def text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def selector(value: object) -> list[str] | None:
+    """The repositories half of an entry's key from a hidden field or query parameter: None
+    when absent (the address alone names the entry), [] for the entry without repositories."""
+    return registry_access.parse_repositories(value if isinstance(value, str) else None)
+
+
+def version(form: FormData) -> int | None:
+    value = text(form, "version")
+    return int(value) if value.isdigit() else None
+
+
+def confirmed(form: FormData) -> bool:
+    """Whether an action that takes effect at once was confirmed: by the page's script after
+    its dialog, or on the confirmation page the server shows without JavaScript."""
+    return text(form, "confirmed") == "yes"
+
+
+def safe_next(target: str) -> str:
+    """Only a path on this server: never `//other.host` or `https://...`."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def page_number(value: str) -> int:
+    return int(value) if value.isdigit() and 0 < int(value) <= names.MAX_PAGE else 1
+
+
+def parse_time(value: str, name: str) -> datetime | None:
+    """A filter's date and time; None when left empty. The page's date-time fields have no
+    zone; the page says they are UTC."""
+    return names.check_time(value, name, naive_is_utc=True) if value else None
+
+
+@dataclass
+class EntryForm:
+    """The fields of the Add registry and Edit forms, as the user typed them."""
+
+    address: str = ""
+    nickname: str = ""
+    allowed: bool = True
+    repositories: str = ""
+    actions: tuple[str, ...] = ("pull", "push")
+    extra_hosts: str = ""
+
+    @property
+    def advanced_open(self) -> bool:
+        return bool(
+            self.repositories.strip()
+            or self.extra_hosts.strip()
+            or set(self.actions) != {"pull", "push"}
+        )
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> EntryForm:
+        return cls(
+            address=str(entry.get("address", "")),
+            nickname=str(entry.get("nickname") or ""),
+            allowed=bool(entry.get("allowed", True)),
+            repositories="\n".join(entry.get("repositories") or ()),
+            actions=tuple(entry.get("actions") or ("pull", "push")),
+            extra_hosts="\n".join(entry.get("extra_hosts") or ()),
+        )
+
+    @classmethod
+    def from_form(cls, form: FormData) -> EntryForm:
+        actions: Sequence[str] = [a for a in form.getlist("actions") if isinstance(a, str)]
+        return cls(
+            address=text(form, "address").strip(),
+            nickname=text(form, "nickname").strip(),
+            allowed=form.get("allowed") == "true",
+            repositories=text(form, "repositories"),
+            actions=tuple(actions),
+            extra_hosts=text(form, "extra_hosts"),
+        )
+
+    def to_entry(self) -> dict[str, Any]:
+        """The entry in the policy file's form, for the services to parse and check."""
+        entry: dict[str, Any] = {
+            "address": self.address,
+            "nickname": self.nickname,
+            "allowed": self.allowed,
+            "actions": list(self.actions),
+        }
+        repositories = _lines(self.repositories)
+        if repositories:
+            entry["repositories"] = repositories
+        extra_hosts = _lines(self.extra_hosts)
+        if extra_hosts:
+            entry["extra_hosts"] = extra_hosts
+        return entry
+
+
+def _lines(value: str) -> list[str]:
+    """One item per line (commas also separate), blanks dropped."""
+    return [item.strip() for line in value.splitlines() for item in line.split(",") if item.strip()]
+
+
+ENTRY_FIELDS = ("address", "nickname", "allowed", "repositories", "actions", "extra_hosts")
+
+
+def field_errors(message: str) -> dict[str, str]:
+    """Place a service's InvalidInput message beside the field it names (`entry.address: ...`)."""
+    head = message.split(":", 1)[0]
+    for name in ENTRY_FIELDS:
+        if head.endswith("." + name) or head == name:
+            return {name: message}
+    return {"address": message}

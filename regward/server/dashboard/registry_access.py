@@ -1,0 +1,354 @@
+"""The Registry Access page: the draft's toggle and entries, Save & Apply, Discard, Edit.
+
+    GET  /orgs/{org}/registry-access[?add=HOST]
+    POST /orgs/{org}/registry-access/toggle|add|allowed|remove|apply|discard
+    GET|POST /orgs/{org}/registry-access/edit[?address=&repositories=]
+
+Every write names the draft version its page showed, so an owner never overwrites another's
+edit unknowingly (Add does not: two owners adding different registries never block each other).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
+
+from regward.policy import lint
+from regward.server.dashboard import forms, views
+from regward.server.dashboard.context import Form, Visitor, org_access, owner_write
+from regward.server.dashboard.forms import EntryForm
+from regward.server.dashboard.rendering import org_path, page_router, redirect, render, sentence
+from regward.server.errors import Conflict, InvalidInput, NotFound, ServiceError
+from regward.server.models import Organization
+from regward.server.runtime import server_of
+from regward.server.services import registry_access
+
+router = page_router()
+T = TypeVar("T")
+
+
+def _registry_page(
+    request: Request,
+    session: Session,
+    visitor: Visitor,
+    organization: Organization,
+    *,
+    status: int = 200,
+    error: str = "",
+    add_form: EntryForm | None = None,
+    add_errors: dict[str, str] | None = None,
+) -> HTMLResponse:
+    state = registry_access.get_draft(session, organization)
+    warnings = lint(state.policy)
+    return render(
+        request,
+        "registry_access.html",
+        visitor,
+        org=organization.name,
+        tab="registry-access",
+        status=status,
+        title=f"Registry Access · {organization.name}",
+        error=error,
+        can_edit=visitor.is_owner(organization.name),
+        enabled=state.enabled,
+        version=state.version,
+        entries=views.entry_rows(state.registries, warnings),
+        # "Off" is already the card's headline; the other whole-policy warnings go beside it.
+        general_warnings=[
+            views.capitalized(w.message) for w in warnings if w.entry == 0 and state.enabled
+        ],
+        pending=bool(state.pending),
+        changes=[views.describe_change(change) for change in state.pending],
+        applied_revision=state.applied_revision,
+        applied_at=views.when(state.applied_at),
+        add_form=add_form or EntryForm(),
+        add_errors=add_errors or {},
+    )
+
+
+@router.get("/orgs/{org}/registry-access")
+def registry_page(request: Request, org: str, add: str = "") -> Response:
+    """`?add=HOST` fills in Add registry (the Blocked pulls page links here)."""
+    with org_access(request, org) as (session, visitor, organization):
+        return _registry_page(
+            request, session, visitor, organization, add_form=EntryForm(address=add[:300])
+        )
+
+
+def _draft_write(
+    request: Request,
+    org: str,
+    write: Callable[[Session, Visitor, Organization], T],
+    done: str | Callable[[T], str],
+) -> Response:
+    """Run one draft edit and go back to the page with `done` (or `done` of what the edit
+    returned); on a stale version or bad input, show the page with the reason."""
+
+    def then(result: T) -> Response:
+        return redirect(request, org_path(org), done if isinstance(done, str) else done(result))
+
+    def refused(
+        error: ServiceError, session: Session, visitor: Visitor, organization: Organization
+    ) -> Response:
+        return _registry_page(
+            request, session, visitor, organization, status=error.status, error=sentence(error)
+        )
+
+    return owner_write(request, org, write, then, refused)
+
+
+@router.post("/orgs/{org}/registry-access/toggle")
+def toggle(request: Request, org: str, form: Form) -> Response:
+    enabled = forms.text(form, "enabled") == "true"
+    return _draft_write(
+        request,
+        org,
+        lambda s, v, o: registry_access.set_enabled(
+            s, o, v.caller.user, enabled, forms.version(form)
+        ),
+        f"Registry Access Management will be {'on' if enabled else 'off'} after Save & Apply.",
+    )
+
+
+@router.post("/orgs/{org}/registry-access/add")
+def add_registry(request: Request, org: str, form: Form) -> Response:
+    entry = EntryForm.from_form(form)
+    label = views.entry_label(entry.address, entry.to_entry().get("repositories", []))
+
+    def refused(
+        error: ServiceError, session: Session, visitor: Visitor, organization: Organization
+    ) -> Response:
+        return _registry_page(
+            request,
+            session,
+            visitor,
+            organization,
+            status=error.status,
+            error=f"The registry was not added. {sentence(error)}",
+            add_form=entry,
+            add_errors=forms.field_errors(str(error)),
+        )
+
+    # Adding is independent of other edits (a duplicate address is refused anyway), so no
+    # version: two owners adding different registries never block each other.
+    return owner_write(
+        request,
+        org,
+        lambda s, v, o: registry_access.add_entry(s, o, v.caller.user, entry.to_entry()),
+        lambda _: redirect(
+            request,
+            org_path(org),
+            f"Added {label} to the draft. Select Save & Apply to enforce it.",
+        ),
+        refused,
+    )
+
+
+@router.post("/orgs/{org}/registry-access/allowed")
+def set_allowed(request: Request, org: str, form: Form) -> Response:
+    """The Allowed switch of one entry, named by its key (hidden `address` and `repositories`)."""
+    address = forms.text(form, "address")
+    repositories = forms.selector(form.get("repositories"))
+    allowed = forms.text(form, "allowed") == "true"
+
+    def write(
+        session: Session, visitor: Visitor, organization: Organization
+    ) -> registry_access.DraftState:
+        entry = _find_entry(session, organization, address, repositories)
+        if entry is None:
+            raise NotFound(f"registry {address!r} is not in the list of {organization.name!r}")
+        return registry_access.update_entry(
+            session,
+            organization,
+            visitor.caller.user,
+            entry["address"],
+            {**entry, "allowed": allowed},
+            forms.version(form),
+            repositories=entry.get("repositories") or [],
+        )
+
+    verb = "allowed" if allowed else "blocked"
+    label = views.entry_label(address, repositories or ())
+    return _draft_write(request, org, write, f"{label} will be {verb} after Save & Apply.")
+
+
+@router.post("/orgs/{org}/registry-access/remove")
+def remove_registry(request: Request, org: str, form: Form) -> Response:
+    """Remove one entry, named by its key (hidden `address` and `repositories`)."""
+    address = forms.text(form, "address")
+    repositories = forms.selector(form.get("repositories"))
+    return _draft_write(
+        request,
+        org,
+        lambda s, v, o: registry_access.remove_entry(
+            s, o, v.caller.user, address, forms.version(form), repositories=repositories
+        ),
+        f"Removed {views.entry_label(address, repositories or ())} from the draft. "
+        "Select Save & Apply to enforce it.",
+    )
+
+
+@router.post("/orgs/{org}/registry-access/apply")
+def apply(request: Request, org: str, form: Form) -> Response:
+    key = server_of(request).signing_key
+    return _draft_write(
+        request,
+        org,
+        lambda s, v, o: registry_access.apply(s, o, v.caller.user, key, forms.version(form)),
+        lambda applied: (
+            f"Applied as revision {applied.revision}. Signed-in machines pick it up within seconds."
+        ),
+    )
+
+
+@router.post("/orgs/{org}/registry-access/discard")
+def discard(request: Request, org: str, form: Form) -> Response:
+    """Put the draft back to the applied revision (an edit like any other: versioned)."""
+
+    def write(
+        session: Session, visitor: Visitor, organization: Organization
+    ) -> registry_access.DraftState:
+        applied = registry_access.current_policy(session, organization)
+        if applied is None:
+            raise Conflict(f"{organization.name!r} has no applied revision to go back to")
+        return registry_access.replace_draft(
+            session,
+            organization,
+            visitor.caller.user,
+            enabled=applied.enabled,
+            registries=[entry.to_dict() for entry in applied.registries],
+            version=forms.version(form),
+        )
+
+    return _draft_write(
+        request, org, write, "Pending changes discarded: the draft is the applied revision again."
+    )
+
+
+def _edit_page(
+    request: Request,
+    session: Session,
+    visitor: Visitor,
+    organization: Organization,
+    original: str,
+    original_repositories: list[str],
+    form: EntryForm,
+    *,
+    status: int = 200,
+    error: str = "",
+    errors: dict[str, str] | None = None,
+    current: dict[str, Any] | None = None,
+) -> HTMLResponse:
+    state = registry_access.get_draft(session, organization)
+    return render(
+        request,
+        "registry_edit.html",
+        visitor,
+        org=organization.name,
+        tab="registry-access",
+        status=status,
+        title=f"Edit {views.entry_label(original, original_repositories)}",
+        error=error,
+        original_address=original,
+        original_repositories=registry_access.repositories_text(original_repositories),
+        original_label=views.entry_label(original, original_repositories),
+        version=state.version,
+        form=form,
+        errors=errors or {},
+        current=current,
+    )
+
+
+def _find_entry(
+    session: Session, organization: Organization, address: str, repositories: list[str] | None
+) -> dict[str, Any] | None:
+    """The draft's entry for `address` and `repositories` (None: the address alone, Conflict
+    when it has several entries), or None when there is none."""
+    registries = registry_access.get_draft(session, organization).registries
+    entries = registry_access.parse_entries(registries)
+    try:
+        index = registry_access.find_index(entries, address, repositories, organization)
+    except (InvalidInput, NotFound):
+        return None
+    return dict(registries[index])
+
+
+@router.get("/orgs/{org}/registry-access/edit")
+def edit_form(
+    request: Request, org: str, address: str = "", repositories: str | None = None
+) -> Response:
+    """`?address=ghcr.io&repositories=acme/*`; `repositories` may be left out when the address
+    has one entry, and is empty for the entry without repositories."""
+    with org_access(request, org, owner=True, write=False) as (session, visitor, organization):
+        entry = _find_entry(session, organization, address, forms.selector(repositories))
+        if entry is None:
+            raise NotFound(f"registry {address!r} is not in the list of {org!r}")
+        return _edit_page(
+            request,
+            session,
+            visitor,
+            organization,
+            entry["address"],
+            list(entry.get("repositories") or ()),
+            EntryForm.from_entry(entry),
+        )
+
+
+@router.post("/orgs/{org}/registry-access/edit")
+def edit(request: Request, org: str, form: Form) -> Response:
+    """Save the edit of the entry named by hidden `original_address` and
+    `original_repositories` (its key when the form was loaded)."""
+    original = forms.text(form, "original_address")
+    original_repositories = forms.selector(form.get("original_repositories"))
+    entry = EntryForm.from_form(form)
+
+    def refused(
+        error: ServiceError, session: Session, visitor: Visitor, organization: Organization
+    ) -> Response:
+        current: dict[str, Any] | None = None
+        if isinstance(error, Conflict | NotFound):
+            found = _find_entry(session, organization, original, original_repositories)
+            current = found if found is not None else {"missing": True}
+        return _edit_page(
+            request,
+            session,
+            visitor,
+            organization,
+            original,
+            original_repositories or [],
+            entry,
+            status=error.status,
+            error=f"Your change was not saved. {sentence(error)}"
+            + (
+                " Your edit is kept below: check it against the current entry and save again."
+                if current is not None
+                else ""
+            ),
+            errors={} if current is not None else forms.field_errors(str(error)),
+            current=current,
+        )
+
+    return owner_write(
+        request,
+        org,
+        lambda s, v, o: registry_access.update_entry(
+            s,
+            o,
+            v.caller.user,
+            original,
+            entry.to_entry(),
+            forms.version(form),
+            repositories=original_repositories,
+        ),
+        lambda _: redirect(
+            request,
+            org_path(org),
+            f"Changed {entry.address} in the draft. Select Save & Apply to enforce it.",
+        ),
+        refused,
+        catch=(Conflict, InvalidInput, NotFound),
+    )

@@ -1,0 +1,234 @@
+"""How a page reaches the browser: templates, security headers, redirects with a notice, and
+the route class that turns early exits and the services' errors into pages.
+
+Every page is plain HTML from a Jinja2 template (autoescaped); every change is a `<form>` post
+answered by a redirect (post/redirect/get), or by the same page with the error beside the field
+and the user's input kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import urllib.parse
+from collections.abc import Callable, Coroutine
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from regward.errors import RegwardError
+from regward.server.dashboard.context import ORG_COOKIE, CsrfFailed, SignInRequired, Visitor
+from regward.server.dashboard.security import SESSION_COOKIE
+from regward.server.errors import ServiceError
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+NOTICE_COOKIE = "regward_notice"
+TABS = (
+    ("registry-access", "Registry Access"),
+    ("activity", "Activity"),
+    ("members", "Members"),
+    ("devices", "Devices"),
+    ("blocked", "Blocked pulls"),
+    ("test", "Test an image"),
+)
+TAB_KEYS = frozenset(key for key, _ in TABS)
+HEADINGS = {
+    401: "Sign-in refused",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Changed meanwhile",
+    422: "Not accepted",
+    429: "Too many attempts",
+}
+log = logging.getLogger(__name__)
+# Pages of our own only: no inline script or style, no frames, forms post back here.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class DashboardRoute(APIRoute):
+    """Turns the early exits of `context` and the services' errors into pages, and adds the
+    security headers to every answer."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except SignInRequired:
+                target = request.url.path
+                if request.method == "GET" and request.url.query:
+                    target += "?" + request.url.query
+                response = RedirectResponse(
+                    "/signin?" + urllib.parse.urlencode({"next": target}), status_code=303
+                )
+                response.delete_cookie(SESSION_COOKIE, path="/")
+            except CsrfFailed:
+                response = error_page(
+                    request,
+                    403,
+                    "This form cannot be accepted",
+                    "The form did not carry this session's security token: it came from another "
+                    "site or from a page older than your sign-in. Go back, reload the page and "
+                    "submit it again.",
+                )
+            except ServiceError as error:
+                heading = HEADINGS.get(error.status, "Something is not right")
+                response = error_page(request, error.status, heading, sentence(error))
+            except IntegrityError:
+                response = error_page(
+                    request,
+                    409,
+                    "Changed meanwhile",
+                    "Someone else made a conflicting change at the same moment. Nothing of "
+                    "yours was saved; go back, reload the page and try again.",
+                )
+            except DBAPIError:
+                log.warning("database error on %s", request.url.path, exc_info=True)
+                response = error_page(
+                    request,
+                    503,
+                    "Database unavailable",
+                    "The database cannot be reached right now. Nothing was changed; try again "
+                    "in a moment.",
+                )
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return route
+
+
+def page_router() -> APIRouter:
+    """A router for one page group: its answers pass through `DashboardRoute`."""
+    return APIRouter(route_class=DashboardRoute, include_in_schema=False)
+
+
+@cache
+def _static_version(name: str) -> str:
+    return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+
+
+def static_url(name: str) -> str:
+    """`/static/NAME?v=HASH`: browsers may cache it, a new release changes the address."""
+    return f"/static/{name}?v={_static_version(name)}"
+
+
+@cache
+def _environment() -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.globals["static"] = static_url
+    return environment
+
+
+def sentence(error: RegwardError) -> str:
+    text = str(error)
+    if text.startswith("entry."):
+        text = text[len("entry.") :]
+    return text[:1].upper() + text[1:]
+
+
+def org_path(org: str, tab: str = "registry-access") -> str:
+    return f"/orgs/{urllib.parse.quote(org, safe='')}/{tab}"
+
+
+def render(
+    request: Request,
+    template: str,
+    visitor: Visitor | None = None,
+    *,
+    org: str | None = None,
+    tab: str = "",
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """A page; with a visitor, the header (organizations, account) and tabs of `org`."""
+    values: dict[str, Any] = {
+        "title": context.pop("title", "Regward"),
+        "tab": tab,
+        "org": org,
+        "tabs": TABS,
+        "org_url": (lambda key: org_path(org, key)) if org else (lambda key: "/"),
+        "orgs": [name for name, _ in visitor.orgs] if visitor else [],
+        "username": visitor.username if visitor else "",
+        "role": (visitor.role_in(org) if visitor and org else None),
+        "csrf_token": visitor.csrf_token if visitor else context.pop("csrf_token", ""),
+        "notice": request.cookies.get(NOTICE_COOKIE, ""),
+    }
+    values.update(context)
+    html = _environment().get_template(template).render(values)
+    response = HTMLResponse(html, status_code=status)
+    if values["notice"]:
+        response.delete_cookie(NOTICE_COOKIE, path="/")
+    if org and visitor:
+        response.set_cookie(ORG_COOKIE, org, httponly=True, samesite="lax", path="/")
+    return response
+
+
+def error_page(request: Request, status: int, heading: str, message: str) -> HTMLResponse:
+    return render(
+        request, "error.html", status=status, title=heading, heading=heading, message=message
+    )
+
+
+def redirect(request: Request, url: str, notice: str | None = None) -> RedirectResponse:
+    """303 to `url`, with a one-time notice shown by the next page."""
+    response = RedirectResponse(url, status_code=303)
+    if notice:
+        response.set_cookie(
+            NOTICE_COOKIE,
+            notice,
+            max_age=60,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+    return response
+
+
+def confirmation(
+    request: Request,
+    visitor: Visitor,
+    org: str | None,
+    *,
+    question: str,
+    consequence: str,
+    verb: str,
+    fields: list[tuple[str, str]],
+    back: str,
+) -> HTMLResponse:
+    """The page that asks before an action that takes effect at once, posting it again."""
+    return render(
+        request,
+        "confirm.html",
+        visitor,
+        org=org,
+        title=question,
+        question=question,
+        consequence=consequence,
+        verb=verb,
+        action=request.url.path,
+        fields=fields,
+        back=back,
+    )
