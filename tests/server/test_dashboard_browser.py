@@ -441,7 +441,7 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
             screenshot(page, f"dashboard-registry-access-{name}")
             page.get_by_role("link", name="Edit docker.io").click()
             screenshot(page, f"dashboard-edit-{name}")
-            for tab in ("activity", "members", "devices", "blocked"):
+            for tab in ("activity", "members", "devices", "blocked", "sso"):
                 page.goto(f"{server.url}/orgs/acme/{tab}")
                 screenshot(page, f"dashboard-{tab}-{name}")
             page.goto(f"{server.url}/orgs/acme/devices")

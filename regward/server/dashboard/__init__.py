@@ -13,7 +13,8 @@
     account.py          Tokens and the account (password)
     fleet.py            Devices, Blocked pulls, Test an image
     device.py           /device: approve or deny a machine's `regward login`
-    sso.py              Sign in with SSO (/auth/sso/login, /auth/sso/callback)
+    sso.py              Sign in with SSO (/auth/sso/login, /auth/sso/callback) and the
+                        organization's Single sign-on page
     templates/          Jinja2, autoescaped; static/ one stylesheet, one small optional script
 
 Reads use a read session; each write one write session, so a failed write changes nothing. No

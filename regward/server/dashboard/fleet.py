@@ -1,6 +1,6 @@
 """The machines' side: Devices, Blocked pulls, and Test an image.
 
-GET /orgs/{org}/devices
+GET /orgs/{org}/devices          POST /orgs/{org}/devices/revoke (a machine's own token)
 GET /orgs/{org}/blocked?page=
 GET /orgs/{org}/test?image=&action=pull|push   (against the draft and the applied revision)
 """
@@ -14,8 +14,15 @@ from fastapi import Request, Response
 from regward.errors import RegwardError
 from regward.policy import Action, ImageReference, evaluate
 from regward.server.dashboard import forms, views
-from regward.server.dashboard.context import org_access
-from regward.server.dashboard.rendering import org_path, page_router, render, sentence
+from regward.server.dashboard.context import Form, org_access
+from regward.server.dashboard.rendering import (
+    confirmation,
+    org_path,
+    page_router,
+    redirect,
+    render,
+    sentence,
+)
 from regward.server.services import denials, devices, registry_access
 
 router = page_router()
@@ -38,7 +45,33 @@ def devices_page(request: Request, org: str) -> Response:
             refused_count=sum(bool(row.refusal) for row in rows),
             unprotected_count=sum(bool(row.engine_problem) for row in rows),
             applied_revision=applied.revision if applied else 0,
+            can_revoke=visitor.is_owner(org),
         )
+
+
+@router.post("/orgs/{org}/devices/revoke")
+def revoke_device(request: Request, org: str, form: Form) -> Response:
+    """An owner revokes a machine's device token: its sync stops, its last policy stays."""
+    agent_id = forms.text(form, "agent_id")
+    if not forms.confirmed(form):
+        with org_access(request, org, owner=True, write=False) as (_, visitor, _organization):
+            return confirmation(
+                request,
+                visitor,
+                org,
+                question=f"Revoke the token of {agent_id}?",
+                consequence="The machine stops syncing at once and keeps enforcing the last "
+                "policy it verified; someone signs it in again with regward login.",
+                verb="Revoke",
+                fields=[("agent_id", agent_id)],
+                back=org_path(org, "devices"),
+            )
+    with org_access(request, org, owner=True) as (session, visitor, organization):
+        revoked = devices.revoke_token(session, organization, visitor.caller.user, agent_id)
+        name = revoked[-1].name
+    return redirect(
+        request, org_path(org, "devices"), f"Revoked the token of {name}: its sync has stopped."
+    )
 
 
 @router.get("/orgs/{org}/blocked")

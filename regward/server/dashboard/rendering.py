@@ -37,6 +37,7 @@ TABS = (
     ("devices", "Devices"),
     ("blocked", "Blocked pulls"),
     ("test", "Test an image"),
+    ("sso", "Single sign-on"),
 )
 TAB_KEYS = frozenset(key for key, _ in TABS)
 HEADINGS = {

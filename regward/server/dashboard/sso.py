@@ -9,25 +9,32 @@
 
 A state is good once and for ten minutes; an answer whose state is unknown, used, expired or
 not this browser's is refused.
+
+    GET  /orgs/{org}/sso                    the organization's join rules and "SSO required"
+    POST /orgs/{org}/sso/add|remove|required  owners change them (services.sso, in Activity)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy import delete
 
+from regward.server.dashboard import forms
+from regward.server.dashboard.context import Form, org_access
 from regward.server.dashboard.forms import safe_next
-from regward.server.dashboard.rendering import error_page, page_router
+from regward.server.dashboard.rendering import error_page, org_path, page_router, redirect, render
 from regward.server.dashboard.security import SESSION_COOKIE, same_token
 from regward.server.models import SsoLogin, utcnow
 from regward.server.oidc import OidcClient, SsoFailed
 from regward.server.runtime import Server, server_of
-from regward.server.services import sso_accounts
+from regward.server.services import sso, sso_accounts
 
 router = page_router()
 STATE_COOKIE = "regward_sso_state"
@@ -127,3 +134,63 @@ def _refused(request: Request, message: str) -> Response:
     response = error_page(request, 401, "Single sign-on did not work", message)
     response.delete_cookie(STATE_COOKIE, path="/auth/sso")
     return response
+
+
+# --- the organization's settings ------------------------------------------------------------
+
+
+@router.get("/orgs/{org}/sso")
+def sso_page(request: Request, org: str) -> Response:
+    with org_access(request, org) as (session, visitor, organization):
+        config = sso.get(session, organization)
+        return render(
+            request,
+            "sso.html",
+            visitor,
+            org=org,
+            tab="sso",
+            title=f"Single sign-on · {org}",
+            rules=[rule.to_dict() for rule in config.join],
+            required=config.required,
+            can_edit=visitor.is_owner(org),
+            configured=server_of(request).oidc is not None,
+        )
+
+
+def _sso_write(request: Request, org: str, change: Callable[[sso.Config], sso.Config]) -> Response:
+    with org_access(request, org, owner=True) as (session, visitor, organization):
+        new = change(sso.get(session, organization))
+        sso.put(
+            session,
+            organization,
+            visitor.caller.user,
+            [rule.to_dict() for rule in new.join],
+            new.required,
+        )
+    return redirect(request, org_path(org, "sso"), "Single sign-on settings saved.")
+
+
+@router.post("/orgs/{org}/sso/add")
+def sso_add(request: Request, org: str, form: Form) -> Response:
+    kind = "groups_claim" if forms.text(form, "kind") == "groups_claim" else "email_domain"
+    rule = sso.Rule.parse(
+        {kind: forms.text(form, "value"), "role": forms.text(form, "role") or "member"}, "rule"
+    )
+    return _sso_write(request, org, lambda c: dataclasses.replace(c, join=(*c.join, rule)))
+
+
+@router.post("/orgs/{org}/sso/remove")
+def sso_remove(request: Request, org: str, form: Form) -> Response:
+    text = forms.text(form, "index")
+    index = int(text) if text.isdigit() else -1
+    return _sso_write(
+        request,
+        org,
+        lambda c: dataclasses.replace(c, join=tuple(r for n, r in enumerate(c.join) if n != index)),
+    )
+
+
+@router.post("/orgs/{org}/sso/required")
+def sso_required(request: Request, org: str, form: Form) -> Response:
+    required = forms.text(form, "required") == "true"
+    return _sso_write(request, org, lambda c: dataclasses.replace(c, required=required))

@@ -156,6 +156,7 @@ class DeviceRow:
     engine: str  # "protected", "not protected" or "unknown"
     engine_detail: str  # a few words beside it ("proxy off"), or ""
     engine_problem: str  # why the engine is not protected and the fix, or "" when it is
+    token: str = ""  # the machine's own device token: "active", "revoked", or "" without one
 
 
 ENGINE_UNKNOWN = "no Docker Engine answered the agent, or the agent is too old to say"
@@ -206,6 +207,9 @@ def device_row(status: DeviceStatus) -> DeviceRow:
         engine=engine,
         engine_detail=engine_detail,
         engine_problem=engine_problem,
+        token=""
+        if status.token is None
+        else ("active" if status.token.revoked_at is None else "revoked"),
     )
 
 
