@@ -9,11 +9,41 @@
 
 Every message names the bad value and, where it helps, what to do. Parsers raise these at the
 edge, so callers never see a bare ValueError or KeyError from user input.
+
+An error about one field carries it as data, as httpx's errors carry their request:
+`error.field` is where (`registries[2].address`, or `address` for a lone entry), `error.value`
+what was there, and `error.message` the sentence for a person, which quotes at most a short
+prefix of a long value (`quote`). `str(error)` is `field: message`, for logs and the command
+line; pages show `message` beside the field instead of taking the string apart.
 """
+
+from __future__ import annotations
+
+QUOTE_LIMIT = 60
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)`, or for a long value its first `limit` characters and its length:
+    `'aaaa…' (300 characters)`, so one bad value cannot flood a page or a log line."""
+    shown = repr(value)
+    if len(shown) <= limit + 4:
+        return shown
+    closing = shown[0] if shown[0] in "'\"" else ""
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{shown[:limit]}…{closing}{size}"
 
 
 class RegwardError(Exception):
     """Base of every error meant for a user."""
+
+    def __init__(self, message: str, *, field: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.value = value
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
 
 
 class InvalidReference(RegwardError):

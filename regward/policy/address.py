@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import idna
 
-from regward.errors import InvalidAddress
+from regward.errors import InvalidAddress, quote
 
 DEFAULT_PORTS = frozenset({443, 80})
 MAX_HOST_LENGTH = 253
@@ -46,18 +46,25 @@ class Address:
     def parse(cls, text: str) -> Address:
         """Parse an address pattern; raise InvalidAddress naming the value and the fix."""
         if not isinstance(text, str):
-            raise InvalidAddress(f"registry address must be a string, not {text!r}")
+            raise InvalidAddress(
+                f"registry address must be a string, not {quote(text)}", value=text
+            )
         raw = text.strip()
         if not raw:
-            raise InvalidAddress("registry address is empty")
+            raise InvalidAddress("registry address is empty", value=text)
         if "://" in raw:
+            host = raw.split("://", 1)[1].split("/", 1)[0]
             raise InvalidAddress(
-                f"registry address {text!r} has a scheme: give the host only, e.g. 'ghcr.io'"
+                f"registry address {quote(text)} has a scheme: give the host only, e.g. "
+                f"{quote(host or 'ghcr.io')}",
+                value=text,
             )
         if "/" in raw:
+            host, path = raw.split("/", 1)
             raise InvalidAddress(
-                f"registry address {text!r} has a path: give the host only and list "
-                "repositories separately, e.g. repositories: ['acme/*']"
+                f"registry address {quote(text)} has a path: give the host only "
+                f"({quote(host)}) and list {quote(path.strip('/'))} under repositories",
+                value=text,
             )
         host, port = _split_port(raw, text)
         wildcard = host.startswith("*.")
@@ -65,11 +72,11 @@ class Address:
             host = host[2:]
         elif "*" in host:
             raise InvalidAddress(
-                f"registry address {text!r}: a wildcard is allowed only as a leading '*.'"
+                f"registry address {quote(text)}: a wildcard is allowed only as a leading '*.'"
             )
         host = normalize_host(host, text)
         if wildcard and _is_ip(host):
-            raise InvalidAddress(f"registry address {text!r}: an IP address cannot take '*.'")
+            raise InvalidAddress(f"registry address {quote(text)}: an IP address cannot take '*.'")
         return cls(host=host, port=port, wildcard=wildcard)
 
     def matches(self, host: str, port: int) -> bool:
@@ -113,11 +120,11 @@ def normalize_host(host: str, original: str | None = None) -> str:
         try:
             return ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]")).compressed
         except ValueError:
-            raise InvalidAddress(f"registry address {shown!r}: not an IPv6 address") from None
+            raise InvalidAddress(f"registry address {quote(shown)}: not an IPv6 address") from None
     if host.endswith("."):
         host = host[:-1]
     if not host:
-        raise InvalidAddress(f"registry address {shown!r} has no host")
+        raise InvalidAddress(f"registry address {quote(shown)} has no host")
     try:
         return str(ipaddress.IPv4Address(host))
     except ValueError:
@@ -129,17 +136,17 @@ def normalize_host(host: str, original: str | None = None) -> str:
             ascii_host = idna.encode(host, uts46=True).decode("ascii")
         except (idna.IDNAError, UnicodeError) as error:
             raise InvalidAddress(
-                f"registry address {shown!r}: not a valid hostname ({error})"
+                f"registry address {quote(shown)}: not a valid hostname ({error})"
             ) from None
     labels = ascii_host.split(".")
     if len(ascii_host) > MAX_HOST_LENGTH or not all(_LABEL.fullmatch(lbl) for lbl in labels):
         raise InvalidAddress(
-            f"registry address {shown!r}: not a valid hostname (letters, digits and '-' "
+            f"registry address {quote(shown)}: not a valid hostname (letters, digits and '-' "
             "in dot-separated labels)"
         )
     if all(label.isdigit() for label in labels):
         # Forms like 127.1 or 2130706433 reach an address through inet_aton; refuse them.
-        raise InvalidAddress(f"registry address {shown!r}: write an IPv4 address in full")
+        raise InvalidAddress(f"registry address {quote(shown)}: write an IPv4 address in full")
     return ascii_host
 
 
@@ -147,23 +154,26 @@ def _split_port(raw: str, original: str) -> tuple[str, int | None]:
     if raw.startswith("["):
         close = raw.find("]")
         if close == -1:
-            raise InvalidAddress(f"registry address {original!r}: missing ']' after IPv6 address")
+            raise InvalidAddress(
+                f"registry address {quote(original)}: missing ']' after IPv6 address"
+            )
         host, rest = raw[: close + 1], raw[close + 1 :]
         if rest and not rest.startswith(":"):
-            raise InvalidAddress(f"registry address {original!r}: unexpected text after ']'")
+            raise InvalidAddress(f"registry address {quote(original)}: unexpected text after ']'")
         port_text = rest[1:] if rest else None
     elif raw.count(":") == 1:
         host, port_text = raw.split(":")
     elif ":" in raw:
         raise InvalidAddress(
-            f"registry address {original!r}: put an IPv6 address in brackets, e.g. '[::1]:5000'"
+            f"registry address {quote(original)}: put an IPv6 address in brackets, "
+            "e.g. '[::1]:5000'"
         )
     else:
         host, port_text = raw, None
     if port_text is None:
         return host, None
     if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
-        raise InvalidAddress(f"registry address {original!r}: port must be 1-65535")
+        raise InvalidAddress(f"registry address {quote(original)}: port must be 1-65535")
     return host, int(port_text)
 
 

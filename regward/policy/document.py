@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from regward.errors import InvalidAddress, InvalidPolicy
+from regward.errors import InvalidAddress, InvalidPolicy, RegwardError, quote
 from regward.policy.address import Address
 
 _T = TypeVar("_T")
@@ -66,15 +66,18 @@ class RepositoryPattern:
     @classmethod
     def parse(cls, text: str, *, docker_hub: bool) -> RepositoryPattern:
         if not isinstance(text, str) or not text:
-            raise InvalidPolicy(f"repository pattern {text!r} must be a non-empty string")
+            raise InvalidPolicy(
+                f"repository pattern {quote(text)} must be a non-empty string", value=text
+            )
         if text == "*":
             return cls((), prefix=True)
         body, prefix = (text[:-2], True) if text.endswith("/*") else (text, False)
         components = tuple(body.split("/"))
         if not all(_PATH_COMPONENT.fullmatch(c) for c in components):
             raise InvalidPolicy(
-                f"repository pattern {text!r}: use lowercase path components separated by '/', "
-                "optionally ending in '/*', e.g. 'acme/*' or 'library/nginx'"
+                f"repository pattern {quote(text)}: use lowercase path components separated by "
+                "'/', optionally ending in '/*', e.g. 'acme/*' or 'library/nginx'",
+                value=text,
             )
         if docker_hub and not prefix and len(components) == 1:
             components = ("library", *components)
@@ -110,55 +113,72 @@ class RegistryEntry:
     extra_hosts: tuple[Address, ...] = ()
 
     @classmethod
-    def from_dict(cls, data: object, where: str = "entry") -> RegistryEntry:
-        """Parse one entry; errors name `where` (e.g. `registries[2]`), the field and value."""
+    def from_dict(cls, data: object, where: str = "") -> RegistryEntry:
+        """Parse one entry; errors carry the field (under `where`, e.g. `registries[2]`) and
+        the value."""
         if not isinstance(data, Mapping):
-            raise InvalidPolicy(f"{where}: expected a mapping with 'address', got {data!r}")
+            raise InvalidPolicy(
+                f"expected a mapping with 'address', got {quote(data)}",
+                field=where or None,
+                value=data,
+            )
         unknown = sorted(str(k) for k in data if k not in _ENTRY_KEYS)
         if unknown:
             raise InvalidPolicy(
-                f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_ENTRY_KEYS))})"
+                f"unknown field {quote(unknown[0])} (known: {', '.join(sorted(_ENTRY_KEYS))})",
+                field=where or None,
+                value=unknown[0],
             )
         if "address" not in data:
-            raise InvalidPolicy(f"{where}: missing 'address'")
+            raise InvalidPolicy("missing 'address'", field=where or None)
         try:
             address = Address.parse(data["address"])
         except InvalidAddress as error:
-            raise InvalidPolicy(f"{where}.address: {error}") from None
+            raise _within(error, _at(where, "address")) from None
         if address in _HUB_ALIASES:
             address = DOCKER_HUB_ADDRESS
         nickname = data.get("nickname") or ""
         if not isinstance(nickname, str) or len(nickname) > MAX_NICKNAME_LENGTH:
             raise InvalidPolicy(
-                f"{where}.nickname: {nickname!r} must be text of at most "
-                f"{MAX_NICKNAME_LENGTH} characters"
+                f"{quote(nickname)} must be text of at most {MAX_NICKNAME_LENGTH} characters",
+                field=_at(where, "nickname"),
+                value=nickname,
             )
         allowed = data.get("allowed", True)
         if not isinstance(allowed, bool):
-            raise InvalidPolicy(f"{where}.allowed: {allowed!r} must be true or false")
+            raise InvalidPolicy(
+                f"{quote(allowed)} must be true or false",
+                field=_at(where, "allowed"),
+                value=allowed,
+            )
         hub = address == DOCKER_HUB_ADDRESS
-        patterns = _string_list(data.get("repositories"), f"{where}.repositories")
+        patterns = _string_list(data.get("repositories"), _at(where, "repositories"))
         try:
             repositories = tuple(RepositoryPattern.parse(p, docker_hub=hub) for p in patterns)
         except InvalidPolicy as error:
-            raise InvalidPolicy(f"{where}.repositories: {error}") from None
-        action_names = _string_list(data.get("actions", list(Action)), f"{where}.actions")
+            raise _within(error, _at(where, "repositories")) from None
+        action_names = _string_list(data.get("actions", list(Action)), _at(where, "actions"))
         try:
             actions = frozenset(Action(name) for name in action_names)
         except ValueError:
             raise InvalidPolicy(
-                f"{where}.actions: {action_names!r} may only contain 'pull' and 'push'"
+                f"{quote(action_names)} may only contain 'pull' and 'push'",
+                field=_at(where, "actions"),
+                value=action_names,
             ) from None
         if not actions:
             raise InvalidPolicy(
-                f"{where}.actions: empty; list 'pull' and/or 'push', or set allowed: false"
+                "empty; list 'pull' and/or 'push', or set allowed: false",
+                field=_at(where, "actions"),
+                value=action_names,
             )
         try:
             extra_hosts = tuple(
-                Address.parse(h) for h in _string_list(data.get("extra_hosts"), "extra_hosts")
+                Address.parse(h)
+                for h in _string_list(data.get("extra_hosts"), _at(where, "extra_hosts"))
             )
         except InvalidAddress as error:
-            raise InvalidPolicy(f"{where}.extra_hosts: {error}") from None
+            raise _within(error, _at(where, "extra_hosts")) from None
         return cls(
             address=address,
             nickname=nickname,
@@ -194,7 +214,7 @@ class Policy:
     def from_dict(cls, data: object) -> Policy:
         """Parse a policy document; raise InvalidPolicy naming the field and value."""
         if not isinstance(data, Mapping):
-            raise InvalidPolicy(f"policy must be a mapping with 'organization', got {data!r}")
+            raise InvalidPolicy(f"policy must be a mapping with 'organization', got {quote(data)}")
         unknown = sorted(str(k) for k in data if k not in _POLICY_KEYS)
         if unknown:
             raise InvalidPolicy(
@@ -203,18 +223,28 @@ class Policy:
         organization = data.get("organization")
         if not isinstance(organization, str) or not _ORGANIZATION.fullmatch(organization):
             raise InvalidPolicy(
-                f"organization: {organization!r} must be a lowercase name of letters, digits, "
-                "'-' and '_' (2-64 characters)"
+                f"{quote(organization)} must be a lowercase name of letters, digits, "
+                "'-' and '_' (2-64 characters)",
+                field="organization",
+                value=organization,
             )
         revision = data.get("revision", 0)
         if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
-            raise InvalidPolicy(f"revision: {revision!r} must be a whole number >= 0")
+            raise InvalidPolicy(
+                f"{quote(revision)} must be a whole number >= 0", field="revision", value=revision
+            )
         enabled = data.get("enabled", True)
         if not isinstance(enabled, bool):
-            raise InvalidPolicy(f"enabled: {enabled!r} must be true or false")
+            raise InvalidPolicy(
+                f"{quote(enabled)} must be true or false", field="enabled", value=enabled
+            )
         registries = data.get("registries", [])
         if not isinstance(registries, list):
-            raise InvalidPolicy(f"registries: {registries!r} must be a list of entries")
+            raise InvalidPolicy(
+                f"{quote(registries)} must be a list of entries",
+                field="registries",
+                value=registries,
+            )
         entries = tuple(
             RegistryEntry.from_dict(entry, f"registries[{i}]") for i, entry in enumerate(registries)
         )
@@ -269,8 +299,18 @@ def _string_list(value: object, where: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidPolicy(f"{where}: {value!r} must be a list of strings")
+        raise InvalidPolicy(f"{quote(value)} must be a list of strings", field=where, value=value)
     return value
+
+
+def _within(error: RegwardError, field: str) -> InvalidPolicy:
+    """`error` (about an address or a pattern) as the policy's error about `field`."""
+    return InvalidPolicy(error.message, field=field, value=error.value)
+
+
+def _at(where: str, name: str) -> str:
+    """The field `name` of the entry at `where` (`registries[2].address`, or `address`)."""
+    return f"{where}.{name}" if where else name
 
 
 def _unique(items: tuple[_T, ...]) -> tuple[_T, ...]:

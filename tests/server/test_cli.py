@@ -192,7 +192,7 @@ def test_reset_password_for_a_user_who_forgot_it(database_url: str, tmp_path: Pa
         database.dispose()
     for argv, stdin, named in (
         (("nobody",), None, "'nobody'"),
-        (("admin", "--password-stdin"), "short\n", "password: must be"),
+        (("admin", "--password-stdin"), "short\n", "password must be"),
     ):
         bad = regward("server", "reset-password", *argv, env=env, stdin=stdin)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr

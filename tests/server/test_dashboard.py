@@ -663,3 +663,46 @@ def _entries(client: TestClient) -> list[dict[str, Any]]:
     )
     entries: list[dict[str, Any]] = answer.json()["registries"]
     return entries
+
+
+def add_entry_form(client: TestClient, **fields: str) -> Any:
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    return client.post("/orgs/acme/registry-access/add", data={"csrf_token": token, **fields})
+
+
+def field_error(html: str, field: str) -> str:
+    """The error shown beside the Add form's `field`, or "" when there is none."""
+    match = re.search(rf'id="add-{field}-error">([^<]*)</small>', html)
+    return match.group(1) if match else ""
+
+
+def test_errors_sit_beside_their_field_without_internal_prefixes(client: TestClient) -> None:
+    sign_in(client, "alice")
+    scheme = add_entry_form(client, address="http://ghcr.io/", actions="pull")
+    assert scheme.status_code == 422
+    beside = field_error(scheme.text, "address")
+    assert beside.startswith("Registry address &#39;http://ghcr.io/&#39; has a scheme"), beside
+    assert "entry." not in scheme.text and "address: " not in scheme.text
+    # A path in the address: the hint names the host and the repository as the form wants them.
+    path = add_entry_form(client, address="ghcr.io/acme/app", actions="pull")
+    hint = field_error(path.text, "address")
+    assert "&#39;ghcr.io&#39;" in hint and "&#39;acme/app&#39; under repositories" in hint, hint
+    assert "[&#39;" not in path.text  # no list syntax of a policy file
+    # The error comes from the service as data: a nickname's error goes beside the nickname.
+    nickname = add_entry_form(client, address="ghcr.io", nickname="n" * 300, actions="pull")
+    assert nickname.status_code == 422
+    assert field_error(nickname.text, "nickname").startswith("&#39;nnnn")
+    assert field_error(nickname.text, "address") == ""
+
+
+def test_errors_quote_only_a_short_prefix_of_a_long_value(client: TestClient) -> None:
+    sign_in(client, "alice")
+    long = "x" * 290 + ".invalid/"
+    answer = add_entry_form(client, address=long, actions="pull")
+    assert answer.status_code == 422
+    beside = field_error(answer.text, "address")
+    assert "x" * 50 in beside and "x" * 100 not in beside, beside
+    assert f"({len(long)} characters)" in beside
+    nickname = add_entry_form(client, address="ghcr.io", nickname="n" * 4000, actions="pull")
+    assert "n" * 100 not in field_error(nickname.text, "nickname")
+    assert 'value="' + "n" * 4000 + '"' in nickname.text  # the input is kept whole

@@ -396,3 +396,20 @@ def test_nul_characters_are_refused_everywhere(world: World) -> None:
     ]
     assert [a.status_code for a in answers] == [422] * len(answers)
     assert all("NUL" in a.json()["detail"] for a in answers)
+
+
+def test_422_carries_the_field_as_data_and_quotes_a_short_prefix(world: World) -> None:
+    h = world.headers("alice")
+    long = "a" * 300 + "/acme"
+    answer = world.client.post(
+        f"{ORG}/registry-access/registries", json={"entry": {"address": long}}, headers=h
+    )
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["field"] == "address"
+    assert not body["detail"].startswith("entry.")
+    assert "a" * 50 in body["detail"] and "a" * 100 not in body["detail"]
+    assert f"({len(long)} characters)" in body["detail"]
+    twice = {"enabled": True, "registries": [{"address": "ghcr.io"}, {"address": "GHCR.IO"}]}
+    answer = world.client.put(f"{ORG}/registry-access", json={**twice, "version": 1}, headers=h)
+    assert answer.json()["field"] == "registries[1].address"

@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
+from regward.errors import RegwardError
+from regward.server.dashboard.views import capitalized
 from regward.server.services import names, registry_access
 
 PAGE_SIZE = 25
@@ -125,10 +127,8 @@ def _lines(value: str) -> list[str]:
 ENTRY_FIELDS = ("address", "nickname", "allowed", "repositories", "actions", "extra_hosts")
 
 
-def field_errors(message: str) -> dict[str, str]:
-    """Place a service's InvalidInput message beside the field it names (`entry.address: ...`)."""
-    head = message.split(":", 1)[0]
-    for name in ENTRY_FIELDS:
-        if head.endswith("." + name) or head == name:
-            return {name: message}
-    return {"address": message}
+def field_errors(error: RegwardError) -> dict[str, str]:
+    """The services' error beside the entry form's field it is about (the address when it is
+    about the entry as a whole, e.g. one already listed)."""
+    name = (error.field or "").rsplit(".", 1)[-1]
+    return {name if name in ENTRY_FIELDS else "address": capitalized(error.message)}

@@ -130,7 +130,7 @@ def add_registry(request: Request, org: str, form: Form) -> Response:
             status=error.status,
             error=f"The registry was not added. {sentence(error)}",
             add_form=entry,
-            add_errors=forms.field_errors(str(error)),
+            add_errors=forms.field_errors(error),
         )
 
     # Adding is independent of other edits (a duplicate address is refused anyway), so no
@@ -328,7 +328,7 @@ def edit(request: Request, org: str, form: Form) -> Response:
                 if current is not None
                 else ""
             ),
-            errors={} if current is not None else forms.field_errors(str(error)),
+            errors={} if current is not None else forms.field_errors(error),
             current=current,
         )
 

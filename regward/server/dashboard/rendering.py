@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from regward.errors import RegwardError
 from regward.server.dashboard.context import ORG_COOKIE, CsrfFailed, SignInRequired, Visitor
 from regward.server.dashboard.security import SESSION_COOKIE
+from regward.server.dashboard.views import capitalized
 from regward.server.errors import ServiceError
 
 HERE = Path(__file__).parent
@@ -143,10 +144,8 @@ def _environment() -> Environment:
 
 
 def sentence(error: RegwardError) -> str:
-    text = str(error)
-    if text.startswith("entry."):
-        text = text[len("entry.") :]
-    return text[:1].upper() + text[1:]
+    """The error's message for a page: its field is shown by where the message goes."""
+    return capitalized(error.message)
 
 
 def org_path(org: str, tab: str = "registry-access") -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from regward.errors import quote
 from regward.server.errors import InvalidInput
 from regward.server.models import MAX_REVISION
 
@@ -22,8 +23,10 @@ def check_name(value: object, field: str) -> str:
     """Return `value` when it is a valid user or organization name, else raise InvalidInput."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise InvalidInput(
-            f"{field}: {value!r} is not a valid name; use 2-64 lowercase letters, digits, "
-            "'-' or '_', starting and ending with a letter or digit"
+            f"{quote(value)} is not a valid name; use 2-64 lowercase letters, digits, "
+            "'-' or '_', starting and ending with a letter or digit",
+            field=field,
+            value=value,
         )
     return value
 
@@ -31,7 +34,11 @@ def check_name(value: object, field: str) -> str:
 def check_revision(value: object, field: str) -> int:
     """Return `value` when it is a revision number (0 for none), else raise InvalidInput."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REVISION:
-        raise InvalidInput(f"{field}: {value!r} must be a whole number from 0 to {MAX_REVISION}")
+        raise InvalidInput(
+            f"{quote(value)} must be a whole number from 0 to {MAX_REVISION}",
+            field=field,
+            value=value,
+        )
     return value
 
 

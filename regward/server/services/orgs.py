@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from regward.errors import quote
 from regward.server.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from regward.server.models import Membership, Organization, Role, User
 from regward.server.services import activity, auth, registry_access
@@ -98,7 +99,9 @@ def _role(value: object) -> Role:
     try:
         return Role(value)  # type: ignore[arg-type]  # checked just here
     except ValueError:
-        raise InvalidInput(f"role: {value!r} must be 'owner' or 'member'") from None
+        raise InvalidInput(
+            f"role {quote(value)} must be 'owner' or 'member'", field="role", value=value
+        ) from None
 
 
 def add_member(

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from regward.errors import InvalidPolicy
+from regward.errors import InvalidPolicy, quote
 from regward.policy import Policy, RegistryEntry, SignedPolicy, sign
 from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Draft, Organization, Revision, User, utcnow
@@ -140,21 +140,25 @@ class AppliedRevision:
 # --- parsing -----------------------------------------------------------------------------
 
 
-def parse_entry(data: object, where: str = "entry") -> RegistryEntry:
-    """One entry in the policy file's form; InvalidInput naming the field and the value."""
+def parse_entry(data: object, where: str = "") -> RegistryEntry:
+    """One entry in the policy file's form; InvalidInput carrying the field and the value."""
     try:
         return RegistryEntry.from_dict(data, where)
     except InvalidPolicy as error:
-        raise InvalidInput(str(error)) from None
+        raise InvalidInput(error.message, field=error.field, value=error.value) from None
 
 
 def parse_entries(data: object) -> list[RegistryEntry]:
     """A `registries` list; InvalidInput for a bad entry or a key (address and repositories)
     listed twice."""
     if not isinstance(data, list):
-        raise InvalidInput(f"registries: {data!r} must be a list of entries")
+        raise InvalidInput(
+            f"registries {quote(data)} must be a list of entries", field="registries", value=data
+        )
     if len(data) > MAX_ENTRIES:
-        raise InvalidInput(f"registries: {len(data)} entries; at most {MAX_ENTRIES} are allowed")
+        raise InvalidInput(
+            f"{len(data)} registry entries; at most {MAX_ENTRIES} are allowed", field="registries"
+        )
     entries: list[RegistryEntry] = []
     seen: set[EntryKey] = set()
     for index, item in enumerate(data):
@@ -162,8 +166,9 @@ def parse_entries(data: object) -> list[RegistryEntry]:
         key = entry_key(entry)
         if key in seen:
             raise InvalidInput(
-                f"registries[{index}].address: {describe_key(key)} is listed twice; "
-                "edit the first entry"
+                f"{describe_key(key)} is listed twice; edit the first entry",
+                field=f"registries[{index}].address",
+                value=item,
             )
         seen.add(key)
         entries.append(entry)
@@ -172,16 +177,20 @@ def parse_entries(data: object) -> list[RegistryEntry]:
 
 def canonical_address(text: object) -> str:
     """The address `text` as entries store it (`INDEX.docker.io.` -> `docker.io`)."""
-    return str(parse_entry({"address": text}, "registry").address)
+    return str(parse_entry({"address": text}).address)
 
 
 def canonical_key(address: object, repositories: Sequence[str]) -> EntryKey:
     """The key of the entry for `address` with `repositories` (`nginx` on Docker Hub is
     `library/nginx`); InvalidInput naming a bad address or pattern."""
     if isinstance(repositories, str) or not isinstance(repositories, Sequence):
-        raise InvalidInput(f"repositories: {repositories!r} must be a list of patterns")
+        raise InvalidInput(
+            f"repositories {quote(repositories)} must be a list of patterns",
+            field="repositories",
+            value=repositories,
+        )
     probe = {"address": address, "repositories": list(repositories)}
-    return entry_key(parse_entry(probe, "registry"))
+    return entry_key(parse_entry(probe))
 
 
 def parse_repositories(text: str | None) -> list[str] | None:
@@ -373,7 +382,9 @@ def replace_draft(
 ) -> DraftState:
     """Replace the whole draft (toggle and entries)."""
     if not isinstance(enabled, bool):
-        raise InvalidInput(f"enabled: {enabled!r} must be true or false")
+        raise InvalidInput(
+            f"enabled {quote(enabled)} must be true or false", field="enabled", value=enabled
+        )
     entries = parse_entries(registries)
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
@@ -391,7 +402,9 @@ def set_enabled(
 ) -> DraftState:
     """Turn Registry Access on or off in the draft."""
     if not isinstance(enabled, bool):
-        raise InvalidInput(f"enabled: {enabled!r} must be true or false")
+        raise InvalidInput(
+            f"enabled {quote(enabled)} must be true or false", field="enabled", value=enabled
+        )
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
     _save(draft, actor, parse_entries(draft.registries), enabled)

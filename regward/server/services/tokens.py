@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from regward.errors import quote
 from regward.server.errors import InvalidInput, NotFound
 from regward.server.models import Scope, Token, TokenKind, User, utcnow
 from regward.server.services.auth import new_token_value
@@ -19,11 +20,17 @@ LISTED = (TokenKind.PERSONAL, TokenKind.DEVICE)  # sign-in sessions are not list
 def create(session: Session, user: User, name: str, scope: Scope | str) -> tuple[Token, str]:
     """A new token for `user`: (the row, the value to show once)."""
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"name: {name!r} must be 1 to {MAX_NAME_LENGTH} characters")
+        raise InvalidInput(
+            f"token name {quote(name)} must be 1 to {MAX_NAME_LENGTH} characters",
+            field="name",
+            value=name,
+        )
     try:
         scope = Scope(scope)
     except ValueError:
-        raise InvalidInput(f"scope: {scope!r} must be 'read' or 'read-write'") from None
+        raise InvalidInput(
+            f"scope {quote(scope)} must be 'read' or 'read-write'", field="scope", value=scope
+        ) from None
     value, digest = new_token_value(TokenKind.PERSONAL)
     token = Token(
         user_id=user.id, kind=TokenKind.PERSONAL, name=name.strip(), scope=scope, token_hash=digest
