@@ -191,8 +191,10 @@ def evaluate(policy: Policy, action: Action, reference: ImageReference) -> Decis
         return _deny(policy, f"Access to registry {registry}", "add it to the allowed registries")
     verdict = rules.verdict(reference.repository)
     target = f"{registry}/{reference.repository}"
-    if verdict is None:
-        return _deny(policy, f"{action.title()} of {target}", "allow this repository")
+    if verdict is None:  # the address's entries name other repositories: they decided
+        return _deny(
+            policy, f"{action.title()} of {target}", "allow this repository", rules.entries[0]
+        )
     if verdict.switched_off is not None:
         return _deny(
             policy,

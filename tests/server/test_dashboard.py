@@ -361,7 +361,8 @@ def test_image_tester_compares_draft_and_applied(client: TestClient, tmp_path: P
     client.post("/orgs/acme/registry-access/toggle", data={"csrf_token": token, "enabled": "true"})
     page = client.get("/orgs/acme/test", params={"image": "quay.io/org/app:1", "action": "pull"})
     assert page.status_code == 200
-    assert 'Draft, with pending changes: <span class="tag tag-bad">blocked' in page.text
+    assert "Draft, with pending changes (revision 2 once applied): " in page.text
+    assert 'once applied): <span class="tag tag-bad">blocked' in page.text
     assert 'Applied revision 1: <span class="tag tag-ok">allowed' in page.text
     assert "restricted by your organization" in page.text
     bad = client.get("/orgs/acme/test", params={"image": "UPPER/Case:bad tag"})
@@ -706,3 +707,21 @@ def test_errors_quote_only_a_short_prefix_of_a_long_value(client: TestClient) ->
     nickname = add_entry_form(client, address="ghcr.io", nickname="n" * 4000, actions="pull")
     assert "n" * 100 not in field_error(nickname.text, "nickname")
     assert 'value="' + "n" * 4000 + '"' in nickname.text  # the input is kept whole
+
+
+def test_image_tester_cites_the_applied_revision_and_the_deciding_entry(
+    client: TestClient,
+) -> None:
+    sign_in(client, "alice")
+    answer = add_entry_form(client, address="ghcr.io", repositories="acme/*", actions="pull")
+    assert answer.status_code == 303
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    client.post("/orgs/acme/registry-access/toggle", data={"csrf_token": token, "enabled": "true"})
+    token = csrf_of(client.get("/orgs/acme/registry-access").text)
+    applied = client.post("/orgs/acme/registry-access/apply", data={"csrf_token": token})
+    assert applied.status_code == 303
+    page = client.get("/orgs/acme/test", params={"image": "ghcr.io/other/app"})
+    assert "Applied revision 2 (the draft is the same)" in page.text
+    assert "Draft, with pending changes" not in page.text
+    assert "(policy revision 2)" in page.text and "policy revision 3" not in page.text
+    assert "Decided by the entry <code>ghcr.io (acme/*)</code>" in page.text

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from regward.errors import RegwardError
-from regward.policy import Action, ImageReference, evaluate
+from regward.policy import Action, ImageReference, Policy, evaluate
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, org_access
 from regward.server.dashboard.rendering import (
@@ -26,6 +26,42 @@ from regward.server.dashboard.rendering import (
 from regward.server.services import denials, devices, registry_access
 
 router = page_router()
+
+
+def _versions(state: registry_access.DraftState) -> list[tuple[str, Policy]]:
+    """What to test against: the applied revision, and the draft when it differs (as the
+    revision Save & Apply would make it); a draft with nothing pending is the applied one."""
+    applied = state.applied
+    if applied is None:
+        return [("Draft, not applied yet", state.policy)]
+    current = f"Applied revision {applied.revision}"
+    if not state.pending:
+        return [(f"{current} (the draft is the same)", applied)]
+    return [
+        (
+            f"Draft, with pending changes (revision {state.policy.revision} once applied)",
+            state.policy,
+        ),
+        (current, applied),
+    ]
+
+
+def _result(
+    title: str, policy: Policy, action: Action, reference: ImageReference
+) -> dict[str, Any]:
+    decision = evaluate(policy, action, reference)
+    entry = decision.entry
+    label = (
+        views.entry_label(str(entry.address), (str(p) for p in entry.repositories)) if entry else ""
+    )
+    if entry and entry.nickname:
+        label += f" ({entry.nickname})"
+    return {
+        "title": title,
+        "allowed": decision.allowed,
+        "reason": decision.reason,
+        "entry": label,
+    }
 
 
 @router.get("/orgs/{org}/devices")
@@ -109,26 +145,9 @@ def test_image(request: Request, org: str, image: str = "", action: str = "pull"
                 normalized = str(reference)
                 # One read of the draft and one of the applied revision.
                 state = registry_access.get_draft(session, organization)
-                title = (
-                    "Draft, with pending changes" if state.pending else "Draft (same as applied)"
-                )
-                policies = [(title, state.policy)]
-                if state.applied is not None:
-                    policies.append((f"Applied revision {state.applied.revision}", state.applied))
-                for heading, policy in policies:
-                    decision = evaluate(policy, chosen, reference)
-                    entry = decision.entry
-                    results.append(
-                        {
-                            "title": heading,
-                            "allowed": decision.allowed,
-                            "reason": decision.reason,
-                            "entry": str(entry.address)
-                            + (f" ({entry.nickname})" if entry.nickname else "")
-                            if entry
-                            else "",
-                        }
-                    )
+                results = [
+                    _result(title, policy, chosen, reference) for title, policy in _versions(state)
+                ]
         return render(
             request,
             "test_image.html",
