@@ -725,3 +725,34 @@ def test_image_tester_cites_the_applied_revision_and_the_deciding_entry(
     assert "Draft, with pending changes" not in page.text
     assert "(policy revision 2)" in page.text and "policy revision 3" not in page.text
     assert "Decided by the entry <code>ghcr.io (acme/*)</code>" in page.text
+
+
+def test_blocked_pull_offers_its_repository_not_the_whole_registry(client: TestClient) -> None:
+    sign_in(client, "alice")
+    token = client.cookies.get("regward_session")
+    reason = (
+        "Pull of ghcr.io/other/app is restricted by your organization 'acme' "
+        "(policy revision 1). Ask an owner of 'acme' to allow this repository."
+    )
+    reported = client.post(
+        "/api/v1/orgs/acme/denials",
+        json={
+            "agent_id": "m1",
+            "reference": "ghcr.io/other/app:1",
+            "action": "pull",
+            "revision": 1,
+            "reason": reason,
+        },
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert reported.status_code == 201, reported.text
+    page = client.get("/orgs/acme/blocked")
+    link = re.search(r'href="([^"]*registry-access\?add=[^"]*)"', page.text)
+    assert link, page.text
+    assert "repositories=other/app" in link.group(1).replace("%2F", "/")
+    assert "Add ghcr.io/other/app to the list" in page.text
+    assert page.text.count("revision 1") == 1  # the reason names it; no second copy
+    form = client.get(link.group(1).replace("&amp;", "&"))
+    assert 'id="add-address" name="address" type="text" value="ghcr.io"' in form.text
+    assert ">other/app</textarea>" in form.text
+    assert re.search(r'<details class="advanced" open', form.text)

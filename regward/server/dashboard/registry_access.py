@@ -71,12 +71,13 @@ def _registry_page(
 
 
 @router.get("/orgs/{org}/registry-access")
-def registry_page(request: Request, org: str, add: str = "") -> Response:
-    """`?add=HOST` fills in Add registry (the Blocked pulls page links here)."""
+def registry_page(request: Request, org: str, add: str = "", repositories: str = "") -> Response:
+    """`?add=HOST&repositories=REPO` fills in Add registry (the Blocked pulls page links here
+    with the refused repository, so following it allows that repository, not the whole
+    registry; the owner may clear Repositories to widen it)."""
+    prefill = EntryForm(address=add[:300], repositories=repositories[:300])
     with org_access(request, org) as (session, visitor, organization):
-        return _registry_page(
-            request, session, visitor, organization, add_form=EntryForm(address=add[:300])
-        )
+        return _registry_page(request, session, visitor, organization, add_form=prefill)
 
 
 def _draft_write(

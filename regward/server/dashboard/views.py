@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from regward.policy import LintWarning
+from regward.errors import RegwardError
+from regward.policy import ImageReference, LintWarning
 from regward.server.models import ActivityEvent, Denial
 from regward.server.services import activity
 from regward.server.services.devices import DeviceStatus
@@ -224,9 +225,21 @@ class DenialRow:
     reason: str
     revision: int | None
     registry: str
+    repository: str  # "" when the reference does not parse
+
+    @property
+    def revision_note(self) -> str:
+        """`revision N` beside the reason, unless the reason names it already."""
+        if self.revision is None or f"revision {self.revision}" in self.reason:
+            return ""
+        return f"revision {self.revision}"
 
 
 def denial_row(denial: Denial) -> DenialRow:
+    try:
+        repository = ImageReference.parse(denial.reference).repository
+    except RegwardError:
+        repository = ""
     return DenialRow(
         time=when(denial.occurred_at),
         time_iso=denial.occurred_at.isoformat(),
@@ -237,4 +250,5 @@ def denial_row(denial: Denial) -> DenialRow:
         reason=denial.reason,
         revision=denial.revision or None,
         registry=denial.registry_host,
+        repository=repository,
     )
