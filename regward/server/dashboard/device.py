@@ -14,7 +14,7 @@ from fastapi import Request, Response
 
 from regward.server.dashboard.context import Form, using
 from regward.server.dashboard.forms import text
-from regward.server.dashboard.rendering import page_router, render
+from regward.server.dashboard.rendering import page_router, render, sentence
 from regward.server.errors import InvalidInput, NotFound, TooManyRequests
 from regward.server.runtime import server_of
 from regward.server.services import device_auth
@@ -66,7 +66,7 @@ def device_page(request: Request, code: str = "") -> Response:
         status=failed.status,
         title="Sign in a machine",
         code=code,
-        error=str(failed)[:1].upper() + str(failed)[1:],
+        error=sentence(failed),
     )
 
 
