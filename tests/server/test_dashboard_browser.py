@@ -465,3 +465,69 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
             screenshot(browser.page, f"dashboard-member-view-{name}")
     artifacts = sorted(p.name for p in ARTIFACTS.glob("dashboard-*.png"))
     assert len(artifacts) >= 20
+
+
+LONG_PATTERN = "acme/" + "x" * 133 + "/*"  # 140 characters
+WIDTH = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+def no_horizontal_scroll(page: Page, what: str) -> None:
+    overflow = page.evaluate(WIDTH)
+    assert overflow <= 0, f"{what}: the page is {overflow} px wider than the window"
+
+
+def test_long_values_never_widen_the_page(server: ServerProcess) -> None:
+    """Issue 14, fix 1: a 140-character pattern, a 300-character invalid address and a long
+    nickname wrap or are shortened, at laptop and phone widths; Edit and Remove stay on screen."""
+    alice = token_of(server, "alice")
+    before = api(server, "GET", "/api/v1/orgs/acme/registry-access", token=alice)
+    entry = {"address": "ghcr.io", "nickname": "N" * 100, "repositories": [LONG_PATTERN]}
+    api(server, "POST", "/api/v1/orgs/acme/registry-access/registries", {"entry": entry}, alice)
+    label = f"ghcr.io ({LONG_PATTERN})"
+    try:
+        for name, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
+            with BrowserSession(viewport) as browser:
+                page = browser.page
+                sign_in(page, server, "alice")
+                expect(page.locator("#pending")).to_contain_text(label)
+                no_horizontal_scroll(page, f"Registry Access ({name})")
+                for control in (
+                    page.get_by_role("link", name=f"Edit {label}"),
+                    page.get_by_role("button", name=f"Remove {label}"),
+                ):
+                    box = control.bounding_box()
+                    assert box is not None and box["x"] + box["width"] <= viewport["width"]
+                screenshot(page, f"dashboard-long-values-{name}")
+                page.get_by_role("link", name=f"Edit {label}").click()
+                no_horizontal_scroll(page, f"Edit ({name})")
+                page.goto(server.url + "/orgs/acme/registry-access")
+                page.get_by_label("Registry address").fill("bad host " + "y" * 290)
+                page.get_by_role("button", name="Add registry").click()
+                error = page.locator("#add-address-error")
+                expect(error).to_contain_text("(299 characters)")
+                assert len(error.inner_text()) < 200
+                no_horizontal_scroll(page, f"a long invalid address ({name})")
+                screenshot(page, f"dashboard-long-address-error-{name}")
+                page.get_by_label("Registry address").fill("quay.io")
+                page.get_by_label("Nickname").evaluate(
+                    "(input, text) => { input.removeAttribute('maxlength'); input.value = text; }",
+                    "Z" * 4000,
+                )
+                page.get_by_role("button", name="Add registry").click()
+                expect(page.locator("#add-nickname-error")).to_contain_text("(4000 characters)")
+                no_horizontal_scroll(page, f"a long nickname ({name})")
+                screenshot(page, f"dashboard-long-nickname-error-{name}")
+    finally:
+        api(
+            server,
+            "PUT",
+            "/api/v1/orgs/acme/registry-access",
+            {
+                "enabled": before["enabled"],
+                "registries": before["registries"],
+                "version": api(server, "GET", "/api/v1/orgs/acme/registry-access", token=alice)[
+                    "version"
+                ],
+            },
+            alice,
+        )

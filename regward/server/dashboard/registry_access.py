@@ -56,7 +56,8 @@ def _registry_page(
         can_edit=visitor.is_owner(organization.name),
         enabled=state.enabled,
         version=state.version,
-        entries=views.entry_rows(state.registries, warnings),
+        entries=views.entry_rows(state.registries, warnings, state.pending),
+        applied_enabled=state.applied.enabled if state.applied else False,
         # "Off" is already the card's headline; the other whole-policy warnings go beside it.
         general_warnings=[
             views.capitalized(w.message) for w in warnings if w.entry == 0 and state.enabled

@@ -29,6 +29,8 @@ class EntryRow:
     actions: list[str]
     extra_hosts: list[str]
     warnings: list[str] = field(default_factory=list)
+    pending: str = ""
+    """"new" or "changed" when Save & Apply has not yet published this entry as it stands."""
 
     @property
     def key_repositories(self) -> str:
@@ -46,14 +48,25 @@ def entry_label(address: str, repositories: Iterable[str]) -> str:
     return f"{address} ({', '.join(patterns)})" if patterns else address
 
 
+_PENDING = {"registry_access.registry_added": "new", "registry_access.registry_updated": "changed"}
+
+
 def entry_rows(
-    registries: Iterable[Mapping[str, Any]], warnings: Sequence[LintWarning]
+    registries: Iterable[Mapping[str, Any]],
+    warnings: Sequence[LintWarning],
+    pending: Sequence[Change] = (),
 ) -> list[EntryRow]:
-    """One row per entry of the draft, in its order (the order `lint` numbers them in)."""
+    """One row per entry of the draft, in its order (the order `lint` numbers them in), each
+    marked when the applied revision does not have it as it stands."""
     by_entry: dict[int, list[str]] = {}
     for warning in warnings:
         by_entry.setdefault(warning.entry, []).append(capitalized(warning.message))
-    return [
+    not_applied = {
+        (change.address, change.repositories): _PENDING[change.action]
+        for change in pending
+        if change.action in _PENDING
+    }
+    rows = [
         EntryRow(
             address=str(entry["address"]),
             nickname=str(entry.get("nickname") or ""),
@@ -65,6 +78,9 @@ def entry_rows(
         )
         for number, entry in enumerate(registries, start=1)
     ]
+    for row in rows:
+        row.pending = not_applied.get((row.address, tuple(sorted(row.repositories))), "")
+    return rows
 
 
 def capitalized(text: str) -> str:
