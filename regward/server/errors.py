@@ -6,6 +6,7 @@ RegwardError
     ├── PermissionDenied 403  a member (or a read-only token) attempting an owner's write
     ├── NotFound         404  also what an outsider gets for an organization
     ├── Conflict         409  a stale draft version, a name taken, the last owner leaving
+    │   └── StaleVersion      the draft changed since the edit's version
     ├── InvalidInput     422  a bad field value; the message names the field and the value
     └── TooManyRequests  429  a rate limit reached; the message says how long it lasts
 """
@@ -33,6 +34,10 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class StaleVersion(Conflict):
+    """An edit based on a version of the draft that another edit has replaced since."""
 
 
 class InvalidInput(ServiceError):

@@ -756,3 +756,75 @@ def test_blocked_pull_offers_its_repository_not_the_whole_registry(client: TestC
     assert 'id="add-address" name="address" type="text" value="ghcr.io"' in form.text
     assert ">other/app</textarea>" in form.text
     assert re.search(r'<details class="advanced" open', form.text)
+
+
+def test_error_pages_keep_the_navigation_and_sign_out(client: TestClient) -> None:
+    sign_in(client, "eve")
+    answer = client.get("/orgs/acme/members")
+    assert answer.status_code == 404
+    assert "Sign out" in answer.text and "Signed in as" in answer.text
+    assert '<option value="evilcorp"' in answer.text and '<option value="acme"' not in answer.text
+    own = client.get("/orgs/evilcorp/registry-access/edit", params={"address": "nowhere.io"})
+    assert own.status_code == 404
+    assert 'aria-label="Organization evilcorp"' in own.text  # its tabs
+
+
+def test_head_of_the_home_page_and_a_reloaded_add_are_not_405(client: TestClient) -> None:
+    sign_in(client, "alice")
+    assert client.head("/").status_code == 303
+    reloaded = client.get("/orgs/acme/registry-access/add")
+    assert reloaded.status_code == 303
+    assert reloaded.headers["location"] == "/orgs/acme/registry-access#add"
+
+
+def test_save_and_apply_with_nothing_pending_publishes_nothing(client: TestClient) -> None:
+    sign_in(client, "alice")
+    page = client.get("/orgs/acme/registry-access")
+    version = re.search(r'name="version" value="(\d+)"', page.text)
+    assert version
+    answer = client.post(
+        "/orgs/acme/registry-access/apply",
+        data={"csrf_token": csrf_of(page.text), "version": version.group(1)},
+    )
+    assert answer.status_code == 303
+    after = client.get("/orgs/acme/registry-access")
+    assert "Nothing to apply: the draft is the same as revision 1" in after.text
+    assert "All changes are applied" not in after.text  # one green banner, not two
+    token = client.cookies.get("regward_session")
+    feed = client.get("/api/v1/orgs/acme/policy", headers={"Authorization": f"Bearer {token}"})
+    assert feed.json()["policy"]["revision"] == 1
+
+
+def test_devices_show_the_signing_key_machines_pin(client: TestClient) -> None:
+    sign_in(client, "alice")
+    key = client.get("/api/v1/signing-key").json()["public_key"]
+    page = client.get("/orgs/acme/devices")
+    assert f'<code id="signing-key-value">{key}</code>' in page.text
+
+
+def test_a_stale_edit_says_what_happened_once(client: TestClient) -> None:
+    sign_in(client, "alice")
+    form = client.get("/orgs/acme/registry-access/edit", params={"address": "docker.io"})
+    token = client.cookies.get("regward_session")
+    client.put(
+        "/api/v1/orgs/acme/registry-access/registries/docker.io",
+        json={"entry": {"address": "docker.io", "nickname": "Elsewhere"}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    version = re.search(r'name="version" value="(\d+)"', form.text)
+    assert version
+    answer = client.post(
+        "/orgs/acme/registry-access/edit",
+        data={
+            "csrf_token": csrf_of(form.text),
+            "version": version.group(1),
+            "original_address": "docker.io",
+            "original_repositories": "",
+            "address": "docker.io",
+            "nickname": "Mine",
+            "actions": "pull",
+        },
+    )
+    assert answer.status_code == 409
+    assert "someone changed the Registry Access settings since you opened this form." in answer.text
+    assert "reload them and make your change again" not in answer.text

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, Response
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
@@ -85,6 +86,16 @@ def _visitor(request: Request, session: Session) -> Visitor:
         raise SignInRequired from None
     memberships = orgs.list_for_user(session, caller.user)
     return Visitor(caller, token, [(org.name, role) for org, role in memberships])
+
+
+def visitor_if_signed_in(request: Request) -> Visitor | None:
+    """The visitor when the request carries a valid session (for an error page), else None;
+    never raises for a database that cannot be reached."""
+    try:
+        with server_of(request).database.session() as session:
+            return _visitor(request, session)
+    except (SignInRequired, DBAPIError):
+        return None
 
 
 @contextmanager

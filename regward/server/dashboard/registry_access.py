@@ -22,7 +22,7 @@ from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, org_access, owner_write
 from regward.server.dashboard.forms import EntryForm
 from regward.server.dashboard.rendering import org_path, page_router, redirect, render, sentence
-from regward.server.errors import Conflict, InvalidInput, NotFound, ServiceError
+from regward.server.errors import Conflict, InvalidInput, NotFound, ServiceError, StaleVersion
 from regward.server.models import Organization
 from regward.server.runtime import server_of
 from regward.server.services import registry_access
@@ -116,6 +116,12 @@ def toggle(request: Request, org: str, form: Form) -> Response:
     )
 
 
+@router.get("/orgs/{org}/registry-access/add")
+def add_form_address(org: str, request: Request) -> Response:
+    """Where a refused Add leaves the browser: reloading or bookmarking it opens the form."""
+    return redirect(request, org_path(org) + "#add")
+
+
 @router.post("/orgs/{org}/registry-access/add")
 def add_registry(request: Request, org: str, form: Form) -> Response:
     entry = EntryForm.from_form(form)
@@ -197,6 +203,15 @@ def remove_registry(request: Request, org: str, form: Form) -> Response:
 @router.post("/orgs/{org}/registry-access/apply")
 def apply(request: Request, org: str, form: Form) -> Response:
     key = server_of(request).signing_key
+    with org_access(request, org) as (session, _, organization):
+        state = registry_access.get_draft(session, organization)
+    if not state.pending and state.version == forms.version(form):
+        return redirect(
+            request,
+            org_path(org),
+            f"Nothing to apply: the draft is the same as revision {state.applied_revision}, "
+            "which machines enforce already.",
+        )
     return _draft_write(
         request,
         org,
@@ -324,11 +339,17 @@ def edit(request: Request, org: str, form: Form) -> Response:
             original_repositories or [],
             entry,
             status=error.status,
-            error=f"Your change was not saved. {sentence(error)}"
-            + (
-                " Your edit is kept below: check it against the current entry and save again."
-                if current is not None
-                else ""
+            error=(
+                "Your change was not saved: someone changed the Registry Access settings since "
+                "you opened this form. Your edit is kept below: check it against the current "
+                "entry and save again."
+                if isinstance(error, StaleVersion)
+                else f"Your change was not saved. {sentence(error)}"
+                + (
+                    " Your edit is kept below: check it against the current entry and save again."
+                    if current is not None
+                    else ""
+                )
             ),
             errors={} if current is not None else forms.field_errors(error),
             current=current,

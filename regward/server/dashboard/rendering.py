@@ -23,7 +23,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from regward.errors import RegwardError
-from regward.server.dashboard.context import ORG_COOKIE, CsrfFailed, SignInRequired, Visitor
+from regward.server.dashboard.context import (
+    ORG_COOKIE,
+    CsrfFailed,
+    SignInRequired,
+    Visitor,
+    visitor_if_signed_in,
+)
 from regward.server.dashboard.security import SESSION_COOKIE
 from regward.server.dashboard.views import capitalized
 from regward.server.errors import ServiceError
@@ -144,8 +150,9 @@ def _environment() -> Environment:
 
 
 def sentence(error: RegwardError) -> str:
-    """The error's message for a page: its field is shown by where the message goes."""
-    return capitalized(error.message)
+    """The error's message for a page, as a sentence: its field is shown by where it goes."""
+    text = capitalized(error.message)
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 def org_path(org: str, tab: str = "registry-access") -> str:
@@ -186,8 +193,19 @@ def render(
 
 
 def error_page(request: Request, status: int, heading: str, message: str) -> HTMLResponse:
+    """The error page, with the header and tabs when a signed-in visitor can use them."""
+    visitor = visitor_if_signed_in(request)
+    org = request.path_params.get("org")
+    in_org = visitor is not None and isinstance(org, str) and visitor.role_in(org) is not None
     return render(
-        request, "error.html", status=status, title=heading, heading=heading, message=message
+        request,
+        "error.html",
+        visitor,
+        org=org if in_org else None,
+        status=status,
+        title=heading,
+        heading=heading,
+        message=message,
     )
 
 

@@ -35,7 +35,7 @@ from regward.server.services import auth
 router = page_router()
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 def home(request: Request) -> Response:
     with using(request) as (_, visitor):
         last = visitor.last_org(request)

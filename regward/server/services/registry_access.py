@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from regward.errors import InvalidPolicy, quote
 from regward.policy import Policy, RegistryEntry, SignedPolicy, sign
-from regward.server.errors import Conflict, InvalidInput, NotFound
+from regward.server.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from regward.server.models import Draft, Organization, Revision, User, utcnow
 from regward.server.notify import announce
 from regward.server.services import activity
@@ -349,7 +349,7 @@ def _as_policy(enabled: bool, entries: Sequence[RegistryEntry]) -> Policy:
 
 def _check_version(draft: Draft, version: int | None) -> None:
     if version is not None and version != draft.version:
-        raise Conflict(
+        raise StaleVersion(
             f"the Registry Access settings changed since you loaded them (your version {version}, "
             f"now {draft.version}); reload them and make your change again"
         )
