@@ -281,14 +281,24 @@ def parse_policy_text(text: str, filename: str) -> Policy:
         else:
             data = json.loads(text)
     except (yaml.YAMLError, ValueError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InvalidPolicy(f"{filename}: not valid {_format(filename)}: {first_line}") from None
+        raise InvalidPolicy(
+            f"{filename}: not valid {_format(filename)}: {_syntax(error)}"
+        ) from None
     if isinstance(data, dict) and set(data) == {"policy", "signature"}:
         data = data["policy"]  # a revision as the feed serves it; verify() checks signatures
     try:
         return Policy.from_dict(data)
     except InvalidPolicy as error:
         raise InvalidPolicy(f"{filename}: {error}") from None
+
+
+def _syntax(error: Exception) -> str:
+    """A syntax error in one line, with the line and column where the file went wrong."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _format(filename: str) -> str:

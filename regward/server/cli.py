@@ -518,7 +518,7 @@ def _list(args: argparse.Namespace) -> int:
                 entry.get("nickname") or "",
                 "yes" if entry.get("allowed", True) else "no",
                 ",".join(entry.get("actions") or ["pull", "push"]),
-                ",".join(entry.get("repositories") or []) or "*",
+                ",".join(entry.get("repositories") or []) or "all",  # the dashboard's word
                 ",".join(entry.get("extra_hosts") or []),
             )
         )

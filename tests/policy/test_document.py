@@ -117,6 +117,12 @@ def test_file_errors_name_the_file() -> None:
         parse_policy_text("enabled: true", "p.yml")
 
 
+def test_a_yaml_syntax_error_names_its_line() -> None:
+    text = "organization: acme\nregistries:\n  - address: ghcr.io\n   nickname: x\n"
+    with pytest.raises(InvalidPolicy, match=r"p\.yaml: not valid YAML: line 4, column 4: "):
+        parse_policy_text(text, "p.yaml")
+
+
 @given(policy_dict)
 def test_canonical_json_round_trips(data: dict[str, Any]) -> None:
     policy = Policy.from_dict(data)
