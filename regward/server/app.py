@@ -31,6 +31,7 @@ from regward.server.observe import RequestObserver
 from regward.server.oidc import OidcClient
 from regward.server.runtime import Server
 from regward.server.services.limits import SignInLimiter
+from regward.server.services.tokens import UsageClock
 from regward.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         sign_in_limiter=SignInLimiter(database),
         # Wrong codes typed on the device approval page, counted apart from password failures.
         device_code_limiter=SignInLimiter(database, prefix="device-code:"),
+        token_usage=UsageClock(database),
         key_chain=tuple(keys.load_chain(settings.signing_key_path)),
         oidc=OidcClient(settings.oidc) if settings.oidc else None,
     )

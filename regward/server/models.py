@@ -138,6 +138,10 @@ class Token(Base):
         ForeignKey("organizations.id", ondelete="CASCADE"), default=None
     )
     agent_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # A personal token's first characters (`rwp_Xy3k`), to tell tokens apart in lists.
+    hint: Mapped[str | None] = mapped_column(String(16), default=None)
+    # When it was last used, to the minute (tokens.UsageClock).
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
     user: Mapped[User] = relationship()
     organization: Mapped[Organization | None] = relationship()

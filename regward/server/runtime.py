@@ -14,6 +14,7 @@ from regward.server.feed import FeedCache
 from regward.server.notify import Notifier
 from regward.server.oidc import OidcClient
 from regward.server.services.limits import SignInLimiter
+from regward.server.services.tokens import UsageClock
 from regward.server.settings import Settings
 
 
@@ -31,6 +32,8 @@ class Server:
     endpoint and the password change (several doors, one limit)."""
     device_code_limiter: SignInLimiter
     """Wrong codes typed on the device approval page (`regward login`)."""
+    token_usage: UsageClock
+    """When each token was last used by the API or an agent, to the minute."""
     key_chain: tuple[dict[str, str], ...] = ()
     """Endorsements of each rotated signing key by the one before (keys.load_chain)."""
     oidc: OidcClient | None = None

@@ -828,3 +828,35 @@ def test_a_stale_edit_says_what_happened_once(client: TestClient) -> None:
     assert answer.status_code == 409
     assert "someone changed the Registry Access settings since you opened this form." in answer.text
     assert "reload them and make your change again" not in answer.text
+
+
+def test_token_names_are_unique_and_tokens_show_a_prefix_and_last_use(
+    client: TestClient,
+) -> None:
+    sign_in(client, "alice")
+
+    def create(name: str) -> Any:
+        page = client.get("/tokens")
+        return client.post(
+            "/tokens/create", data={"csrf_token": csrf_of(page.text), "name": name, "scope": "read"}
+        )
+
+    first = create("laptop-agent")
+    value = TOKEN_SHOWN.search(first.text)
+    assert value, first.text
+    twice = create("Laptop-Agent ")
+    assert twice.status_code == 409
+    assert "You already have a token named &#39;Laptop-Agent&#39;" in twice.text
+    page = client.get("/tokens")
+    assert page.text.count('data-token="laptop-agent"') == 1
+    assert f"{value.group(1)[:8]}…" in page.text  # its first characters, not just rwp_
+    assert value.group(1)[:12] not in page.text
+    row = page.text[page.text.index('data-token="laptop-agent"') :]
+    assert '<td data-label="Last used">never</td>' in row[: row.index("</tr>")]
+    used = client.get(
+        "/api/v1/orgs/acme/policy", headers={"Authorization": f"Bearer {value.group(1)}"}
+    )
+    assert used.status_code == 200
+    row = client.get("/tokens").text
+    row = row[row.index('data-token="laptop-agent"') :]
+    assert re.search(r'<td data-label="Last used">\d{4}-\d\d-\d\d \d\d:\d\d UTC</td>', row)

@@ -47,6 +47,8 @@ def token_dict(token: Token) -> dict[str, Any]:
         "agent_id": token.agent_id,
         "created_at": _iso(token.created_at),
         "revoked_at": _iso(token.revoked_at),
+        "hint": token.hint,
+        "last_used_at": _iso(token.last_used_at),
         "active": token.revoked_at is None,
     }
 

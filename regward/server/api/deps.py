@@ -40,8 +40,11 @@ def current_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> auth.Caller:
-    with server_of(request).database.session() as session:
-        return resolve_bearer(session, credentials.credentials if credentials else None)
+    server = server_of(request)
+    with server.database.session() as session:
+        caller = resolve_bearer(session, credentials.credentials if credentials else None)
+    server.token_usage.used(caller.token_id)
+    return caller
 
 
 ServerDep = Annotated[Server, Depends(server_of)]

@@ -44,12 +44,13 @@ def _open(server: Server, token: str | None, org: str) -> FeedDocument:
     """Authenticate, check access and find the newest revision in one query; the document
     itself usually comes from the cache."""
     with server.database.session() as session:
-        organization_id, revision = auth.feed_access(session, token, org)
+        organization_id, revision, token_id = auth.feed_access(session, token, org)
         document = server.feed.get(org, revision)
         if document is None:
             signed = registry_access.signed_json(session, organization_id, revision)
             document = FeedDocument(org, revision, signed.encode())
     server.feed.remember(document)
+    server.token_usage.used(token_id)
     return document
 
 

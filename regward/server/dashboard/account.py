@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, using
 from regward.server.dashboard.rendering import confirmation, page_router, redirect, render, sentence
-from regward.server.errors import InvalidInput, NotFound, Unauthenticated
+from regward.server.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from regward.server.models import Scope
 from regward.server.runtime import server_of
 from regward.server.services import auth, tokens
@@ -40,7 +40,8 @@ def _tokens_page(
             # A machine's own token says which organization it reads.
             "hint": f"machine · {token.organization.name}"
             if token.organization is not None
-            else "rwp_…",
+            else f"{token.hint or 'rwp_'}…",
+            "last_used": views.when(token.last_used_at) or "never",
             "scope": token.scope,
             "created": views.when(token.created_at),
             "revoked": token.revoked_at is not None,
@@ -80,13 +81,13 @@ def create_token(request: Request, form: Form) -> Response:
         with using(request, write=True) as (session, visitor):
             token, value = tokens.create(session, visitor.caller.user, name, scope)
             created = {"name": token.name, "value": value}
-    except InvalidInput as error:
+    except (InvalidInput, Conflict) as error:
         with using(request) as (session, visitor):
             return _tokens_page(
                 request,
                 session,
                 visitor,
-                status=422,
+                status=error.status,
                 error=sentence(error),
                 form={"name": name, "scope": scope},
             )

@@ -251,11 +251,12 @@ def _feed_query() -> Select[Any]:
     )
 
 
-def feed_access(session: Session, token: str | None, organization: str) -> tuple[int, int]:
+def feed_access(session: Session, token: str | None, organization: str) -> tuple[int, int, int]:
     """The policy feed's fast path, polled by every agent: in one query, the checks of
     `resolve_token` and `orgs.access` (member, any scope) and the newest revision number.
 
-    Returns (organization id, revision); Unauthenticated or NotFound as those functions."""
+    Returns (organization id, revision, token id); Unauthenticated or NotFound as those
+    functions."""
     if not token or not token.startswith(tuple(PREFIXES.values())) or len(token) > 200:
         raise Unauthenticated("invalid token; sign in again or create a new access token")
     row = session.execute(
@@ -269,4 +270,4 @@ def feed_access(session: Session, token: str | None, organization: str) -> tuple
     bound_elsewhere = row.bound_to is not None and row.bound_to != row.id
     if row.id is None or row.role is None or row.revision is None or bound_elsewhere:
         raise NotFound(f"organization {organization!r} not found")
-    return int(row.id), int(row.revision)
+    return int(row.id), int(row.revision), int(row.token_id)

@@ -1,19 +1,26 @@
 """Access tokens: personal ones for scripts, CI and agents, created on purpose (the value is
-shown once, then only a hash), and machines' device tokens from `regward login` (device_auth)."""
+shown once, then only a hash and its first characters), and machines' device tokens from
+`regward login` (device_auth). Names of a user's active personal tokens are unique; when each
+token was last used is kept to the minute."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from regward.errors import quote
-from regward.server.errors import InvalidInput, NotFound
+from regward.server.db import Database
+from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Scope, Token, TokenKind, User, utcnow
 from regward.server.services.auth import new_token_value
 
 MAX_NAME_LENGTH = 100
+HINT_LENGTH = 8  # the prefix and four random characters: `rwp_Xy3k`
+USE_RESOLUTION = 60.0  # seconds: "last used" is kept to the minute
 LISTED = (TokenKind.PERSONAL, TokenKind.DEVICE)  # sign-in sessions are not listed
 
 
@@ -31,9 +38,30 @@ def create(session: Session, user: User, name: str, scope: Scope | str) -> tuple
         raise InvalidInput(
             f"scope {quote(scope)} must be 'read' or 'read-write'", field="scope", value=scope
         ) from None
+    name = name.strip()
+    taken = session.scalar(
+        select(Token.id).where(
+            Token.user_id == user.id,
+            Token.kind == TokenKind.PERSONAL,
+            Token.revoked_at.is_(None),
+            func.lower(Token.name) == name.lower(),
+        )
+    )
+    if taken is not None:
+        raise Conflict(
+            f"you already have a token named {quote(name)}; choose another name, or revoke "
+            "that token first",
+            field="name",
+            value=name,
+        )
     value, digest = new_token_value(TokenKind.PERSONAL)
     token = Token(
-        user_id=user.id, kind=TokenKind.PERSONAL, name=name.strip(), scope=scope, token_hash=digest
+        user_id=user.id,
+        kind=TokenKind.PERSONAL,
+        name=name,
+        scope=scope,
+        token_hash=digest,
+        hint=value[:HINT_LENGTH],
     )
     session.add(token)
     session.flush()
@@ -64,3 +92,32 @@ def revoke(session: Session, user: User, token_id: int) -> Token:
         token.revoked_at = utcnow()
         session.flush()
     return token
+
+
+class UsageClock:
+    """Writes when each token was last used, at most once per `resolution` seconds per token,
+    each time in a short write transaction of its own (a read never turns into a write)."""
+
+    def __init__(
+        self,
+        database: Database,
+        resolution: float = USE_RESOLUTION,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolution = resolution
+        self._database = database
+        self._clock = clock
+        self._written: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def used(self, token_id: int | None) -> None:
+        if token_id is None:
+            return
+        now = self._clock()
+        with self._lock:
+            last = self._written.get(token_id)
+            if last is not None and now - last < self.resolution:
+                return
+            self._written[token_id] = now
+        with self._database.session(write=True) as session:
+            session.execute(update(Token).where(Token.id == token_id).values(last_used_at=utcnow()))
