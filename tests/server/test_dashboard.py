@@ -860,3 +860,22 @@ def test_token_names_are_unique_and_tokens_show_a_prefix_and_last_use(
     row = client.get("/tokens").text
     row = row[row.index('data-token="laptop-agent"') :]
     assert re.search(r'<td data-label="Last used">\d{4}-\d\d-\d\d \d\d:\d\d UTC</td>', row)
+
+
+def test_sign_in_lands_on_the_organization_used_last_in_any_browser(
+    client: TestClient,
+) -> None:
+    sign_in(client, "alice")
+    assert client.get("/orgs/acme/members").status_code == 200
+    token = client.cookies.get("regward_session")
+    created = client.post(
+        "/api/v1/orgs", json={"name": "aaa-new"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert created.status_code == 201  # as `regward server init --org` would
+    client.cookies.clear()  # another browser: no cookie remembers anything
+    sign_in(client, "alice")
+    assert client.get("/").headers["location"] == "/orgs/acme/registry-access"
+    client.get("/orgs/aaa-new/activity")
+    client.cookies.clear()
+    sign_in(client, "alice")
+    assert client.get("/").headers["location"] == "/orgs/aaa-new/registry-access"

@@ -54,6 +54,8 @@ class Visitor:
     caller: Caller
     session_token: str
     orgs: list[tuple[str, Role]]
+    last_used: str | None = None
+    """The organization whose pages they opened last, on any browser."""
 
     @property
     def username(self) -> str:
@@ -70,10 +72,13 @@ class Visitor:
         return self.role_in(org) is Role.OWNER
 
     def last_org(self, request: Request) -> str | None:
-        """The organization last opened (its cookie) if still theirs, else their first one."""
+        """The organization last opened in this browser (its cookie), else the one last opened
+        anywhere, if still theirs; else their first one."""
         names = [name for name, _ in self.orgs]
-        last = request.cookies.get(ORG_COOKIE)
-        return last if last in names else (names[0] if names else None)
+        for last in (request.cookies.get(ORG_COOKIE), self.last_used):
+            if last in names:
+                return last
+        return names[0] if names else None
 
 
 def _visitor(request: Request, session: Session) -> Visitor:
@@ -85,7 +90,10 @@ def _visitor(request: Request, session: Session) -> Visitor:
     except Unauthenticated:
         raise SignInRequired from None
     memberships = orgs.list_for_user(session, caller.user)
-    return Visitor(caller, token, [(org.name, role) for org, role in memberships])
+    last = next(
+        (org.name for org, _ in memberships if org.id == caller.user.last_organization_id), None
+    )
+    return Visitor(caller, token, [(org.name, role) for org, role in memberships], last)
 
 
 def visitor_if_signed_in(request: Request) -> Visitor | None:
@@ -116,6 +124,10 @@ def org_access(
             session, visitor.caller, name, role=Role.OWNER if owner else Role.MEMBER, write=owner
         )
         yield session, visitor, organization
+    if visitor.last_used != organization.name:
+        # Its own short write: a page read stays a read (SQLite would refuse the upgrade).
+        with server_of(request).database.session(write=True) as session:
+            orgs.remember_last(session, visitor.caller.user, organization)
 
 
 async def checked_form(request: Request) -> FormData:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from regward.errors import quote
@@ -79,6 +79,14 @@ def access(
     if write and not caller.can_write:
         raise PermissionDenied("this token is read-only; use a read-write token")
     return organization
+
+
+def remember_last(session: Session, user: User, organization: Organization) -> None:
+    """Note `organization` as the one `user` used last (where the dashboard opens next)."""
+    if user.last_organization_id != organization.id:
+        session.execute(
+            update(User).where(User.id == user.id).values(last_organization_id=organization.id)
+        )
 
 
 def role_of(session: Session, user: User, organization: Organization) -> Role | None:
