@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from regward.errors import RegwardError
-from regward.policy import Action, ImageReference, Policy, evaluate, public_key_to_text
+from regward.policy import Action, ImageReference, Policy, evaluate
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, org_access
 from regward.server.dashboard.rendering import (
@@ -83,7 +83,7 @@ def devices_page(request: Request, org: str) -> Response:
             unprotected_count=sum(bool(row.engine_problem) for row in rows),
             applied_revision=applied.revision if applied else 0,
             can_revoke=visitor.is_owner(org),
-            signing_key=public_key_to_text(server_of(request).signing_key.public_key()),
+            signing_key=server_of(request).public_key,
         )
 
 

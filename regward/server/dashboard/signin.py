@@ -107,7 +107,7 @@ async def signin(request: Request) -> Response:
             request, status=401, username=username, error="Wrong username or password."
         )
     except PermissionDenied as error:  # an organization of the user requires SSO
-        return _signin_page(request, status=403, username=username, error=sentence(error) + ".")
+        return _signin_page(request, status=403, username=username, error=sentence(error))
     limiter.succeeded(username)
     response = redirect(request, forms.safe_next(forms.text(form, "next") or "/"))
     response.set_cookie(
