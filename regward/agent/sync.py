@@ -200,7 +200,10 @@ class Syncer:
             follow_chain(self.credentials.public_key, chain, presented)
             key = public_key_from_text(presented)
         except (ValueError, SignatureError) as error:
-            self._refused(f"the server's new signing key {presented[:12]}...: {error}")
+            self._refused(
+                f"the server's signing key {presented[:12]}..., which does not verify against "
+                f"the pinned key: {error}"
+            )
             raise SyncError(self.status.refused_revisions[-1]) from None
         feed = f"/api/v1/orgs/{self.credentials.organization}/policy"
         response = await self._client.get(api_url(server, feed))
