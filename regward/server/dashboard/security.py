@@ -19,6 +19,9 @@ import hashlib
 import hmac
 import secrets
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 SESSION_COOKIE = "regward_session"
 SIGNIN_CSRF_COOKIE = "regward_signin_csrf"
 CSRF_FIELD = "csrf_token"
@@ -28,6 +31,20 @@ def csrf_for_session(session_token: str) -> str:
     """The CSRF token every form of this session carries."""
     digest = hmac.new(session_token.encode(), b"regward-dashboard-csrf", hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def start_session(request: Request, response: Response, token: str, ttl: int) -> None:
+    """Give the browser its session: `token` in the HttpOnly, SameSite=Lax session cookie
+    (Secure over HTTPS), for `ttl` seconds. Password and SSO sign-ins both end here."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=ttl,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
 
 
 def new_signin_csrf() -> str:

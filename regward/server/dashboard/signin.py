@@ -27,6 +27,7 @@ from regward.server.dashboard.security import (
     SIGNIN_CSRF_COOKIE,
     new_signin_csrf,
     same_token,
+    start_session,
 )
 from regward.server.errors import PermissionDenied, Unauthenticated
 from regward.server.runtime import server_of
@@ -110,15 +111,7 @@ async def signin(request: Request) -> Response:
         return _signin_page(request, status=403, username=username, error=sentence(error))
     limiter.succeeded(username)
     response = redirect(request, forms.safe_next(forms.text(form, "next") or "/"))
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_token,
-        max_age=server.settings.session_ttl,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    start_session(request, response, session_token, server.settings.session_ttl)
     response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/signin")
     return response
 

@@ -30,7 +30,7 @@ from regward.server.dashboard import forms
 from regward.server.dashboard.context import Form, org_access
 from regward.server.dashboard.forms import safe_next
 from regward.server.dashboard.rendering import error_page, org_path, page_router, redirect, render
-from regward.server.dashboard.security import SESSION_COOKIE, same_token
+from regward.server.dashboard.security import same_token, start_session
 from regward.server.models import SsoLogin, utcnow
 from regward.server.oidc import OidcClient, SsoFailed
 from regward.server.runtime import Server, server_of
@@ -117,15 +117,7 @@ def sso_callback(
     with server.database.session(write=True) as session:
         _user, token = sso_accounts.sign_in(session, identity, server.settings.session_ttl)
     response = RedirectResponse(next_path, status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=server.settings.session_ttl,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    start_session(request, response, token, server.settings.session_ttl)
     response.delete_cookie(STATE_COOKIE, path="/auth/sso")
     return response
 
