@@ -216,7 +216,7 @@ class Guard:
         blocked = state.blocked_reason
         if blocked is not None:
             decision: Decision = refuse(blocked, state.organization or "")
-            self._record(decision, action.value, str(reference), "", source)
+            self.report(decision, action.value, str(reference), "", source=source)
             return decision
         if state.policy is None:
             return _UNMANAGED
@@ -231,11 +231,11 @@ class Guard:
                     state.organization or "",
                     state.policy.revision,
                 )
-                self._record(decision, action.value, str(reference), "", source)
+                self.report(decision, action.value, str(reference), "", source=source)
                 return decision
         decision = evaluate(state.policy, action, reference)
         if not decision.allowed:
-            self._record(decision, action.value, str(reference), reference.registry, source)
+            self.report(decision, action.value, str(reference), reference.registry, source=source)
         return decision
 
     def _decide_host(self, host: str, port: int, source: str, record: bool) -> Decision:
@@ -248,7 +248,7 @@ class Guard:
         else:
             decision = evaluate_host(state.policy, host, port)
         if record and not decision.allowed:
-            self._record(decision, "connect", join_host_port(host, port), host, source)
+            self.report(decision, "connect", join_host_port(host, port), host, source=source)
         return decision
 
     def decide_local(self, image: str, source: str = "authz") -> Decision:
@@ -258,7 +258,7 @@ class Guard:
         blocked = state.blocked_reason
         if blocked is not None:
             decision: Decision = refuse(blocked, state.organization or "")
-            self._record(decision, "run", image, "", source)
+            self.report(decision, "run", image, "", source=source)
             return decision
         if state.policy is None:
             return _UNMANAGED
@@ -283,7 +283,7 @@ class Guard:
         blocked = state.blocked_reason
         if blocked is not None:
             decision: Decision = refuse(blocked, state.organization or "")
-            self._record(decision, "unknown", "", "", source)
+            self.report(decision, "unknown", "", "", source=source)
             return decision
         if state.policy is None:
             return _UNMANAGED
@@ -294,7 +294,7 @@ class Guard:
             state.organization or "",
             state.policy.revision if state.policy else 0,
         )
-        self._record(decision, "unknown", "", "", source)
+        self.report(decision, "unknown", "", "", source=source)
         return decision
 
     def message(self, decision: Decision) -> str:
@@ -313,17 +313,6 @@ class Guard:
     ) -> None:
         """Queue the denial report of a refusal carried out (`target`: the reference, or
         host:port for a connection)."""
-        self._record(decision, action, target, registry, source, origin)
-
-    def _record(
-        self,
-        decision: Decision,
-        action: str,
-        target: str,
-        registry: str,
-        source: str,
-        origin: str = "",
-    ) -> None:
         self.denials.put(
             DenialReport(
                 time=time.time(),
