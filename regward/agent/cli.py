@@ -6,11 +6,15 @@
     regward status [--json]
     regward agent run [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
                       [--metrics-listen HOST:PORT] [--containers-policy FILE|off]
-                      [--transparent [--transparent-interfaces LIST]
-                       [--transparent-ports LIST|all] [--transparent-listen PORT]]
+                      [--loopback on|off] [--transparent [--transparent-interfaces LIST]]
+                      [--transparent-ports LIST|all] [--transparent-listen PORT]
     regward agent install [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
-                          [--transparent ...] [--containers-policy FILE|off]
+                          [--loopback on|off] [--transparent ...] [--containers-policy FILE|off]
                           [--root DIR] [--dry-run]
+
+By default the agent takes this machine's own connections to registries on loopback addresses
+(nftables; Go never sends those to a proxy, so builds would reach them unchecked); --transparent
+takes the container networks' connections too.
 
 The state directory is $REGWARD_AGENT_DIR (default /var/lib/regward as root) and registry.json
 is read from $REGWARD_REGISTRY_JSON (default /usr/share/docker-desktop/registry/registry.json).
@@ -121,12 +125,21 @@ def _enforcement_flags(parser: argparse.ArgumentParser, containers_policy: str) 
     )
     transparent = parser.add_argument_group(
         "transparent enforcement",
-        "nftables rules send container networks' connections (and this machine's own to "
-        "loopback registries) to a listener of the agent that decides by the name the client "
-        "sends; needs root and nftables",
+        "nftables rules send this machine's own connections to loopback registries (and, with "
+        "--transparent, container networks' connections) to a listener of the agent that "
+        "decides by the name the client sends; needs root and nftables",
     )
     transparent.add_argument(
-        "--transparent", action="store_true", help="turn transparent enforcement on"
+        "--loopback",
+        choices=["on", "off"],
+        default="on",
+        help="take this machine's connections to registries on loopback addresses, which "
+        "Docker never sends to a proxy (default on; off leaves builds an open path to them)",
+    )
+    transparent.add_argument(
+        "--transparent",
+        action="store_true",
+        help="take container networks' connections too",
     )
     transparent.add_argument(
         "--transparent-interfaces",
@@ -373,15 +386,17 @@ def _transparent_status(running: dict[str, Any] | None) -> dict[str, Any] | None
 def _transparent_words(status: dict[str, Any] | None) -> str:
     if status is None:
         return "off"
-    if not status.get("interfaces"):
+    if "listen_port" not in status:
         return (
             f"rules {status['rules']}, left by an agent that is not running "
             "(remove them: nft delete table inet regward)"
         )
     ports = status["ports"]
+    taken = [f"interfaces {','.join(status['interfaces'])}"] if status.get("interfaces") else []
+    taken += ["loopback"] if status.get("loopback", True) else []
     return (
         f"rules {status['rules'] if status['rules'] != 'missing' else 'MISSING'} "
-        f"(interfaces {','.join(status['interfaces'])}; ports "
+        f"({'; '.join(taken)}; ports "
         f"{ports if isinstance(ports, str) else ','.join(map(str, ports))}; listener port "
         f"{status['listen_port']})"
     )
@@ -471,7 +486,8 @@ def _transparent_settings(args: argparse.Namespace, proxy_listen: tuple[str, int
 
     interfaces = parse_interfaces(args.transparent_interfaces)
     ports = parse_ports(args.transparent_ports)
-    if not args.transparent:
+    loopback = args.loopback == "on"
+    if not (args.transparent or loopback):
         return None
     if not 0 < args.transparent_listen < 65536:
         raise ConfigError(
@@ -483,7 +499,8 @@ def _transparent_settings(args: argparse.Namespace, proxy_listen: tuple[str, int
             "pick another"
         )
     return TransparentSettings(
-        interfaces=interfaces,
+        interfaces=interfaces if args.transparent else (),
+        loopback=loopback,
         ports=ports,
         listen_port=args.transparent_listen,
         skip_ports=frozenset({proxy_listen[1]}) if proxy_listen else frozenset(),

@@ -34,10 +34,15 @@ def unit_text(options: AgentOptions) -> str:
     if options.policy_file:
         command += ["--policy", str(options.policy_file.resolve())]
     transparent = options.transparent
-    if transparent is not None:
-        ports = ",".join(map(str, sorted(transparent.ports))) or "all"
-        command += ["--transparent", "--transparent-interfaces", ",".join(transparent.interfaces)]
-        command += ["--transparent-ports", ports]
+    if transparent is None:
+        command += ["--loopback", "off"]
+    else:
+        if not transparent.loopback:
+            command += ["--loopback", "off"]
+        if transparent.interfaces:
+            command += ["--transparent", "--transparent-interfaces"]
+            command += [",".join(transparent.interfaces)]
+        command += ["--transparent-ports", ",".join(map(str, sorted(transparent.ports))) or "all"]
         command += ["--transparent-listen", str(transparent.listen_port)]
     if options.containers_policy:
         command += ["--containers-policy", str(options.containers_policy)]

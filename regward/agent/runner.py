@@ -63,7 +63,7 @@ class AgentOptions:
     long_poll: int = LONG_POLL_SECONDS
     docker_socket: Path = protection.DEFAULT_DOCKER_SOCKET  # whose /info tells if it is protected
     metrics_listen: tuple[str, int] | None = None  # Prometheus metrics, off by default
-    transparent: TransparentSettings | None = None  # --transparent: container networks too
+    transparent: TransparentSettings | None = None  # loopback (the CLI default), containers
     containers_policy: Path | None = None  # the containers-policy.json(5) file kept in step
     proxy_workers: int = 1  # processes of the egress proxy (the command line: one per core)
 

@@ -246,7 +246,7 @@ def test_install_writes_the_transparent_flags_into_the_unit() -> None:
         "--transparent --transparent-interfaces docker0,cni-podman0 --transparent-ports all "
         "--transparent-listen 3129"
     ) in unit
-    assert "--transparent" not in unit_text(AgentOptions())
+    assert "--transparent " not in unit_text(AgentOptions())
 
 
 def test_the_cli_reads_the_transparent_flags() -> None:
@@ -265,3 +265,31 @@ def test_the_cli_reads_the_transparent_flags() -> None:
     args = parser.parse_args(["agent", "run", "--transparent", "--transparent-listen", "3128"])
     with pytest.raises(ConfigError, match="is the egress proxy's port"):
         _options(args)
+
+
+def test_by_default_the_cli_takes_loopback_only_and_off_takes_nothing() -> None:
+    import argparse
+
+    from regward.agent.cli import _options, add_commands
+    from regward.agent.install import unit_text
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    default = _options(parser.parse_args(["agent", "run", "--proxy-listen", "off"])).transparent
+    assert default.loopback and default.interfaces == ()
+    assert default.bind_hosts == ("127.0.0.1", "::1")
+    script = ruleset(default)
+    assert "chain output" in script and "prerouting" not in script and "iifname" not in script
+    assert "--loopback" not in unit_text(_options(parser.parse_args(["agent", "install"])))
+
+    off = parser.parse_args(["agent", "run", "--loopback", "off"])
+    assert _options(off).transparent is None
+    assert "--loopback off" in unit_text(_options(off))
+
+    both_off = parser.parse_args(["agent", "run", "--loopback", "off", "--transparent"])
+    containers_only = _options(both_off).transparent
+    assert not containers_only.loopback and containers_only.bind_hosts == ("0.0.0.0", "::")
+    script = ruleset(containers_only)
+    assert 'iifname "docker0"' in script and "chain output" not in script
+    unit = unit_text(_options(both_off))
+    assert "--loopback off --transparent --transparent-interfaces 'docker0,br-*'" in unit

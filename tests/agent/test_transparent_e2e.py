@@ -185,6 +185,34 @@ def test_named_registries_still_go_through_the_proxy(scene: Scene) -> None:
     assert f"denied: {refusal(BLOCKED)}" in result.stderr
 
 
+def test_an_agent_without_transparent_takes_loopback_too(scene: Scene, tmp_path: Path) -> None:
+    """The default agent (no --transparent) has the output chain only, and builds and pulls
+    from a blocked loopback registry are refused by it all the same."""
+    policy = scene.bed.directory / "policy.yaml"
+    try:
+        scene.start_agent(["--policy", str(policy)], proxy_listen="127.0.0.1:3128")
+        scene.bed.wait_for("the loopback rules", lambda: table(scene) != "", scene.agent)
+        rules = table(scene)
+        assert "hook output" in rules and "127.0.0.0/8" in rules
+        assert "prerouting" not in rules and "iifname" not in rules
+        for buildkit in (False, True):
+            output = build(scene, tmp_path, "127.0.0.3:5000/demo/hello:v1", buildkit)
+            assert not output.startswith("0\n"), output
+        assert "transparent refused 127.0.0.3:5000/demo/hello:v1 from this machine" in agent_log(
+            scene
+        )
+        refused = scene.bed.docker("pull", "127.0.0.3:5000/demo/hello:v1")
+        assert f"denied: {refusal('127.0.0.3:5000')}" in refused.stderr
+        allowed = scene.bed.docker("pull", "localhost:5000/demo/hello:v1")
+        assert allowed.returncode == 0, allowed.stderr
+        status = json.loads(scene.regward("status", "--json").stdout)["transparent"]
+        assert status["rules"] == "in place" and status["loopback"] is True
+        assert status["interfaces"] == []
+    finally:
+        scene.start_agent(["--policy", str(policy), "--transparent"], proxy_listen="127.0.0.1:3128")
+        scene.bed.wait_for("the transparent rules", lambda: "iifname" in table(scene), scene.agent)
+
+
 # ---- issue 12: containers that pull by themselves, with no proxy variables -----------------
 
 

@@ -26,6 +26,7 @@ from tests.server.test_dashboard_browser import seed, token_of
 
 pytestmark = pytest.mark.browser
 AGENT_RUN = [sys.executable, "-m", "regward.cli", "agent", "run", "--proxy-listen", "off"]
+AGENT_RUN += ["--loopback", "off"]  # the host namespace: no rules in it
 COMPLETE = re.compile(r"or open (\S+/device\?code=([A-Z]{4}-[A-Z]{4}))")
 
 

@@ -116,7 +116,9 @@ class TransparentListener:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # noqa: S104
+        for family, host in zip(
+            (socket.AF_INET, socket.AF_INET6), self.settings.bind_hosts, strict=True
+        ):
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -5,13 +5,14 @@
     await Nft().present()                              # is the table there?
     await Nft().remove()                               # clean exit
 
-The table (`inet regward`) has two chains:
+The table (`inet regward`) has up to two chains:
 
-    prerouting   from the container interfaces (`docker0`, `br-*`), TCP to the taken ports:
-                 redirected to the listener (the address of the interface they came in on)
-    output       this machine's own connections to loopback (127.0.0.0/8, ::1), same ports,
-                 except the agent's (marked `settings.mark`): dockerd's pulls from a registry on
-                 a loopback address, which Go never sends to a proxy
+    prerouting   (--transparent) from the container interfaces (`docker0`, `br-*`), TCP to the
+                 taken ports: redirected to the listener (the address of the interface they
+                 came in on)
+    output       (by default) this machine's own connections to loopback (127.0.0.0/8, ::1),
+                 same ports, except the agent's (marked `settings.mark`): dockerd's pulls from a
+                 registry on a loopback address, which Go never sends to a proxy
 
 The taken ports are the settings' ports plus every port an entry of the policy names, or every
 port (`all`) but the listener's and the agent's proxy's. The script deletes and re-creates the
@@ -64,20 +65,24 @@ def ruleset(settings: TransparentSettings, extra_ports: frozenset[int] = frozens
         f"table {FAMILY} {TABLE}",  # so that the delete below never fails
         f"delete table {FAMILY} {TABLE}",
         f"table {FAMILY} {TABLE} {{",
-        "  chain prerouting {",
-        "    type nat hook prerouting priority dstnat; policy accept;",
     ]
-    lines += [f'    iifname "{name}" {redirect}' for name in settings.interfaces]
-    lines += [
-        "  }",
-        "  chain output {",
-        "    type nat hook output priority -100; policy accept;",
-        f"    meta mark {settings.mark:#x} return",
-        f"    ip daddr 127.0.0.0/8 {redirect}",
-        f"    ip6 daddr ::1 {redirect}",
-        "  }",
-        "}",
-    ]
+    if settings.interfaces:
+        lines += [
+            "  chain prerouting {",
+            "    type nat hook prerouting priority dstnat; policy accept;",
+        ]
+        lines += [f'    iifname "{name}" {redirect}' for name in settings.interfaces]
+        lines += ["  }"]
+    if settings.loopback:
+        lines += [
+            "  chain output {",
+            "    type nat hook output priority -100; policy accept;",
+            f"    meta mark {settings.mark:#x} return",
+            f"    ip daddr 127.0.0.0/8 {redirect}",
+            f"    ip6 daddr ::1 {redirect}",
+            "  }",
+        ]
+    lines += ["}"]
     return "\n".join(lines) + "\n"
 
 

@@ -50,8 +50,10 @@ class Transparent:
     async def start(self) -> None:
         if not self.nft.available():
             raise ConfigError(
-                "--transparent needs nftables: install it (apt-get install nftables) or run "
-                "without --transparent"
+                "the agent needs nftables to take connections to loopback registries (and, "
+                "with --transparent, containers'): install it (apt-get install nftables), or "
+                "run with --loopback off and without --transparent (builds can then pull from "
+                "registries on loopback addresses unchecked)"
             )
         await self.listener.start()
         try:
@@ -74,9 +76,13 @@ class Transparent:
         self._applied, self._in_place = script, True
         self.applied_count += 1
         ports = self._ports()
+        taken = [f"interfaces {','.join(self.settings.interfaces)}"] * bool(
+            self.settings.interfaces
+        )
+        taken += ["loopback"] * self.settings.loopback
         log.info(
-            "transparent rules in place: interfaces %s, ports %s",
-            ",".join(self.settings.interfaces),
+            "transparent rules in place: %s, ports %s",
+            "; ".join(taken),
             ",".join(map(str, sorted(ports))) if ports else "all",
         )
 
@@ -102,6 +108,7 @@ class Transparent:
         return {
             "rules": "in place" if self._in_place else "missing",
             "interfaces": list(self.settings.interfaces),
+            "loopback": self.settings.loopback,
             "ports": sorted(ports) if ports else "all",
             "listen_port": self.settings.listen_port,
             "connections": self.listener.connections,

@@ -29,9 +29,12 @@ _INTERFACE = re.compile(r"[A-Za-z0-9_.@:-]{1,15}\*?|[A-Za-z0-9_.@:-]{0,14}\*")
 
 @dataclass(frozen=True)
 class TransparentSettings:
-    """One transparent listener and the rules that feed it."""
+    """One transparent listener and the rules that feed it: connections from the container
+    `interfaces` (none: containers are not taken) and, with `loopback`, this machine's own
+    connections to loopback addresses."""
 
     interfaces: tuple[str, ...] = DEFAULT_INTERFACES
+    loopback: bool = True
     ports: frozenset[int] = DEFAULT_PORTS  # ALL_PORTS: every port
     listen_port: int = DEFAULT_LISTEN_PORT
     skip_ports: frozenset[int] = frozenset()  # the agent's other listeners (the proxy)
@@ -46,6 +49,14 @@ class TransparentSettings:
     @property
     def all_ports(self) -> bool:
         return self.ports == ALL_PORTS
+
+    @property
+    def bind_hosts(self) -> tuple[str, str]:
+        """Where the listener binds: every address when containers' connections arrive on
+        their interfaces' addresses, else loopback only (an output redirect goes there)."""
+        if self.interfaces:
+            return ("0.0.0.0", "::")  # noqa: S104 - the container networks' addresses
+        return ("127.0.0.1", "::1")
 
 
 def parse_interfaces(text: str) -> tuple[str, ...]:
