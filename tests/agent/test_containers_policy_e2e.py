@@ -51,9 +51,9 @@ def scene() -> Iterator[Scene]:
         (containers / "acme.gpg").write_bytes(b"")
         policy = bed.directory / "policy.yaml"
         policy.write_text(POLICY)
-        created.start_agent(
-            ["--policy", str(policy), "--containers-policy", "/etc/containers/policy.json"]
-        )
+        # The bed's registries are on loopback: --loopback off leaves the file alone in the way.
+        args = ["--policy", str(policy), "--containers-policy", "/etc/containers/policy.json"]
+        created.start_agent([*args, "--loopback", "off"])
         yield created
     finally:
         created.close()

@@ -195,7 +195,7 @@ def test_standalone_proxy_command(scene: Scene, tmp_path: Path) -> None:
     """`regward agent proxy --policy FILE --listen ADDR` alone, used by skopeo."""
     policy = scene.bed.directory / "standalone.yaml"
     policy.write_text(f"organization: solo\nregistries:\n  - address: {TLS_OK}\n")
-    listen = "127.0.0.1:3129"
+    listen = "127.0.0.1:3130"  # 3129: the running agent's loopback listener
     argv = [str(PYTHON), "-m", "regward.cli", "agent", "proxy", "--policy", str(policy)]
     process = scene.bed.spawn("standalone-proxy", [*argv, "--listen", listen], scene.agent_env())
     try:
