@@ -288,7 +288,7 @@ def test_by_default_the_cli_takes_loopback_only_and_off_takes_nothing() -> None:
 
     both_off = parser.parse_args(["agent", "run", "--loopback", "off", "--transparent"])
     containers_only = _options(both_off).transparent
-    assert not containers_only.loopback and containers_only.bind_hosts == ("0.0.0.0", "::")
+    assert not containers_only.loopback and containers_only.bind_hosts == ("0.0.0.0", "::")  # noqa: S104
     script = ruleset(containers_only)
     assert 'iifname "docker0"' in script and "chain output" not in script
     unit = unit_text(_options(both_off))
