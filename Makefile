@@ -22,7 +22,7 @@ test-fast: setup
 stress-reload: setup
 	REGWARD_RELOAD_STRESS=60 .venv/bin/pytest tests/agent/test_proxy_reload.py -q
 
-# Issue 13 at length: the API fuzzer with 300 examples per route and caller (`make test` runs 10).
+# Issue 13 at length: the API fuzzer with 300 examples per route and caller (`make test` runs 5).
 fuzz: setup
 	REGWARD_FUZZ_EXAMPLES=300 .venv/bin/pytest tests/server/test_fuzz.py -q -s --timeout 3600
 

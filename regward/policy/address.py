@@ -29,7 +29,9 @@ from regward.errors import InvalidAddress, quote
 
 DEFAULT_PORTS = frozenset({443, 80})
 MAX_HOST_LENGTH = 253
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+"""One hostname label, lowercase ASCII (after IDNA), 1-63 characters."""
+_LABEL = re.compile(LABEL)
 _PORT = re.compile(r"[0-9]{1,5}")
 
 

@@ -34,17 +34,16 @@ import yaml
 
 from regward.errors import InvalidAddress, InvalidPolicy, RegwardError, quote
 from regward.policy.address import Address
+from regward.policy.reference import PATH_COMPONENT
 
 _T = TypeVar("_T")
 MAX_NICKNAME_LENGTH = 100
 _ORGANIZATION = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_PATH_COMPONENT = re.compile(PATH_COMPONENT)
 DOCKER_HUB_ADDRESS = Address("docker.io", None)
 # Docker Hub's API and index hosts name the same registry as docker.io.
 _HUB_ALIASES = frozenset({Address("index.docker.io", None), Address("registry-1.docker.io", None)})
-_ENTRY_KEYS = frozenset(
-    {"address", "nickname", "allowed", "repositories", "actions", "extra_hosts"}
-)
+ENTRY_KEYS = frozenset({"address", "nickname", "allowed", "repositories", "actions", "extra_hosts"})
 _POLICY_KEYS = frozenset({"organization", "revision", "enabled", "registries"})
 
 
@@ -122,10 +121,10 @@ class RegistryEntry:
                 field=where or None,
                 value=data,
             )
-        unknown = sorted(str(k) for k in data if k not in _ENTRY_KEYS)
+        unknown = sorted(str(k) for k in data if k not in ENTRY_KEYS)
         if unknown:
             raise InvalidPolicy(
-                f"unknown field {quote(unknown[0])} (known: {', '.join(sorted(_ENTRY_KEYS))})",
+                f"unknown field {quote(unknown[0])} (known: {', '.join(sorted(ENTRY_KEYS))})",
                 field=where or None,
                 value=unknown[0],
             )

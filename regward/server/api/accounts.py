@@ -23,13 +23,16 @@ class Credentials(BaseModel):
 
 
 class NewToken(BaseModel):
-    name: str = Field(max_length=100)
+    name: str = Field(max_length=tokens.MAX_NAME_LENGTH, json_schema_extra=tokens.NAME_SCHEMA)
     scope: Scope = Scope.READ
 
 
 class NewPassword(BaseModel):
     current_password: str = Field(max_length=1024)
-    new_password: str = Field(max_length=1024)
+    new_password: str = Field(
+        max_length=auth.MAX_PASSWORD_LENGTH,
+        json_schema_extra={"minLength": auth.MIN_PASSWORD_LENGTH},
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

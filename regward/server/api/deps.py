@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from regward.server.errors import Unauthenticated
 from regward.server.models import Organization, Role
 from regward.server.runtime import Server, server_of
-from regward.server.services import auth, orgs
+from regward.server.services import auth, names, orgs
 
 _bearer = HTTPBearer(auto_error=False, description="A sign-in token or a personal access token")
 
@@ -66,13 +66,17 @@ class OrgAccess:
         self._committed.append(callback)
 
 
+OrgPath = Annotated[str, Path(json_schema_extra=names.NAME_SCHEMA)]
+"""An organization's name in a path: the schema says what a name looks like."""
+
+
 def _org_access(
     role: Role, *, write: bool, writes_settings: bool
 ) -> Callable[[str, Server, auth.Caller], Iterator[OrgAccess]]:
     """A dependency opening a session (`write`) on the organization in the path for `role`;
     `writes_settings` also refuses read-only tokens."""
 
-    def dependency(org: str, server: ServerDep, caller: CallerDep) -> Iterator[OrgAccess]:
+    def dependency(org: OrgPath, server: ServerDep, caller: CallerDep) -> Iterator[OrgAccess]:
         with server.database.session(write=write) as session:
             organization = orgs.access(session, caller, org, role=role, write=writes_settings)
             access = OrgAccess(session, caller, organization)

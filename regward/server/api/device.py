@@ -20,7 +20,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
 from regward.server.api.deps import ServerDep
-from regward.server.services import device_auth
+from regward.server.services import device_auth, names
 
 router = APIRouter()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -40,7 +40,7 @@ def verification_uri(request: Request, public_url: str | None) -> str:
 def start(
     request: Request,
     server: ServerDep,
-    organization: Annotated[str, Form(max_length=200)],
+    organization: Annotated[str, Form(max_length=200, json_schema_extra=names.NAME_SCHEMA)],
     machine: Annotated[str, Form(max_length=device_auth.MAX_MACHINE_LENGTH)],
     agent_id: Annotated[str, Form(max_length=device_auth.MAX_AGENT_ID_LENGTH)],
 ) -> JSONResponse:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from regward.server.api.deps import BearerDep
+from regward.server.api.deps import BearerDep, OrgPath
 from regward.server.db import UNAVAILABLE, is_unavailable
 from regward.server.errors import InvalidInput, ServiceError
 from regward.server.feed import FeedDocument
@@ -161,7 +161,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     responses=_ANSWERS,
 )
 async def policy(
-    org: str,
+    org: OrgPath,
     request: Request,
     credentials: BearerDep,
     wait: Annotated[float, Query(ge=0, description="seconds to wait for a newer revision")] = 0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from regward.server.api.deps import (
@@ -34,11 +34,11 @@ def TimeQuery(name: str, what: str) -> Any:
 
 
 class NewOrganization(BaseModel):
-    name: str = Field(max_length=200)
+    name: str = Field(max_length=200, json_schema_extra=names.NAME_SCHEMA)
 
 
 class NewMember(BaseModel):
-    username: str = Field(max_length=200)
+    username: str = Field(max_length=200, json_schema_extra=names.NAME_SCHEMA)
     role: Role = Role.MEMBER
 
 
@@ -55,9 +55,9 @@ class EngineReport(BaseModel):
 
 
 class CheckIn(BaseModel):
-    agent_id: str = Field(max_length=128)
+    agent_id: str = Field(max_length=devices.MAX_ID_LENGTH, json_schema_extra={"minLength": 1})
     revision: int = Field(ge=0, le=MAX_REVISION)
-    hostname: str | None = Field(default=None, max_length=255)
+    hostname: str | None = Field(default=None, max_length=devices.MAX_HOSTNAME_LENGTH)
     refusal: str | None = Field(default=None, max_length=devices.MAX_REFUSAL_LENGTH)
     # null or absent (an older agent): nobody knows whether the engine is protected
     engine: EngineReport | None = None
@@ -121,8 +121,11 @@ def add_member(body: NewMember, owner: OwnerWriteDep) -> dict[str, Any]:
     return answer
 
 
+UsernamePath = Annotated[str, Path(json_schema_extra=names.NAME_SCHEMA)]
+
+
 @router.put("/orgs/{org}/members/{username}", summary="Change a member's role")
-def set_role(username: str, body: RoleChange, owner: OwnerWriteDep) -> dict[str, Any]:
+def set_role(username: UsernamePath, body: RoleChange, owner: OwnerWriteDep) -> dict[str, Any]:
     membership = orgs.set_role(
         owner.session, owner.organization, owner.caller.user, username, body.role
     )
@@ -130,7 +133,7 @@ def set_role(username: str, body: RoleChange, owner: OwnerWriteDep) -> dict[str,
 
 
 @router.delete("/orgs/{org}/members/{username}", status_code=204, summary="Remove a member")
-def remove_member(username: str, owner: OwnerWriteDep) -> None:
+def remove_member(username: UsernamePath, owner: OwnerWriteDep) -> None:
     orgs.remove_member(owner.session, owner.organization, owner.caller.user, username)
 
 
@@ -239,12 +242,17 @@ def _device_token(token: Token | None) -> dict[str, Any] | None:
     status_code=204,
     summary="Revoke a machine's device token: its sync stops, its last verified policy stays",
 )
-def revoke_device_token(agent_id: str, owner: OwnerWriteDep) -> None:
+def revoke_device_token(
+    agent_id: Annotated[str, Path(max_length=devices.MAX_ID_LENGTH)], owner: OwnerWriteDep
+) -> None:
     devices.revoke_token(owner.session, owner.organization, owner.caller.user, agent_id)
 
 
+DenialsBody = Annotated[dict[str, Any], Body(json_schema_extra=denials.REPORT_SCHEMA)]
+
+
 @router.post("/orgs/{org}/denials", status_code=201, summary="An agent reports refused pulls")
-def report_denials(body: dict[str, Any], member: ReportDep) -> dict[str, int]:
+def report_denials(body: DenialsBody, member: ReportDep) -> dict[str, int]:
     items = body["denials"] if isinstance(body.get("denials"), list) else [body]
     stored = denials.report(member.session, member.organization, member.caller.user, items)
     return {"stored": stored}

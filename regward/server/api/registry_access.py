@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, StrictBool, StrictInt
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from regward.policy.schema import ADDRESS, REPOSITORY_PATTERN, entry_schema
 from regward.server.api.deps import MemberDep, OwnerWriteDep, ServerDep
 from regward.server.feed import FeedDocument
 from regward.server.models import MAX_REVISION
@@ -19,9 +20,14 @@ router = APIRouter()
 Version = Annotated[StrictInt, Field(ge=1, le=MAX_REVISION)]
 
 
+ENTRY = entry_schema()
+
+
 class DraftBody(BaseModel):
     enabled: StrictBool
-    registries: list[Any] = Field(max_length=registry_access.MAX_ENTRIES)
+    registries: list[Any] = Field(
+        max_length=registry_access.MAX_ENTRIES, json_schema_extra={"items": ENTRY}
+    )
     version: Version = Field(description="the version this edit is based on; stale gets 409")
 
 
@@ -30,10 +36,23 @@ class EnabledBody(BaseModel):
     version: Version | None = None
 
 
+def _entry_body_schema(schema: dict[str, Any]) -> None:
+    version = schema["properties"]["version"]
+    wrapped = {
+        "type": "object",
+        "required": ["entry"],
+        "properties": {"entry": ENTRY, "version": version},
+        "additionalProperties": False,
+    }
+    bare = {**ENTRY, "properties": {**ENTRY["properties"], "version": version}}
+    schema.clear()
+    schema.update(anyOf=[wrapped, bare], title="EntryBody")
+
+
 class EntryBody(BaseModel):
     """One entry, either wrapped (`{"entry": {...}, "version": 3}`) or bare (`{"address": ...}`)."""
 
-    model_config = {"extra": "allow"}
+    model_config = ConfigDict(extra="allow", json_schema_extra=_entry_body_schema)
     entry: dict[str, Any] | None = None
     version: Version | None = None
 
@@ -131,6 +150,7 @@ def add_entry(body: EntryBody, owner: OwnerWriteDep) -> dict[str, Any]:
     ).to_dict()
 
 
+_REPOSITORY_LIST = f"^(?:{REPOSITORY_PATTERN.strip('^$')}(?:,{REPOSITORY_PATTERN.strip('^$')})*)?$"
 RepositoriesQuery = Annotated[
     str | None,
     Query(
@@ -142,8 +162,10 @@ RepositoriesQuery = Annotated[
         ),
         examples=["acme/*"],
         max_length=100_000,
+        json_schema_extra={"pattern": _REPOSITORY_LIST},
     ),
 ]
+AddressPath = Annotated[str, Path(json_schema_extra=ADDRESS)]
 
 
 @router.put(
@@ -152,7 +174,10 @@ RepositoriesQuery = Annotated[
     summary="Edit a registry entry",
 )
 def update_entry(
-    address: str, body: EntryBody, owner: OwnerWriteDep, repositories: RepositoriesQuery = None
+    address: AddressPath,
+    body: EntryBody,
+    owner: OwnerWriteDep,
+    repositories: RepositoriesQuery = None,
 ) -> dict[str, Any]:
     return registry_access.update_entry(
         owner.session,
@@ -171,7 +196,7 @@ def update_entry(
     summary="Remove a registry entry",
 )
 def remove_entry(
-    address: str,
+    address: AddressPath,
     owner: OwnerWriteDep,
     version: Annotated[int | None, Query(ge=1, le=MAX_REVISION)] = None,
     repositories: RepositoriesQuery = None,

@@ -19,7 +19,9 @@ router = APIRouter()
 
 
 class SsoBody(BaseModel):
-    join: list[dict[str, Any]] = Field(default_factory=list, max_length=sso.MAX_RULES)
+    join: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=sso.MAX_RULES, json_schema_extra={"items": sso.RULE_SCHEMA}
+    )
     required: bool = False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -11,11 +12,39 @@ from sqlalchemy.orm import Session
 from regward.errors import RegwardError
 from regward.policy import Action, ImageReference
 from regward.server.errors import InvalidInput
-from regward.server.models import Denial, Organization, User, utcnow
+from regward.server.models import MAX_REVISION, Denial, Organization, User, utcnow
 from regward.server.services.names import check_page, check_revision, check_time
 
 MAX_BATCH = 500
 MAX_PAGE_SIZE = 100
+MAX_REFERENCE_LENGTH = 512
+MAX_AGENT_ID_LENGTH = 128
+_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["reference", "action"],
+    "properties": {
+        "reference": {"type": "string", "minLength": 1, "maxLength": MAX_REFERENCE_LENGTH},
+        "action": {"type": "string", "enum": [action.value for action in Action]},
+        "revision": {"type": "integer", "minimum": 0, "maximum": MAX_REVISION},
+        "reason": {"type": "string", "description": "kept to its first 1000 characters"},
+        "agent_id": {"type": "string", "maxLength": MAX_AGENT_ID_LENGTH},
+        "occurred_at": {"type": "string", "format": "date-time"},
+    },
+}
+REPORT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["denials"],
+            "properties": {
+                "denials": {"type": "array", "items": _ITEM_SCHEMA, "maxItems": MAX_BATCH}
+            },
+        },
+        _ITEM_SCHEMA,
+    ],
+    "description": "one denial, or a batch of them under `denials`",
+}
+"""How the API's schema describes a report: what `report` and `_parse` check."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +59,7 @@ def _parse(item: object, where: str) -> dict[str, object]:
     if not isinstance(item, Mapping):
         raise InvalidInput(f"{where}: expected an object with 'reference' and 'action'")
     reference = item.get("reference")
-    if not isinstance(reference, str) or not 0 < len(reference) <= 512:
+    if not isinstance(reference, str) or not 0 < len(reference) <= MAX_REFERENCE_LENGTH:
         raise InvalidInput(f"{where}.reference: {reference!r} must be an image reference")
     try:
         registry = ImageReference.parse(reference).registry
@@ -44,7 +73,11 @@ def _parse(item: object, where: str) -> dict[str, object]:
     revision = check_revision(item.get("revision", 0), f"{where}.revision")
     reason = item.get("reason") or ""
     agent_id = item.get("agent_id") or ""
-    if not isinstance(reason, str) or not isinstance(agent_id, str) or len(agent_id) > 128:
+    if (
+        not isinstance(reason, str)
+        or not isinstance(agent_id, str)
+        or len(agent_id) > MAX_AGENT_ID_LENGTH
+    ):
         raise InvalidInput(f"{where}: 'reason' and 'agent_id' must be text")
     occurred_at = item.get("occurred_at")
     when = utcnow() if occurred_at is None else check_time(occurred_at, f"{where}.occurred_at")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from regward.errors import quote
 from regward.server.errors import InvalidInput
@@ -15,6 +16,12 @@ from regward.server.models import MAX_REVISION
 
 NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}[a-z0-9]$"
 _NAME = re.compile(NAME_PATTERN.strip("^$"))
+NAME_SCHEMA: dict[str, Any] = {
+    "pattern": NAME_PATTERN,
+    "maxLength": 64,
+    "description": "2-64 lowercase letters, digits, '-' or '_'",
+}
+"""How the API's schema describes a user or organization name (what `check_name` accepts)."""
 MAX_PAGE = 1_000_000
 """Pages count from 1 to this (a page beyond it would be empty anyway)."""
 

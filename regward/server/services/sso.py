@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,7 +27,36 @@ from regward.server.services import activity
 
 MAX_RULES = 50
 MAX_GROUP_LENGTH = 255
-_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+DOMAIN_PATTERN = r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+_DOMAIN = re.compile(DOMAIN_PATTERN.removeprefix("^").removesuffix("$"))
+_ROLE: dict[str, Any] = {"type": "string", "enum": [role.value for role in Role]}
+RULE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["email_domain"],
+            "properties": {
+                "email_domain": {"type": "string", "pattern": DOMAIN_PATTERN},
+                "role": _ROLE,
+            },
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "required": ["groups_claim"],
+            "properties": {
+                "groups_claim": {
+                    "type": "string",
+                    "maxLength": MAX_GROUP_LENGTH,
+                    "pattern": r"\S",
+                },
+                "role": _ROLE,
+            },
+            "additionalProperties": False,
+        },
+    ]
+}
+"""How the API's schema describes one join rule: what `Rule.parse` accepts."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -19,6 +20,12 @@ from regward.server.models import Scope, Token, TokenKind, User, utcnow
 from regward.server.services.auth import new_token_value
 
 MAX_NAME_LENGTH = 100
+NAME_SCHEMA: dict[str, Any] = {
+    "minLength": 1,
+    "pattern": r"\S",
+    "description": "not only white space",
+}
+"""How the API's schema describes a token's name beside its maxLength (what `create` checks)."""
 HINT_LENGTH = 8  # the prefix and four random characters: `rwp_Xy3k`
 USE_RESOLUTION = 60.0  # seconds: "last used" is kept to the minute
 LISTED = (TokenKind.PERSONAL, TokenKind.DEVICE)  # sign-in sessions are not listed
