@@ -159,6 +159,19 @@ class DenialQueue:
         return len(self._items)
 
 
+HOST_DECISIONS_KEPT = 4096
+"""Host decisions cached per enforcement; the cache starts over when full."""
+
+
+def _host_decision(state: Enforcement, host: str, port: int) -> Decision:
+    blocked = state.blocked_reason
+    if blocked is not None:
+        return refuse(blocked, state.organization or "")
+    if state.policy is None:
+        return _UNMANAGED
+    return evaluate_host(state.policy, host, port)
+
+
 class Guard:
     """Holds the enforced policy and answers every enforcement point's question."""
 
@@ -166,6 +179,11 @@ class Guard:
         self._enforcement = enforcement
         self.denials = queue if queue is not None else DenialQueue()
         self._watchers: list[Callable[[], None]] = []
+        # Host decisions of the enforcement they were made under: the proxy asks about the
+        # same few registries on every connection, and a decision is a pure function of
+        # (enforcement, host, port). One tuple, replaced whole, so a decision cached under an
+        # old enforcement is never served under a new one, whichever thread asks.
+        self._hosts: tuple[Enforcement, dict[tuple[str, int], Decision]] = (enforcement, {})
         # Told of every decision: (enforcement point, decision, seconds it took); the metrics.
         self.observer: Callable[[str, Decision, float], None] | None = None
 
@@ -240,13 +258,15 @@ class Guard:
 
     def _decide_host(self, host: str, port: int, source: str, record: bool) -> Decision:
         state = self._enforcement
-        blocked = state.blocked_reason
-        if blocked is not None:
-            decision: Decision = refuse(blocked, state.organization or "")
-        elif state.policy is None:
-            return _UNMANAGED
-        else:
-            decision = evaluate_host(state.policy, host, port)
+        cached = self._hosts
+        if cached[0] is not state:
+            cached = self._hosts = (state, {})
+        decision = cached[1].get((host, port))
+        if decision is None:
+            decision = _host_decision(state, host, port)
+            if len(cached[1]) >= HOST_DECISIONS_KEPT:
+                cached[1].clear()
+            cached[1][(host, port)] = decision
         if record and not decision.allowed:
             self.report(decision, "connect", join_host_port(host, port), host, source=source)
         return decision

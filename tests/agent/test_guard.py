@@ -92,6 +92,19 @@ def test_update_swaps_the_snapshot_for_the_next_call() -> None:
     assert not guard.decide(Action.PULL, "evil.example/x").allowed
 
 
+def test_host_decisions_are_kept_per_enforcement_and_every_refusal_is_reported() -> None:
+    other = Policy.from_dict({**POLICY.to_dict(), "revision": 8, "registries": []})
+    guard = Guard(Enforcement(mode="local", policy=POLICY, organization="acme"))
+    first = guard.decide_host("ghcr.io", 443)
+    assert first.allowed and guard.decide_host("ghcr.io", 443) is first  # kept
+    guard.update(Enforcement(mode="local", policy=other, organization="acme"))
+    refused = [guard.decide_host("ghcr.io", 443) for _ in range(3)]
+    assert not refused[0].allowed and refused[0].revision == 8
+    assert [r.revision for r in guard.denials.drain()] == [8, 8, 8]
+    guard.update(Enforcement(mode="signed-in", organization="acme"))  # nothing verified
+    assert not guard.decide_host("ghcr.io", 443).allowed
+
+
 def test_watchers_hear_of_every_update_and_one_failing_stops_nothing() -> None:
     guard = Guard(Enforcement(mode="unmanaged"))
     heard: list[str] = []

@@ -407,6 +407,15 @@ def test_idle_tunnels_are_closed(echo: Upstream) -> None:
             assert read_all(sock) == b""
 
 
+def test_a_tunnel_whose_client_never_speaks_is_closed_when_idle(echo: Upstream) -> None:
+    with running(make_decider(f"127.0.0.1:{echo.port}"), idle_timeout=0.4) as proxy:
+        with proxy.connect() as sock:
+            sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+            assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+            assert read_all(sock) == b""  # no first bytes, no relay: the sweep ends it
+        wait_for(lambda: proxy.server.connections == 0, 10, "the proxy to forget the tunnel")
+
+
 def test_graceful_shutdown_lets_tunnels_finish_then_stops(echo: Upstream) -> None:
     proxy = RunningProxy(
         replace(ProxySettings(port=0), shutdown_grace=5.0), make_decider(f"127.0.0.1:{echo.port}")

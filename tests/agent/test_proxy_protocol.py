@@ -129,6 +129,7 @@ def test_connect_round_trip(host: str, port: int, fields: list[tuple[str, str]])
     request = parse_request(head(*lines))
     assert request.target == Target(host, port)
     assert request.target.authority == authority
+    assert parse_request(head(*lines)) == request  # a CONNECT head seen before: remembered
     assert [(n.decode(), v.decode()) for n, v in request.fields] == fields
 
 
@@ -180,6 +181,8 @@ def test_mutated_request_lines_only_raise_protocol_errors(target: str, field: st
         request = parse_request(data)
     except ProtocolError as error:
         assert error.status in (400, 431)
+        with pytest.raises(ProtocolError):  # a refusal is never remembered as a request
+            parse_request(data)
     else:
         assert request.target.port > 0
         assert request.target.host == request.target.host.lower()

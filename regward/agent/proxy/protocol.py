@@ -18,6 +18,7 @@ here but by the policy core's host decision, and names are resolved only after i
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -112,6 +113,8 @@ def parse_request(head: bytes, origin_port: int | None = None) -> Request:
     With `origin_port`, the head is one a client sent to the server itself (the transparent
     listener's): an origin-form target (`GET /v2/ HTTP/1.1`) whose host is its one Host field,
     at `origin_port` (where the client connected) when the field names no port."""
+    if origin_port is None and len(head) <= _CACHED_HEAD and head.startswith(b"CONNECT "):
+        return _parse_connect(head)
     parsed = parse_head(head)
     if origin_port is not None:
         return _origin_request(parsed, origin_port)
@@ -119,6 +122,17 @@ def parse_request(head: bytes, origin_port: int | None = None) -> Request:
         return Request(parsed, parse_authority(parsed.target), "")
     target, path = parse_absolute(parsed.target)
     return Request(parsed, target, path)
+
+
+_CACHED_HEAD = 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_connect(head: bytes) -> Request:
+    """A CONNECT head, remembered: a client sends the same few heads over and over, and
+    parsing is a pure function of the bytes (a head that fails raises, and is not kept)."""
+    parsed = parse_head(head)
+    return Request(parsed, parse_authority(parsed.target), "")
 
 
 def _origin_request(parsed: Head, port: int) -> Request:

@@ -194,10 +194,33 @@ class Tunnel:
         client: socket.socket,
         upstream: socket.socket,
     ) -> None:
+        self._loop = loop
         self._finished: asyncio.Future[None] = loop.create_future()
         self.up = Direction(loop, pool, client, upstream, self._direction_done)
         self.down = Direction(loop, pool, upstream, client, self._direction_done)
         self.downstream_only = False
+        self._watched: int | None = None  # the client's descriptor while `readable` watches it
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def readable(self, sock: socket.socket) -> bool:
+        """Wait until `sock` (the client) has bytes or its end to read; False when the tunnel
+        ended first (the idle sweep, an upstream failure, shutdown). The socket stays watched
+        until `start_up()` hands the watch to the relay, or the tunnel ends."""
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        if self._watched is None:
+            self._watched = sock.fileno()
+        self._loop.add_reader(self._watched, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        return not self._finished.done()
+
+    def start_up(self) -> None:
+        """Start the client -> upstream direction (it takes over `readable`'s watch)."""
+        self._watched = None
+        self.up.start()
 
     @property
     def activity(self) -> int:
@@ -212,15 +235,36 @@ class Tunnel:
     def abort(self) -> None:
         if self._finished.done():
             return
+        if self._watched is not None:
+            self._loop.remove_reader(self._watched)
+            self._watched = None
         self.up.stop()
         self.down.stop()
         self._finished.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def wait(self) -> None:
         try:
             await self._finished
         finally:
             self.abort()
+
+
+async def send_all(sock: socket.socket, data: bytes) -> None:
+    """Send `data` whole: at once when the socket has room (a fresh connection always has
+    room for a ClientHello or a short answer), else waiting for it."""
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    if sent < len(data):
+        await asyncio.get_running_loop().sock_sendall(sock, data[sent:])
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Tunnels:

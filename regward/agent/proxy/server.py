@@ -24,7 +24,7 @@ from regward.policy.address import join_host_port
 
 from .forward import forward
 from .protocol import CONNECT_ESTABLISHED, Request, Target, error_response, parse_request
-from .relay import Tunnel, Tunnels
+from .relay import Tunnel, Tunnels, send_all
 from .settings import HostDecider, ProxySettings, parse_listen
 from .tunnel import run_tunnel
 from .upstream import Dialer
@@ -163,11 +163,15 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         upstream: socket.socket | None = None
         try:
-            try:
-                async with asyncio.timeout(self.settings.handshake_timeout):
-                    request, rest = await self._read_request(client)
-            except TimeoutError:
-                raise ProtocolError(408, "request head not received in time") from None
+            buffer = bytearray()
+            head = self._head_now(client, buffer)
+            if head is None:
+                try:
+                    async with asyncio.timeout(self.settings.handshake_timeout):
+                        head = await self._read_head(client, buffer)
+                except TimeoutError:
+                    raise ProtocolError(408, "request head not received in time") from None
+            request, rest = head
             target = request.target
             hosts.append((target.host, target.port))
             decision = self._decision(target)
@@ -181,7 +185,7 @@ class ProxyServer:
             if body is not None:
                 await forward(self._tunnels, self.settings, client, upstream, request, rest, body)
                 return
-            await loop.sock_sendall(client, CONNECT_ESTABLISHED)
+            await send_all(client, CONNECT_ESTABLISHED)
 
             def name_allowed(name: str) -> bool:
                 hosts.append((name, target.port))
@@ -202,17 +206,30 @@ class ProxyServer:
             if upstream is not None:
                 upstream.close()
 
-    async def _read_request(self, client: socket.socket) -> tuple[Request, bytes]:
+    def _head_now(self, client: socket.socket, buffer: bytearray) -> tuple[Request, bytes] | None:
+        """The request, when its whole head has already arrived (clients send it at once, so
+        usually it has): no wait, no timer. None when more is to come."""
+        try:
+            chunk = client.recv(self.settings.read_size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        return self._take(buffer, chunk)
+
+    async def _read_head(self, client: socket.socket, buffer: bytearray) -> tuple[Request, bytes]:
         loop = asyncio.get_running_loop()
-        buffer = bytearray()
         while True:
-            chunk = await loop.sock_recv(client, self.settings.read_size)
-            if not chunk:
-                raise OSError(errno.ECONNRESET, "client closed before a request")
-            buffer += chunk
-            end = head_end(buffer, self.settings.max_head)
-            if end >= 0:
-                return parse_request(bytes(buffer[:end])), bytes(buffer[end:])
+            head = self._take(buffer, await loop.sock_recv(client, self.settings.read_size))
+            if head is not None:
+                return head
+
+    def _take(self, buffer: bytearray, chunk: bytes) -> tuple[Request, bytes] | None:
+        if not chunk:
+            raise OSError(errno.ECONNRESET, "client closed before a request")
+        buffer += chunk
+        end = head_end(buffer, self.settings.max_head)
+        if end < 0:
+            return None
+        return parse_request(bytes(buffer[:end])), bytes(buffer[end:])
 
     def _decision(self, target: Target) -> Decision:
         try:

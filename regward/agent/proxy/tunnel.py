@@ -10,7 +10,6 @@ bytes that are not TLS need `plain`, or the tunnel is closed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from regward.agent.http1 import ProtocolError
 
 from .protocol import NEED_MORE, Target, client_hello_sni, starts_tls
-from .relay import Tunnels
+from .relay import Tunnel, Tunnels, send_all
 from .settings import ProxySettings
 
 log = logging.getLogger("regward.agent.proxy")
@@ -35,11 +34,11 @@ async def run_tunnel(
     name_allowed: Callable[[str], bool],
 ) -> None:
     """Relay until the tunnel ends. `rest` is what the client sent behind its request head;
-    `name_allowed` decides (and logs) a TLS server name other than `target.host`."""
-    loop = asyncio.get_running_loop()
+    `name_allowed` decides (and logs) a TLS server name other than `target.host`. A client
+    that stays silent is ended by the idle sweep, as any quiet tunnel."""
     with tunnels.opened(client, upstream) as tunnel:
         tunnel.down.start()
-        first = await _client_hello(settings, client, rest)
+        first = await _client_hello(settings, tunnel, client, rest)
         if first is None:
             return
         hello, name = first
@@ -53,27 +52,34 @@ async def run_tunnel(
             return
         if name is not None and name != target.host and not name_allowed(name):
             return
-        await loop.sock_sendall(upstream, hello)
-        tunnel.up.start()
+        await send_all(upstream, hello)
+        tunnel.start_up()  # takes over the client's watch: no second registration
         await tunnel.wait()
 
 
 async def _client_hello(
-    settings: ProxySettings, client: socket.socket, data: bytes
+    settings: ProxySettings, tunnel: Tunnel, client: socket.socket, data: bytes
 ) -> tuple[bytes, str | None] | None:
     """The client's first bytes and the server name they ask for (when they are a TLS
-    ClientHello); None when the client leaves or stays silent past the idle timeout."""
-    loop = asyncio.get_running_loop()
+    ClientHello); None when the client leaves or the tunnel ends first (the idle sweep, a
+    failed upstream). The client's socket stays registered for reading (`Tunnel.waiting`), so
+    the relay that follows takes the registration over."""
     try:
-        async with asyncio.timeout(settings.idle_timeout):
-            while True:
-                if data:
-                    name = client_hello_sni(data)
-                    if name != NEED_MORE:
-                        return data, name
-                chunk = await loop.sock_recv(client, settings.read_size)
-                if not chunk:
+        while True:
+            if data:
+                name = client_hello_sni(data)
+                if name != NEED_MORE:
+                    return data, name
+            try:
+                chunk = client.recv(settings.read_size)
+            except (BlockingIOError, InterruptedError):
+                if not await tunnel.readable(client):
                     return None
-                data += chunk
-    except (TimeoutError, ProtocolError):
+                continue
+            if not chunk:
+                return None
+            data += chunk
+    except ProtocolError:
+        return None
+    except OSError:
         return None

@@ -9,6 +9,8 @@ Called only after the host decision allowed the target, so a refused name is nev
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import time
 from typing import Any
@@ -50,7 +52,7 @@ class Dialer:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.settings.mark)
                     sock.setblocking(False)
                     try:
-                        await loop.sock_connect(sock, address)
+                        await _connect(loop, sock, address)
                     except OSError as error:
                         sock.close()
                         failure = error
@@ -104,3 +106,25 @@ class Dialer:
             addresses,
         )
         return addresses
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any) -> None:
+    """`loop.sock_connect` for an address already resolved, with less bookkeeping: the
+    connect, then (while the handshake runs) one wait for the socket to turn writable."""
+    error = sock.connect_ex(address)
+    if error == errno.EINPROGRESS:
+        waiter: asyncio.Future[None] = loop.create_future()
+        fd = sock.fileno()
+        loop.add_writer(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            loop.remove_writer(fd)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, os.strerror(error))
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
