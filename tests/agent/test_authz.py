@@ -557,16 +557,39 @@ def test_images_on_the_machine_are_decided_by_where_they_came_from(
     image: str, origin: ImageOrigin | None, allowed: bool, named: str
 ) -> None:
     data = run(image)
-    assert local_images(AuthZRequest.parse(data)) == [image]
-    decision, message = authorize(guard(), data, {image: origin})
+    assert local_images(AuthZRequest.parse(data)) == [LocalImageCheck(image)]
+    decision, message = authorize(guard(), data, {LocalImageCheck(image): origin})
     assert (decision is None) is allowed, message
     assert named in message
 
 
 def test_a_local_image_is_refused_where_nothing_may_pass() -> None:
     required = Guard(Enforcement(mode="signed-in", required_orgs=("acme",)))
-    decision, message = authorize(required, run("rt/app:v1"), {"rt/app:v1": ImageOrigin(True)})
+    origins = {LocalImageCheck("rt/app:v1"): ImageOrigin(True)}
+    decision, message = authorize(required, run("rt/app:v1"), origins)
     assert decision is not None and "Sign-in to organization 'acme' is required" in message
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "named"),
+    [
+        (ImageOrigin(found=True), True, ""),  # built here
+        (ImageOrigin(True, ("allowed.registry.test:5000/x" + DIGEST,)), True, ""),
+        (ImageOrigin(True, ("evil.example/x" + DIGEST,)), False, "evil.example"),
+        (ImageOrigin(found=False), True, ""),  # no such container: dockerd says so
+        (None, False, "did not say which image container web runs"),
+    ],
+)
+@pytest.mark.parametrize("verb", ["start", "restart", "START"])
+def test_starting_a_container_decides_the_image_it_holds(
+    origin: ImageOrigin | None, allowed: bool, named: str, verb: str
+) -> None:
+    data = request(f"/v1.41/containers/web/{verb}")
+    check = LocalImageCheck("web", container=True)
+    assert local_images(AuthZRequest.parse(data)) == [check]
+    decision, message = authorize(guard(), data, {check: origin})
+    assert (decision is None) is allowed, message
+    assert named in message
 
 
 def test_only_container_creation_asks_the_engine() -> None:
@@ -576,3 +599,5 @@ def test_only_container_creation_asks_the_engine() -> None:
     )
     assert local_images(AuthZRequest.parse(service)) == []  # a swarm node pulls it
     assert local_images(AuthZRequest.parse(request("/v1.41/containers/create", b"{bad"))) == []
+    for other in ("stop", "kill", "pause", "unpause", "json", "start/x"):
+        assert local_images(AuthZRequest.parse(request(f"/v1.41/containers/web/{other}"))) == []

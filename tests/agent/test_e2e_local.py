@@ -395,3 +395,47 @@ def test_an_image_from_a_refused_registry_stays_refused_under_any_name(
             assert denial(BLOCKED) in ran.stderr, (name, ran.stderr)
     finally:
         scene.bed.docker("rmi", "rt/laundered:v1", blocked)
+
+
+def test_a_container_whose_image_is_now_refused_cannot_start(
+    scene: Scene, policy_file: Path
+) -> None:
+    """`docker start` decides the image the container holds (by ID, as dockerd will run it), so
+    neither a container made while a registry was allowed nor a tag moved between the create
+    check and the create runs a refused image; a container of an image made here still starts."""
+    blocked = Scene.image(BLOCKED)
+    original = policy_file.read_text()
+    write_policy(policy_file, original + f"  - address: {BLOCKED}\n")
+    wait_for(lambda: scene.bed.docker("pull", blocked).returncode == 0, 30, "the blocked pull")
+    for name in ("then-allowed", "then-allowed-rm", "made-here"):
+        scene.bed.docker("rm", "-f", name)
+    created = scene.bed.docker("create", "--name", "then-allowed", "--network", "none", blocked)
+    assert created.returncode == 0, created.stderr
+    created = scene.bed.docker("create", "--rm", "--name", "then-allowed-rm", blocked)
+    assert created.returncode == 0, created.stderr
+    write_policy(policy_file, original)
+    try:
+        wait_for(
+            lambda: denial(BLOCKED) in scene.bed.docker("start", "then-allowed").stderr,
+            30,
+            "the start to be refused",
+        )
+        assert scene.bed.docker("restart", "then-allowed").returncode != 0
+        # `docker run --rm` waits for its container to go; a refused start removes it.
+        refused = scene.bed.docker("start", "then-allowed-rm")
+        assert denial(BLOCKED) in refused.stderr
+        wait_for(
+            lambda: scene.bed.docker("inspect", "then-allowed-rm").returncode != 0,
+            30,
+            "the refused --rm container to be removed",
+        )
+        assert scene.bed.docker("commit", "then-allowed", "rt/made:v1").returncode == 0
+        made = scene.bed.docker("create", "--name", "made-here", "--network", "none", "rt/made:v1")
+        assert made.returncode == 0, made.stderr
+        started = scene.bed.docker("start", "-a", "made-here")
+        assert started.returncode == 0, started.stderr
+        missing = scene.bed.docker("start", "no-such-container")
+        assert "No such container" in missing.stderr and "authorization" not in missing.stderr
+    finally:
+        scene.bed.docker("rm", "-f", "then-allowed", "then-allowed-rm", "made-here")
+        scene.bed.docker("rmi", "rt/made:v1", blocked)

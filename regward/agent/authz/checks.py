@@ -11,6 +11,8 @@
     POST /build?remote=URL&cachefrom=[..]      connect to the context's host; pull each cache image
     POST /services/create, /services/{id}/update   pull TaskTemplate.ContainerSpec.Image
     POST /containers/create                    use Image: by where the engine says it came from
+    POST /containers/{id}/start|restart        run the container's image: by where the engine
+                                               says the image it holds (by ID) came from
 
 A registry endpoint whose request cannot be read (no body where one is needed, a form-encoded
 body the plugin cannot see, a bad reference) raises `Unreadable`. Other endpoints yield nothing
@@ -63,9 +65,12 @@ class HostCheck:
 @dataclass(frozen=True)
 class LocalImageCheck:
     """Use an image that may already be on the machine (`docker run`): decided by where the
-    engine says it came from, not by how its name would read as a pull."""
+    engine says it came from, not by how its name would read as a pull. With `container`, the
+    reference names a container, and the image is the one it holds (by ID, so a tag moved
+    after the container was created changes nothing)."""
 
     reference: str  # as the client gave it: a name, a short or full ID, name@digest
+    container: bool = False
 
 
 Check = ImageCheck | HostCheck | LocalImageCheck
@@ -88,15 +93,16 @@ def registry_checks(request: AuthZRequest) -> Iterator[Check]:
         yield check
 
 
-def local_images(request: AuthZRequest) -> list[str]:
-    """The images a request would use from the machine (`docker run`), to ask the engine about
-    before deciding; [] for other requests, and for one that cannot be read (it is refused)."""
+def local_images(request: AuthZRequest) -> list[LocalImageCheck]:
+    """The images (or containers) a request would use from the machine (`docker run`, `docker
+    start`), to ask the engine about before deciding; [] for other requests, and for one that
+    cannot be read (it is refused)."""
     route = _route(request)
-    if route is None or route[0] is not _container:
+    if route is None or route[0] not in (_container, _container_start):
         return []
     try:
         return [
-            check.reference
+            check
             for check in registry_checks(request)
             if isinstance(check, LocalImageCheck) and len(check.reference) <= MAX_IMAGE_NAME
         ]
@@ -251,6 +257,10 @@ def _container(request: AuthZRequest, _name: str) -> Iterator[Check]:
             yield LocalImageCheck(image)
 
 
+def _container_start(_request: AuthZRequest, name: str) -> Iterator[Check]:
+    yield LocalImageCheck(name, container=True)
+
+
 def _url_check(text: str, what: str) -> HostCheck:
     if "://" not in text:
         text = "http://" + text  # dockerd's import does the same
@@ -296,6 +306,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], Checker], ...] = (
     (re.compile(r"^/build$", re.I), _build),
     (re.compile(r"^/services/(?:create|[^/]+/update)$", re.I), _service),
     (re.compile(r"^/containers/create$", re.I), _container),
+    (re.compile(r"^/containers/(?P<name>[^/]+)/(?:start|restart)$", re.I), _container_start),
 )
 _FIRST_SEGMENTS = frozenset(
     {"images", "plugins", "distribution", "build", "services", "containers"}

@@ -23,6 +23,7 @@ from regward.agent import http1
 from regward.agent.authz.checks import (
     HostCheck,
     ImageCheck,
+    LocalImageCheck,
     local_images,
     registry_checks,
 )
@@ -39,7 +40,7 @@ _IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 
 Reply = tuple[int, bytes]  # HTTP status, JSON body
 Verdict = tuple[Decision | None, str]  # (the refusing decision or None, the message for dockerd)
-Origins = Mapping[str, ImageOrigin | None]  # what the engine said of each image a request uses
+Origins = Mapping[LocalImageCheck, ImageOrigin | None]  # what the engine said of each image used
 
 
 def authorize(guard: Guard, data: bytes, origins: Origins | None = None) -> Verdict:
@@ -60,8 +61,10 @@ def authorize_request(guard: Guard, request: AuthZRequest, origins: Origins) -> 
                 decision = guard.decide(check.action, check.reference, source="authz")
             elif isinstance(check, HostCheck):
                 decision = guard.decide_host(check.host, check.port, source="authz")
+            elif check.container:
+                decision = _decide_container(guard, check.reference, origins.get(check))
             else:
-                decision = _decide_local(guard, check.reference, origins.get(check.reference))
+                decision = _decide_local(guard, check.reference, origins.get(check))
             if not decision.allowed:
                 log.info("refused %s %s: %s", request.method, request.path, decision.reason)
                 return decision, guard.message(decision)
@@ -87,6 +90,16 @@ def _decide_local(guard: Guard, image: str, origin: ImageOrigin | None) -> Decis
     # Not on the machine: dockerd will answer "No such image" and the client pulls (a request
     # checked on its own); or the engine did not answer: the name is read as a pull.
     return guard.decide(Action.PULL, image, source="authz")
+
+
+def _decide_container(guard: Guard, container: str, origin: ImageOrigin | None) -> Decision:
+    """Start a container: the image it holds, decided as `_decide_local` decides an image on
+    the machine. No such container: dockerd says so, nothing runs. The engine silent: refused."""
+    if origin is None:
+        raise Unreadable(f"the Docker Engine did not say which image container {container} runs")
+    if not origin.found:
+        return guard.decide_local(container)
+    return _decide_local(guard, container, origin)
 
 
 def _unreadable(guard: Guard, error: Unreadable) -> Verdict:
@@ -117,6 +130,7 @@ class AuthZPlugin:
         self.stats = PluginStats()
         self._server: asyncio.base_events.Server | None = None
         self._transports: set[asyncio.BaseTransport] = set()
+        self._background: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,10 +178,29 @@ class AuthZPlugin:
         return 404, json.dumps({"Err": f"unknown plugin method {path[:100]}"}).encode()
 
     async def _answer_after_asking(
-        self, request: AuthZRequest, images: list[str], engine: ImageOrigins
+        self, request: AuthZRequest, images: list[LocalImageCheck], engine: ImageOrigins
     ) -> Reply:
-        origins = {image: await engine.look_up(image) for image in images}
-        return self._answer(request, origins)
+        origins = {
+            check: await (
+                engine.of_container(check.reference)
+                if check.container
+                else engine.look_up(check.reference)
+            )
+            for check in images
+        }
+        reply = self._answer(request, origins)
+        if reply[1] != _ALLOW:
+            for origin in origins.values():
+                if origin is not None and origin.auto_remove:
+                    self._spawn(engine.remove(origin.auto_remove))
+        return reply
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Run `work` after the answer is written (dockerd handles the request it answers
+        first), keeping a reference until it ends."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _answer(self, request: AuthZRequest, origins: Origins) -> Reply:
         try:
