@@ -22,7 +22,7 @@ from regward import __version__
 from regward.server import dashboard, health, keys, metrics
 from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
-from regward.server.db import UNAVAILABLE, Database, is_unavailable
+from regward.server.db import Database, is_disk_full, is_unavailable, unavailable_reason
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedCache
 from regward.server.inputs import InputGuard, shown
@@ -145,8 +145,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, error: DBAPIError) -> JSONResponse:
         request.app.state.metrics.database_error(is_unavailable(error))
         if is_unavailable(error):
-            log.warning("database unavailable: %s", error.orig)
-            return _error(503, UNAVAILABLE)
+            if is_disk_full(error):
+                log.error("database disk full: %s", error.orig)
+            else:
+                log.warning("database unavailable: %s", error.orig)
+            return _error(503, unavailable_reason(error))
         log.error("database error", exc_info=error)
         return _error(500, "internal error; the server log has the details")
 

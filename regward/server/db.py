@@ -55,11 +55,32 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 UNAVAILABLE = "the database is unavailable right now; try again in a moment"
+DISK_FULL = (
+    "the database's disk is full, so nothing was changed; an operator must free space on the "
+    "server's disk. Reading still works, and writing works again by itself once there is room"
+)
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 
 
 def is_unavailable(error: DBAPIError) -> bool:
     """Whether `error` means the database cannot be reached now (worth a retry: 503)."""
     return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+
+
+def is_disk_full(error: DBAPIError) -> bool:
+    """Whether `error` is the database's disk (or its quota) being full: SQLite's SQLITE_FULL
+    or PostgreSQL's disk_full."""
+    original = error.orig
+    return (
+        getattr(original, "sqlite_errorcode", None) == _SQLITE_FULL
+        or getattr(original, "sqlstate", None) == _PG_DISK_FULL
+    )
+
+
+def unavailable_reason(error: DBAPIError) -> str:
+    """The one line a client (API or dashboard) gets for an unavailable database."""
+    return DISK_FULL if is_disk_full(error) else UNAVAILABLE
 
 
 class Database:

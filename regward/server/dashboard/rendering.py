@@ -32,6 +32,7 @@ from regward.server.dashboard.context import (
 )
 from regward.server.dashboard.security import SESSION_COOKIE
 from regward.server.dashboard.views import capitalized
+from regward.server.db import is_disk_full
 from regward.server.errors import ServiceError
 
 HERE = Path(__file__).parent
@@ -107,15 +108,26 @@ class DashboardRoute(APIRoute):
                     "Someone else made a conflicting change at the same moment. Nothing of "
                     "yours was saved; go back, reload the page and try again.",
                 )
-            except DBAPIError:
-                log.warning("database error on %s", request.url.path, exc_info=True)
-                response = error_page(
-                    request,
-                    503,
-                    "Database unavailable",
-                    "The database cannot be reached right now. Nothing was changed; try again "
-                    "in a moment.",
-                )
+            except DBAPIError as error:
+                if is_disk_full(error):
+                    log.error("database disk full on %s: %s", request.url.path, error.orig)
+                    response = error_page(
+                        request,
+                        503,
+                        "Database disk full",
+                        "The server's disk is full, so nothing was saved. Ask the operator to "
+                        "free space on it; pages still show, and saving works again by itself "
+                        "once there is room.",
+                    )
+                else:
+                    log.warning("database error on %s", request.url.path, exc_info=True)
+                    response = error_page(
+                        request,
+                        503,
+                        "Database unavailable",
+                        "The database cannot be reached right now. Nothing was changed; try "
+                        "again in a moment.",
+                    )
             response.headers.update(SECURITY_HEADERS)
             return response
 
