@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 from regward.errors import ConfigError
 
 if TYPE_CHECKING:
+    from regward.agent.guard import Enforcement
     from regward.agent.protection import EngineCheck
+    from regward.agent.state import AgentState, Credentials
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -305,6 +307,7 @@ def _status(args: argparse.Namespace) -> int:
         points["proxy"] = {"listen": listen, "up": bool(listen) and _tcp_up(str(listen))}
     engine = _engine_check(running)
     transparent = _transparent_status(running if alive else None)
+    cache = _cache_status(state, credentials, enforcement)
     report: dict[str, Any] = {
         "signed_in": credentials is not None,
         "server": credentials.server if credentials else None,
@@ -316,6 +319,7 @@ def _status(args: argparse.Namespace) -> int:
         "enforcement_points": points,
         "docker_engine": engine.to_dict(),
         "transparent": transparent,
+        "cache": cache,
     }
     if alive and running:
         report["enforced"] = (
@@ -349,6 +353,22 @@ def _status(args: argparse.Namespace) -> int:
         )
         if sync.get("refusal"):
             print(f"REFUSED:     {sync['refusal']}")
+    if cache["error"]:
+        print(f"CACHE:       {cache['error']}")
+        if alive and running:
+            print(
+                "             the agent enforces its newest verified revision from memory; this "
+                "status is as of "
+                + time.strftime("%H:%M:%S", time.localtime(running.get("updated") or 0))
+            )
+        print(
+            "             after a restart: "
+            + (
+                f"revision {cache['revision']} (the cached one)"
+                if cache["revision"] is not None
+                else "no cached policy (fail closed until it syncs)"
+            )
+        )
     print(f"Docker Engine: {engine.words()}")
     print(f"Transparent: {_transparent_words(transparent)}")
     if not alive:
@@ -361,6 +381,22 @@ def _status(args: argparse.Namespace) -> int:
                 where = point.get("socket") or point.get("listen")
                 print(f"{name + ':':<12} {'up' if point['up'] else 'DOWN'} at {where}")
     return 0
+
+
+def _cache_status(
+    state: AgentState, credentials: Credentials | None, enforcement: Enforcement
+) -> dict[str, Any]:
+    """Whether the agent can write its directory (policy cache, status), and the revision a
+    restart would enforce; `error` names the directory and the reason when it cannot."""
+    error = state.write_problem()
+    if error is not None:
+        error += "; free space or make it writable, the agent then writes it by itself"
+    return {
+        "directory": str(state.directory),
+        "writable": error is None,
+        "error": error,
+        "revision": enforcement.policy.revision if credentials and enforcement.policy else None,
+    }
 
 
 def _transparent_status(running: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -352,7 +352,7 @@ class Agent:
             status["sync"] = self.syncer.status.to_dict()
         try:
             self.state.write_status(status)
-        except OSError as error:
+        except (OSError, ConfigError) as error:  # a read-only or full disk: keep enforcing
             log.warning("cannot write %s: %s", self.state.status_path, error)
 
 

@@ -191,6 +191,21 @@ class AgentState:
             self.agent_id_path.unlink(missing_ok=True)
         return removed
 
+    def write_problem(self) -> str | None:
+        """Why files cannot be written in the directory now (a read-only or full disk, no
+        permission), or None when a write works (or there is no directory yet); tried with a
+        small temporary file."""
+        if not self.directory.is_dir():
+            return None
+        try:
+            write_private(self.directory / ".write-check", b"ok\n")
+            (self.directory / ".write-check").unlink()
+        except ConfigError as error:
+            return str(error)
+        except OSError as error:
+            return f"cannot write {self.directory}: {error.strerror}"
+        return None
+
     def write_status(self, status: dict[str, Any]) -> None:
         write_private(self.status_path, json.dumps(status, indent=2).encode() + b"\n")
 

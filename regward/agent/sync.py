@@ -5,8 +5,10 @@ One loop per agent:
     GET {server}/api/v1/orgs/{org}/policy?wait=S&after=N   (If-None-Match: the last ETag)
       200  a signed revision: verify against the key pinned at login; refuse anything unsigned,
            badly signed, of another organization or older than the one enforced (and check in
-           the refusal at once, for owners to see); else write the cache atomically, hand the
-           policy to the guard, check in the applied revision
+           the refusal at once, for owners to see); else hand the policy to the guard, write
+           the cache atomically, check in the applied revision. A cache that cannot be written
+           (read-only or full disk) does not hold a verified revision back: it is enforced from
+           memory, `regward status` says the cache is behind, and each answer retries the write
       304  nothing newer within the wait; ask again at once (checking in first when the server
            has not been told the current state: a check-in failed while it was away)
       else the server is unreachable or refuses: keep enforcing the last verified revision and
@@ -43,7 +45,7 @@ from regward.agent.guard import DenialReport, Enforcement, Guard
 from regward.agent.protection import EngineReport
 from regward.agent.state import AgentState, Credentials
 from regward.defaults import LONG_POLL_SECONDS
-from regward.errors import InvalidPolicy, SignatureError
+from regward.errors import ConfigError, InvalidPolicy, SignatureError
 from regward.policy import Policy, SignedPolicy, follow_chain, public_key_from_text, verify
 
 log = logging.getLogger("regward.agent.sync")
@@ -63,6 +65,8 @@ class SyncStatus:
     refused_revisions: list[str] = field(default_factory=list)
     # The newest refusal, until a fetched revision verifies; checked in with the revision.
     refusal: str | None = None
+    # Why the verified revision enforced from memory is not in the cache file (None: it is).
+    cache_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +75,7 @@ class SyncStatus:
             "revision": self.revision,
             "refused_revisions": self.refused_revisions[-5:],
             "refusal": self.refusal,
+            "cache_error": self.cache_error,
         }
 
 
@@ -121,6 +126,7 @@ class Syncer:
         self._refused_revision = -1  # the newest revision number refused, to wait past it
         self._check_in_lock = asyncio.Lock()
         self._delivered: dict[str, Any] | None = None  # the last check-in the server took
+        self._unsaved: bytes | None = None  # the enforced revision, when the cache lacks it
         self.report_failures = 0  # denial batches that went back in the queue
         self._client = server_client(credentials.token, read_timeout=wait + 15.0)
         current = guard.enforcement.policy
@@ -252,8 +258,8 @@ class Syncer:
             if save_same:  # the same revision signed by a rotated key
                 self.state.save_policy(raw)
             return False
-        self.state.save_policy(raw)
         self._apply(policy)
+        self._cache(raw)
         log.info("enforcing revision %d of '%s'", policy.revision, policy.organization)
         return True
 
@@ -285,7 +291,34 @@ class Syncer:
     def _reached(self) -> None:
         self.status.last_sync = time.time()
         self.status.last_error = None
+        if self._unsaved is not None:
+            self._cache(self._unsaved)
         self._changed()
+
+    def _cache(self, raw: bytes) -> None:
+        """Write the enforced revision to the cache; on failure keep it to retry, and say so."""
+        try:
+            self.state.save_policy(raw)
+        except (ConfigError, OSError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            cached = self._cached_revision()
+            self._unsaved = raw
+            self.status.cache_error = (
+                f"cannot write the policy cache {self.state.policy_path}: {reason}; enforcing "
+                f"revision {self.status.revision} from memory, a restart would enforce "
+                + (f"revision {cached}" if cached is not None else "nothing cached (fail closed)")
+            )
+            log.error("%s", self.status.cache_error)
+        else:
+            if self._unsaved is not None:
+                log.info("the policy cache is written again (revision %s)", self.status.revision)
+            self._unsaved = None
+            self.status.cache_error = None
+        self._changed()
+
+    def _cached_revision(self) -> int | None:
+        cached = self.state.cached_policy(self.credentials)
+        return cached.revision if cached else None
 
     def _changed(self) -> None:
         if self.on_change is not None:
