@@ -6,7 +6,8 @@ RegwardError
     ├── PermissionDenied 403  a member (or a read-only token) attempting an owner's write
     ├── NotFound         404  also what an outsider gets for an organization
     ├── Conflict         409  a stale draft version, a name taken, the last owner leaving
-    │   └── StaleVersion      the draft changed since the edit's version
+    │   ├── StaleVersion      the draft changed since the edit's version
+    │   └── NothingToApply    Save & Apply with a draft that is the applied revision already
     ├── InvalidInput     422  a bad field value; the message names the field and the value
     └── TooManyRequests  429  a rate limit reached; the message says how long it lasts
 """
@@ -38,6 +39,10 @@ class Conflict(ServiceError):
 
 class StaleVersion(Conflict):
     """An edit based on a version of the draft that another edit has replaced since."""
+
+
+class NothingToApply(Conflict):
+    """Save & Apply of a draft with no pending changes: no new revision is published."""
 
 
 class InvalidInput(ServiceError):

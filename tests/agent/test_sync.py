@@ -20,6 +20,7 @@ from regward.agent.state import AgentState, Credentials
 from regward.agent.sync import Syncer, SyncError
 from regward.policy import Action, Policy, generate_key, public_key_to_text, sign
 from tests.harness.wait import until
+from tests.server.changes import publish
 from tests.server.live import live_server
 
 
@@ -158,7 +159,7 @@ def test_a_refused_revision_reaches_the_server_and_a_good_one_clears_it(tmp_path
             return dict(only)
 
         def apply() -> int:
-            return int(owner.post("/orgs/acme/registry-access/apply").json()["revision"])
+            return publish(owner, "/orgs/acme")
 
         async def scenario() -> None:
             try:

@@ -21,6 +21,7 @@ from regward.server.db import Database
 from regward.server.settings import Settings
 from tests.harness.postgres import PostgresCluster, unavailable_reason
 from tests.server.accounts import PASSWORD, make_users
+from tests.server.changes import publish
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers the httpx2 fork for its test client; httpx works the same here.
@@ -94,6 +95,10 @@ class World:
 
     def headers(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
+
+    def publish(self, who: str = "alice") -> int:
+        """Save & Apply one real change to acme's draft as `who`; the new revision."""
+        return publish(self.client, headers=self.headers(who))
 
 
 @pytest.fixture

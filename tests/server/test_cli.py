@@ -96,6 +96,7 @@ def test_registries_commands_over_the_api(world: World) -> None:
         applied = run("apply")
         assert applied.returncode == 0, applied.stderr
         assert "applied revision 2" in applied.stdout
+        again = run("apply")
         assert run("remove", "ghcr.io").returncode == 0
         draft = json.loads(run("list", "--json").stdout)
         bad = run("add", "bad host!")
@@ -118,6 +119,7 @@ def test_registries_commands_over_the_api(world: World) -> None:
     assert [e["address"] for e in draft["registries"]] == ["docker.io"]
     assert draft["registries"][0]["repositories"] == ["library/*"]
     assert [c["action"] for c in draft["pending_changes"]] == ["registry_access.registry_removed"]
+    assert again.returncode == 2 and "409: nothing to apply" in again.stderr
     assert bad.returncode == 2
     assert "bad host!" in bad.stderr and "422" in bad.stderr
     assert no_token.returncode == 2 and "REGWARD_TOKEN" in no_token.stderr

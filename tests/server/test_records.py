@@ -127,6 +127,28 @@ def test_each_applied_change_names_the_owner_who_made_it_in_the_draft(world: Wor
     ]
 
 
+def test_apply_with_nothing_pending_publishes_nothing(world: World) -> None:
+    """Save & Apply of a draft that is the applied revision: 409 with one line, no revision,
+    no Activity event; a change turned back before applying counts as nothing too."""
+    c, h = world.client, world.headers("alice")
+    before = c.get(f"{ORG}/activity?page_size=100", headers=h).json()["total"]
+    refused = c.post(f"{ORG}/registry-access/apply", headers=h)
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "detail": "nothing to apply: the draft is the same as revision 1, which machines "
+        "enforce already; change the draft first"
+    }
+    c.put(f"{ORG}/registry-access/enabled", json={"enabled": True}, headers=h)
+    c.put(f"{ORG}/registry-access/enabled", json={"enabled": False}, headers=h)
+    assert c.post(f"{ORG}/registry-access/apply", headers=h).status_code == 409
+    assert c.get(f"{ORG}/policy", headers=h).json()["policy"]["revision"] == 1
+    assert c.get(f"{ORG}/activity?page_size=100", headers=h).json()["total"] == before
+    # A stale version is the first thing said: the owner's view is out of date.
+    stale = c.post(f"{ORG}/registry-access/apply", json={"version": 1}, headers=h)
+    assert stale.status_code == 409 and "changed since you loaded them" in stale.json()["detail"]
+    assert world.publish() == 2
+
+
 def test_two_owners_editing_entries_of_one_address_are_each_credited(world: World) -> None:
     c = world.client
     alice, bob = world.headers("alice"), world.headers("bob")
@@ -159,7 +181,7 @@ def test_devices_report_compliance_and_denials_are_listed(world: World) -> None:
     )
     assert checked.json() == {"agent_id": "laptop-1", "applied_revision": 1, "current_revision": 1}
     c.post(f"{ORG}/devices/check-in", json={"agent_id": "ci-7", "revision": 1}, headers=bob)
-    c.post(f"{ORG}/registry-access/apply", headers=world.headers("alice"))
+    assert world.publish() == 2
     c.post(f"{ORG}/devices/check-in", json={"agent_id": "ci-7", "revision": 2}, headers=bob)
     devices = {
         d["agent_id"]: d
@@ -224,7 +246,7 @@ def test_a_refused_revision_stays_with_the_device_until_a_good_one(world: World)
     assert "Refused revision 2, which does not verify against the pinned key" in shown
     assert "&lt;b&gt;bad&lt;/b&gt;" in shown and "<b>bad</b>" not in shown  # agent's words escaped
 
-    c.post(f"{ORG}/registry-access/apply", headers=world.headers("alice"))
+    assert world.publish() == 2
     c.post(f"{ORG}/devices/check-in", json={"agent_id": "laptop-1", "revision": 2}, headers=agent)
     assert listed()["refusal"] is None
     assert "refused" not in page()

@@ -22,7 +22,14 @@ from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, org_access, owner_write
 from regward.server.dashboard.forms import EntryForm
 from regward.server.dashboard.rendering import org_path, page_router, redirect, render, sentence
-from regward.server.errors import Conflict, InvalidInput, NotFound, ServiceError, StaleVersion
+from regward.server.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NothingToApply,
+    ServiceError,
+    StaleVersion,
+)
 from regward.server.models import Organization
 from regward.server.runtime import server_of
 from regward.server.services import registry_access
@@ -203,22 +210,27 @@ def remove_registry(request: Request, org: str, form: Form) -> Response:
 @router.post("/orgs/{org}/registry-access/apply")
 def apply(request: Request, org: str, form: Form) -> Response:
     key = server_of(request).signing_key
-    with org_access(request, org) as (session, _, organization):
-        state = registry_access.get_draft(session, organization)
-    if not state.pending and state.version == forms.version(form):
-        return redirect(
-            request,
-            org_path(org),
-            f"Nothing to apply: the draft is the same as revision {state.applied_revision}, "
-            "which machines enforce already.",
+
+    def refused(
+        error: ServiceError, session: Session, visitor: Visitor, organization: Organization
+    ) -> Response:
+        if isinstance(error, NothingToApply):  # not a failure: the page as it was, with why
+            return redirect(request, org_path(org), sentence(error))
+        return _registry_page(
+            request, session, visitor, organization, status=error.status, error=sentence(error)
         )
-    return _draft_write(
+
+    return owner_write(
         request,
         org,
         lambda s, v, o: registry_access.apply(s, o, v.caller.user, key, forms.version(form)),
-        lambda applied: (
-            f"Applied as revision {applied.revision}. Signed-in machines pick it up within seconds."
+        lambda applied: redirect(
+            request,
+            org_path(org),
+            f"Applied as revision {applied.revision}. "
+            "Signed-in machines pick it up within seconds.",
         ),
+        refused,
     )
 
 

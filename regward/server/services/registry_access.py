@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from regward.errors import InvalidPolicy, quote
 from regward.policy import Policy, RegistryEntry, SignedPolicy, sign
-from regward.server.errors import Conflict, InvalidInput, NotFound, StaleVersion
+from regward.server.errors import Conflict, InvalidInput, NotFound, NothingToApply, StaleVersion
 from regward.server.models import Draft, Organization, Revision, User, utcnow
 from regward.server.notify import announce
 from regward.server.services import activity
@@ -549,7 +549,8 @@ def apply(
     """Save & Apply: publish the draft as the next revision, signed, with its Activity events.
 
     Concurrent applies queue on the draft's row lock, so revisions strictly increase and each
-    one includes every edit committed before it. Long-polls are woken after commit."""
+    one includes every edit committed before it. Long-polls are woken after commit. A draft
+    with no pending changes publishes nothing: NothingToApply (409)."""
     return _publish(session, organization, actor, signing_key, record=True, version=version)
 
 
@@ -567,6 +568,12 @@ def _publish(
     previous = current(session, organization)
     old = _policy_of(previous)
     policy = _next_policy(organization, draft, previous)
+    changes = tuple(_pending(draft, old, policy)) if record else ()
+    if record and not changes and previous is not None:
+        raise NothingToApply(
+            f"nothing to apply: the draft is the same as revision {previous.revision}, which "
+            "machines enforce already; change the draft first"
+        )
     number = policy.revision
     signed_json = sign(policy, signing_key).to_json().decode()
     row = Revision(
@@ -576,7 +583,6 @@ def _publish(
         created_by_id=actor.id,
     )
     session.add(row)
-    changes = tuple(_pending(draft, old, policy)) if record else ()
     for change in changes:
         data: dict[str, Any] = {"revision": number, "before": change.before, "after": change.after}
         if change.address is not None:
