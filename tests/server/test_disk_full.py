@@ -83,6 +83,9 @@ def test_sqlite_disk_full_answers_503_keeps_everything_and_recovers(
         entry = {"address": "ghcr.io", "repositories": ["acme/*"]}
         assert api.post("/registry-access/registries", json=entry).status_code == 201
         applied = api.post("/registry-access/apply").json()["revision"]
+        # Pending, so the apply below has something to publish (an unchanged draft is 409).
+        entry = {"address": "quay.io"}
+        assert api.post("/registry-access/registries", json=entry).status_code == 201
         before = {
             "draft": api.get("/registry-access").json(),
             "activity": api.get("/activity").json(),
@@ -93,7 +96,7 @@ def test_sqlite_disk_full_answers_503_keeps_everything_and_recovers(
 
         filler = _fill(small_disk)
         writes: list[Callable[[], httpx.Response]] = [
-            lambda: api.post("/registry-access/registries", json={"address": "quay.io"}),
+            lambda: api.post("/registry-access/registries", json={"address": "mcr.microsoft.com"}),
             lambda: api.put("/registry-access/enabled", json={"enabled": True}),
             lambda: api.post("/registry-access/apply"),
         ]
@@ -112,7 +115,7 @@ def test_sqlite_disk_full_answers_503_keeps_everything_and_recovers(
         assert api.get("/policy").content == before["policy"]
 
         filler.unlink()
-        again = api.post("/registry-access/registries", json={"address": "quay.io"})
+        again = api.post("/registry-access/registries", json={"address": "mcr.microsoft.com"})
         assert again.status_code == 201, again.text
         assert api.post("/registry-access/apply").json()["revision"] == applied + 1
         toggled = page.post(
