@@ -21,6 +21,11 @@ from regward.agent.runner import AgentOptions
 from regward.errors import ConfigError
 from regward.policy.address import join_host_port
 
+RESTART_SECONDS = 1
+"""The unit restarts a stopped or crashed agent after this long. dockerd retries a plugin it
+cannot reach for about 30 s (moby's plugin client), so a docker call made during a crash waits
+for the restarted agent's decision instead of failing."""
+
 
 def _under(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
@@ -54,7 +59,7 @@ def unit_text(options: AgentOptions) -> str:
         "[Service]\n"
         f"ExecStart={shlex.join(command)}\n"
         "Restart=always\n"
-        "RestartSec=1\n\n"
+        f"RestartSec={RESTART_SECONDS}\n\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
         "RequiredBy=docker.service\n"

@@ -7,13 +7,18 @@ the agent as its authorization plugin); no Regward server is involved.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from regward.agent.install import RESTART_SECONDS
 from tests.harness.bed import unavailable_reason
 from tests.harness.scenario import ALLOWED, BLOCKED, PULL_ONLY, Scene
 from tests.harness.wait import wait_for
@@ -439,3 +444,51 @@ def test_a_container_whose_image_is_now_refused_cannot_start(
     finally:
         scene.bed.docker("rm", "-f", "then-allowed", "then-allowed-rm", "made-here")
         scene.bed.docker("rmi", "rt/made:v1", blocked)
+
+
+def test_a_killed_agent_fails_docker_closed_and_the_units_restart_recovers(
+    scene: Scene,
+) -> None:
+    """SIGKILL the agent under dockerd. While it is away every call is refused by dockerd itself
+    (it cannot ask the plugin; after its ~30 s of retries the call fails), even an allowed pull.
+    Restarted as `regward agent install`'s unit does (Restart=always after RESTART_SECONDS), it
+    answers on the same socket; a call made while it was away waits and then gets its decision."""
+    assert scene.agent is not None
+    allowed, args = Scene.image(ALLOWED), scene.agent_args
+    dockerd_log = scene.bed.directory / "dockerd.log"
+    assert scene.bed.docker("pull", allowed).returncode == 0
+    seen = len(dockerd_log.read_bytes())
+    killed = time.monotonic()
+    os.kill(scene.agent.pid, signal.SIGKILL)
+    scene.agent.popen.wait(10)
+
+    refused = scene.bed.docker("pull", allowed)
+    gave_up = time.monotonic()
+    assert refused.returncode != 0
+    assert f"plugin {scene.plugin_name} failed with error" in refused.stderr, refused.stderr
+    assert "connection refused" in refused.stderr, refused.stderr
+    assert b"Unable to connect to plugin" in dockerd_log.read_bytes()[seen:]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        asked = time.monotonic()
+        held = pool.submit(
+            scene.bed.docker, "run", "--rm", "--network", "none", allowed, timeout=60
+        )
+        # As systemd would: the unit restarts the agent RESTART_SECONDS after it died (a
+        # modelled delay, not a wait for a condition).
+        time.sleep(RESTART_SECONDS)
+        restarted = time.monotonic()
+        scene.start_agent(args)
+        back = time.monotonic()
+        ran = held.result()
+        answered = time.monotonic()
+    assert ran.returncode == 0, ran.stderr
+    assert "hello from regward test image" in ran.stdout
+    result = scene.bed.docker("pull", Scene.image(BLOCKED))
+    assert denial(BLOCKED) in result.stderr
+    print(
+        f"dockerd refused calls after {gave_up - killed:.1f} s of retries; the unit's restart "
+        f"gives an outage of {RESTART_SECONDS + back - restarted:.2f} s per crash "
+        f"({RESTART_SECONDS} s RestartSec + {back - restarted:.2f} s until the plugin answers); "
+        f"the call made meanwhile got its answer after {answered - asked:.2f} s"
+    )
