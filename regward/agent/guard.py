@@ -184,8 +184,8 @@ class Guard:
         # (enforcement, host, port). One tuple, replaced whole, so a decision cached under an
         # old enforcement is never served under a new one, whichever thread asks.
         self._hosts: tuple[Enforcement, dict[tuple[str, int], Decision]] = (enforcement, {})
-        # Told of every decision: (enforcement point, decision, seconds it took); the metrics.
-        self.observer: Callable[[str, Decision, float], None] | None = None
+        # Told of every decision: (enforcement point, allowed, seconds it took); the metrics.
+        self.observer: Callable[[str, bool, float], None] | None = None
 
     @property
     def enforcement(self) -> Enforcement:
@@ -227,7 +227,13 @@ class Guard:
 
     def _observe(self, source: str, decision: Decision, started: float) -> None:
         if self.observer is not None:
-            self.observer(source, decision, time.perf_counter() - started)
+            self.observer(source, decision.allowed, time.perf_counter() - started)
+
+    def observed(self, point: str, allowed: bool, seconds: float) -> None:
+        """A decision made elsewhere for this guard (a proxy worker process): counted as if
+        made here."""
+        if self.observer is not None:
+            self.observer(point, allowed, seconds)
 
     def _decide(self, action: Action, reference: ImageReference | str, source: str) -> Decision:
         state = self._enforcement

@@ -9,6 +9,8 @@ signing    Ed25519 signatures over a policy revision
 lint       risky or dead entries
 """
 
+from typing import TYPE_CHECKING
+
 from regward.policy.address import Address
 from regward.policy.document import (
     Action,
@@ -21,18 +23,46 @@ from regward.policy.document import (
 from regward.policy.engine import Decision, evaluate, evaluate_host, registry_access_off
 from regward.policy.lint import LintWarning, lint
 from regward.policy.reference import DOCKER_HUB, ImageReference
-from regward.policy.signing import (
-    SignedPolicy,
-    endorse,
-    follow_chain,
-    generate_key,
-    private_key_from_pem,
-    private_key_to_pem,
-    public_key_from_text,
-    public_key_to_text,
-    sign,
-    verify,
+
+if TYPE_CHECKING:
+    from regward.policy.signing import (
+        SignedPolicy,
+        endorse,
+        follow_chain,
+        generate_key,
+        private_key_from_pem,
+        private_key_to_pem,
+        public_key_from_text,
+        public_key_to_text,
+        sign,
+        verify,
+    )
+
+_SIGNING = frozenset(
+    {
+        "SignedPolicy",
+        "endorse",
+        "follow_chain",
+        "generate_key",
+        "private_key_from_pem",
+        "private_key_to_pem",
+        "public_key_from_text",
+        "public_key_to_text",
+        "sign",
+        "verify",
+    }
 )
+
+
+def __getattr__(name: str) -> object:
+    """The signing names load `cryptography` on first use, not with the policy core: the
+    proxy's worker processes decide but never verify, and stay that much smaller."""
+    if name in _SIGNING:
+        from regward.policy import signing
+
+        return getattr(signing, name)
+    raise AttributeError(f"module 'regward.policy' has no attribute {name!r}")
+
 
 __all__ = [
     "DOCKER_HUB",

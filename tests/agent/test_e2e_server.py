@@ -280,8 +280,8 @@ def test_agent_metrics_count_decisions_sync_and_proxy(signed_in: Scene, owner: O
         }
 
     try:
-        # One proxy process: decisions made in --proxy-workers processes are not counted yet.
-        metrics = ["--metrics-listen", address, "--proxy-workers", "1"]
+        # Two proxy processes: their decisions are counted in the agent's own metrics.
+        metrics = ["--metrics-listen", address, "--proxy-workers", "2"]
         signed_in.start_agent(metrics, proxy_listen="127.0.0.1:3128")
         assert signed_in.bed.docker("pull", Scene.image(ALLOWED)).returncode == 0
         assert signed_in.bed.docker("pull", Scene.image(BLOCKED)).returncode != 0
@@ -289,10 +289,14 @@ def test_agent_metrics_count_decisions_sync_and_proxy(signed_in: Scene, owner: O
         assert allowed[0] == 0, allowed[1]
         assert blocked[0] != 0, blocked[1]
         revision = owner.get("/policy")["policy"]["revision"]
+        wanted = [("regward_agent_seconds_since_last_sync", ())] + [
+            ("regward_agent_decisions_total", (("point", "proxy"), ("result", result)))
+            for result in ("allowed", "denied")
+        ]
         wait_for(
-            lambda: ("regward_agent_seconds_since_last_sync", ()) in scrape(),
+            lambda: all(key in scrape() for key in wanted),
             30,
-            "the sync figures on the metrics page",
+            "the sync figures and the proxy workers' decisions on the metrics page",
         )
         samples = scrape()
     finally:

@@ -144,3 +144,41 @@ def test_a_new_revision_reaches_every_worker_before_any_decides_under_it(echo: U
         wait_for(lambda: running.workers.connections == 0, 10, "the workers to report none open")
     finally:
         running.close()
+
+
+def answered(running: Running, count: int) -> int:
+    """Connect `count` times, one after another; how many got an answer (each is refused)."""
+    got = 0
+    for _ in range(count):
+        with running.connect(BLOCKED) as sock:
+            got += read_head(sock).startswith(b"HTTP/1.1 403 ")
+    return got
+
+
+def test_a_dead_worker_is_replaced_and_the_address_never_stops_accepting() -> None:
+    decisions: list[tuple[str, bool]] = []
+    guard = Guard(enforcement(1))
+    guard.observer = lambda point, allowed, seconds: decisions.append((point, allowed))
+    running = Running(guard)
+    try:
+        workers = running.workers._workers
+        killed = workers[1].process.pid
+        os.kill(killed, signal.SIGKILL)
+        assert answered(running, 20) == 20  # the other worker answers meanwhile
+        wait_for(lambda: running.workers.restarts == 1, 30, "a new worker in place of the dead")
+        new = running.workers._workers[1]
+        assert new.process.pid != killed
+        wait_for(lambda: new.replies.empty() and new.alive, 30, "the new worker to be ready")
+        # With the first worker stopped, only the new one can answer.
+        os.kill(workers[0].process.pid, signal.SIGSTOP)
+        try:
+            assert answered(running, 5) == 5
+        finally:
+            os.kill(workers[0].process.pid, signal.SIGCONT)
+        # The workers' refusals are the parent's: reported and counted in its metrics.
+        wait_for(lambda: len(decisions) >= 25, 30, "the workers to report their decisions")
+        assert set(decisions) == {("proxy", False)}
+        reports = guard.denials.drain()
+        assert len(reports) >= 25 and {r.target for r in reports} == {"blocked.example:443"}
+    finally:
+        running.close()

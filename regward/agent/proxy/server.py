@@ -66,37 +66,21 @@ class ProxyServer:
         """Bytes relayed so far: client to upstream, upstream to client."""
         return self._tunnels.bytes_relayed()
 
-    async def start(self) -> None:
-        """Bind and start accepting; raises ConfigError when the address cannot be used."""
+    async def start(self, listener: socket.socket | None = None) -> None:
+        """Bind and start accepting; raises ConfigError when the address cannot be used. With
+        `listener` (a worker process's, shared with the others), accept on it instead."""
         loop = asyncio.get_running_loop()
         _raise_file_limit(self.settings.max_connections * FILES_PER_CONNECTION + SPARE_FILES)
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.settings.reuse_port:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            listener.bind((self.settings.host, self.settings.port))
-            listener.listen(self.settings.backlog)
-        except OSError as error:
-            listener.close()
-            where = join_host_port(self.settings.host, self.settings.port)
-            raise ConfigError(
-                f"the proxy cannot listen on {where}: {error.strerror}; "
-                "pick another address with --listen / --proxy-listen"
-            ) from None
+        shared = listener is not None
+        if listener is None:
+            listener = listen(self.settings)
         listener.setblocking(False)
         self._listener = listener
         self.address = listener.getsockname()[:2]
         loop.add_reader(listener.fileno(), self._accept)
         self._sweeper = loop.create_task(self._sweep_idle(), name="proxy-idle-sweeper")
-        log.info("proxy listening on %s", join_host_port(*self.address))
-        if not ipaddress.ip_address(self.address[0]).is_loopback:
-            log.warning(
-                "the proxy listens on %s, beyond loopback, and has no authentication: anyone "
-                "who reaches it may use every registry the policy allows",
-                self.address[0],
-            )
+        if not shared:  # else the parent that shares it says where it listens
+            announce(self.address)
 
     def _accept(self) -> None:
         listener, loop = self._listener, asyncio.get_running_loop()
@@ -327,6 +311,36 @@ async def serve(
         if ready is not None:
             ready(server)
         await stop.wait()
+
+
+def announce(address: tuple[str, int]) -> None:
+    """Log where the proxy listens, with a warning when that is beyond loopback."""
+    log.info("proxy listening on %s", join_host_port(*address))
+    if not ipaddress.ip_address(address[0]).is_loopback:
+        log.warning(
+            "the proxy listens on %s, beyond loopback, and has no authentication: anyone "
+            "who reaches it may use every registry the policy allows",
+            address[0],
+        )
+
+
+def listen(settings: ProxySettings) -> socket.socket:
+    """The proxy's listening socket on `settings.host`/`settings.port`; ConfigError names the
+    address and the flags that change it when it cannot be used."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((settings.host, settings.port))
+        listener.listen(settings.backlog)
+    except OSError as error:
+        listener.close()
+        where = join_host_port(settings.host, settings.port)
+        raise ConfigError(
+            f"the proxy cannot listen on {where}: {error.strerror}; "
+            "pick another address with --listen / --proxy-listen"
+        ) from None
+    return listener
 
 
 def _raise_file_limit(wanted: int) -> None:

@@ -45,7 +45,6 @@ class ProxySettings:
     accept_pause: float = 0.1  # seconds to stop accepting after accept() fails (EMFILE)
     resolve_ttl: float = 5.0  # seconds a registry name's addresses are reused
     resolve_cache: int = 512  # names kept; the cache starts over when full
-    reuse_port: bool = False  # SO_REUSEPORT: several workers listen on one address
     mark: int | None = None  # SO_MARK on upstream sockets (the agent's nftables rules skip them)
 
     @classmethod

@@ -1,20 +1,26 @@
 """Several proxy processes on one address, so new connections use every core.
 
     workers = ProxyWorkers(settings, guard, count=os.cpu_count())
-    await workers.start()          # every worker listens (SO_REUSEPORT); workers.address
+    await workers.start()          # the address listens; every worker accepts on it
     guard.watch(workers.recheck)   # a new enforcement reaches every worker, then applies
     await workers.close()
 
-Each worker is a process of its own (`multiprocessing`, spawned) running a `ProxyServer` with
-its own `Guard` on the same host and port; the kernel spreads new connections over them. The
-parent keeps the one real `Guard` (fed by sync or the policy file) and hands every new
+The parent binds the listening socket and shares it with `count` worker processes
+(`python -m regward.agent.proxy.worker`, each a `ProxyServer` with its own `Guard`), which all
+accept from its one queue. The socket belongs to the parent, so it listens for as long as the
+parent runs: a worker that dies loses only the connections it had taken, and the parent starts
+a new one in its place (after 0.1 s, doubling to 10 s while new ones keep dying young).
+
+The parent keeps the one real `Guard` (fed by sync or the policy file) and hands every new
 enforcement to the workers in two steps: `prepare` carries it to every worker, and only when
 all have it does `commit` make them use it, and end their open connections it refuses. So no
-worker decides under a revision before every worker holds it. A worker that does not confirm
-in time is stopped: a worker that may enforce an old policy must not go on deciding.
+worker decides under a revision before every worker holds it; a worker started meanwhile
+starts with the revision all the others use. A worker that does not confirm in time is
+stopped (and replaced): a worker that may enforce an old policy must not go on deciding.
 
-Workers send their denial reports back (they reach the server with the parent's), and their
-open connections and relayed bytes for the parent's metrics.
+Workers send back their denial reports (they reach the server with the parent's), their
+decisions (counted in the parent's metrics as if made there), and their open connections and
+relayed bytes.
 """
 
 from __future__ import annotations
@@ -23,30 +29,37 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from regward.agent.guard import DenialReport, Enforcement, Guard
+from regward.agent.guard import Enforcement, Guard
 
-from .server import ProxyServer
+from .server import ProxyServer, announce, listen
 from .settings import ProxySettings
 
 log = logging.getLogger("regward.agent.proxy")
 
 CONFIRM_TIMEOUT = 10.0  # seconds a worker has to take or apply a new enforcement
-START_TIMEOUT = 60.0  # seconds a worker has to start listening
-REPORT_INTERVAL = 1.0  # seconds between a worker's reports (denials, connections, bytes)
+START_TIMEOUT = 60.0  # seconds a worker has to start accepting
+RESTART_FIRST = 0.1  # seconds before a dead worker's replacement starts
+RESTART_MAX = 10.0  # the longest wait, reached by doubling while replacements die young
+STABLE = 30.0  # a worker that lived this long resets the wait
 DEFAULT_WORKERS = os.cpu_count() or 1  # one event loop per core
 MAX_WORKERS = 256
 
 
 @dataclasses.dataclass
 class _Worker:
-    process: Any  # multiprocessing.Process (spawn context)
+    index: int
+    process: subprocess.Popen[bytes]
     conn: Connection
+    started: float
+    delay: float  # the wait before this worker's replacement starts, should it die
+    alive: bool = True  # False once its connection to the parent ended
     connections: int = 0
     relayed: tuple[int, int] = (0, 0)
     prepared: int = 0  # the newest generation this worker holds (it may not use it yet)
@@ -54,60 +67,80 @@ class _Worker:
 
 
 class ProxyWorkers:
-    """`count` proxy processes sharing `settings.host`/`settings.port`; the parent's `guard`
-    decides what they all enforce."""
+    """`count` proxy processes accepting on `settings.host`/`settings.port`; the parent's
+    `guard` decides what they all enforce."""
 
     def __init__(self, settings: ProxySettings, guard: Guard, count: int) -> None:
-        self.settings = dataclasses.replace(settings, reuse_port=True)
+        self.settings = settings
         self.guard = guard
         self.count = count
         self.address: tuple[str, int] = (settings.host, settings.port)
         self.generation = 0  # the enforcement every worker has committed
+        self.restarts = 0  # workers started in place of dead ones
+        self._committed: Enforcement = guard.enforcement
         self._workers: list[_Worker] = []
+        self._listener: socket.socket | None = None
         self._changed = asyncio.Event()
-        self._distributor: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # a distribution and a worker's start never interleave
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._relayed_gone = (0, 0)  # bytes relayed by workers that have exited
+        self._closing = False
 
     @property
     def connections(self) -> int:
-        return sum(worker.connections for worker in self._workers)
+        return sum(worker.connections for worker in self._workers if worker.alive)
 
     def bytes_relayed(self) -> tuple[int, int]:
-        ups, downs = zip(*(worker.relayed for worker in self._workers), strict=True)
-        return sum(ups), sum(downs)
+        up, down = self._relayed_gone
+        for worker in self._workers:
+            up, down = up + worker.relayed[0], down + worker.relayed[1]
+        return up, down
 
     async def start(self) -> None:
-        """Start every worker on the same address; return when all listen."""
-        loop = asyncio.get_running_loop()
-        reservation = _reserve(self.settings)  # port 0: one port for all, chosen here
-        self.settings = dataclasses.replace(self.settings, port=reservation.getsockname()[1])
-        self.address = (self.settings.host, self.settings.port)
-        context = multiprocessing.get_context("spawn")
+        """Listen, start every worker, return when all accept."""
+        self._listener = listen(self.settings)  # ConfigError names the address
+        self.address = self._listener.getsockname()[:2]
         try:
-            for index in range(self.count):
-                parent, child = context.Pipe()
-                process = context.Process(
-                    target=_worker_main,
-                    args=(child, self.settings, self.guard.enforcement),
-                    name=f"regward-proxy-{index}",
-                    daemon=True,
-                )
-                process.start()
-                child.close()
-                worker = _Worker(process, parent)
-                self._workers.append(worker)
-                loop.add_reader(parent.fileno(), self._receive, worker)
+            self._workers = [self._spawn(index, RESTART_FIRST) for index in range(self.count)]
             async with asyncio.timeout(START_TIMEOUT):
                 for worker in self._workers:
-                    reply = await worker.replies.get()
-                    if reply[0] != "ready":
-                        raise OSError(f"a proxy worker could not start: {reply[1]}")
+                    await self._ready(worker)
         except BaseException:
             await self.close()
             raise
-        finally:
-            reservation.close()
-        self._distributor = loop.create_task(self._distribute(), name="proxy-workers-policy")
+        self._run(self._distribute(), "proxy-workers-policy")
+        announce(self.address)
         log.info("proxy: %d workers on the same address", self.count)
+
+    def _spawn(self, index: int, delay: float) -> _Worker:
+        """Start worker `index` on the shared listener, enforcing what every worker uses."""
+        if self._listener is None:
+            raise RuntimeError("proxy workers start only while the proxy listens")
+        parent, child = socket.socketpair()
+        fds = (self._listener.fileno(), child.fileno())
+        try:
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, our module, two numbers
+                [sys.executable, "-m", "regward.agent.proxy.worker", *map(str, fds)],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        conn = Connection(parent.detach())
+        loop = asyncio.get_running_loop()
+        worker = _Worker(index, process, conn, loop.time(), delay)
+        conn.send(("start", self.settings, self._committed))
+        loop.add_reader(conn.fileno(), self._receive, worker)
+        return worker
+
+    async def _ready(self, worker: _Worker) -> None:
+        reply = await worker.replies.get()
+        if reply[0] != "ready":
+            detail = reply[1] if reply[0] == "failed" else "it exited"
+            raise OSError(f"a proxy worker could not start: {detail}")
 
     def recheck(self) -> None:
         """The guard's enforcement changed: hand it to every worker (a guard watcher)."""
@@ -117,29 +150,74 @@ class ProxyWorkers:
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
-            worker.replies.put_nowait(("gone",))
+            self._gone(worker)
             return
         kind = message[0]
         if kind == "report":
-            _, denials, worker.connections, worker.relayed = message
+            _, denials, decisions, worker.connections, worker.relayed = message
             for report in denials:
                 self.guard.denials.put(report)
+            for point, allowed, seconds in decisions:
+                self.guard.observed(point, allowed, seconds)
         else:
             worker.replies.put_nowait(message)
+
+    def _gone(self, worker: _Worker) -> None:
+        """A worker's connection ended: it exited (or is about to); replace it."""
+        asyncio.get_running_loop().remove_reader(worker.conn.fileno())
+        worker.alive = False
+        up, down = self._relayed_gone
+        self._relayed_gone = (up + worker.relayed[0], down + worker.relayed[1])
+        worker.relayed = (0, 0)
+        worker.replies.put_nowait(("gone",))
+        if not self._closing:
+            self._run(self._replace(worker), f"proxy-worker-{worker.index}-restart")
+
+    async def _replace(self, dead: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        dead.conn.close()
+        if dead.process.poll() is None:
+            dead.process.kill()
+        code = await asyncio.to_thread(dead.process.wait)
+        lived = loop.time() - dead.started
+        delay = RESTART_FIRST if lived >= STABLE else dead.delay
+        log.error(
+            "proxy worker %d (pid %d) exited with %s after %.1f s; starting another in %.1f s",
+            dead.index,
+            dead.process.pid,
+            code,
+            lived,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        async with self._lock:
+            if self._closing:
+                return
+            worker = self._spawn(dead.index, min(RESTART_MAX, delay * 2))
+            self._workers[dead.index] = worker
+            self.restarts += 1
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    await self._ready(worker)
+            except (OSError, TimeoutError) as error:
+                log.error("proxy worker %d did not start: %s", dead.index, error)
+                worker.process.kill()  # its connection ends, and the next attempt waits longer
+                return
+        log.info("proxy worker %d running again (pid %d)", dead.index, worker.process.pid)
 
     async def _distribute(self) -> None:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            generation, enforcement = self.generation + 1, self.guard.enforcement
-            await self._step(("prepare", generation, enforcement), "prepared", generation)
-            await self._step(("commit", generation), "committed", generation)
-            self.generation = generation
+            async with self._lock:
+                generation, enforcement = self.generation + 1, self.guard.enforcement
+                await self._step(("prepare", generation, enforcement), "prepared", generation)
+                await self._step(("commit", generation), "committed", generation)
+                self.generation, self._committed = generation, enforcement
 
     async def _step(self, message: tuple[Any, ...], expected: str, generation: int) -> None:
         """Send `message` to every worker and wait for each to confirm; stop any that does not."""
-        live = [worker for worker in self._workers if worker.process.is_alive()]
+        live = [worker for worker in self._workers if worker.alive]
         for worker in live:
             with contextlib.suppress(OSError):
                 worker.conn.send(message)
@@ -153,33 +231,44 @@ class ProxyWorkers:
                 worker.prepared = generation
             if reply != (expected, generation):
                 log.error(
-                    "proxy worker %s did not take the new policy (%s); stopping it",
-                    worker.process.name,
+                    "proxy worker %d did not take the new policy (%s); stopping it",
+                    worker.index,
                     reply[0],
                 )
                 worker.process.kill()
 
+    def _run(self, coroutine: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
         """Stop every worker: they stop accepting and let open connections finish briefly."""
-        if self._distributor is not None:
-            self._distributor.cancel()
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
-                await self._distributor
-            self._distributor = None
+                await task
         loop = asyncio.get_running_loop()
         for worker in self._workers:
             with contextlib.suppress(OSError, ValueError):
                 worker.conn.send(("stop",))
         wait = self.settings.shutdown_grace + CONFIRM_TIMEOUT
         for worker in self._workers:
-            await asyncio.to_thread(worker.process.join, wait)
-            if worker.process.is_alive():
+            try:
+                await asyncio.to_thread(worker.process.wait, wait)
+            except subprocess.TimeoutExpired:
                 worker.process.kill()
-                await asyncio.to_thread(worker.process.join, CONFIRM_TIMEOUT)
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(worker.conn.fileno())
+                await asyncio.to_thread(worker.process.wait)
+            if worker.alive:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(worker.conn.fileno())
             worker.conn.close()
         self._workers = []
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
 
 async def start_proxy(
@@ -202,77 +291,3 @@ def parse_workers(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
         raise ValueError(f"{text!r} is not a number of workers from 1 to {MAX_WORKERS}")
     return int(text)
-
-
-def _reserve(settings: ProxySettings) -> socket.socket:
-    """A socket bound (not listening) to the workers' address with SO_REUSEPORT, so port 0
-    becomes one port that every worker then binds too."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((settings.host, settings.port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _worker_main(conn: Connection, settings: ProxySettings, enforcement: Enforcement) -> None:
-    from regward import logs
-
-    logs.configure()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_worker(conn, settings, enforcement))
-
-
-async def _worker(conn: Connection, settings: ProxySettings, enforcement: Enforcement) -> None:
-    """One worker: serve, take enforcements from the parent in two steps, report."""
-    loop = asyncio.get_running_loop()
-    guard = Guard(enforcement)
-    server = ProxyServer(settings, guard.decide_host, guard.message)
-    try:
-        await server.start()
-    except Exception as error:
-        conn.send(("failed", str(error)))
-        return
-    guard.watch(server.recheck)
-    conn.send(("ready", server.address))
-    stop = asyncio.Event()
-    pending: dict[int, Enforcement] = {}
-
-    def report() -> None:
-        denials: list[DenialReport] = guard.denials.drain()
-        conn.send(("report", denials, server.connections, server.bytes_relayed()))
-
-    def receive() -> None:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):  # the parent is gone: stop too
-            stop.set()
-            return
-        if message[0] == "prepare":
-            _, generation, new = message
-            pending[generation] = new
-            conn.send(("prepared", generation))
-        elif message[0] == "commit":
-            generation = message[1]
-            guard.update(pending.pop(generation))  # and recheck() ends what it refuses
-            report()
-            conn.send(("committed", generation))
-        elif message[0] == "stop":
-            stop.set()
-
-    loop.add_reader(conn.fileno(), receive)
-    try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REPORT_INTERVAL):
-                    await stop.wait()
-            with contextlib.suppress(OSError):
-                report()
-    finally:
-        loop.remove_reader(conn.fileno())
-        await server.close()
-        conn.close()

@@ -1,0 +1,119 @@
+"""One proxy worker process, started by `ProxyWorkers` (`regward.agent.proxy.workers`):
+
+    python -m regward.agent.proxy.worker LISTENER_FD CONN_FD
+
+It accepts on the listening socket the parent shares with every worker (LISTENER_FD) and
+enforces what the parent hands it over CONN_FD (a socket pair; `multiprocessing.connection`
+framing, pickled tuples):
+
+    parent -> worker   ("start", settings, enforcement)     first, once
+                       ("prepare", generation, enforcement) hold it, do not use it yet
+                       ("commit", generation)               use it; end what it refuses
+                       ("stop",)                            stop accepting, finish, exit
+    worker -> parent   ("ready",) or ("failed", why)
+                       ("prepared", generation), ("committed", generation)
+                       ("report", denials, decisions, connections, (up, down))
+                                                            every REPORT_INTERVAL, and at
+                                                            each commit
+
+`decisions` are (enforcement point, allowed, seconds) of the decisions made since the last
+report, for the parent's metrics. The worker imports what serving needs and nothing more (no
+command line, no signing), so each one stays small. It stops when the parent goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from multiprocessing.connection import Connection
+
+from regward.agent.guard import DenialReport, Enforcement, Guard
+
+from .server import ProxyServer
+from .settings import ProxySettings
+
+REPORT_INTERVAL = 1.0  # seconds between a worker's reports (denials, decisions, connections)
+
+
+def main(argv: list[str]) -> int:
+    from regward import logs
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers itself
+    listener_fd, conn_fd = (int(arg) for arg in argv)
+    logs.configure()
+    conn = Connection(conn_fd)
+    listener = socket.socket(fileno=listener_fd)
+    message = conn.recv()
+    if message[0] != "start":
+        raise SystemExit(f"a proxy worker expects 'start' first, not {message[0]!r}")
+    _, settings, enforcement = message
+    asyncio.run(_serve(conn, listener, settings, enforcement))
+    return 0
+
+
+async def _serve(
+    conn: Connection, listener: socket.socket, settings: ProxySettings, enforcement: Enforcement
+) -> None:
+    """Serve, take enforcements from the parent in two steps, report."""
+    loop = asyncio.get_running_loop()
+    guard = Guard(enforcement)
+    decisions: list[tuple[str, bool, float]] = []
+
+    guard.observer = lambda point, allowed, seconds: decisions.append((point, allowed, seconds))
+    server = ProxyServer(settings, guard.decide_host, guard.message)
+    try:
+        await server.start(listener)
+    except Exception as error:
+        conn.send(("failed", str(error)))
+        return
+    guard.watch(server.recheck)
+    conn.send(("ready",))
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    pending: dict[int, Enforcement] = {}
+
+    def report() -> None:
+        denials: list[DenialReport] = guard.denials.drain()
+        made = decisions[:]
+        decisions.clear()
+        conn.send(("report", denials, made, server.connections, server.bytes_relayed()))
+
+    def receive() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent is gone: stop too
+            stop.set()
+            return
+        if message[0] == "prepare":
+            _, generation, new = message
+            pending[generation] = new
+            conn.send(("prepared", generation))
+        elif message[0] == "commit":
+            generation = message[1]
+            guard.update(pending.pop(generation))  # and recheck() ends what it refuses
+            report()
+            conn.send(("committed", generation))
+        elif message[0] == "stop":
+            stop.set()
+
+    loop.add_reader(conn.fileno(), receive)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REPORT_INTERVAL):
+                    await stop.wait()
+            with contextlib.suppress(OSError):
+                report()
+    finally:
+        loop.remove_reader(conn.fileno())
+        await server.close()
+        with contextlib.suppress(OSError):
+            report()
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
