@@ -336,51 +336,57 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    rows: list[tuple[str, str]] = []
     if credentials:
-        print(f"Signed in:   {credentials.user or 'token'} to '{credentials.organization}'")
-        print(f"Server:      {credentials.server}")
+        rows.append(("Signed in", f"{credentials.user or 'token'} to '{credentials.organization}'"))
+        rows.append(("Server", credentials.server))
     else:
-        print("Signed in:   no")
+        rows.append(("Signed in", "no"))
     if enforcement.required_orgs:
-        print(f"registry.json requires: {', '.join(enforcement.required_orgs)}")
-    print(f"Enforcing:   {report['enforced']}")
+        rows.append(("registry.json", f"requires {', '.join(enforcement.required_orgs)}"))
+    rows.append(("Enforcing", report["enforced"]))
     sync = report.get("sync")
     if sync:
         last = sync.get("last_sync")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last)) if last else "never"
-        print(
-            f"Last sync:   {when}" + (f" ({sync['last_error']})" if sync.get("last_error") else "")
-        )
+        error = f" ({sync['last_error']})" if sync.get("last_error") else ""
+        rows.append(("Last sync", (_local_time(last) if last else "never") + error))
         if sync.get("refusal"):
-            print(f"REFUSED:     {sync['refusal']}")
+            rows.append(("REFUSED", sync["refusal"]))
     if cache["error"]:
-        print(f"CACHE:       {cache['error']}")
+        rows.append(("CACHE", cache["error"]))
         if alive and running:
-            print(
-                "             the agent enforces its newest verified revision from memory; this "
-                "status is as of "
-                + time.strftime("%H:%M:%S", time.localtime(running.get("updated") or 0))
+            rows.append(
+                (
+                    "",
+                    "the agent enforces its newest verified revision from memory; this status "
+                    f"is as of {_local_time(running.get('updated') or 0)}",
+                )
             )
-        print(
-            "             after a restart: "
-            + (
-                f"revision {cache['revision']} (the cached one)"
-                if cache["revision"] is not None
-                else "no cached policy (fail closed until it syncs)"
-            )
+        after = (
+            f"revision {cache['revision']} (the cached one)"
+            if cache["revision"] is not None
+            else "no cached policy (fail closed until it syncs)"
         )
-    print(f"Docker Engine: {engine.words()}")
-    print(f"Transparent: {_transparent_words(transparent)}")
+        rows.append(("", f"after a restart: {after}"))
+    rows.append(("Docker Engine", engine.words()))
+    rows.append(("Transparent", _transparent_words(transparent)))
     if not alive:
-        print("Agent:       not running (`regward agent run`)")
+        rows.append(("Agent", "not running (`regward agent run`)"))
     else:
-        for name, point in points.items():
-            if point is None or not (point.get("socket") or point.get("listen")):
-                print(f"{name:<12} off")
-            else:
-                where = point.get("socket") or point.get("listen")
-                print(f"{name + ':':<12} {'up' if point['up'] else 'DOWN'} at {where}")
+        for label, point in (("AuthZ plugin", points["authz"]), ("Proxy", points["proxy"])):
+            where = point and (point.get("socket") or point.get("listen"))
+            rows.append(
+                (label, f"{'up' if point['up'] else 'DOWN'} at {where}" if where else "off")
+            )
+    width = max(len(label) for label, _ in rows) + 1
+    for label, value in rows:
+        print(f"{label + ':' if label else '':<{width}} {value}")
     return 0
+
+
+def _local_time(epoch: float) -> str:
+    """A moment in this machine's time zone, with the zone: `2026-12-02 10:31:07 CET (+0100)`."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z (%z)", time.localtime(epoch))
 
 
 def _cache_status(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,8 +81,60 @@ def test_logout_and_status_when_not_signed_in(
     assert status["enforced"] == "nothing (no organization manages this machine)"
     (agent_dirs / "registry.json").write_text('{"allowedOrgs": ["acme"]}')
     code, out, _ = run(["status"], capsys)
-    assert "registry.json requires: acme" in out
+    assert "registry.json: requires acme" in out
     assert "Sign-in to organization 'acme' is required" in out
+
+
+@pytest.fixture
+def berlin_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process in a time zone one hour east of UTC, restored afterwards."""
+    monkeypatch.setenv("TZ", "CET-1")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_status_aligns_its_labels_and_says_the_time_zone(
+    agent_dirs: Path, capsys: pytest.CaptureFixture[str], berlin_time: None
+) -> None:
+    (agent_dirs / "registry.json").write_text('{"allowedOrgs": ["acme"]}')
+    state = agent_dirs / "state"
+    state.mkdir(mode=0o700)
+    running = {
+        "pid": os.getpid(),  # alive: this test's own process stands for the agent
+        "running": True,
+        "updated": 1_764_670_267,
+        "organization": "acme",
+        "revision": 4,
+        "authz_socket": str(agent_dirs / "no-such.sock"),
+        "proxy_listen": None,
+        "sync": {"last_sync": 1_764_670_267, "last_error": None, "refusal": "refused 5: bad"},
+    }
+    (state / "status.json").write_text(json.dumps(running))
+    code, out, _ = run(["status"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    labels = [line.split(":")[0] for line in lines]
+    assert labels == [
+        "Signed in",
+        "registry.json",
+        "Enforcing",
+        "Last sync",
+        "REFUSED",
+        "Docker Engine",
+        "Transparent",
+        "AuthZ plugin",
+        "Proxy",
+    ]
+    # Every value starts in one column, after the longest label.
+    assert {
+        len(line) - len(line[len(label) + 1 :].lstrip())
+        for line, label in zip(lines, labels, strict=True)
+    } == {15}
+    assert "Last sync:     2025-12-02 11:11:07 CET (+0100)" in lines
+    assert f"AuthZ plugin:  DOWN at {agent_dirs / 'no-such.sock'}" in lines
+    assert "Proxy:         off" in lines
 
 
 def test_install_writes_spec_daemon_json_and_unit(

@@ -412,7 +412,7 @@ def test_revisions_signed_by_another_key_are_refused(signed_in: Scene) -> None:
         result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
         assert "No verified policy of organization 'acme'" in result.stderr
         shown = signed_in.regward("status").stdout
-        assert "REFUSED:     refused" in shown and "does not verify" in shown
+        assert "REFUSED:       refused" in shown and "does not verify" in shown
     finally:
         credentials.write_text(original)
     wait_for(
