@@ -175,7 +175,6 @@ class Agent:
             mark = self.options.transparent.mark if self.options.transparent else None
             workers = self.options.proxy_workers
             self._proxy = await start_proxy(self.guard, host, port, mark, workers)
-            log.info("egress proxy listening on %s", join_host_port(host, port))
         if self.options.transparent is not None:
             from regward.agent.transparent.service import Transparent
 

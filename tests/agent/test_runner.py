@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -86,6 +87,28 @@ def test_policy_file_edits_apply_and_broken_ones_keep_the_last_good(tmp_path: Pa
         )
 
     run_agent(options(tmp_path, policy), body)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_proxy_says_once_where_it_listens(
+    tmp_path: Path,
+    workers: int,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.INFO, logger="regward")
+    port = free_port()
+    listen = replace(
+        options(tmp_path, None), proxy_listen=("127.0.0.1", port), proxy_workers=workers
+    )
+
+    async def body(agent: Agent) -> None:
+        del agent  # started is all this test needs
+
+    run_agent(listen, body)
+    said = [r.getMessage() for r in caplog.records if "proxy listening" in r.getMessage()]
+    assert said == [f"proxy listening on 127.0.0.1:{port}"]
+    assert "proxy listening" not in capfd.readouterr().err  # nor by each worker process
 
 
 def test_an_edit_that_removes_a_registry_ends_its_open_proxy_tunnels(tmp_path: Path) -> None:
