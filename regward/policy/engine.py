@@ -263,24 +263,30 @@ def _allow_host(policy: Policy, target: str, entry: RegistryEntry) -> Decision:
 
 def _deny(policy: Policy, subject: str, fix: str, entry: RegistryEntry | None = None) -> Decision:
     org = policy.organization
-    reason = f"{subject} is restricted by your organization '{org}' (policy revision "
-    reason += f"{policy.revision}). Ask an owner of '{org}' to {fix}."
+    reason = f"{subject} is restricted by your organization '{org}' ({_source(policy)}). "
+    reason += f"Ask an owner of '{org}' to {fix}."
     return Decision(False, reason, entry, policy.revision, org)
 
 
 def registry_access_off(policy: Policy) -> Decision:
     """The decision for anything while Registry Access is off: allowed, worded here only."""
     org, revision = policy.organization, policy.revision
-    reason = f"Registry access management is off for organization '{org}' (policy revision "
-    reason += f"{revision}): every registry is allowed."
+    reason = f"Registry access management is off for organization '{org}' ({_source(policy)}): "
+    reason += "every registry is allowed."
     return Decision(True, reason, None, revision, org)
 
 
 def _decision(policy: Policy, allowed: bool, subject: str, entry: RegistryEntry) -> Decision:
     """A decision whose reason is `subject` followed by the organization and revision."""
     org, revision = policy.organization, policy.revision
-    reason = f"{subject} of organization '{org}' (policy revision {revision})."
+    reason = f"{subject} of organization '{org}' ({_source(policy)})."
     return Decision(allowed, reason, entry, revision, org)
+
+
+def _source(policy: Policy) -> str:
+    """Where the decision's rules come from: a published revision, or revision 0, a policy file
+    written by hand (`regward check --policy`, `agent run --policy`) that no server published."""
+    return f"policy revision {policy.revision}" if policy.revision else "local policy file"
 
 
 def _describe(entry: RegistryEntry) -> str:

@@ -88,7 +88,7 @@ def test_disallowed_pull_fails_with_the_message(scene: Scene) -> None:
     assert result.returncode != 0
     assert f"authorization denied by plugin {scene.plugin_name}" in result.stderr
     assert denial(BLOCKED) in result.stderr
-    assert "(policy revision 0)" in result.stderr
+    assert "(local policy file)" in result.stderr
     assert scene.bed.docker("image", "inspect", Scene.image(BLOCKED)).returncode != 0
 
 

@@ -220,7 +220,7 @@ def test_standalone_proxy_command(scene: Scene, tmp_path: Path) -> None:
         assert "Forbidden (Access to tls-evil.rwpx.test:443 is restricted by your " in (
             refused.stderr
         )
-        assert "organization 'solo' (policy revision 0)" in refused.stderr
+        assert "organization 'solo' (local policy file)" in refused.stderr
     finally:
         scene.bed.stop(process)
 

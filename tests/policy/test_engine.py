@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -100,6 +101,19 @@ def test_denial_message_is_the_products_sentence() -> None:
     assert decision.message("https://regward.acme.test/orgs/acme").endswith(
         "Allowed registries: https://regward.acme.test/orgs/acme"
     )
+
+
+def test_a_hand_written_policy_file_is_cited_as_such_not_as_revision_0() -> None:
+    local = dataclasses.replace(ACME, revision=0)
+    refused = evaluate(local, PULL, ImageReference.parse("gcr.io/x/y"))
+    assert refused.reason.startswith(
+        "Access to registry gcr.io is restricted by your organization 'acme' (local policy file)."
+    )
+    allowed = evaluate(local, PULL, ImageReference.parse("quay.io/team/app"))
+    off = evaluate(dataclasses.replace(local, enabled=False), PULL, ImageReference.parse("x.io/y"))
+    for decision in (refused, allowed, off):
+        assert "revision 0" not in decision.reason and "(local policy file)" in decision.reason
+        assert decision.revision == 0
 
 
 def test_deciding_entry_is_reported() -> None:
