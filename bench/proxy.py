@@ -21,7 +21,8 @@ absolute-form through each proxy and the C relay; then over TLS: direct and CONN
 CPU time the whole machine spent per GiB (every process and the kernel, from /proc/stat: what
 the extra hop costs on 2 cores); CONNECT + GET /v2/ rate with 100 concurrent
 clients (a C client, bench/proxy_load.c, compiled here with gcc); tunnel setup latency p99 at 10
-concurrent; then resident memory with 1,000 open tunnels. Prints a table, then one JSON line.
+concurrent; then resident memory with 1,000 open tunnels, summed over the processes both as RSS
+(shared pages counted in each) and as PSS (shared pages split). Prints a table, then one JSON line.
 
 `--connections-only` skips the 1 GiB downloads (rate, setup latency and memory only).
 
@@ -205,10 +206,22 @@ def loads(
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its children, summed: pages they share (the interpreter,
+    libraries) count once per process."""
+    return _summed(pid, Path("status"), "VmRSS:")
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional resident memory of `pid` and its children: a page shared by n processes
+    counts 1/n in each, so the sum is what they cost the machine together."""
+    return _summed(pid, Path("smaps_rollup"), "Pss:")
+
+
+def _summed(pid: int, name: Path, field: str) -> float:
     total = 0
     for candidate in [pid, *children(pid)]:
-        for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in (Path(f"/proc/{candidate}") / name).read_text().splitlines():
+            if line.startswith(field):
                 total += int(line.split()[1])
     return total / 1024
 
@@ -403,7 +416,7 @@ def main() -> int:
             ping_port,
         )
         print("memory with 1,000 open tunnels ...", flush=True)
-        rss = {}
+        rss, pss = {}, {}
         for name, pid, port in (
             ("ours", ours.pid, proxy_port),
             ("ours_n", ours_n.pid, workers_port),
@@ -412,6 +425,7 @@ def main() -> int:
             socks = hold_tunnels(port, registry_port, 1000)
             time.sleep(0.5)
             rss[name] = rss_mb(pid)
+            pss[name] = pss_mb(pid)
             for sock in socks:
                 sock.close()
             time.sleep(0.5)
@@ -469,6 +483,9 @@ def main() -> int:
             "rss_mb_1000_tunnels": rss["ours"],
             "rss_mb_1000_tunnels_workers": rss["ours_n"],
             "squid_rss_mb_1000_tunnels": rss["squid"],
+            "pss_mb_1000_tunnels": pss["ours"],
+            "pss_mb_1000_tunnels_workers": pss["ours_n"],
+            "squid_pss_mb_1000_tunnels": pss["squid"],
         }
     )
     figures = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
@@ -593,15 +610,16 @@ def main() -> int:
         )
     )
     for label, suffix in (("1 worker", ""), (f"{WORKERS} workers", "_workers")):
-        print(
-            row(
-                f"RSS (MB), 1,000 open tunnels, {label}",
-                f"{f['rss_mb_1000_tunnels' + suffix]:.1f}",
-                f"squid {f['squid_rss_mb_1000_tunnels']:.1f}",
-                "",
-                "<= 80 MB",
+        for kind in ("rss", "pss"):
+            print(
+                row(
+                    f"{kind.upper()} (MB), 1,000 open tunnels, {label}",
+                    f"{f[kind + '_mb_1000_tunnels' + suffix]:.1f}",
+                    f"squid {f['squid_' + kind + '_mb_1000_tunnels']:.1f}",
+                    "",
+                    "<= 80 MB",
+                )
             )
-        )
     print(
         f"(regward proxy idle RSS {f['rss_mb_idle']:.1f} MB; rate errors {f['rate_errors']}, "
         f"squid {f['squid_rate_errors']}; load average {os.getloadavg()[0]:.1f} on "
