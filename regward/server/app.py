@@ -33,6 +33,7 @@ from regward.server.runtime import Server
 from regward.server.services.limits import SignInLimiter
 from regward.server.services.tokens import UsageClock
 from regward.server.settings import Settings
+from regward.server.webhooks import DeliveryQueue
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     database = database or Database(settings.database_url)
     notifier = notifier_for(database)
     notifier.install(database)
+    deliveries = DeliveryQueue(database, settings)
+    deliveries.install()
     server = Server(
         settings=settings,
         database=database,
@@ -52,6 +55,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         # Wrong codes typed on the device approval page, counted apart from password failures.
         device_code_limiter=SignInLimiter(database, prefix="device-code:"),
         token_usage=UsageClock(database),
+        webhooks=deliveries,
         key_chain=tuple(keys.load_chain(settings.signing_key_path)),
         oidc=OidcClient(settings.oidc) if settings.oidc else None,
     )
@@ -59,9 +63,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await notifier.start()
+        await deliveries.start()
         try:
             yield
         finally:
+            await deliveries.stop()
             await notifier.stop()
             if server.oidc is not None:
                 server.oidc.close()

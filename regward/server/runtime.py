@@ -16,6 +16,7 @@ from regward.server.oidc import OidcClient
 from regward.server.services.limits import SignInLimiter
 from regward.server.services.tokens import UsageClock
 from regward.server.settings import Settings
+from regward.server.webhooks import DeliveryQueue
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Server:
     """Wrong codes typed on the device approval page (`regward login`)."""
     token_usage: UsageClock
     """When each token was last used by the API or an agent, to the minute."""
+    webhooks: DeliveryQueue
+    """Sends queued webhook deliveries in the background (regward.server.webhooks)."""
     key_chain: tuple[dict[str, str], ...] = ()
     """Endorsements of each rotated signing key by the one before (keys.load_chain)."""
     oidc: OidcClient | None = None

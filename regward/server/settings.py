@@ -10,6 +10,10 @@ REGWARD_METRICS_TOKEN   serve Prometheus metrics at /metrics to requests bearing
                         (`Authorization: Bearer ...`); unset, /metrics is 404
 REGWARD_DEVICE_CODE_TTL lifetime of a `regward login` sign-in code in seconds (default 900)
 REGWARD_DEVICE_POLL_INTERVAL  seconds a machine waits between polls for approval (default 5)
+REGWARD_WEBHOOK_ATTEMPTS      tries per webhook delivery before it is marked failed (default 8)
+REGWARD_WEBHOOK_BACKOFF       seconds before the first retry, doubled for each next one
+                        (default 10)
+REGWARD_WEBHOOK_BACKOFF_MAX   the longest wait between two tries, in seconds (default 3600)
 REGWARD_OIDC_ISSUER     the OpenID provider's issuer URL: turns on "Sign in with SSO"
 REGWARD_OIDC_CLIENT_ID  this server's client id at the provider (required with the issuer)
 REGWARD_OIDC_CLIENT_SECRET, or REGWARD_OIDC_CLIENT_SECRET_FILE  its client secret (optional:
@@ -96,6 +100,9 @@ class Settings:
     device_code_ttl: int = 900
     device_poll_interval: int = 5
     oidc: OidcSettings | None = None
+    webhook_attempts: int = 8
+    webhook_backoff: float = 10.0
+    webhook_backoff_max: float = 3600.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -113,6 +120,9 @@ class Settings:
             device_code_ttl=_int(env, "REGWARD_DEVICE_CODE_TTL", 900),
             device_poll_interval=_int(env, "REGWARD_DEVICE_POLL_INTERVAL", 5),
             oidc=OidcSettings.from_env(env),
+            webhook_attempts=_int(env, "REGWARD_WEBHOOK_ATTEMPTS", 8, unit="attempts"),
+            webhook_backoff=_seconds(env, "REGWARD_WEBHOOK_BACKOFF", 10.0),
+            webhook_backoff_max=_seconds(env, "REGWARD_WEBHOOK_BACKOFF_MAX", 3600.0),
         )
 
     @property
@@ -124,14 +134,27 @@ class Settings:
         return self.data_dir / "signing-key.pem"
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, unit: str = "seconds") -> int:
     text = env.get(name)
     if not text:
         return default
     try:
         value = int(text)
     except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a whole number of seconds") from None
+        raise ConfigError(f"{name}={text!r} is not a whole number of {unit}") from None
     if value <= 0:
         raise ConfigError(f"{name}={text!r} must be greater than zero")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name}={text!r} must be a number of seconds greater than zero")
     return value

@@ -29,7 +29,9 @@ from tests.harness.browser import (
     screenshot,
 )
 from tests.harness.server import ServerProcess
+from tests.harness.wait import wait_for
 from tests.server.accounts import PASSWORD, make_users
+from tests.server.test_webhooks import Receiver, verify
 
 pytestmark = pytest.mark.browser
 
@@ -341,6 +343,7 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(server: ServerProce
             "/orgs/acme/devices",
             "/orgs/acme/blocked",
             "/orgs/acme/test?image=ubuntu",
+            "/orgs/acme/webhooks",
             "/tokens",
             "/account",
         ):
@@ -441,7 +444,7 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
             screenshot(page, f"dashboard-registry-access-{name}")
             page.get_by_role("link", name="Edit docker.io").click()
             screenshot(page, f"dashboard-edit-{name}")
-            for tab in ("activity", "members", "devices", "blocked", "sso"):
+            for tab in ("activity", "members", "devices", "blocked", "sso", "webhooks"):
                 page.goto(f"{server.url}/orgs/acme/{tab}")
                 screenshot(page, f"dashboard-{tab}-{name}")
             page.goto(f"{server.url}/orgs/acme/devices")
@@ -531,3 +534,29 @@ def test_long_values_never_widen_the_page(server: ServerProcess) -> None:
             },
             alice,
         )
+
+
+def test_owner_adds_a_webhook_and_sends_a_test_event(server: ServerProcess) -> None:
+    with Receiver([200]) as receiver, BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "alice")
+        page.goto(server.url + "/orgs/acme/webhooks")
+        page.get_by_role("textbox", name="URL").fill(receiver.url)
+        page.get_by_role("button", name="Add webhook").click()
+        expect(page.get_by_text("it is shown only once")).to_be_visible()
+        secret = page.locator("#created-secret").input_value()
+        page.get_by_role("button", name=f"Send test event to {receiver.url}").click()
+        expect(page.get_by_text("Test event queued")).to_be_visible()
+        wait_for(lambda: receiver.received or None, 20, "the test event")
+        assert verify(receiver.received[0], secret)["event"] == "ping"
+
+        def delivered() -> bool:
+            page.reload()
+            return page.locator("#deliveries").get_by_text("delivered").count() == 1
+
+        wait_for(delivered, 20, "the delivery log to show it delivered")
+        assert secret not in page.content()  # shown once
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name=f"Delete the webhook to {receiver.url}").click()
+        expect(page.get_by_text("Webhook deleted.")).to_be_visible()
+        expect(page.locator("#webhooks")).to_have_count(0)

@@ -67,6 +67,16 @@ def _alice_token_id(world: World) -> int:
     return int(answer.json()["id"])
 
 
+def _webhook(world: World) -> str:
+    """A new webhook of acme (to nothing that listens: port 9 on loopback), as its path."""
+    answer = world.client.post(
+        "/api/v1/orgs/acme/webhooks",
+        json={"url": "http://127.0.0.1:9/hook"},
+        headers=world.headers("alice"),
+    )
+    return f"/api/v1/orgs/acme/webhooks/{answer.json()['id']}"
+
+
 def fixed(path: str) -> Callable[[World, str], str]:
     return lambda _w, _c: path
 
@@ -148,6 +158,36 @@ CALLS = [
         200,
         fixed(f"{ORG}/sso"),
         lambda _w, _c: {"join": [{"email_domain": "example.com", "role": "member"}]},
+    ),
+    Call("GET", "/api/v1/orgs/{org}/webhooks", "org_owner_read", 200, fixed(f"{ORG}/webhooks")),
+    Call(
+        "POST",
+        "/api/v1/orgs/{org}/webhooks",
+        "org_owner_write",
+        201,
+        fixed(f"{ORG}/webhooks"),
+        lambda _w, _c: {"url": "http://127.0.0.1:9/hook"},
+    ),
+    Call(
+        "POST",
+        "/api/v1/orgs/{org}/webhooks/{webhook_id}/test",
+        "org_owner_write",
+        202,
+        lambda w, _c: f"{_webhook(w)}/test",
+    ),
+    Call(
+        "GET",
+        "/api/v1/orgs/{org}/webhooks/{webhook_id}/deliveries",
+        "org_owner_read",
+        200,
+        lambda w, _c: f"{_webhook(w)}/deliveries",
+    ),
+    Call(
+        "DELETE",
+        "/api/v1/orgs/{org}/webhooks/{webhook_id}",
+        "org_owner_write",
+        204,
+        lambda w, _c: _webhook(w),
     ),
     Call(
         "POST",

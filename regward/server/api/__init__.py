@@ -7,7 +7,15 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from regward.server.api import accounts, device, feed, organizations, registry_access, sso
+from regward.server.api import (
+    accounts,
+    device,
+    feed,
+    organizations,
+    registry_access,
+    sso,
+    webhooks,
+)
 
 
 class ErrorBody(BaseModel):
@@ -35,6 +43,7 @@ router.include_router(organizations.router, tags=["organizations"])
 router.include_router(registry_access.router, tags=["registry access"])
 router.include_router(feed.router, tags=["policy feed"])
 router.include_router(sso.router, tags=["single sign-on"])
+router.include_router(webhooks.router, tags=["webhooks"])
 
 
 @router.get("/health", tags=["accounts"], summary="Liveness: the process answers")

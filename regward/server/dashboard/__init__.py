@@ -13,6 +13,7 @@
     account.py          Tokens and the account (password)
     fleet.py            Devices, Blocked pulls, Test an image
     device.py           /device: approve or deny a machine's `regward login`
+    webhooks.py         Webhooks: URLs, "Send test event" and the delivery log (owners)
     sso.py              Sign in with SSO (/auth/sso/login, /auth/sso/callback) and the
                         organization's Single sign-on page
     templates/          Jinja2, autoescaped; static/ one stylesheet, one small optional script
@@ -35,10 +36,21 @@ from regward.server.dashboard import (
     registry_access,
     signin,
     sso,
+    webhooks,
 )
 from regward.server.dashboard.rendering import STATIC_DIR
 
-PAGE_GROUPS = (signin, registry_access, activity, members, account, fleet, device, sso)
+PAGE_GROUPS = (
+    signin,
+    registry_access,
+    activity,
+    members,
+    account,
+    fleet,
+    device,
+    sso,
+    webhooks,
+)
 
 
 def install(app: FastAPI) -> None:

@@ -46,6 +46,7 @@ TABS = (
     ("blocked", "Blocked pulls"),
     ("test", "Test an image"),
     ("sso", "Single sign-on"),
+    ("webhooks", "Webhooks"),
 )
 TAB_KEYS = frozenset(key for key, _ in TABS)
 HEADINGS = {

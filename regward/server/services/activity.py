@@ -12,6 +12,7 @@ Actions recorded (Docker's names where Docker has one):
     sso.signed_in                                  a member signed in through the provider
     sso.settings_changed                           join rules or "SSO required" (before, after)
     sso.break_glass_sign_in                        an owner's password sign-in, SSO required
+    webhook.created / .deleted                     an owner added or removed a webhook (url)
     (joins and role changes through SSO are organization.member_added / _role_changed by
     the actor `sso`, with data.via "sso")
 """
@@ -46,6 +47,8 @@ DESCRIPTIONS = {
     "sso.signed_in": "Signed in with SSO",
     "sso.settings_changed": "Single sign-on settings changed",
     "sso.break_glass_sign_in": "Owner signed in with a password although SSO is required",
+    "webhook.created": "Webhook added",
+    "webhook.deleted": "Webhook deleted",
 }
 MAX_PAGE_SIZE = 100
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,6 +14,7 @@ from regward.errors import RegwardError
 from regward.policy import Action, ImageReference
 from regward.server.errors import InvalidInput
 from regward.server.models import MAX_REVISION, Denial, Organization, User, utcnow
+from regward.server.services import webhooks
 from regward.server.services.names import check_page, check_revision, check_time
 
 MAX_BATCH = 500
@@ -102,8 +104,24 @@ def report(
     rows = [_parse(item, f"denials[{i}]") for i, item in enumerate(items)]
     for row in rows:
         session.add(Denial(organization_id=organization.id, user_id=user.id, **row))
+    if rows:
+        webhooks.emit(
+            session,
+            organization,
+            "denials.reported",
+            user.username,
+            {"count": len(rows), "denials": [_public(row) for row in rows]},
+        )
     session.flush()
     return len(rows)
+
+
+def _public(row: Mapping[str, object]) -> dict[str, object]:
+    """A parsed denial as webhook receivers get it (times as ISO 8601)."""
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in row.items()
+    }
 
 
 def list(  # shadows the builtin on purpose: callers write denials.list(...)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Device, Organization, Token, TokenKind, User, utcnow
-from regward.server.services import activity, registry_access
+from regward.server.services import activity, registry_access, webhooks
 from regward.server.services.names import check_revision
 
 MAX_ID_LENGTH = 128
@@ -136,6 +136,11 @@ def check_in(
             f"revision: {revision} is newer than the newest applied revision of "
             f"{organization.name!r} ({newest}); report the revision the agent enforces"
         )
+    before = session.execute(
+        select(Device.user_id, Device.refusal).where(
+            Device.organization_id == organization.id, Device.agent_id == agent_id
+        )
+    ).first()
     now = utcnow()
     values = {
         "organization_id": organization.id,
@@ -178,7 +183,44 @@ def check_in(
             "each machine checks in with its own agent id ('regward logout' and 'regward login' "
             "give this one a new id)"
         )
+    _tell_webhooks(
+        session,
+        organization,
+        user,
+        device,
+        None if before is None else before[1],
+        new=before is None,
+    )
     return device
+
+
+def _tell_webhooks(
+    session: Session,
+    organization: Organization,
+    user: User,
+    device: Device,
+    previous_refusal: str | None,
+    *,
+    new: bool,
+) -> None:
+    """device.registered on a machine's first check-in; device.refused_revision when it
+    reports a refusal other than the one on record (each refusal once, not every check-in)."""
+    data = {
+        "agent_id": device.agent_id,
+        "hostname": device.hostname,
+        "user": user.username,
+        "applied_revision": device.applied_revision,
+    }
+    if new:
+        webhooks.emit(session, organization, "device.registered", user.username, data)
+    if device.refusal is not None and device.refusal != previous_refusal:
+        webhooks.emit(
+            session,
+            organization,
+            "device.refused_revision",
+            user.username,
+            {**data, "refusal": device.refusal},
+        )
 
 
 def list(  # shadows the builtin on purpose: callers write devices.list(...)

@@ -34,7 +34,7 @@ from regward.policy import Policy, RegistryEntry, SignedPolicy, sign
 from regward.server.errors import Conflict, InvalidInput, NotFound, NothingToApply, StaleVersion
 from regward.server.models import Draft, Organization, Revision, User, utcnow
 from regward.server.notify import announce
-from regward.server.services import activity
+from regward.server.services import activity, webhooks
 
 DOCKER_HUB = {"address": "docker.io", "nickname": "Docker Hub"}
 MAX_ENTRIES = 10_000
@@ -599,6 +599,13 @@ def _publish(
             actor.username,
             revision=number,
             changes=len(changes),
+        )
+        webhooks.emit(
+            session,
+            organization,
+            "revision.applied",
+            actor.username,
+            {"revision": number, "changes": [change.to_dict() for change in changes]},
         )
     session.flush()
     announce(session, organization.name, number)
