@@ -5,18 +5,21 @@
     guard.watch(workers.recheck)   # a new enforcement reaches every worker, then applies
     await workers.close()
 
-The parent binds the listening socket and shares it with `count` worker processes
-(`python -m regward.agent.proxy.worker`, each a `ProxyServer` with its own `Guard`), which all
-accept from its one queue. The socket belongs to the parent, so it listens for as long as the
-parent runs: a worker that dies loses only the connections it had taken, and the parent starts
-a new one in its place (after 0.1 s, doubling to 10 s while new ones keep dying young).
+The parent binds the listening socket and shares it with `count - 1` worker processes
+(`python -m regward.agent.proxy.worker`, each a `ProxyServer` with its own `Guard`); they and
+a `ProxyServer` on the parent's own loop all accept from its one queue (the parent serving
+too saves a whole process of memory). The socket belongs to the parent, so it listens for as
+long as the parent runs: a worker that dies loses only the connections it had taken, and the
+parent starts a new one in its place (after 0.1 s, doubling to 10 s while new ones keep dying
+young).
 
 The parent keeps the one real `Guard` (fed by sync or the policy file) and hands every new
-enforcement to the workers in two steps: `prepare` carries it to every worker, and only when
-all have it does `commit` make them use it, and end their open connections it refuses. So no
-worker decides under a revision before every worker holds it; a worker started meanwhile
-starts with the revision all the others use. A worker that does not confirm in time is
-stopped (and replaced): a worker that may enforce an old policy must not go on deciding.
+enforcement to the workers, and to its own server's guard, in two steps: `prepare` carries it
+to every worker, and only when all have it does `commit` make them use it, and end their open
+connections it refuses. So no loop decides under a revision before every one holds it; a
+worker started meanwhile starts with the revision all the others use. A worker that does not
+confirm in time is stopped (and replaced): a worker that may enforce an old policy must not
+go on deciding.
 
 Workers send back their denial reports (they reach the server with the parent's), their
 decisions (counted in the parent's metrics as if made there), and their open connections and
@@ -67,8 +70,8 @@ class _Worker:
 
 
 class ProxyWorkers:
-    """`count` proxy processes accepting on `settings.host`/`settings.port`; the parent's
-    `guard` decides what they all enforce."""
+    """`count` event loops accepting on `settings.host`/`settings.port`: this process's own
+    and `count - 1` worker processes. The parent's `guard` decides what they all enforce."""
 
     def __init__(self, settings: ProxySettings, guard: Guard, count: int) -> None:
         self.settings = settings
@@ -78,6 +81,12 @@ class ProxyWorkers:
         self.generation = 0  # the enforcement every worker has committed
         self.restarts = 0  # workers started in place of dead ones
         self._committed: Enforcement = guard.enforcement
+        # This process's own loop serves too (one process fewer to keep in memory), with a
+        # guard of its own that takes a new enforcement at the commit step, as the workers do;
+        # its refusals and decisions are the parent guard's.
+        self._local_guard = Guard(guard.enforcement, queue=guard.denials)
+        self._local_guard.observer = guard.observed
+        self.local = ProxyServer(settings, self._local_guard.decide_host, self._local_guard.message)
         self._workers: list[_Worker] = []
         self._listener: socket.socket | None = None
         self._changed = asyncio.Event()
@@ -88,10 +97,12 @@ class ProxyWorkers:
 
     @property
     def connections(self) -> int:
-        return sum(worker.connections for worker in self._workers if worker.alive)
+        alive = (worker.connections for worker in self._workers if worker.alive)
+        return self.local.connections + sum(alive)
 
     def bytes_relayed(self) -> tuple[int, int]:
-        up, down = self._relayed_gone
+        up, down = self.local.bytes_relayed()
+        up, down = up + self._relayed_gone[0], down + self._relayed_gone[1]
         for worker in self._workers:
             up, down = up + worker.relayed[0], down + worker.relayed[1]
         return up, down
@@ -101,10 +112,12 @@ class ProxyWorkers:
         self._listener = listen(self.settings)  # ConfigError names the address
         self.address = self._listener.getsockname()[:2]
         try:
-            self._workers = [self._spawn(index, RESTART_FIRST) for index in range(self.count)]
+            self._workers = [self._spawn(index, RESTART_FIRST) for index in range(self.count - 1)]
             async with asyncio.timeout(START_TIMEOUT):
                 for worker in self._workers:
                     await self._ready(worker)
+            await self.local.start(self._listener)
+            self._local_guard.watch(self.local.recheck)
         except BaseException:
             await self.close()
             raise
@@ -211,16 +224,24 @@ class ProxyWorkers:
             self._changed.clear()
             async with self._lock:
                 generation, enforcement = self.generation + 1, self.guard.enforcement
-                await self._step(("prepare", generation, enforcement), "prepared", generation)
-                await self._step(("commit", generation), "committed", generation)
+                prepare = ("prepare", generation, enforcement)
+                await self._confirm(self._send(prepare), "prepared", generation)
+                # Every worker holds it (and this process): now all use it.
+                live = self._send(("commit", generation))
+                self._local_guard.update(enforcement)  # and recheck() ends what it refuses
+                await self._confirm(live, "committed", generation)
                 self.generation, self._committed = generation, enforcement
 
-    async def _step(self, message: tuple[Any, ...], expected: str, generation: int) -> None:
-        """Send `message` to every worker and wait for each to confirm; stop any that does not."""
+    def _send(self, message: tuple[Any, ...]) -> list[_Worker]:
+        """Send `message` to every live worker; the workers it went to."""
         live = [worker for worker in self._workers if worker.alive]
         for worker in live:
             with contextlib.suppress(OSError):
                 worker.conn.send(message)
+        return live
+
+    async def _confirm(self, live: list[_Worker], expected: str, generation: int) -> None:
+        """Wait for each of `live` to confirm; stop any that does not."""
         for worker in live:
             try:
                 async with asyncio.timeout(CONFIRM_TIMEOUT):
@@ -254,6 +275,7 @@ class ProxyWorkers:
         for worker in self._workers:
             with contextlib.suppress(OSError, ValueError):
                 worker.conn.send(("stop",))
+        await self.local.close()  # meanwhile the workers finish theirs
         wait = self.settings.shutdown_grace + CONFIRM_TIMEOUT
         for worker in self._workers:
             try:
