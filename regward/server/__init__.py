@@ -39,8 +39,8 @@ models' tables directly)::
                           activity events in the same transaction), current_revision
       activity.py         record(...) and list(s, org, action=, actor=, since=, until=, page=, ...)
       devices.py          check_in(s, org, caller, agent_id, revision, hostname, refusal,
-                          engine), list (with compliance: applied revision vs current,
-                          refusal, engine protection)
+                          engine, by_device_token=), list (with compliance: applied
+                          revision vs current, refusal, engine protection)
       denials.py          report(s, org, caller, ...), list(s, org, page=...)
     api/          REST routes under /api/v1 (OpenAPI schema at /api/v1/openapi.json);
                   api/feed.py serves the long-poll through a lean ASGI fast path

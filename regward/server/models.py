@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -220,6 +221,9 @@ class Device(Base):
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
+    # Checked in by the machine's own device token (`regward login`): from then on only a device
+    # token bound to this agent id may check it in, not its user's personal tokens or sessions.
+    by_device_token: Mapped[bool] = mapped_column(default=False, server_default=false())
     applied_revision: Mapped[int] = mapped_column(Integer, default=0)
     # The agent's newest refusal of a revision (bad signature, another organization, a
     # rollback) as it worded it; None once a fetched revision verified.

@@ -16,6 +16,7 @@ from regward.server.inputs import MAX_JSON_DEPTH, json_problem
 from tests.harness.wait import wait_for
 from tests.server.accounts import PASSWORD
 from tests.server.conftest import World
+from tests.server.device import signed_in_machine
 from tests.server.live import ThreadServer
 
 ORG = "/api/v1/orgs/acme"
@@ -233,6 +234,43 @@ def test_a_device_belongs_to_who_checked_it_in_first(world: World) -> None:
     devices = c.get(f"{ORG}/devices", headers=world.headers("alice")).json()["devices"]
     assert [(d["agent_id"], d["user"], d["refusal"]) for d in devices] == [
         ("bobs-laptop", "bob", "no")
+    ]
+
+
+def test_a_device_its_own_device_token_checked_in_belongs_to_that_machine(world: World) -> None:
+    """Once a machine checks in with its device token, its user's personal tokens and sign-ins
+    cannot report for it (nor revive a machine whose token an owner revoked); the machine's
+    next device token (a new `regward login`) can. A device first checked in with a personal
+    token passes to the machine's device token when it signs in."""
+    c = world.client
+    machine = {"Authorization": f"Bearer {signed_in_machine(world, 'bob', 'build-7', 'agent-7')}"}
+    body = {"agent_id": "agent-7", "revision": 1, "hostname": "build-7"}
+    assert c.post(f"{ORG}/devices/check-in", json=body, headers=machine).status_code == 200
+    before = _state(world)
+    forged = {**body, "refusal": None, "hostname": "not the machine"}
+    for who in ("bob", "bob_read"):
+        answer = c.post(f"{ORG}/devices/check-in", json=forged, headers=world.headers(who))
+        detail = _one_line(answer, 409)
+        assert "'agent-7' checks in with its own device token" in detail
+    assert _state(world) == before
+    revoked = c.delete(f"{ORG}/devices/agent-7/token", headers=world.headers("alice"))
+    assert revoked.status_code == 204
+    after_revoke = _state(world)
+    _one_line(c.post(f"{ORG}/devices/check-in", json=forged, headers=world.headers("bob")), 409)
+    assert _state(world) == after_revoke
+    again = {"Authorization": f"Bearer {signed_in_machine(world, 'bob', 'build-7', 'agent-7')}"}
+    assert c.post(f"{ORG}/devices/check-in", json=body, headers=again).status_code == 200
+
+    # first by a personal token, then by the machine's own: the machine takes it over
+    old = {"agent_id": "agent-8", "revision": 1}
+    assert c.post(f"{ORG}/devices/check-in", json=old, headers=world.headers("bob_read"))
+    own = {"Authorization": f"Bearer {signed_in_machine(world, 'bob', 'build-8', 'agent-8')}"}
+    assert c.post(f"{ORG}/devices/check-in", json=old, headers=own).status_code == 200
+    _one_line(c.post(f"{ORG}/devices/check-in", json=old, headers=world.headers("bob")), 409)
+    devices = c.get(f"{ORG}/devices", headers=world.headers("alice")).json()["devices"]
+    assert sorted((d["agent_id"], d["user"]) for d in devices) == [
+        ("agent-7", "bob"),
+        ("agent-8", "bob"),
     ]
 
 

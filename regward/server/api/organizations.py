@@ -199,6 +199,7 @@ def check_in(body: CheckIn, member: ReportDep) -> dict[str, Any]:
         body.hostname,
         body.refusal,
         devices.Engine(body.engine.authz, body.engine.proxy) if body.engine else None,
+        by_device_token=member.caller.is_device,
     )
     current = devices.list(member.session, member.organization)
     latest = current[0].current_revision if current else body.revision

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -116,14 +116,20 @@ def check_in(
     hostname: str | None = None,
     refusal: str | None = None,
     engine: Engine | dict[str, object] | None = None,
+    *,
+    by_device_token: bool = False,
 ) -> Device:
     """Record that `agent_id` enforces `revision` now, the revision it refused last, if any,
     and what it found in the machine's Docker Engine (insert or update, safe under races);
     `refusal` None clears the one on record, `engine` None records "unknown".
 
     A device belongs to the user who first checked it in: another user's check-in for it is
-    refused (Conflict) and changes nothing. A revision newer than the newest applied one is
-    refused (InvalidInput): no agent can enforce a revision that was never published."""
+    refused (Conflict) and changes nothing. Once the machine's own device token has checked it
+    in (`by_device_token`: the caller's token is bound to this agent id), it belongs to that
+    machine: the same user's personal tokens and sign-ins are refused too, so they cannot
+    report for a machine (or for one whose device token an owner revoked). A revision newer
+    than the newest applied one is refused (InvalidInput): no agent can enforce a revision that
+    was never published."""
     agent_id = _text(agent_id, "agent_id", MAX_ID_LENGTH, required=True)
     hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
     refusal = _text(refusal, "refusal", MAX_REFUSAL_LENGTH, required=False) or None
@@ -147,6 +153,7 @@ def check_in(
         "agent_id": agent_id,
         "hostname": hostname,
         "user_id": user.id,
+        "by_device_token": by_device_token,
         "applied_revision": revision,
         "refusal": refusal,
         "engine_authz": found.authz if found else None,
@@ -158,8 +165,13 @@ def check_in(
     statement = insert(Device).values(**values)
     statement = statement.on_conflict_do_update(
         index_elements=[Device.organization_id, Device.agent_id],
-        where=Device.user_id == statement.excluded.user_id,  # someone else's: left alone
+        # someone else's, or the machine's own while this is not its device token: left alone
+        where=and_(
+            Device.user_id == statement.excluded.user_id,
+            or_(Device.by_device_token.is_(false()), statement.excluded.by_device_token),
+        ),
         set_={
+            "by_device_token": statement.excluded.by_device_token,
             "hostname": statement.excluded.hostname,
             "user_id": statement.excluded.user_id,
             "applied_revision": statement.excluded.applied_revision,
@@ -182,6 +194,12 @@ def check_in(
             f"agent_id: {agent_id!r} is another user's device in {organization.name!r}; "
             "each machine checks in with its own agent id ('regward logout' and 'regward login' "
             "give this one a new id)"
+        )
+    if device.by_device_token and not by_device_token:
+        raise Conflict(
+            f"agent_id: {agent_id!r} checks in with its own device token; a personal access "
+            "token or a sign-in cannot report for it (run 'regward login' on that machine if "
+            "its token was revoked)"
         )
     _tell_webhooks(
         session,
