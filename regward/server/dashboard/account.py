@@ -98,11 +98,12 @@ def create_token(request: Request, form: Form) -> Response:
 @router.post("/tokens/revoke")
 def revoke_token(request: Request, form: Form) -> Response:
     text = forms.text(form, "token_id")
-    if not text.isdigit():
+    token_id = forms.whole_number(text)
+    if token_id is None:
         raise NotFound(f"token {text!r} not found")
     if not forms.confirmed(form):
         with using(request) as (session, visitor):
-            token = tokens.get(session, visitor.caller.user, int(text))
+            token = tokens.get(session, visitor.caller.user, token_id)
             return confirmation(
                 request,
                 visitor,
@@ -114,7 +115,7 @@ def revoke_token(request: Request, form: Form) -> Response:
                 back="/tokens",
             )
     with using(request, write=True) as (session, visitor):
-        token = tokens.revoke(session, visitor.caller.user, int(text))
+        token = tokens.revoke(session, visitor.caller.user, token_id)
         name = token.name
     return redirect(request, "/tokens", f"Revoked {name}: anything using it can no longer sign in.")
 

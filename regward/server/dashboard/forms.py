@@ -32,9 +32,14 @@ def selector(value: object) -> list[str] | None:
     return registry_access.parse_repositories(value if isinstance(value, str) else None)
 
 
+def whole_number(value: str) -> int | None:
+    """`value` as a whole number when it is one written in ASCII digits (at most 18 of them),
+    else None: `str.isdigit` alone takes `²` and `٣`, which `int` refuses or reads otherwise."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
+
+
 def version(form: FormData) -> int | None:
-    value = text(form, "version")
-    return int(value) if value.isdigit() else None
+    return whole_number(text(form, "version"))
 
 
 def confirmed(form: FormData) -> bool:
@@ -51,7 +56,9 @@ def safe_next(target: str) -> str:
 
 
 def page_number(value: str) -> int:
-    return int(value) if value.isdigit() and 0 < int(value) <= names.MAX_PAGE else 1
+    """The page asked for; the first page for anything that is not one."""
+    number = whole_number(value.strip())
+    return number if number is not None and 0 < number <= names.MAX_PAGE else 1
 
 
 def parse_time(value: str, name: str) -> datetime | None:

@@ -173,8 +173,8 @@ def sso_add(request: Request, org: str, form: Form) -> Response:
 
 @router.post("/orgs/{org}/sso/remove")
 def sso_remove(request: Request, org: str, form: Form) -> Response:
-    text = forms.text(form, "index")
-    index = int(text) if text.isdigit() else -1
+    index = forms.whole_number(forms.text(form, "index"))
+    index = -1 if index is None else index
     return _sso_write(
         request,
         org,
