@@ -212,7 +212,11 @@ class Device(Base):
     """A machine running the agent, by the id the agent chose."""
 
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("organization_id", "agent_id"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "agent_id"),
+        # The Devices list's order, and "not seen for 7 days" on the Overview.
+        Index("ix_devices_org_last_seen", "organization_id", "last_seen"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
@@ -243,7 +247,12 @@ class Denial(Base):
     """A pull or push an agent refused, as it reported it."""
 
     __tablename__ = "denials"
-    __table_args__ = (Index("ix_denials_org_id", "organization_id", "id"),)
+    __table_args__ = (
+        Index("ix_denials_org_id", "organization_id", "id"),
+        # The Overview's last 30 days, and the Blocked pulls filters by time and registry.
+        Index("ix_denials_org_occurred_at", "organization_id", "occurred_at"),
+        Index("ix_denials_org_registry_host", "organization_id", "registry_host"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))

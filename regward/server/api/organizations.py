@@ -201,18 +201,42 @@ def check_in(body: CheckIn, member: ReportDep) -> dict[str, Any]:
         devices.Engine(body.engine.authz, body.engine.proxy) if body.engine else None,
         by_device_token=member.caller.is_device,
     )
-    current = devices.list(member.session, member.organization)
-    latest = current[0].current_revision if current else body.revision
     return {
         "agent_id": device.agent_id,
         "applied_revision": device.applied_revision,
-        "current_revision": latest,
+        "current_revision": devices.current_revision(member.session, member.organization),
     }
 
 
-@router.get("/orgs/{org}/devices", summary="Devices, the revision each enforces, last seen")
-def list_devices(owner: OwnerDep) -> dict[str, Any]:
+def FilterQuery(what: str) -> Any:
+    return Query(description=f"{what}; empty or absent matches all")
+
+
+@router.get(
+    "/orgs/{org}/devices",
+    summary="Devices, the revision each enforces, last seen; filtered and paged",
+)
+def list_devices(
+    owner: OwnerDep,
+    state: Annotated[str, FilterQuery("current, outdated, refused or unprotected")] = "",
+    revision: Annotated[str, FilterQuery("the applied revision, e.g. 7")] = "",
+    user: Annotated[str, FilterQuery("the username the device belongs to")] = "",
+    seen: Annotated[
+        str, FilterQuery("recent (seen within 7 days) or stale (not seen for 7 days)")
+    ] = "",
+    search: Annotated[str, FilterQuery("part of the hostname or agent id, any case")] = "",
+    page: PageQuery = 1,
+    page_size: Annotated[int, Query(ge=1, le=devices.MAX_PAGE_SIZE)] = 100,
+) -> dict[str, Any]:
+    where = devices.DeviceFilter.parse(
+        state=state, revision=revision, user=user, seen=seen, search=search
+    )
+    result = devices.list(owner.session, owner.organization, where, page=page, page_size=page_size)
     return {
+        "total": result.total,
+        "page": result.page,
+        "page_size": result.page_size,
+        "current_revision": result.current_revision,
         "devices": [
             {
                 "agent_id": status.device.agent_id,
@@ -221,14 +245,15 @@ def list_devices(owner: OwnerDep) -> dict[str, Any]:
                 "applied_revision": status.device.applied_revision,
                 "current_revision": status.current_revision,
                 "up_to_date": status.up_to_date,
+                "state": status.state,
                 "refusal": status.device.refusal,
                 "engine": status.engine.to_dict() if status.engine else None,
                 "token": _device_token(status.token),
                 "first_seen": _iso(status.device.first_seen),
                 "last_seen": _iso(status.device.last_seen),
             }
-            for status in devices.list(owner.session, owner.organization)
-        ]
+            for status in result.items
+        ],
     }
 
 
@@ -259,13 +284,31 @@ def report_denials(body: DenialsBody, member: ReportDep) -> dict[str, int]:
     return {"stored": stored}
 
 
-@router.get("/orgs/{org}/denials", summary="Pulls and pushes that agents refused")
+@router.get(
+    "/orgs/{org}/denials", summary="Pulls and pushes that agents refused; filtered and paged"
+)
 def list_denials(
     owner: OwnerDep,
+    registry: Annotated[str, FilterQuery("the registry host, e.g. ghcr.io")] = "",
+    user: Annotated[str, FilterQuery("the username whose machine refused it")] = "",
+    device: Annotated[str, FilterQuery("the agent id of the machine")] = "",
+    action: Annotated[str, FilterQuery("pull or push")] = "",
+    revision: Annotated[str, FilterQuery("the revision that refused it, e.g. 7")] = "",
+    since: Annotated[str, TimeQuery("from", "refused at or after this time")] = "",
+    until: Annotated[str, TimeQuery("to", "refused before this time")] = "",
     page: PageQuery = 1,
     page_size: Annotated[int, Query(ge=1, le=denials.MAX_PAGE_SIZE)] = 25,
 ) -> dict[str, Any]:
-    result = denials.list(owner.session, owner.organization, page=page, page_size=page_size)
+    where = denials.DenialFilter.parse(
+        registry=registry,
+        user=user,
+        device=device,
+        action=action,
+        revision=revision,
+        since=since,
+        until=until,
+    )
+    result = denials.list(owner.session, owner.organization, where, page=page, page_size=page_size)
     return {
         "total": result.total,
         "page": result.page,

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
+from regward.errors import quote
 from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Device, Organization, Token, TokenKind, User, utcnow
 from regward.server.services import activity, registry_access, webhooks
-from regward.server.services.names import check_revision
+from regward.server.services.names import (
+    check_page,
+    check_revision,
+    filter_text,
+    revision_text,
+)
 
 MAX_ID_LENGTH = 128
 MAX_HOSTNAME_LENGTH = 255
@@ -54,6 +61,10 @@ class Engine:
 
 
 STATES = ("current", "outdated", "refused", "unprotected")
+SEEN = ("recent", "stale")
+"""Last seen within `STALE_AFTER`, or not for that long."""
+STALE_AFTER = timedelta(days=7)
+MAX_PAGE_SIZE = 500
 
 
 def state_of(
@@ -69,6 +80,96 @@ def state_of(
     if applied_revision < current_revision:
         return "outdated"
     return "current"
+
+
+def state_column(current_revision: int) -> ColumnElement[str]:
+    """`state_of` in SQL, for counting and filtering devices in the database."""
+    unprotected = and_(
+        Device.engine_authz.is_not(None),
+        or_(Device.engine_authz.is_(False), Device.engine_proxy.is_(False)),
+    )
+    return case(
+        (Device.refusal.is_not(None), "refused"),
+        (unprotected, "unprotected"),
+        (Device.applied_revision < current_revision, "outdated"),
+        else_="current",
+    )
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Which devices a list shows; an empty field matches every device.
+
+    `state` is one of STATES, `seen` one of SEEN, `user` a username (exactly), `search` a
+    part of the hostname or agent id (any case)."""
+
+    state: str = ""
+    revision: int | None = None
+    user: str = ""
+    seen: str = ""
+    search: str = ""
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        state: str = "",
+        revision: str = "",
+        user: str = "",
+        seen: str = "",
+        search: str = "",
+    ) -> DeviceFilter:
+        """The filter from what a person or script typed; InvalidInput names a bad value."""
+        state = state.strip()
+        if state and state not in STATES:
+            raise InvalidInput(
+                f"{quote(state)} is not a state; use one of {', '.join(STATES)}",
+                field="state",
+                value=state,
+            )
+        seen = seen.strip()
+        if seen and seen not in SEEN:
+            raise InvalidInput(
+                f"{quote(seen)} is not a choice; use recent (seen within 7 days) or stale",
+                field="seen",
+                value=seen,
+            )
+        return cls(
+            state=state,
+            revision=revision_text(revision, "revision"),
+            user=filter_text(user, "user", 64),
+            seen=seen,
+            search=filter_text(search, "search"),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self != DeviceFilter()
+
+    def query(
+        self, organization: Organization, current_revision: int, now: datetime
+    ) -> Select[Device]:
+        """The organization's devices that match, unordered."""
+        query = select(Device).where(Device.organization_id == organization.id)
+        if self.state:
+            query = query.where(state_column(current_revision) == self.state)
+        if self.revision is not None:
+            query = query.where(Device.applied_revision == self.revision)
+        if self.user:
+            query = query.where(
+                Device.user_id.in_(select(User.id).where(User.username == self.user))
+            )
+        if self.seen:
+            recent = Device.last_seen >= now - STALE_AFTER
+            query = query.where(recent if self.seen == "recent" else ~recent)
+        if self.search:
+            query = query.where(
+                or_(
+                    Device.hostname.icontains(self.search, autoescape=True),
+                    Device.agent_id.icontains(self.search, autoescape=True),
+                )
+            )
+        return query
 
 
 @dataclass(frozen=True)
@@ -135,8 +236,7 @@ def check_in(
     refusal = _text(refusal, "refusal", MAX_REFUSAL_LENGTH, required=False) or None
     found = Engine.parse(engine)
     revision = check_revision(revision, "revision")
-    applied = registry_access.current(session, organization)
-    newest = applied.revision if applied else 0
+    newest = current_revision(session, organization)
     if revision > newest:
         raise InvalidInput(
             f"revision: {revision} is newer than the newest applied revision of "
@@ -241,28 +341,90 @@ def _tell_webhooks(
         )
 
 
-def list(  # shadows the builtin on purpose: callers write devices.list(...)
-    session: Session, organization: Organization
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[DeviceStatus]
+    total: int
+    page: int
+    page_size: int
+    current_revision: int
+
+
+def _statuses(
+    session: Session, organization: Organization, rows: Sequence[Device], current_revision: int
 ) -> Sequence[DeviceStatus]:
-    """Every device of the organization, most recently seen first, with its compliance."""
-    applied = registry_access.current(session, organization)
-    current_revision = applied.revision if applied else 0
-    rows = session.scalars(
-        select(Device)
-        .where(Device.organization_id == organization.id)
-        .order_by(Device.last_seen.desc(), Device.id)
-    ).all()
+    """The rows with their compliance and the machine's own device token (the newest)."""
     own: dict[str | None, Token] = {}
-    for token in session.scalars(
-        select(Token)
-        .where(Token.organization_id == organization.id, Token.kind == TokenKind.DEVICE)
-        .order_by(Token.id)
-    ):
-        own[token.agent_id] = token  # the newest wins
+    if rows:
+        for token in session.scalars(
+            select(Token)
+            .where(
+                Token.organization_id == organization.id,
+                Token.kind == TokenKind.DEVICE,
+                Token.agent_id.in_([row.agent_id for row in rows]),
+            )
+            .order_by(Token.id)
+        ):
+            own[token.agent_id] = token  # the newest wins
     return [
         DeviceStatus(device=row, current_revision=current_revision, token=own.get(row.agent_id))
         for row in rows
     ]
+
+
+def current_revision(session: Session, organization: Organization) -> int:
+    """The revision devices should enforce: the newest applied one (0 before the first)."""
+    applied = registry_access.current(session, organization)
+    return applied.revision if applied else 0
+
+
+def list(  # shadows the builtin on purpose: callers write devices.list(...)
+    session: Session,
+    organization: Organization,
+    where: DeviceFilter = DeviceFilter(),
+    *,
+    page: int = 1,
+    page_size: int = 100,
+    now: datetime | None = None,
+) -> Page:
+    """The devices that match, most recently seen first, one page at a time."""
+    page, page_size = check_page(page, page_size, MAX_PAGE_SIZE)
+    revision = current_revision(session, organization)
+    query = where.query(organization, revision, now or utcnow())
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.options(selectinload(Device.user))
+        .order_by(Device.last_seen.desc(), Device.id)
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    ).all()
+    return Page(_statuses(session, organization, rows, revision), total, page, page_size, revision)
+
+
+EXPORT_BATCH = 1000
+
+
+def export(
+    session: Session,
+    organization: Organization,
+    where: DeviceFilter = DeviceFilter(),
+    *,
+    now: datetime | None = None,
+) -> Iterator[DeviceStatus]:
+    """Every device that matches, in the list's order, read a batch at a time."""
+    revision = current_revision(session, organization)
+    query = where.query(organization, revision, now or utcnow()).order_by(
+        Device.last_seen.desc(), Device.id
+    )
+    offset = 0
+    while True:
+        rows = session.scalars(
+            query.options(selectinload(Device.user)).limit(EXPORT_BATCH).offset(offset)
+        ).all()
+        yield from _statuses(session, organization, rows, revision)
+        if len(rows) < EXPORT_BATCH:
+            return
+        offset += EXPORT_BATCH
 
 
 def revoke_token(

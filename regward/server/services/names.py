@@ -83,3 +83,31 @@ def check_time(value: object, field: str, *, naive_is_utc: bool = False) -> date
         raise InvalidInput(
             f"{field}: {value!r} is outside the years 1 to 9999 in UTC; {example}"
         ) from None
+
+
+def revision_text(value: str, field: str) -> int | None:
+    """A revision typed in a filter (`7`, surrounding blanks ignored): None when left empty,
+    else a revision number, or InvalidInput naming the value."""
+    text = value.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        raise InvalidInput(
+            f"{quote(value)} is not a revision; type a whole number such as 7",
+            field=field,
+            value=value,
+        )
+    return check_revision(int(text), field)
+
+
+def filter_text(value: str, field: str, limit: int = 255) -> str:
+    """A filter's text without surrounding blanks ("" matches everything), at most `limit`
+    characters, else InvalidInput naming the value."""
+    text = value.strip()
+    if len(text) > limit:
+        raise InvalidInput(
+            f"{quote(value)} is too long for a filter; type at most {limit} characters",
+            field=field,
+            value=value,
+        )
+    return text
