@@ -44,10 +44,12 @@ def require_chromium() -> None:
 
 
 class BrowserSession:
-    """One Chromium with its own fresh ``--user-data-dir``; ``page`` is its first tab."""
+    """One Chromium with its own fresh ``--user-data-dir``; ``page`` is its first tab.
+    `javascript=False` shows the pages as a browser without scripts does."""
 
-    def __init__(self, viewport: dict[str, int] | None = None) -> None:
+    def __init__(self, viewport: dict[str, int] | None = None, *, javascript: bool = True) -> None:
         self._viewport = viewport or LAPTOP
+        self._javascript = javascript
         self._profile = Path(tempfile.mkdtemp(prefix="rwdash-chromium-"))
         self._playwright: Playwright | None = None
         self.context: BrowserContext | None = None
@@ -61,6 +63,7 @@ class BrowserSession:
             headless=True,
             args=list(CHROMIUM_ARGS),
             viewport=self._viewport,  # type: ignore[arg-type]
+            java_script_enabled=self._javascript,
         )
         self.context.set_default_timeout(15_000)
         return self

@@ -85,7 +85,7 @@ def test_session_cookie_is_httponly_and_samesite(client: TestClient) -> None:
     )
     assert "HttpOnly" in cookie
     assert "SameSite=lax" in cookie
-    assert client.get("/").headers["location"] == "/orgs/acme/registry-access"
+    assert client.get("/").headers["location"] == "/orgs/acme/overview"
 
 
 def test_pages_forbid_framing_and_foreign_scripts(client: TestClient) -> None:
@@ -457,7 +457,8 @@ def test_switcher_lists_only_my_organizations(client: TestClient, tmp_path: Path
     database.dispose()
     sign_in(client, "alice")
     page = client.get("/orgs/acme/devices").text
-    assert re.findall(r'<option value="([^"]+)"', page) == ["acme", "evilcorp"]
+    switcher = page[page.index('id="org-switch"') : page.index("</select>")]
+    assert re.findall(r'<option value="([^"]+)"', switcher) == ["acme", "evilcorp"]
     answer = client.get("/switch", params={"org": "evilcorp", "tab": "activity"})
     assert answer.headers["location"] == "/orgs/evilcorp/activity"
     evil = client.get("/orgs/evilcorp/registry-access").text
@@ -874,8 +875,8 @@ def test_sign_in_lands_on_the_organization_used_last_in_any_browser(
     assert created.status_code == 201  # as `regward server init --org` would
     client.cookies.clear()  # another browser: no cookie remembers anything
     sign_in(client, "alice")
-    assert client.get("/").headers["location"] == "/orgs/acme/registry-access"
+    assert client.get("/").headers["location"] == "/orgs/acme/overview"
     client.get("/orgs/aaa-new/activity")
     client.cookies.clear()
     sign_in(client, "alice")
-    assert client.get("/").headers["location"] == "/orgs/aaa-new/registry-access"
+    assert client.get("/").headers["location"] == "/orgs/aaa-new/overview"

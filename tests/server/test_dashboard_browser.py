@@ -72,13 +72,20 @@ def token_of(server: ServerProcess, username: str) -> str:
     return token
 
 
-def sign_in(page: Page, server: ServerProcess, username: str) -> None:
+def sign_in(
+    page: Page, server: ServerProcess, username: str, then: str = "Registry Access"
+) -> None:
+    """Sign in at the home page, land on the Overview, and open the tab `then` ("" stays)."""
     page.goto(server.url + "/")
     expect(page).to_have_url(f"{server.url}/signin?next=%2F")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text(f"Signed in as {username}")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
+    if then:
+        page.locator("nav.tabs").get_by_role("link", name=then, exact=True).click()
+        expect(page.get_by_role("heading", name=then, exact=True)).to_be_visible()
 
 
 def row(page: Page, address: str) -> Any:

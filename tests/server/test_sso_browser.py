@@ -92,7 +92,7 @@ def test_first_sign_in_joins_by_domain_and_group_and_a_state_works_once(
         screenshot(page, "sso-signin")
         sso_sign_in(page, server, "sub-carol")
         expect(page.get_by_text("Signed in as carol")).to_be_visible()
-        expect(page.get_by_role("heading", name="Registry Access", exact=True)).to_be_visible()
+        expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
         members = api(server, "GET", "/api/v1/orgs/acme/members", token=alice)["members"]
         assert {m["username"]: m["role"] for m in members}["carol"] == "member"
         events = activity(server, alice)

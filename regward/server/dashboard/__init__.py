@@ -7,6 +7,8 @@
     views.py            service results worded and formatted for the templates
     security.py         session cookie, CSRF tokens
     signin.py           /, /signin, /signout, /switch
+    overview.py         Overview, the first page: the fleet by state, revision, denials
+    charts.py           the Overview's charts, drawn as inline SVG
     registry_access.py  the Registry Access page: toggle, entries, Save & Apply, Edit
     activity.py         Activity
     members.py          Members
@@ -33,6 +35,7 @@ from regward.server.dashboard import (
     device,
     fleet,
     members,
+    overview,
     registry_access,
     signin,
     sso,
@@ -42,6 +45,7 @@ from regward.server.dashboard.rendering import STATIC_DIR
 
 PAGE_GROUPS = (
     signin,
+    overview,
     registry_access,
     activity,
     members,

@@ -5,13 +5,11 @@ GET /orgs/{org}/activity?action=&actor=&since=&until=&page=
 
 from __future__ import annotations
 
-import urllib.parse
-
 from fastapi import Request, Response
 
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import org_access
-from regward.server.dashboard.rendering import org_path, page_router, render, sentence
+from regward.server.dashboard.rendering import org_path, page_router, pager, render, sentence
 from regward.server.errors import InvalidInput
 from regward.server.services import activity
 
@@ -48,10 +46,6 @@ def activity_page(
         except InvalidInput as invalid:
             error, events, total = sentence(invalid), [], 0
 
-        def page_url(n: int) -> str:
-            query = {k: v for k, v in filters.items() if v}
-            return org_path(org, "activity") + "?" + urllib.parse.urlencode({**query, "page": n})
-
         return render(
             request,
             "activity.html",
@@ -65,6 +59,5 @@ def activity_page(
             filtered=any(filters.values()),
             action_choices=["registry_access.*", *activity.DESCRIPTIONS],
             events=events,
-            newer_url=page_url(number - 1) if number > 1 else None,
-            older_url=page_url(number + 1) if number * forms.PAGE_SIZE < total else None,
+            **pager(org_path(org, "activity"), filters, number, forms.PAGE_SIZE, total),
         )

@@ -1,15 +1,20 @@
 """The machines' side: Devices, Blocked pulls, and Test an image.
 
-GET /orgs/{org}/devices          POST /orgs/{org}/devices/revoke (a machine's own token)
-GET /orgs/{org}/blocked?page=
+GET /orgs/{org}/devices?state=&revision=&user=&seen=&search=&page=
+POST /orgs/{org}/devices/revoke (a machine's own token)
+GET /orgs/{org}/blocked?registry=&user=&device=&action=&revision=&from=&to=&page=
 GET /orgs/{org}/test?image=&action=pull|push   (against the draft and the applied revision)
+
+The lists' filters are a GET form, so a filtered list is an address to share or bookmark, and
+every page link keeps them; a filter the services refuse shows the list's page with the reason
+(422), never an error page.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 
 from regward.errors import RegwardError
 from regward.policy import Action, ImageReference, Policy, evaluate
@@ -19,12 +24,14 @@ from regward.server.dashboard.rendering import (
     confirmation,
     org_path,
     page_router,
+    pager,
     redirect,
     render,
     sentence,
 )
+from regward.server.errors import InvalidInput
 from regward.server.runtime import server_of
-from regward.server.services import denials, devices, registry_access
+from regward.server.services import denials, devices, overview, registry_access
 
 router = page_router()
 
@@ -66,10 +73,31 @@ def _result(
 
 
 @router.get("/orgs/{org}/devices")
-def devices_page(request: Request, org: str) -> Response:
+def devices_page(
+    request: Request,
+    org: str,
+    state: str = "",
+    revision: str = "",
+    user: str = "",
+    seen: str = "",
+    search: str = "",
+    page: str = "1",
+) -> Response:
+    filters = {"state": state, "revision": revision, "user": user, "seen": seen, "search": search}
+    number = forms.page_number(page)
     with org_access(request, org) as (session, visitor, organization):
-        rows = [views.device_row(status) for status in devices.list(session, organization)]
-        applied = registry_access.current(session, organization)
+        error, rows, total = "", [], 0
+        try:
+            where = devices.DeviceFilter.parse(**filters)
+            result = devices.list(
+                session, organization, where, page=number, page_size=forms.PAGE_SIZE
+            )
+            rows = [views.device_row(status) for status in result.items]
+            total = result.total
+        except InvalidInput as invalid:
+            error = sentence(invalid)
+        current = devices.current_revision(session, organization)
+        states = overview.device_states(session, organization, current)
         return render(
             request,
             "devices.html",
@@ -77,13 +105,21 @@ def devices_page(request: Request, org: str) -> Response:
             org=org,
             tab="devices",
             title=f"Devices · {org}",
+            status=422 if error else 200,
+            error=error,
+            filters=filters,
+            filtered=any(value.strip() for value in filters.values()),
+            state_choices=devices.STATES,
             devices=rows,
-            outdated_count=sum(row.outdated for row in rows),
-            refused_count=sum(bool(row.refusal) for row in rows),
-            unprotected_count=sum(bool(row.engine_problem) for row in rows),
-            applied_revision=applied.revision if applied else 0,
+            total=total,
+            all_devices=sum(states.values()),
+            states=states,
+            applied_revision=current,
             can_revoke=visitor.is_owner(org),
             signing_key=server_of(request).public_key,
+            **pager(org_path(org, "devices"), filters, number, forms.PAGE_SIZE, total),
+            newer_label="Previous",
+            older_label="Next",
         )
 
 
@@ -113,11 +149,48 @@ def revoke_device(request: Request, org: str, form: Form) -> Response:
 
 
 @router.get("/orgs/{org}/blocked")
-def blocked_page(request: Request, org: str, page: str = "1") -> Response:
+def blocked_page(
+    request: Request,
+    org: str,
+    registry: str = "",
+    user: str = "",
+    device: str = "",
+    action: str = "",
+    revision: str = "",
+    since: Annotated[str, Query(alias="from")] = "",
+    until: Annotated[str, Query(alias="to")] = "",
+    page: str = "1",
+) -> Response:
+    filters = {
+        "registry": registry,
+        "user": user,
+        "device": device,
+        "action": action,
+        "revision": revision,
+        "from": since,
+        "to": until,
+    }
     number = forms.page_number(page)
     with org_access(request, org) as (session, visitor, organization):
-        result = denials.list(session, organization, page=number, page_size=forms.PAGE_SIZE)
-        base = org_path(org, "blocked") + "?page="
+        error, rows, total = "", [], 0
+        try:
+            where = denials.DenialFilter.parse(
+                registry=registry,
+                user=user,
+                device=device,
+                action=action,
+                revision=revision,
+                since=since,
+                until=until,
+                naive_is_utc=True,
+            )
+            result = denials.list(
+                session, organization, where, page=number, page_size=forms.PAGE_SIZE
+            )
+            rows = [views.denial_row(item) for item in result.items]
+            total = result.total
+        except InvalidInput as invalid:
+            error = sentence(invalid)
         return render(
             request,
             "blocked.html",
@@ -125,10 +198,14 @@ def blocked_page(request: Request, org: str, page: str = "1") -> Response:
             org=org,
             tab="blocked",
             title=f"Blocked pulls · {org}",
-            denials=[views.denial_row(item) for item in result.items],
+            status=422 if error else 200,
+            error=error,
+            filters=filters,
+            filtered=any(value.strip() for value in filters.values()),
+            denials=rows,
+            total=total,
             can_edit=visitor.is_owner(org),
-            newer_url=f"{base}{number - 1}" if number > 1 else None,
-            older_url=f"{base}{number + 1}" if number * forms.PAGE_SIZE < result.total else None,
+            **pager(org_path(org, "blocked"), filters, number, forms.PAGE_SIZE, total),
         )
 
 

@@ -39,6 +39,7 @@ HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 NOTICE_COOKIE = "regward_notice"
 TABS = (
+    ("overview", "Overview"),
     ("registry-access", "Registry Access"),
     ("activity", "Activity"),
     ("members", "Members"),
@@ -203,6 +204,25 @@ def render(
     if org and visitor:
         response.set_cookie(ORG_COOKIE, org, httponly=True, samesite="lax", path="/")
     return response
+
+
+def pager(
+    path: str, query: dict[str, str], number: int, page_size: int, total: int
+) -> dict[str, Any]:
+    """The pager's links for page `number` of a list at `path`: each keeps `query` (the
+    list's filters), so paging never drops them."""
+    kept = {key: value for key, value in query.items() if value}
+
+    def url(n: int) -> str:
+        return path + "?" + urllib.parse.urlencode({**kept, "page": n})
+
+    pages = max(1, -(-total // page_size))
+    return {
+        "newer_url": url(number - 1) if number > 1 else None,
+        "older_url": url(number + 1) if number * page_size < total else None,
+        "page_number": number,
+        "page_count": pages,
+    }
 
 
 def error_page(request: Request, status: int, heading: str, message: str) -> HTMLResponse:

@@ -1,6 +1,6 @@
 """Signing in and out, and the addresses that only lead elsewhere.
 
-GET /            the last organization used (or the page saying there is none)
+GET /            the Overview of the last organization used (or the page saying there is none)
 GET|POST /signin, POST /signout
 GET /switch?org=&tab=, GET /orgs/{org}
 """
@@ -42,7 +42,7 @@ def home(request: Request) -> Response:
         last = visitor.last_org(request)
         if last is None:
             return render(request, "no_orgs.html", visitor, title="No organization")
-        return redirect(request, org_path(last))
+        return redirect(request, org_path(last, "overview"))
 
 
 def _signin_page(
@@ -126,10 +126,10 @@ def signout(request: Request, form: Form) -> Response:
 
 
 @router.get("/switch")
-def switch(request: Request, org: str = "", tab: str = "registry-access") -> Response:
-    return redirect(request, org_path(org, tab if tab in TAB_KEYS else "registry-access"))
+def switch(request: Request, org: str = "", tab: str = "overview") -> Response:
+    return redirect(request, org_path(org, tab if tab in TAB_KEYS else "overview"))
 
 
 @router.get("/orgs/{org}")
 def org_home(request: Request, org: str) -> Response:
-    return redirect(request, org_path(org))
+    return redirect(request, org_path(org, "overview"))
