@@ -235,6 +235,8 @@ class TransparentListener:
         speaks first: "relayed" when the server did (a server-first protocol, relayed to its
         end), or the upstream socket when the client did after all. A client that ends its
         side without a byte has nothing to decide by: what the server says is relayed."""
+        if _has_bytes(client):  # the usual case, a client that spoke at once: no wait, no timer
+            return None
         if await _readable(client, self.settings.silence) and not _at_end(client):
             return None
         upstream = await self._dialer.connect(Target(*destination))
@@ -262,7 +264,16 @@ class TransparentListener:
         """Read the client's first bytes until they are a whole TLS hello, a whole HTTP head,
         or clearly neither."""
         loop = asyncio.get_running_loop()
-        data = b""
+        try:
+            data = client.recv(65536)  # usually all there already: no timer, no registration
+        except (BlockingIOError, InterruptedError):
+            data = b""
+        else:
+            if not data:
+                raise OSError("the client closed before saying anything")
+            first = _classify(data, port)
+            if first is not None:
+                return first
         try:
             async with asyncio.timeout(self.settings.handshake_timeout):
                 while True:
@@ -270,17 +281,9 @@ class TransparentListener:
                     if not chunk:
                         raise OSError("the client closed before saying anything")
                     data += chunk
-                    if starts_tls(data):
-                        name = client_hello_sni(data)
-                        if name != NEED_MORE:
-                            return First(data, tls_name=name, tls=True)
-                    elif _HTTP_START.match(data):
-                        end = head_end(data)
-                        if end >= 0:
-                            request = parse_request(data[:end], origin_port=port)
-                            return First(data, request=request, rest=data[end:])
-                    elif not _MAYBE_HTTP.fullmatch(data):
-                        return First(data)
+                    first = _classify(data, port)
+                    if first is not None:
+                        return first
         except TimeoutError:
             raise ProtocolError(408, "request head not received in time") from None
 
@@ -373,6 +376,29 @@ class TransparentListener:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _classify(data: bytes, port: int) -> First | None:
+    """What the client's first bytes are: a whole TLS hello, a whole HTTP head, clearly
+    neither, or (None) not yet known."""
+    if starts_tls(data):
+        name = client_hello_sni(data)
+        return None if name == NEED_MORE else First(data, tls_name=name, tls=True)
+    if _HTTP_START.match(data):
+        end = head_end(data)
+        if end < 0:
+            return None
+        request = parse_request(data[:end], origin_port=port)
+        return First(data, request=request, rest=data[end:])
+    return None if _MAYBE_HTTP.fullmatch(data) else First(data)
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    """Whether `sock` has bytes to read right now (not its end)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except (BlockingIOError, InterruptedError):
+        return False
 
 
 def _at_end(sock: socket.socket) -> bool:
