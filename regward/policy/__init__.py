@@ -38,26 +38,11 @@ if TYPE_CHECKING:
         verify,
     )
 
-_SIGNING = frozenset(
-    {
-        "SignedPolicy",
-        "endorse",
-        "follow_chain",
-        "generate_key",
-        "private_key_from_pem",
-        "private_key_to_pem",
-        "public_key_from_text",
-        "public_key_to_text",
-        "sign",
-        "verify",
-    }
-)
-
 
 def __getattr__(name: str) -> object:
     """The signing names load `cryptography` on first use, not with the policy core: the
     proxy's worker processes decide but never verify, and stay that much smaller."""
-    if name in _SIGNING:
+    if name in __all__:  # every other name of it is imported above
         from regward.policy import signing
 
         return getattr(signing, name)

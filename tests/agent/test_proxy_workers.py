@@ -14,6 +14,8 @@ import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -189,3 +191,15 @@ def test_a_dead_worker_is_replaced_and_the_address_never_stops_accepting(echo: U
         assert len(reports) == 20 and {r.target for r in reports} == {"blocked.example:443"}
     finally:
         running.close()
+
+
+def test_a_worker_process_loads_no_signing_and_no_command_line() -> None:
+    """What keeps each worker small: it decides, so it never loads `cryptography` (signature
+    checks are the parent's) nor the command line's dependencies."""
+    code = "import sys, regward.agent.proxy.worker; print(sorted(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "'regward.agent.guard'" in loaded  # it did load what it serves with
+    for heavy in ("'cryptography'", "'httpx'", "'regward.agent.sync'", "'regward.cli'"):
+        assert heavy not in loaded
