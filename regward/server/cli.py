@@ -29,14 +29,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from regward.defaults import SERVER_PORT, SERVER_URL
 from regward.errors import ConfigError, RegwardError
 from regward.policy.address import join_host_port
 
-FIRST_SIGN_IN_FILE = "initial-password"
+if TYPE_CHECKING:
+    from regward.server.settings import Settings
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -240,7 +241,7 @@ def _safe_url(url: str) -> str:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from regward.server import keys
+    from regward.server import first_password, keys
     from regward.server.db import Database
     from regward.server.errors import ServiceError
     from regward.server.models import Role
@@ -258,7 +259,7 @@ def _init(args: argparse.Namespace) -> int:
             if user is None:
                 if password is None:
                     password, generated = auth.generate_password(), True
-                user = auth.create_user(session, args.owner, password)
+                user = auth.create_user(session, args.owner, password, one_time=generated)
                 created_user = True
             else:
                 created_user = False
@@ -274,9 +275,9 @@ def _init(args: argparse.Namespace) -> int:
         raise ConfigError(str(error)) from None
     finally:
         database.dispose()
-    password_file = settings.data_dir / FIRST_SIGN_IN_FILE
+    password_file = first_password.path_in(settings.data_dir)
     if generated and password is not None:
-        _write_secret(password_file, f"{args.owner}:{password}\n")
+        first_password.save(settings.data_dir, args.owner, password)
     print(f"regward: data directory {settings.data_dir}")
     print(f"regward: database {_safe_url(settings.database_url)}")
     print(f"regward: signing key {settings.signing_key_path}")
@@ -290,13 +291,14 @@ def _init(args: argparse.Namespace) -> int:
         print(f"regward: one-time password for {args.owner!r}: {password}")
         print(f"regward: (also saved in {password_file} until you change it)")
     else:
-        _show_initial_password(database_url=settings.database_url, path=password_file)
+        _show_initial_password(settings)
     return 0
 
 
 def _reset_password(args: argparse.Namespace) -> int:
     """For the server's administrator (it needs the database, not an owner's sign-in): owners
     of one organization must not take over an account that may belong to others too."""
+    from regward.server import first_password
     from regward.server.db import Database
     from regward.server.services import auth
 
@@ -311,9 +313,10 @@ def _reset_password(args: argparse.Namespace) -> int:
                 raise ConfigError(f"no user {args.username!r}; `regward server init` creates one")
             generated = password is None
             password = password or auth.generate_password()
-            auth.set_password(session, user, password, keep=None)
+            auth.set_password(session, user, password, keep=None, one_time=generated)
     finally:
         database.dispose()
+    first_password.forget(settings.data_dir, args.username)
     print(f"regward: new password set for {args.username!r}; every sign-in of theirs is ended")
     if generated:
         print(f"regward: one-time password for {args.username!r}: {password}")
@@ -391,31 +394,30 @@ def _password_from_stdin(args: argparse.Namespace) -> str | None:
     return auth.check_password(sys.stdin.readline().rstrip("\n"))
 
 
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-
-
-def _show_initial_password(database_url: str, path: Path) -> None:
-    """Print the generated first password again while it still works (for `make run`)."""
+def _show_initial_password(settings: Settings) -> None:
+    """Print the generated first password again while it is still the one-time one (for
+    `make run`); forget it once it no longer is."""
+    from regward.server import first_password
     from regward.server.db import Database
     from regward.server.errors import Unauthenticated
     from regward.server.services import auth
 
-    if not path.exists():
+    found = first_password.read(settings.data_dir)
+    if found is None:
         return
-    username, _, password = path.read_text().strip().partition(":")
-    database = Database(database_url)
+    username, password = found
+    database = Database(settings.database_url)
     try:
         with database.session() as session:
-            auth.authenticate(session, username, password)
+            still = auth.authenticate(session, username, password).password_one_time
     except Unauthenticated:
-        path.unlink()  # the owner changed it: forget the old one
-        return
+        still = False
     finally:
         database.dispose()
+    if not still:
+        first_password.forget(settings.data_dir, username)
+        return
+    path = first_password.path_in(settings.data_dir)
     print(f"regward: sign in as {username!r} with password {password} (from {path})")
 
 

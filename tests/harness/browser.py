@@ -87,6 +87,15 @@ class BrowserSession:
         shutil.rmtree(self._profile, ignore_errors=True)
 
 
+WIDTH = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+def no_horizontal_scroll(page: Page, what: str) -> None:
+    """The page is no wider than the window (nothing to scroll sideways)."""
+    overflow = page.evaluate(WIDTH)
+    assert overflow <= 0, f"{what}: the page is {overflow} px wider than the window"
+
+
 def screenshot(page: Page, name: str) -> Path:
     """Save a full-page PNG under test-artifacts/ (gitignored) for a person to look at."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from regward.server.app import create_app
 from regward.server.db import Database
 from regward.server.errors import Unauthenticated
 from regward.server.services import auth
-from tests.server.conftest import World
+from regward.server.settings import Settings
+from tests.server.conftest import TestClient, World
 from tests.server.live import ThreadServer
 
 
@@ -63,6 +65,37 @@ def test_server_init_is_idempotent_and_keeps_secrets_private(
     upgrade = regward("server", "db", "upgrade", env=env)
     assert upgrade.returncode == 0
     assert "up to date" in upgrade.stdout
+
+
+def test_the_first_password_is_one_time_and_its_file_goes_once_changed(
+    database_url: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    env = {"REGWARD_DATA_DIR": str(data), "REGWARD_DATABASE_URL": database_url}
+    first = regward("server", "init", "--org", "acme", "--owner", "admin", env=env)
+    password = first.stdout.split("one-time password for 'admin': ")[1].split()[0]
+    assert (data / "initial-password").read_text() == f"admin:{password}\n"
+    settings = Settings(data_dir=data, database_url=database_url)
+    database = Database(database_url)
+    try:
+        with TestClient(create_app(settings, database=database)) as client:
+            body = {"username": "admin", "password": password}
+            signed_in = client.post("/api/v1/auth/token", json=body).json()
+            assert signed_in["password_change_required"] is True
+            bearer = {"Authorization": f"Bearer {signed_in['token']}"}
+            change = {"current_password": password, "new_password": "the owner's own"}
+            assert (
+                client.put("/api/v1/user/password", json=change, headers=bearer).status_code == 204
+            )
+            assert (
+                client.get("/api/v1/user", headers=bearer).json()["password_change_required"]
+                is False
+            )
+    finally:
+        database.dispose()
+    assert not (data / "initial-password").exists()  # no password, old or working, stays behind
+    again = regward("server", "init", "--org", "acme", "--owner", "admin", env=env)
+    assert again.returncode == 0 and "sign in as" not in again.stdout
 
 
 def test_server_init_refuses_bad_names_with_one_line(tmp_path: Path) -> None:
@@ -177,9 +210,10 @@ def test_reset_password_for_a_user_who_forgot_it(database_url: str, tmp_path: Pa
             signed_in = auth.sign_in(session, "admin", old, 3600)
         reset = regward("server", "reset-password", "admin", env=env)
         assert reset.returncode == 0, reset.stderr
+        assert not (tmp_path / "data" / "initial-password").exists()  # init's is void now
         new = reset.stdout.split("one-time password for 'admin': ")[1].split()[0]
         with database.session() as session:
-            assert auth.authenticate(session, "admin", new).username == "admin"
+            assert auth.authenticate(session, "admin", new).password_one_time is True
             with pytest.raises(Unauthenticated):
                 auth.authenticate(session, "admin", old)
             with pytest.raises(Unauthenticated):  # signed out everywhere
@@ -189,7 +223,8 @@ def test_reset_password_for_a_user_who_forgot_it(database_url: str, tmp_path: Pa
         assert chosen.returncode == 0, chosen.stderr
         assert "one-time password" not in chosen.stdout
         with database.session() as session:
-            assert auth.authenticate(session, "admin", "long enough now").username == "admin"
+            chosen_user = auth.authenticate(session, "admin", "long enough now")
+            assert chosen_user.password_one_time is False  # the administrator typed it
     finally:
         database.dispose()
     for argv, stdin, named in (

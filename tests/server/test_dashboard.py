@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from regward.server.app import create_app
@@ -341,8 +342,31 @@ def test_new_member_gets_a_one_time_password(client: TestClient) -> None:
     password = re.search(r'id="new-password" type="text" readonly value="([^"]+)"', answer.text)
     assert password
     client.cookies.clear()
-    sign_in(client, "carol", password.group(1))
+    one_time = password.group(1)
+    sign_in(client, "carol", one_time)
+    # Every page leads to the Account page until carol chooses her own password.
+    for path in ("/", "/orgs/acme/registry-access", "/orgs/acme/members", "/tokens", "/device"):
+        bounced = client.get(path)
+        assert (bounced.status_code, bounced.headers.get("location")) == (303, "/account"), path
+    account = client.get("/account")
+    assert account.status_code == 200 and 'id="one-time-notice"' in account.text
+    # The API says so but keeps working with her sign-in.
+    bearer = {"Authorization": f"Bearer {client.cookies.get('regward_session')}"}
+    assert client.get("/api/v1/user", headers=bearer).json()["password_change_required"] is True
+    assert client.get("/api/v1/orgs/acme/registry-access", headers=bearer).status_code == 200
+
+    def choose(current: str, new: str) -> httpx.Response:
+        fields = {"current_password": current, "new_password": new, "confirm_password": new}
+        token = csrf_of(client.get("/account").text)
+        return client.post("/account/password", data={"csrf_token": token, **fields})
+
+    same = choose(one_time, one_time)
+    assert same.status_code == 422 and "must differ from the current one" in same.text
+    chosen = choose(one_time, "carols-own-password")
+    assert (chosen.status_code, chosen.headers["location"]) == (303, "/")
     assert "member of acme" in client.get("/orgs/acme/registry-access").text
+    assert 'id="one-time-notice"' not in client.get("/account").text
+    assert client.get("/api/v1/user", headers=bearer).json()["password_change_required"] is False
 
 
 def test_last_owner_cannot_demote_themselves(client: TestClient) -> None:

@@ -25,6 +25,7 @@ from tests.harness.browser import (
     LAPTOP,
     PHONE,
     BrowserSession,
+    no_horizontal_scroll,
     require_chromium,
     screenshot,
 )
@@ -478,14 +479,6 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
 
 
 LONG_PATTERN = "acme/" + "x" * 133 + "/*"  # 140 characters
-WIDTH = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-
-
-def no_horizontal_scroll(page: Page, what: str) -> None:
-    overflow = page.evaluate(WIDTH)
-    assert overflow <= 0, f"{what}: the page is {overflow} px wider than the window"
-
-
 def test_long_values_never_widen_the_page(server: ServerProcess) -> None:
     """Issue 14, fix 1: a 140-character pattern, a 300-character invalid address and a long
     nickname wrap or are shortened, at laptop and phone widths; Edit and Remove stay on screen."""

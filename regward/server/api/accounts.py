@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from regward.server import first_password
 from regward.server.api.deps import CallerDep, ServerDep
 from regward.server.errors import Unauthenticated
 from regward.server.models import MAX_REVISION, Scope, Token
@@ -58,6 +59,10 @@ def token_dict(token: Token) -> dict[str, Any]:
 
 class TokenOut(BaseModel):
     token: str = Field(examples=["rws_3q2..."])
+    password_change_required: bool = Field(
+        description="the password is one-time (generated for this user): the dashboard asks "
+        "for a new one before anything else; this token works regardless"
+    )
 
 
 @router.post(
@@ -79,11 +84,13 @@ def sign_in(body: Credentials, request: Request, server: ServerDep) -> Response:
     try:
         with server.database.session(write=True) as session:
             token = auth.sign_in(session, body.username, body.password, server.settings.session_ttl)
+            user = auth.get_user(session, body.username)
+            one_time = user is not None and user.password_one_time
     except Unauthenticated:
         limiter.failed(body.username, client)
         raise
     limiter.succeeded(body.username)
-    return JSONResponse({"token": token})
+    return JSONResponse({"token": token, "password_change_required": one_time})
 
 
 @router.delete("/auth/token", status_code=204, summary="Sign out: revoke the token used")
@@ -99,6 +106,9 @@ def me(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
     return {
         "username": caller.user.username,
         "scope": caller.scope,
+        # A password someone else chose: the dashboard asks for a new one first; the API and
+        # tokens keep working.
+        "password_change_required": caller.user.password_one_time,
         "organizations": [{"name": org.name, "role": role} for org, role in memberships],
     }
 
@@ -108,8 +118,8 @@ def change_password(body: NewPassword, caller: CallerDep, server: ServerDep) -> 
     auth.require_person(caller)
     with server.database.session(write=True) as session:
         auth.require_write(caller)
-        auth.authenticate(session, caller.user.username, body.current_password)
-        auth.set_password(session, caller.user, body.new_password, caller.token_id)
+        auth.change_own_password(session, caller, body.current_password, body.new_password)
+    first_password.forget(server.settings.data_dir, caller.user.username)
 
 
 @router.get("/signing-key", summary="The Ed25519 public key that signs every revision")

@@ -12,6 +12,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
+from regward.server import first_password
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, using
 from regward.server.dashboard.rendering import confirmation, page_router, redirect, render, sentence
@@ -132,12 +133,13 @@ def _account_page(
         status=status,
         title="Your account",
         error=error,
+        one_time=visitor.caller.user.password_one_time,
     )
 
 
 @router.get("/account")
 def account_page(request: Request) -> Response:
-    with using(request) as (_, visitor):
+    with using(request, one_time_password=True) as (_, visitor):
         return _account_page(request, visitor)
 
 
@@ -146,26 +148,28 @@ def change_password(request: Request, form: Form) -> Response:
     current = forms.text(form, "current_password")
     new = forms.text(form, "new_password")
     if new != forms.text(form, "confirm_password"):
-        with using(request) as (_, visitor):
+        with using(request, one_time_password=True) as (_, visitor):
             return _account_page(
                 request, visitor, status=422, error="The two new passwords differ; type them again."
             )
     limiter = server_of(request).sign_in_limiter
     client = request.client.host if request.client else "unknown"
     try:
-        with using(request, write=True) as (session, visitor):
+        with using(request, write=True, one_time_password=True) as (session, visitor):
             # Guessing the current password is limited like signing in.
             wait = limiter.retry_after(visitor.username, client)
             if wait:
                 raise InvalidInput(f"too many wrong passwords; wait {wait} seconds and try again")
-            auth.authenticate(session, visitor.username, current)
-            auth.set_password(session, visitor.caller.user, new, visitor.caller.token_id)
+            was_one_time = auth.change_own_password(session, visitor.caller, current, new)
     except (Unauthenticated, InvalidInput) as error:
-        with using(request) as (_, visitor):
+        with using(request, one_time_password=True) as (_, visitor):
             if isinstance(error, Unauthenticated):  # counted once the write session is over
                 limiter.failed(visitor.username, client)
                 message = "Your current password is not right."
             else:
                 message = sentence(error)
             return _account_page(request, visitor, status=error.status, error=message)
+    first_password.forget(server_of(request).settings.data_dir, visitor.username)
+    if was_one_time:  # the dashboard is theirs now
+        return redirect(request, "/", "Your password is changed. Welcome.")
     return redirect(request, "/account", "Your password is changed.")

@@ -1,14 +1,16 @@
 """Who is asking and for what: the signed-in visitor, their organization, the checked form.
 
     Visitor                 the signed-in user, their session token and organizations
-    using(request)          a session and the visitor (SignInRequired without a valid session)
+    using(request)          a session and the visitor (SignInRequired without a valid session,
+                            PasswordChangeRequired while their password is one-time)
     org_access(request, n)  with the organization `n` checked for the visitor (NotFound for
                             outsiders), optionally as its owner in a write session
     Form                    the posted form, refused (CsrfFailed) without this session's token
     owner_write(...)        one change by an owner; the page with the reason when refused
 
-`SignInRequired` and `CsrfFailed` end a request early; `rendering.DashboardRoute` turns them
-into a redirect to the sign-in page and an error page.
+`SignInRequired`, `PasswordChangeRequired` and `CsrfFailed` end a request early;
+`rendering.DashboardRoute` turns them into a redirect to the sign-in page, one to the Account
+page, and an error page.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ T = TypeVar("T")
 
 class SignInRequired(Exception):
     """No valid session: send the browser to the sign-in page, then back."""
+
+
+class PasswordChangeRequired(Exception):
+    """The visitor signed in with a one-time password: the Account page first."""
 
 
 class CsrfFailed(Exception):
@@ -107,10 +113,17 @@ def visitor_if_signed_in(request: Request) -> Visitor | None:
 
 
 @contextmanager
-def using(request: Request, *, write: bool = False) -> Iterator[tuple[Session, Visitor]]:
-    """A session (committed when the block ends normally) and the visitor."""
+def using(
+    request: Request, *, write: bool = False, one_time_password: bool = False
+) -> Iterator[tuple[Session, Visitor]]:
+    """A session (committed when the block ends normally) and the visitor. A visitor whose
+    password is one-time gets PasswordChangeRequired, except where `one_time_password` says
+    the page is one they need (the Account page, signing out)."""
     with server_of(request).database.session(write=write) as session:
-        yield session, _visitor(request, session)
+        visitor = _visitor(request, session)
+        if visitor.caller.user.password_one_time and not one_time_password:
+            raise PasswordChangeRequired
+        yield session, visitor
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from regward.errors import RegwardError
 from regward.server.dashboard.context import (
     ORG_COOKIE,
     CsrfFailed,
+    PasswordChangeRequired,
     SignInRequired,
     Visitor,
     visitor_if_signed_in,
@@ -90,6 +91,8 @@ class DashboardRoute(APIRoute):
                     "/signin?" + urllib.parse.urlencode({"next": target}), status_code=303
                 )
                 response.delete_cookie(SESSION_COOKIE, path="/")
+            except PasswordChangeRequired:  # the Account page says why
+                response = redirect(request, "/account")
             except CsrfFailed:
                 response = error_page(
                     request,

@@ -118,7 +118,7 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout")
 def signout(request: Request, form: Form) -> Response:
-    with using(request, write=True) as (session, visitor):
+    with using(request, write=True, one_time_password=True) as (session, visitor):
         auth.sign_out(session, visitor.caller)
     response = redirect(request, "/signin", "You are signed out.")
     response.delete_cookie(SESSION_COOKIE, path="/")

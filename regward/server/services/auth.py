@@ -88,12 +88,15 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
-def create_user(session: Session, username: str, password: str) -> User:
-    """A new account; Conflict when the name is taken."""
+def create_user(session: Session, username: str, password: str, *, one_time: bool = False) -> User:
+    """A new account; Conflict when the name is taken. A `one_time` password (generated for
+    them) must be changed at the first sign-in to the dashboard."""
     check_name(username, "username")
     if get_user(session, username) is not None:
         raise Conflict(f"username {username!r} is already taken")
-    user = User(username=username, password_hash=hash_password(password))
+    user = User(
+        username=username, password_hash=hash_password(password), password_one_time=one_time
+    )
     session.add(user)
     session.flush()
     return user
@@ -123,14 +126,19 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
-def set_password(session: Session, user: User, password: str, keep: int | None) -> None:
+def set_password(
+    session: Session, user: User, password: str, keep: int | None, *, one_time: bool = False
+) -> None:
     """Set a new password for `user` (who may come from another session) and end the user's
     other sign-ins: whoever signed in with the old password is signed out. `keep` is the token
-    of the sign-in that made the change; access tokens stay (they are revoked one by one)."""
+    of the sign-in that made the change; access tokens stay (they are revoked one by one).
+    A `one_time` password (an owner's or the administrator's reset) must be changed at the next
+    sign-in to the dashboard; the user's own choice clears that."""
     row = session.get(User, user.id)
     if row is None:
         raise Unauthenticated(f"user {user.username!r} no longer exists")
     row.password_hash = hash_password(password)
+    row.password_one_time = one_time
     session.execute(
         update(Token)
         .where(
@@ -142,6 +150,17 @@ def set_password(session: Session, user: User, password: str, keep: int | None) 
         .values(revoked_at=utcnow())
     )
     session.flush()
+
+
+def change_own_password(session: Session, caller: Caller, current: str, new: str) -> bool:
+    """The caller replaces their password, proving the current one (Unauthenticated when it is
+    wrong); their other sign-ins end. Whether the old one was one-time."""
+    user = authenticate(session, caller.user.username, current)
+    if new == current:
+        raise InvalidInput("the new password must differ from the current one")
+    one_time = user.password_one_time
+    set_password(session, user, new, caller.token_id)
+    return one_time
 
 
 def new_token_value(kind: TokenKind) -> tuple[str, str]:

@@ -123,7 +123,7 @@ def add_member(
     user = auth.get_user(session, username)
     if user is None:
         password = auth.generate_password()
-        user = auth.create_user(session, username, password)
+        user = auth.create_user(session, username, password, one_time=True)
     elif session.get(Membership, (user.id, organization.id)) is not None:
         raise Conflict(f"{username!r} is already a member of {organization.name!r}")
     membership = Membership(user_id=user.id, organization_id=organization.id, role=new_role)
