@@ -479,6 +479,8 @@ def test_screenshots_of_every_page(server: ServerProcess) -> None:
 
 
 LONG_PATTERN = "acme/" + "x" * 133 + "/*"  # 140 characters
+
+
 def test_long_values_never_widen_the_page(server: ServerProcess) -> None:
     """Issue 14, fix 1: a 140-character pattern, a 300-character invalid address and a long
     nickname wrap or are shortened, at laptop and phone widths; Edit and Remove stay on screen."""

@@ -156,9 +156,9 @@ def change_own_password(session: Session, caller: Caller, current: str, new: str
     """The caller replaces their password, proving the current one (Unauthenticated when it is
     wrong); their other sign-ins end. Whether the old one was one-time."""
     user = authenticate(session, caller.user.username, current)
-    if new == current:
-        raise InvalidInput("the new password must differ from the current one")
     one_time = user.password_one_time
+    if one_time and new == current:
+        raise InvalidInput("choose a password of your own, not the one-time one")
     set_password(session, user, new, caller.token_id)
     return one_time
 
