@@ -358,7 +358,10 @@ def test_new_member_gets_a_one_time_password(client: TestClient) -> None:
     def choose(current: str, new: str) -> httpx.Response:
         fields = {"current_password": current, "new_password": new, "confirm_password": new}
         token = csrf_of(client.get("/account").text)
-        return client.post("/account/password", data={"csrf_token": token, **fields})
+        answer: httpx.Response = client.post(
+            "/account/password", data={"csrf_token": token, **fields}
+        )
+        return answer
 
     same = choose(one_time, one_time)
     assert same.status_code == 422 and "not the one-time one" in same.text
