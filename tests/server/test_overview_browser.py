@@ -19,11 +19,18 @@ from regward.server.db import Database
 from regward.server.models import Denial, Device
 from regward.server.services import orgs
 from regward.server.settings import Settings
-from tests.harness.browser import LAPTOP, PHONE, BrowserSession, require_chromium, screenshot
+from tests.harness.browser import (
+    LAPTOP,
+    PHONE,
+    BrowserSession,
+    no_horizontal_scroll,
+    require_chromium,
+    screenshot,
+)
 from tests.harness.server import ServerProcess
 from tests.server.accounts import make_users
 from tests.server.fleet import seed_fleet
-from tests.server.test_dashboard_browser import no_horizontal_scroll, sign_in
+from tests.server.test_dashboard_browser import sign_in
 
 pytestmark = pytest.mark.browser
 
