@@ -24,7 +24,7 @@ from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
 from regward.server.db import Database, is_disk_full, is_unavailable, unavailable_reason
 from regward.server.errors import ServiceError
-from regward.server.feed import FeedCache
+from regward.server.feed import FeedAccess, FeedCache
 from regward.server.inputs import InputGuard, shown
 from regward.server.notify import notifier_for
 from regward.server.observe import RequestObserver
@@ -45,16 +45,18 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     notifier.install(database)
     deliveries = DeliveryQueue(database, settings)
     deliveries.install()
+    token_usage = UsageClock(database)
     server = Server(
         settings=settings,
         database=database,
         signing_key=keys.load_or_create(settings.signing_key_path),
         notifier=notifier,
         feed=FeedCache(database),
+        feed_access=FeedAccess(database, token_usage),
         sign_in_limiter=SignInLimiter(database),
         # Wrong codes typed on the device approval page, counted apart from password failures.
         device_code_limiter=SignInLimiter(database, prefix="device-code:"),
-        token_usage=UsageClock(database),
+        token_usage=token_usage,
         webhooks=deliveries,
         key_chain=tuple(keys.load_chain(settings.signing_key_path)),
         oidc=OidcClient(settings.oidc) if settings.oidc else None,

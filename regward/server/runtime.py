@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from regward.policy import public_key_to_text
 from regward.server.db import Database
-from regward.server.feed import FeedCache
+from regward.server.feed import FeedAccess, FeedCache
 from regward.server.notify import Notifier
 from regward.server.oidc import OidcClient
 from regward.server.services.limits import SignInLimiter
@@ -28,6 +28,8 @@ class Server:
     signing_key: Ed25519PrivateKey
     notifier: Notifier
     feed: FeedCache
+    feed_access: FeedAccess
+    """The feed's token checks, batched across concurrent polls."""
     sign_in_limiter: SignInLimiter
     """The one count of failed sign-ins, shared by the dashboard's form, the API's token
     endpoint and the password change (several doors, one limit)."""

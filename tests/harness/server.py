@@ -31,9 +31,15 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(
-        self, env: Mapping[str, str], log: Path, probed: bool = False, port: int | None = None
+        self,
+        env: Mapping[str, str],
+        log: Path,
+        probed: bool = False,
+        port: int | None = None,
+        module: str | None = None,
     ) -> None:
         self.probed = probed  # with tests.harness.probed_server's route: long_polls()
+        self.module = module  # another script in place of `python -m regward.cli` (benches)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -48,7 +54,8 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         module = "tests.harness.probed_server" if self.probed else "regward.cli"
-        command = [sys.executable, "-m", module, "server", "run"]
+        program = [self.module] if self.module else ["-m", module]
+        command = [sys.executable, *program, "server", "run"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--host", "127.0.0.1", "--port", str(self.port)],

@@ -25,7 +25,6 @@ from urllib.parse import parse_qs, unquote
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regward.server.api.deps import BearerDep, OrgPath
@@ -33,24 +32,19 @@ from regward.server.db import UNAVAILABLE, is_unavailable
 from regward.server.errors import InvalidInput, ServiceError
 from regward.server.feed import FeedDocument
 from regward.server.runtime import Server, server_of
-from regward.server.services import auth, registry_access
 
 router = APIRouter()
 Answer = tuple[int, dict[str, str], bytes]
 _PATH = re.compile(r"/api/v1/orgs/([^/]+)/policy")
 
 
-def _open(server: Server, token: str | None, org: str) -> FeedDocument:
-    """Authenticate, check access and find the newest revision in one query; the document
-    itself usually comes from the cache."""
-    with server.database.session() as session:
-        organization_id, revision, token_id = auth.feed_access(session, token, org)
-        document = server.feed.get(org, revision)
-        if document is None:
-            signed = registry_access.signed_json(session, organization_id, revision)
-            document = FeedDocument(org, revision, signed.encode())
-    server.feed.remember(document)
-    server.token_usage.used(token_id)
+async def _open(server: Server, token: str | None, org: str) -> FeedDocument:
+    """Authenticate, check access and find the newest revision (batched with other polls'
+    checks); the document itself usually comes from the cache."""
+    _organization_id, revision, _token_id = (await server.feed_access.check(org, token)).unwrap()
+    document = server.feed.get(org, revision)
+    if document is None:
+        document = await server.feed.at_least(org, revision)
     return document
 
 
@@ -99,7 +93,7 @@ async def _respond(
     if_none_match: str | None,
     disconnected: Callable[[], Coroutine[Any, Any, None]],
 ) -> Answer:
-    document = await run_in_threadpool(_open, server, token, org)
+    document = await _open(server, token, org)
     if after is None:
         if not _matches(if_none_match, document.etag):
             return _answer(document, modified=True)
@@ -125,13 +119,8 @@ async def _respond(
         gone.cancel()
     # The token may have been revoked (sign-out, password change) or its user removed from
     # the organization while the request waited: such a wait ends refused, never answered.
-    await run_in_threadpool(_still_allowed, server, token, org)
+    (await server.feed_access.check(org, token)).unwrap()
     return _answer(document, modified=modified)
-
-
-def _still_allowed(server: Server, token: str | None, org: str) -> None:
-    with server.database.session() as session:
-        auth.feed_access(session, token, org)
 
 
 def _until_disconnect(receive: Receive) -> Callable[[], Coroutine[Any, Any, None]]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -24,6 +25,7 @@ from regward.server.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    ServiceError,
     Unauthenticated,
 )
 from regward.server.models import (
@@ -243,7 +245,8 @@ def require_person(caller: Caller) -> None:
 
 @functools.cache
 def _feed_query() -> Select[Any]:
-    """Built once: constructing this statement costs more than running it on SQLite."""
+    """Built once: constructing this statement costs more than running it on SQLite. One row
+    per token found among `token_hashes` (a list, expanded)."""
     newest = (
         select(func.max(Revision.revision))
         .where(Revision.organization_id == Organization.id)
@@ -252,6 +255,7 @@ def _feed_query() -> Select[Any]:
     )
     return (
         select(
+            Token.token_hash,
             Token.id.label("token_id"),
             Token.expires_at,
             Token.revoked_at,
@@ -266,27 +270,71 @@ def _feed_query() -> Select[Any]:
             Membership,
             (Membership.user_id == Token.user_id) & (Membership.organization_id == Organization.id),
         )
-        .where(Token.token_hash == bindparam("token_hash"))
+        .where(Token.token_hash.in_(bindparam("token_hashes", expanding=True)))
     )
 
 
-def feed_access(session: Session, token: str | None, organization: str) -> tuple[int, int, int]:
-    """The policy feed's fast path, polled by every agent: in one query, the checks of
-    `resolve_token` and `orgs.access` (member, any scope) and the newest revision number.
+@dataclass(frozen=True)
+class FeedGrant:
+    """The outcome of one feed access check: the organization id and its newest revision, or
+    the error to answer; `token_id` whenever the token exists (for the access log)."""
 
-    Returns (organization id, revision, token id); Unauthenticated or NotFound as those
-    functions."""
-    if not token or not token.startswith(tuple(PREFIXES.values())) or len(token) > 200:
-        raise Unauthenticated("invalid token; sign in again or create a new access token")
-    row = session.execute(
-        _feed_query(), {"organization": organization, "token_hash": token_hash(token)}
-    ).first()
-    if row is None or row.revoked_at is not None:
-        raise Unauthenticated("invalid token; sign in again or create a new access token")
-    note_caller(None, int(row.token_id))
-    if row.expires_at is not None and row.expires_at <= utcnow():
-        raise Unauthenticated("your sign-in has expired; sign in again")
+    token_id: int | None
+    organization_id: int = 0
+    revision: int = 0
+    error: ServiceError | None = None
+
+    def unwrap(self) -> tuple[int, int, int]:
+        """(organization id, revision, token id), noting the caller; or raise the error."""
+        if self.token_id is not None:
+            note_caller(None, self.token_id)
+        if self.error is not None or self.token_id is None:
+            raise self.error or Unauthenticated(_INVALID)
+        return self.organization_id, self.revision, self.token_id
+
+
+_INVALID = "invalid token; sign in again or create a new access token"
+FEED_BATCH = 500  # tokens per query: well under SQLite's and PostgreSQL's parameter limits
+
+
+def feed_access_many(
+    session: Session, organization: str, tokens: Iterable[str | None]
+) -> dict[str | None, FeedGrant]:
+    """The policy feed's check, polled by every agent, for many tokens at once: the checks of
+    `resolve_token` and `orgs.access` (member, any scope) and the newest revision number, in
+    one query per `FEED_BATCH` tokens. Errors are Unauthenticated or NotFound as those
+    functions raise them."""
+    grants: dict[str | None, FeedGrant] = {}
+    by_hash: dict[str, str] = {}
+    for token in tokens:
+        if not token or not token.startswith(tuple(PREFIXES.values())) or len(token) > 200:
+            grants[token] = FeedGrant(None, error=Unauthenticated(_INVALID))
+        else:
+            by_hash[token_hash(token)] = token
+    hashes = list(by_hash)
+    now = utcnow()
+    for start in range(0, len(hashes), FEED_BATCH):
+        chunk = hashes[start : start + FEED_BATCH]
+        rows = session.execute(_feed_query(), {"organization": organization, "token_hashes": chunk})
+        for row in rows:
+            grants[by_hash[row.token_hash]] = _grant(row, organization, now)
+    for token in by_hash.values():
+        grants.setdefault(token, FeedGrant(None, error=Unauthenticated(_INVALID)))
+    return grants
+
+
+def _grant(row: Any, organization: str, now: datetime) -> FeedGrant:
+    token_id = int(row.token_id)
+    if row.revoked_at is not None:
+        return FeedGrant(None, error=Unauthenticated(_INVALID))
+    if row.expires_at is not None and row.expires_at <= now:
+        return FeedGrant(token_id, error=Unauthenticated("your sign-in has expired; sign in again"))
     bound_elsewhere = row.bound_to is not None and row.bound_to != row.id
     if row.id is None or row.role is None or row.revision is None or bound_elsewhere:
-        raise NotFound(f"organization {organization!r} not found")
-    return int(row.id), int(row.revision), int(row.token_id)
+        return FeedGrant(token_id, error=NotFound(f"organization {organization!r} not found"))
+    return FeedGrant(token_id, int(row.id), int(row.revision))
+
+
+def feed_access(session: Session, token: str | None, organization: str) -> tuple[int, int, int]:
+    """`feed_access_many` for one token: (organization id, revision, token id), or raises."""
+    return feed_access_many(session, organization, [token])[token].unwrap()

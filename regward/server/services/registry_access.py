@@ -224,19 +224,6 @@ def current(session: Session, organization: Organization) -> Revision | None:
     )
 
 
-def signed_json(session: Session, organization_id: int, revision: int) -> str:
-    """Revision `revision` of the organization with id `organization_id`, as signed and stored
-    (the policy feed's read, by id: `auth.feed_access` found both numbers)."""
-    signed = session.scalar(
-        select(Revision.signed_json).where(
-            Revision.organization_id == organization_id, Revision.revision == revision
-        )
-    )
-    if signed is None:
-        raise NotFound(f"revision {revision} of organization {organization_id} does not exist")
-    return signed
-
-
 def current_policy(session: Session, organization: Organization) -> Policy | None:
     return _policy_of(current(session, organization))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -118,13 +118,26 @@ class UsageClock:
         self._lock = threading.Lock()
 
     def used(self, token_id: int | None) -> None:
-        if token_id is None:
-            return
+        self.used_many([] if token_id is None else [token_id])
+
+    def used_many(self, token_ids: Iterable[int]) -> None:
+        """Note that these tokens were used now: one UPDATE for those not written within the
+        resolution (the policy feed checks many at once)."""
         now = self._clock()
+        due: list[int] = []
         with self._lock:
-            last = self._written.get(token_id)
-            if last is not None and now - last < self.resolution:
-                return
-            self._written[token_id] = now
+            for token_id in token_ids:
+                last = self._written.get(token_id)
+                if last is None or now - last >= self.resolution:
+                    self._written[token_id] = now
+                    due.append(token_id)
+        if not due:
+            return
         with self._database.session(write=True) as session:
-            session.execute(update(Token).where(Token.id == token_id).values(last_used_at=utcnow()))
+            for start in range(0, len(due), 500):  # within every database's parameter limit
+                session.execute(
+                    update(Token)
+                    .where(Token.id.in_(due[start : start + 500]))
+                    .values(last_used_at=utcnow()),
+                    execution_options={"synchronize_session": False},
+                )
