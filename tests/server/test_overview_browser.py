@@ -30,7 +30,7 @@ from tests.harness.browser import (
 from tests.harness.server import ServerProcess
 from tests.server.accounts import make_users
 from tests.server.fleet import seed_fleet
-from tests.server.test_dashboard_browser import sign_in
+from tests.server.test_dashboard_browser import api, sign_in, token_of
 
 pytestmark = pytest.mark.browser
 
@@ -155,6 +155,15 @@ def test_device_list_pages_keep_the_filters(server: ServerProcess) -> None:
         expect(page.locator('tr[data-device="bulk-59"]')).to_be_visible()  # seen longest ago
         assert "search=bulk-" in page.url and "state=current" in page.url
 
+        # The CSV holds the filtered rows of every page, not the page shown.
+        with page.expect_download() as started:
+            page.get_by_role("link", name="Download these as CSV").click()
+        download = started.value
+        assert download.suggested_filename.startswith("regward-acme-devices-")
+        lines = Path(download.path()).read_text().splitlines()
+        assert lines[0].startswith("hostname,agent_id,user,state,")
+        assert len(lines) == 61 and all(",current," in line for line in lines[1:])
+
         page.get_by_label("Revision").fill("seven")
         page.get_by_role("button", name="Filter").click()
         expect(page.get_by_role("alert")).to_contain_text("'seven' is not a revision")
@@ -167,6 +176,9 @@ def test_overview_and_lists_fit_laptop_and_phone(server: ServerProcess) -> None:
             page = browser.page
             sign_in(page, server, "alice", then="")
             no_horizontal_scroll(page, f"Overview ({name})")
+            # Every tab in sight, the last one too (they wrap, never scroll away).
+            tokens = page.locator("nav.tabs").get_by_role("link", name="Tokens").bounding_box()
+            assert tokens is not None and tokens["x"] + tokens["width"] <= viewport["width"]
             for table in ("#states-table", "#revisions-table", "#registries-table"):
                 for link in page.locator(table).get_by_role("link").all():
                     box = link.bounding_box()
@@ -180,3 +192,33 @@ def test_overview_and_lists_fit_laptop_and_phone(server: ServerProcess) -> None:
             expect(page.locator("#denials")).to_contain_text("deepdeep")
             no_horizontal_scroll(page, f"Blocked pulls with a long reference ({name})")
             screenshot(page, f"overview-blocked-{name}")
+
+
+def test_registry_list_is_searched_and_sorted_without_javascript(server: ServerProcess) -> None:
+    alice = token_of(server, "alice")
+    path = "/api/v1/orgs/acme/registry-access/registries"
+    for entry in (
+        {"address": "ghcr.io", "nickname": "GitHub", "actions": ["pull"]},
+        {"address": "ghcr.io", "repositories": ["acme/" + "x" * 120 + "/*"], "nickname": "Ours"},
+        {"address": "quay.io", "nickname": "Quay"},
+    ):
+        api(server, "POST", path, {"entry": entry}, alice)
+    for name, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
+        with BrowserSession(viewport, javascript=False) as browser:
+            page = browser.page
+            sign_in(page, server, "bob")
+            rows = page.locator("#registries tr[data-address]")
+            expect(rows).to_have_count(4)
+            group = page.locator("#registries tbody[data-group='ghcr.io'] tr.group-head")
+            expect(group).to_contain_text("ghcr.io · 2 entries")
+            no_horizontal_scroll(page, f"Registry Access, grouped ({name})")
+            screenshot(page, f"overview-registry-list-{name}")
+            page.get_by_label("Search registries").fill("ours")
+            page.get_by_role("button", name="Show").click()
+            expect(rows).to_have_count(1)
+            expect(page.get_by_role("heading", name="Registries (1 of 4)")).to_be_visible()
+            page.get_by_label("Search registries").fill("")
+            page.get_by_label("Sort", exact=True).select_option("-address")
+            page.get_by_role("button", name="Show").click()
+            assert rows.first.get_attribute("data-address") == "quay.io"
+            assert "sort=-address" in page.url

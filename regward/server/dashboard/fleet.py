@@ -1,8 +1,10 @@
 """The machines' side: Devices, Blocked pulls, and Test an image.
 
 GET /orgs/{org}/devices?state=&revision=&user=&seen=&search=&page=
+GET /orgs/{org}/devices.csv?(the same filters)   every matching device, as a CSV file
 POST /orgs/{org}/devices/revoke (a machine's own token)
 GET /orgs/{org}/blocked?registry=&user=&device=&action=&revision=&from=&to=&page=
+GET /orgs/{org}/blocked.csv?(the same filters)   every matching denial, as a CSV file
 GET /orgs/{org}/test?image=&action=pull|push   (against the draft and the applied revision)
 
 The lists' filters are a GET form, so a filtered list is an address to share or bookmark, and
@@ -12,14 +14,16 @@ every page link keeps them; a filter the services refuse shows the list's page w
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import urllib.parse
+from typing import Any
 
-from fastapi import Query, Request, Response
+from fastapi import Request, Response
 
 from regward.errors import RegwardError
 from regward.policy import Action, ImageReference, Policy, evaluate
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, org_access
+from regward.server.dashboard.exports import csv_response
 from regward.server.dashboard.rendering import (
     confirmation,
     org_path,
@@ -72,18 +76,31 @@ def _result(
     }
 
 
+def _query(request: Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The list's filters as typed (the last value of each; absent ones empty)."""
+    return {name: request.query_params.get(name, "") for name in names}
+
+
+DEVICE_FILTERS = ("state", "revision", "user", "seen", "search")
+DENIAL_FILTERS = ("registry", "user", "device", "action", "revision", "from", "to")
+
+
+def _denial_filter(filters: dict[str, str]) -> denials.DenialFilter:
+    """The page's filter fields read as a filter (their times are UTC, the page says so)."""
+    typed = {key: value for key, value in filters.items() if key not in ("from", "to")}
+    return denials.DenialFilter.parse(
+        **typed, since=filters["from"], until=filters["to"], naive_is_utc=True
+    )
+
+
+def _csv_url(path: str, filters: dict[str, str]) -> str:
+    kept = {key: value for key, value in filters.items() if value}
+    return path + ("?" + urllib.parse.urlencode(kept) if kept else "")
+
+
 @router.get("/orgs/{org}/devices")
-def devices_page(
-    request: Request,
-    org: str,
-    state: str = "",
-    revision: str = "",
-    user: str = "",
-    seen: str = "",
-    search: str = "",
-    page: str = "1",
-) -> Response:
-    filters = {"state": state, "revision": revision, "user": user, "seen": seen, "search": search}
+def devices_page(request: Request, org: str, page: str = "1") -> Response:
+    filters = _query(request, DEVICE_FILTERS)
     number = forms.page_number(page)
     with org_access(request, org) as (session, visitor, organization):
         error, rows, total = "", [], 0
@@ -117,6 +134,7 @@ def devices_page(
             applied_revision=current,
             can_revoke=visitor.is_owner(org),
             signing_key=server_of(request).public_key,
+            csv_url=_csv_url(org_path(org, "devices.csv"), filters),
             **pager(org_path(org, "devices"), filters, number, forms.PAGE_SIZE, total),
             newer_label="Previous",
             older_label="Next",
@@ -148,42 +166,42 @@ def revoke_device(request: Request, org: str, form: Form) -> Response:
     )
 
 
+@router.get("/orgs/{org}/devices.csv")
+def devices_csv(request: Request, org: str) -> Response:
+    with org_access(request, org) as (session, _, organization):
+        where = devices.DeviceFilter.parse(**_query(request, DEVICE_FILTERS))
+        return csv_response(
+            f"{org}-devices",
+            views.DEVICE_CSV_HEADER,
+            (
+                views.device_csv_row(status)
+                for status in devices.export(session, organization, where)
+            ),
+        )
+
+
+@router.get("/orgs/{org}/blocked.csv")
+def blocked_csv(request: Request, org: str) -> Response:
+    with org_access(request, org) as (session, _, organization):
+        where = _denial_filter(_query(request, DENIAL_FILTERS))
+        return csv_response(
+            f"{org}-blocked-pulls",
+            views.DENIAL_CSV_HEADER,
+            (
+                views.denial_csv_row(denial)
+                for denial in denials.export(session, organization, where)
+            ),
+        )
+
+
 @router.get("/orgs/{org}/blocked")
-def blocked_page(
-    request: Request,
-    org: str,
-    registry: str = "",
-    user: str = "",
-    device: str = "",
-    action: str = "",
-    revision: str = "",
-    since: Annotated[str, Query(alias="from")] = "",
-    until: Annotated[str, Query(alias="to")] = "",
-    page: str = "1",
-) -> Response:
-    filters = {
-        "registry": registry,
-        "user": user,
-        "device": device,
-        "action": action,
-        "revision": revision,
-        "from": since,
-        "to": until,
-    }
+def blocked_page(request: Request, org: str, page: str = "1") -> Response:
+    filters = _query(request, DENIAL_FILTERS)
     number = forms.page_number(page)
     with org_access(request, org) as (session, visitor, organization):
         error, rows, total = "", [], 0
         try:
-            where = denials.DenialFilter.parse(
-                registry=registry,
-                user=user,
-                device=device,
-                action=action,
-                revision=revision,
-                since=since,
-                until=until,
-                naive_is_utc=True,
-            )
+            where = _denial_filter(filters)
             result = denials.list(
                 session, organization, where, page=number, page_size=forms.PAGE_SIZE
             )
@@ -205,6 +223,7 @@ def blocked_page(
             denials=rows,
             total=total,
             can_edit=visitor.is_owner(org),
+            csv_url=_csv_url(org_path(org, "blocked.csv"), filters),
             **pager(org_path(org, "blocked"), filters, number, forms.PAGE_SIZE, total),
         )
 

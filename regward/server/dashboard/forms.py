@@ -15,6 +15,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from regward.errors import RegwardError
+from regward.server.dashboard import views
 from regward.server.dashboard.views import capitalized
 from regward.server.services import names, registry_access
 
@@ -59,6 +60,16 @@ def page_number(value: str) -> int:
     """The page asked for; the first page for anything that is not one."""
     number = whole_number(value.strip())
     return number if number is not None and 0 < number <= names.MAX_PAGE else 1
+
+
+MAX_SEARCH = 200
+
+
+def entry_view(sort: str, search: str) -> tuple[str, str]:
+    """How the Registry Access list is shown: its sort (one of views.ENTRY_SORTS; anything
+    else is the default, by address) and its search text (trimmed, its first MAX_SEARCH
+    characters)."""
+    return (sort if sort in views.ENTRY_SORTS else "address", search.strip()[:MAX_SEARCH])
 
 
 def parse_time(value: str, name: str) -> datetime | None:

@@ -1,6 +1,6 @@
 """The Registry Access page: the draft's toggle and entries, Save & Apply, Discard, Edit.
 
-    GET  /orgs/{org}/registry-access[?add=HOST]
+    GET  /orgs/{org}/registry-access[?add=HOST][&q=SEARCH&sort=address|-address|listed]
     POST /orgs/{org}/registry-access/toggle|add|allowed|remove|apply|discard
     GET|POST /orgs/{org}/registry-access/edit[?address=&repositories=]
 
@@ -48,9 +48,13 @@ def _registry_page(
     error: str = "",
     add_form: EntryForm | None = None,
     add_errors: dict[str, str] | None = None,
+    sort: str = "address",
+    search: str = "",
 ) -> HTMLResponse:
     state = registry_access.get_draft(session, organization)
     warnings = lint(state.policy)
+    entries = views.entry_rows(state.registries, warnings, state.pending)
+    groups = views.entry_groups(entries, search=search, sort=sort)
     return render(
         request,
         "registry_access.html",
@@ -63,7 +67,12 @@ def _registry_page(
         can_edit=visitor.is_owner(organization.name),
         enabled=state.enabled,
         version=state.version,
-        entries=views.entry_rows(state.registries, warnings, state.pending),
+        entries=entries,
+        groups=groups,
+        shown=sum(len(group.rows) for group in groups),
+        sort=sort,
+        search=search,
+        sorts=views.ENTRY_SORTS,
         applied_enabled=state.applied.enabled if state.applied else False,
         # "Off" is already the card's headline; the other whole-policy warnings go beside it.
         general_warnings=[
@@ -79,13 +88,24 @@ def _registry_page(
 
 
 @router.get("/orgs/{org}/registry-access")
-def registry_page(request: Request, org: str, add: str = "", repositories: str = "") -> Response:
+def registry_page(
+    request: Request,
+    org: str,
+    add: str = "",
+    repositories: str = "",
+    sort: str = "",
+    q: str = "",
+) -> Response:
     """`?add=HOST&repositories=REPO` fills in Add registry (the Blocked pulls page links here
     with the refused repository, so following it allows that repository, not the whole
-    registry; the owner may clear Repositories to widen it)."""
+    registry; the owner may clear Repositories to widen it). `?q=&sort=` search and sort the
+    list (forms.entry_view)."""
     prefill = EntryForm(address=add[:300], repositories=repositories[:300])
+    order, search = forms.entry_view(sort, q)
     with org_access(request, org) as (session, visitor, organization):
-        return _registry_page(request, session, visitor, organization, add_form=prefill)
+        return _registry_page(
+            request, session, visitor, organization, add_form=prefill, sort=order, search=search
+        )
 
 
 def _draft_write(

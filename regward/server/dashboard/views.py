@@ -83,6 +83,46 @@ def entry_rows(
     return rows
 
 
+ENTRY_SORTS = {
+    "address": "Address, A to Z",
+    "-address": "Address, Z to A",
+    "listed": "As listed in the policy",
+}
+
+
+@dataclass
+class EntryGroup:
+    """The entries of one address, side by side on the page."""
+
+    address: str
+    rows: list[EntryRow]
+
+
+def _matches(row: EntryRow, search: str) -> bool:
+    words = [row.address, row.nickname, *row.repositories, *row.extra_hosts]
+    return any(search in word.casefold() for word in words)
+
+
+def entry_groups(
+    rows: Sequence[EntryRow], *, search: str = "", sort: str = "address"
+) -> list[EntryGroup]:
+    """The rows that match `search` (a part of the address, nickname, a repository or an extra
+    host, any case), grouped by address; groups by address (`address`, `-address`) or in the
+    order the policy first lists them (`listed`), the entries of a group by repositories
+    (or as listed)."""
+    needle = search.casefold()
+    groups: dict[str, EntryGroup] = {}
+    for row in rows:
+        if not needle or _matches(row, needle):
+            groups.setdefault(row.address, EntryGroup(row.address, [])).rows.append(row)
+    ordered = list(groups.values())
+    if sort != "listed":
+        ordered.sort(key=lambda group: group.address.casefold(), reverse=sort == "-address")
+        for group in ordered:
+            group.rows.sort(key=lambda row: row.key_repositories)
+    return ordered
+
+
 def capitalized(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -209,6 +249,13 @@ def engine_words(status: DeviceStatus) -> tuple[str, str, str]:
     return "not protected", "", problem
 
 
+def token_state(status: DeviceStatus) -> str:
+    """The machine's own device token: "active", "revoked", or "" without one."""
+    if status.token is None:
+        return ""
+    return "active" if status.token.revoked_at is None else "revoked"
+
+
 def device_row(status: DeviceStatus) -> DeviceRow:
     device = status.device
     engine, engine_detail, engine_problem = engine_words(status)
@@ -224,9 +271,7 @@ def device_row(status: DeviceStatus) -> DeviceRow:
         engine=engine,
         engine_detail=engine_detail,
         engine_problem=engine_problem,
-        token=""
-        if status.token is None
-        else ("active" if status.token.revoked_at is None else "revoked"),
+        token=token_state(status),
     )
 
 
@@ -267,4 +312,70 @@ def denial_row(denial: Denial) -> DenialRow:
         revision=denial.revision or None,
         registry=denial.registry_host,
         repository=repository,
+    )
+
+
+DEVICE_CSV_HEADER = (
+    "hostname",
+    "agent_id",
+    "user",
+    "state",
+    "applied_revision",
+    "current_revision",
+    "docker_engine",
+    "engine_authz",
+    "engine_proxy",
+    "refusal",
+    "machine_token",
+    "first_seen",
+    "last_seen",
+)
+
+
+def device_csv_row(status: DeviceStatus) -> tuple[object, ...]:
+    """A device as a row under DEVICE_CSV_HEADER (times in ISO 8601, UTC)."""
+    device = status.device
+    engine, _, _ = engine_words(status)
+    return (
+        device.hostname,
+        device.agent_id,
+        device.user.username if device.user else "",
+        status.state,
+        device.applied_revision,
+        status.current_revision,
+        engine,
+        device.engine_authz,
+        device.engine_proxy,
+        device.refusal,
+        token_state(status),
+        device.first_seen.isoformat(),
+        device.last_seen.isoformat(),
+    )
+
+
+DENIAL_CSV_HEADER = (
+    "occurred_at",
+    "reference",
+    "registry",
+    "action",
+    "revision",
+    "agent_id",
+    "user",
+    "reason",
+    "received_at",
+)
+
+
+def denial_csv_row(denial: Denial) -> tuple[object, ...]:
+    """A denial as a row under DENIAL_CSV_HEADER (times in ISO 8601, UTC)."""
+    return (
+        denial.occurred_at.isoformat(),
+        denial.reference,
+        denial.registry_host,
+        denial.action,
+        denial.revision,
+        denial.agent_id,
+        denial.user.username if denial.user else "",
+        denial.reason,
+        denial.received_at.isoformat(),
     )
