@@ -30,7 +30,7 @@ from tests.harness.browser import (
 from tests.harness.server import ServerProcess
 from tests.server.accounts import make_users
 from tests.server.fleet import seed_fleet
-from tests.server.test_dashboard_browser import api, sign_in, token_of
+from tests.server.test_dashboard_browser import UNLABELLED, api, sign_in, token_of
 
 pytestmark = pytest.mark.browser
 
@@ -222,3 +222,29 @@ def test_registry_list_is_searched_and_sorted_without_javascript(server: ServerP
             page.get_by_role("button", name="Show").click()
             assert rows.first.get_attribute("data-address") == "quay.io"
             assert "sort=-address" in page.url
+
+
+def test_every_control_is_labelled_and_the_counts_reached_by_keyboard(
+    server: ServerProcess,
+) -> None:
+    with BrowserSession() as browser:
+        page = browser.page
+        sign_in(page, server, "alice", then="")
+        for path in (
+            "/orgs/acme/overview",
+            "/orgs/acme/devices?state=outdated",
+            "/orgs/acme/blocked?registry=ghcr.io",
+            "/orgs/acme/registry-access?q=io&sort=-address",
+        ):
+            page.goto(server.url + path)
+            assert page.evaluate(UNLABELLED) == [], path
+        page.goto(server.url + "/orgs/acme/overview")
+        inside = "document.activeElement.closest('#states-table') !== null"
+        for _ in range(60):  # the header, the tabs and the summary come first
+            page.keyboard.press("Tab")
+            if page.evaluate(inside):
+                break
+        assert page.evaluate(inside), "no count of the states table takes the focus"
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{server.url}/orgs/acme/devices?state=current")
