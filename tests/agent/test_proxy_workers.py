@@ -24,6 +24,7 @@ import pytest
 
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.proxy import ProxySettings
+from regward.agent.proxy import workers as workers_module
 from regward.agent.proxy.workers import ProxyWorkers
 from regward.policy import parse_policy_text
 from tests.agent.test_proxy import Upstream, read_all, read_head
@@ -203,3 +204,23 @@ def test_a_worker_process_loads_no_signing_and_no_command_line() -> None:
     assert "'regward.agent.guard'" in loaded  # it did load what it serves with
     for heavy in ("'cryptography'", "'httpx'", "'regward.agent.sync'", "'regward.cli'"):
         assert heavy not in loaded
+
+
+def test_a_worker_that_does_not_take_a_new_revision_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workers_module, "CONFIRM_TIMEOUT", 1.0)
+    running = Running(Guard(enforcement(1)))
+    try:
+        stuck = running.workers._workers[0]
+        os.kill(stuck.process.pid, signal.SIGSTOP)  # never confirms; SIGKILL still ends it
+        running.update(enforcement(2))
+        wait_for(lambda: running.workers.generation == 1, 30, "the others to take revision 2")
+        wait_for(lambda: running.workers.restarts == 1, 30, "a worker in place of the stuck one")
+        new = running.workers._workers[0]
+        assert new.process.pid != stuck.process.pid and stuck.process.poll() is not None
+        wait_for(lambda: new.ready, 30, "the new worker to accept")
+        # Every loop that answers (the new one started with revision 2) refuses under it only.
+        assert {refused_revision(running) for _ in range(30)} == {2}
+    finally:
+        running.close()

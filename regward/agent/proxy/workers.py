@@ -63,6 +63,7 @@ class _Worker:
     started: float
     delay: float  # the wait before this worker's replacement starts, should it die
     alive: bool = True  # False once its connection to the parent ended
+    ready: bool = False  # True once it accepts
     connections: int = 0
     relayed: tuple[int, int] = (0, 0)
     prepared: int = 0  # the newest generation this worker holds (it may not use it yet)
@@ -154,6 +155,7 @@ class ProxyWorkers:
         if reply[0] != "ready":
             detail = reply[1] if reply[0] == "failed" else "it exited"
             raise OSError(f"a proxy worker could not start: {detail}")
+        worker.ready = True
 
     def recheck(self) -> None:
         """The guard's enforcement changed: hand it to every worker (a guard watcher)."""
