@@ -35,7 +35,9 @@ Layout, mitmproxy-style, one job per module:
     tunnel     a CONNECT tunnel: the ClientHello check, then the relay
     forward    one absolute-form request to a plain-HTTP registry
     server     the accept loop: read a head, decide, hand over; recheck; idle sweep
-    workers    several server processes on one address (SO_REUSEPORT), one policy revision
+    workers    N event loops on one listening socket (this process's and N-1 workers'), one
+               policy revision, dead workers replaced
+    worker     one worker process (`python -m regward.agent.proxy.worker`)
 """
 
 from __future__ import annotations

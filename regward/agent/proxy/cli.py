@@ -1,5 +1,6 @@
 """`regward agent proxy [--policy FILE] [--listen HOST:PORT] [--workers N]`: the proxy alone,
-in N processes sharing the address (default: one per core; `regward.agent.proxy.workers`).
+on N event loops sharing the address, this process's and N-1 worker processes' (default: one
+per core; `regward.agent.proxy.workers`).
 
 Enforces the same policy `regward agent run` would (the policy file, else the signed-in
 organization's verified cache), re-reading it within a second or two of a change on disk, once
