@@ -133,6 +133,10 @@ def test_every_count_on_the_overview_opens_a_list_of_that_length(world: World) -
         assert listed.status_code == 200, url
         found = LISTED.search(listed.text)
         assert (int(found.group(1)) if found else 0) == count, url
+    # The Devices page's banners count as the Overview does, and link the same lists.
+    devices_page = c.get("/orgs/acme/devices").text
+    assert "3 of 9 devices are outdated: they enforce an older revision (a device" in devices_page
+    assert '<a href="/orgs/acme/devices?state=outdated">Show them</a>' in devices_page
     assert 'role="img"' in page.text and '<title id="chart-states-title">' in page.text
     assert "Refused a revision: 1 device." in page.text  # the chart's <desc>
 
