@@ -27,6 +27,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             # The data directory holds password hashes and the signing key: owner only.
             Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # As many connections as request threads (Starlette's pool has 40): with SQLAlchemy's
+        # default 15, writers waiting for SQLite's lock held them all and reads timed out.
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 30)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )

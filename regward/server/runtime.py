@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
@@ -43,6 +46,22 @@ class Server:
     """Endorsements of each rotated signing key by the one before (keys.load_chain)."""
     oidc: OidcClient | None = None
     """The OpenID provider's client for "Sign in with SSO", when REGWARD_OIDC_ISSUER is set."""
+    _sqlite_writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @contextlib.asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """Held around an organization route's write session on SQLite (one writer at a time).
+
+        Such a session spans three worker-thread hops (open, route, commit) while it holds
+        SQLite's write lock. Waiting for the lock in a worker thread instead, a herd of
+        writers (hundreds of agents checking in after an apply) took every thread while the
+        holder waited for one to commit: all stalled until SQLite's 30 s busy timeout. Here
+        they wait in the event loop, holding no thread. PostgreSQL locks rows: no turn."""
+        if not self.database.is_sqlite:
+            yield
+            return
+        async with self._sqlite_writer:
+            yield
 
     @functools.cached_property
     def public_key(self) -> str:

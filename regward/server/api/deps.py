@@ -13,7 +13,7 @@ back on an error) when the route returns, before the answer is sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -70,11 +70,21 @@ OrgPath = Annotated[str, Path(json_schema_extra=names.NAME_SCHEMA)]
 """An organization's name in a path: the schema says what a name looks like."""
 
 
+async def _write_turn(server: ServerDep) -> AsyncIterator[None]:
+    async with server.write_turn():
+        yield
+
+
+# Entered before the write session and left after its commit (dependencies unwind in reverse).
+_WriteTurn = Annotated[None, Depends(_write_turn, scope="function")]
+
+
 def _org_access(
     role: Role, *, write: bool, writes_settings: bool
-) -> Callable[[str, Server, auth.Caller], Iterator[OrgAccess]]:
+) -> Callable[..., Iterator[OrgAccess]]:
     """A dependency opening a session (`write`) on the organization in the path for `role`;
-    `writes_settings` also refuses read-only tokens."""
+    `writes_settings` also refuses read-only tokens. A write session waits for its turn
+    first (`Server.write_turn`)."""
 
     def dependency(org: OrgPath, server: ServerDep, caller: CallerDep) -> Iterator[OrgAccess]:
         with server.database.session(write=write) as session:
@@ -84,7 +94,12 @@ def _org_access(
         for callback in access._committed:
             callback()
 
-    return dependency
+    def write_dependency(
+        org: OrgPath, server: ServerDep, caller: CallerDep, _turn: _WriteTurn
+    ) -> Iterator[OrgAccess]:
+        yield from dependency(org, server, caller)
+
+    return write_dependency if write else dependency
 
 
 def _org_dep(role: Role, *, write: bool = False, writes_settings: bool = False) -> Any:
