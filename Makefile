@@ -1,4 +1,4 @@
-.PHONY: setup run test test-fast lint bench lock stress-reload dist fuzz
+.PHONY: setup run test test-fast lint bench lock stress-reload dist fuzz soak
 
 setup:
 	@scripts/setup.sh
@@ -31,8 +31,16 @@ lint: setup
 	.venv/bin/ruff format --check regward tests bench
 	.venv/bin/mypy
 
+# Every benchmark but the soak, which has its own target.
 bench: setup
-	@for script in bench/*.py; do echo "== $$script"; .venv/bin/python $$script || exit 1; done
+	@for script in bench/*.py; do [ $$script = bench/soak.py ] && continue; \
+		echo "== $$script"; .venv/bin/python $$script || exit 1; done
+
+# Issue 13's soak: 500 simulated agents on one server for 10 minutes (SOAK_ARGS to change it,
+# e.g. SOAK_ARGS="--agents 100 --seconds 120"); `make test` runs it for a few seconds.
+SOAK_ARGS ?=
+soak: setup
+	.venv/bin/python bench/soak.py $(SOAK_ARGS)
 
 # The wheel and the sdist in dist/ (templates, static files and migrations included).
 dist: setup
