@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from dataclasses import replace
 
 import pytest
 
+from regward.agent.http1 import ProtocolError
 from regward.agent.proxy.protocol import Target
 from regward.agent.proxy.settings import ProxySettings
 from regward.agent.proxy.upstream import Addresses, Dialer
@@ -67,3 +70,36 @@ def test_a_cancelled_connection_leaves_the_lookup_to_the_others(cancelled: int) 
         asyncio.run(main())
     finally:
         upstream.close()
+
+
+def test_a_registry_that_never_answers_is_504_after_the_connect_timeout() -> None:
+    """A listener whose accept queue is full drops new SYNs: the connect hangs until the
+    dialer's deadline; so does a lookup that never ends (the deadline covers both)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued: list[socket.socket] = []
+
+    async def main() -> None:
+        dialer = Dialer(replace(ProxySettings(port=0), connect_timeout=0.3))
+        for _ in range(8):  # fill the accept queue (never accepted)
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            queued.append(sock)
+        with pytest.raises(ProtocolError) as refused:
+            await dialer.connect(Target("127.0.0.1", port))
+        assert refused.value.status == 504 and "in time" in refused.value.message
+        held = HeldDialer()  # its lookup waits for a release that never comes
+        held.settings = replace(held.settings, connect_timeout=0.3)
+        with pytest.raises(ProtocolError) as unresolved:
+            await held.connect(Target("localhost", port))
+        assert unresolved.value.status == 504
+
+    try:
+        asyncio.run(main())
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()

@@ -38,30 +38,33 @@ class Dialer:
     async def connect(self, target: Target) -> socket.socket:
         """A connected, non-blocking socket to `target` (its addresses tried in order)."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.connect_timeout  # for the lookup and connects
         try:
-            async with asyncio.timeout(self.settings.connect_timeout):
-                if target.is_ip:
-                    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
-                    addresses: Addresses = [(family, (target.host, target.port))]
-                else:
-                    addresses = await self._resolve(target)
-                failure: OSError = OSError(f"{target.host} has no address")
-                for family, address in addresses:
-                    sock = socket.socket(family, socket.SOCK_STREAM)
-                    if self.settings.mark is not None:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.settings.mark)
-                    sock.setblocking(False)
-                    try:
-                        await _connect(loop, sock, address)
-                    except OSError as error:
-                        sock.close()
-                        failure = error
-                        continue
-                    except BaseException:
-                        sock.close()
-                        raise
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    return sock
+            if target.is_ip:
+                family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+                addresses: Addresses = [(family, (target.host, target.port))]
+            else:
+                addresses = self._cached(target) or await self._resolve(target, deadline)
+            failure: OSError = OSError(f"{target.host} has no address")
+            for family, address in addresses:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                if self.settings.mark is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.settings.mark)
+                sock.setblocking(False)
+                try:
+                    await _connect(loop, sock, address, deadline)
+                except TimeoutError:  # an OSError too, but the deadline ends every attempt
+                    sock.close()
+                    raise
+                except OSError as error:
+                    sock.close()
+                    failure = error
+                    continue
+                except BaseException:
+                    sock.close()
+                    raise
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
         except TimeoutError:
             raise ProtocolError(504, f"no connection to {target.authority} in time") from None
         except socket.gaierror as error:
@@ -69,20 +72,23 @@ class Dialer:
         reason = failure.strerror or str(failure)
         raise ProtocolError(502, f"cannot connect to {target.authority}: {reason}")
 
-    async def _resolve(self, target: Target) -> Addresses:
-        key = (target.host, target.port)
-        now = time.monotonic()
-        cached = self._resolved.get(key)
-        if cached is not None and cached[0] > now:
+    def _cached(self, target: Target) -> Addresses | None:
+        cached = self._resolved.get((target.host, target.port))
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        running = self._resolving.get(key)
-        if running is not None:
-            return await asyncio.shield(running)  # one waiter's cancellation spares the rest
-        loop = asyncio.get_running_loop()
-        lookup = loop.create_task(self._lookup(target), name="proxy-resolve")
-        self._resolving[key] = lookup
-        lookup.add_done_callback(self._resolved_one)
-        return await asyncio.shield(lookup)
+        return None
+
+    async def _resolve(self, target: Target, deadline: float) -> Addresses:
+        key = (target.host, target.port)
+        async with asyncio.timeout_at(deadline):
+            running = self._resolving.get(key)
+            if running is not None:
+                return await asyncio.shield(running)  # one waiter's cancellation spares the rest
+            loop = asyncio.get_running_loop()
+            lookup = loop.create_task(self._lookup(target), name="proxy-resolve")
+            self._resolving[key] = lookup
+            lookup.add_done_callback(self._resolved_one)
+            return await asyncio.shield(lookup)
 
     def _resolved_one(self, lookup: asyncio.Future[Addresses]) -> None:
         """A lookup ended: forget it, and take its error so none goes unheard if every
@@ -108,17 +114,22 @@ class Dialer:
         return addresses
 
 
-async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any) -> None:
+async def _connect(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any, deadline: float
+) -> None:
     """`loop.sock_connect` for an address already resolved, with less bookkeeping: the
-    connect, then (while the handshake runs) one wait for the socket to turn writable."""
+    connect, then (while the handshake runs) one wait for the socket to turn writable, or
+    TimeoutError at `deadline` (a timer on the wait, not a timeout scope per connection)."""
     error = sock.connect_ex(address)
     if error == errno.EINPROGRESS:
         waiter: asyncio.Future[None] = loop.create_future()
         fd = sock.fileno()
         loop.add_writer(fd, _wake, waiter)
+        timer = loop.call_at(deadline, _expire, waiter)
         try:
             await waiter
         finally:
+            timer.cancel()
             loop.remove_writer(fd)
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if error:
@@ -128,3 +139,8 @@ async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
