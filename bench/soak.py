@@ -3,9 +3,9 @@ load for a bounded time, watched for leaks and slowdowns.
 
 The load, all over loopback:
 
-- `--agents` simulated agents (default 500), each one keep-alive HTTP/1.1 connection through raw
-  asyncio streams: long-poll the feed (`?wait=...&after=N`); on each new revision, check in the
-  revision; every tenth agent also reports a denial with it;
+- `--agents` simulated agents (default 500), each with its own token and one keep-alive
+  HTTP/1.1 connection through raw asyncio streams: long-poll the feed (`?wait=...&after=N`); on
+  each new revision, check in the revision; every tenth agent also reports a denial with it;
 - an owner who edits the draft (adds or removes one entry, so the policy keeps its size) and
   applies it every `--apply-every` seconds, and signs in with a password and out again on every
   apply.
@@ -45,11 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from propagation import (  # bench/propagation.py, beside this script
     ORG,
     PASSWORD,
+    agent_tokens,
+    owner_token,
     percentile,
     raise_fd_limit,
     rss_mb,
     start_server,
-    tokens,
 )
 
 OWNER_TIMEOUT_S = 60.0
@@ -254,12 +255,12 @@ class Window:
 
 
 def measure(
-    args: argparse.Namespace, port: int, url: str, pid: int, agent_token: str, owner_token: str
+    args: argparse.Namespace, port: int, url: str, pid: int, tokens: list[str], owner_key: str
 ) -> tuple[list[Sample], list[Apply], list[SoakAgent], Load]:
     load = Load()
 
     async def run() -> tuple[list[Sample], list[Apply], list[SoakAgent]]:
-        agents = [SoakAgent(n, port, agent_token, load) for n in range(args.agents)]
+        agents = [SoakAgent(n, port, tokens[n], load) for n in range(args.agents)]
         tasks = []
         for start in range(0, len(agents), 200):  # connect in batches: the backlog is finite
             batch = agents[start : start + 200]
@@ -271,7 +272,7 @@ def measure(
         began = time.monotonic()
         watching = asyncio.create_task(sampler(pid, args.sample_every, stop, began), name="sample")
         editing = asyncio.create_task(
-            owner(url, owner_token, args.apply_every, stop, began, load), name="owner"
+            owner(url, owner_key, args.apply_every, stop, began, load), name="owner"
         )
         await asyncio.sleep(args.seconds)
         stop.set()
@@ -334,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         start_server(Path(tmp)) as server,
     ):
         assert server.process is not None
-        owner_token, agent_token = tokens(server)
+        database_url = f"sqlite:///{Path(tmp) / 'data' / 'regward.db'}"
+        tokens = agent_tokens(database_url, args.agents)  # one per agent, as a fleet has
         pid = server.process.pid
         started_rss, started_fds = rss_mb(pid), open_fds(pid)
         samples, applies, agents, load = measure(
-            args, server.port, server.url, pid, agent_token, owner_token
+            args, server.port, server.url, pid, tokens, owner_token(server)
         )
         if load.server_errors or load.timeouts:  # the server's own account, before it goes
             errors = [
