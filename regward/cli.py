@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from regward import __version__
-from regward.errors import RegwardError
+from regward.errors import InvalidPolicyFile, RegwardError
 from regward.policy import Action, ImageReference, evaluate, lint
 
 
@@ -103,7 +103,13 @@ def run_check(args: argparse.Namespace) -> int:
 def run_lint(args: argparse.Namespace) -> int:
     from regward.agent.state import load_policy_file
 
-    warnings = lint(load_policy_file(Path(args.file)))
+    try:
+        policy = load_policy_file(Path(args.file))
+    except InvalidPolicyFile as error:  # every problem, one a line, as a compiler lists them
+        for problem in error.problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        return 2
+    warnings = lint(policy)
     for warning in warnings:
         print(warning)
     if not warnings:

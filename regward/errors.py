@@ -4,6 +4,7 @@
     ├── InvalidReference          an image reference Docker would refuse
     ├── InvalidAddress            a registry address pattern or host we cannot accept
     ├── InvalidPolicy             a policy document or file that does not follow the format
+    │   └── InvalidPolicyFile     a policy file's every problem, each with its line
     ├── SignatureError            a signed policy whose signature does not verify
     └── ConfigError               a setting, flag or file of the server or agent that is wrong
 
@@ -56,6 +57,20 @@ class InvalidAddress(RegwardError):
 
 class InvalidPolicy(RegwardError):
     """A policy document that does not follow the policy format."""
+
+
+class InvalidPolicyFile(InvalidPolicy):
+    """A policy file with one or more problems; `problems` holds each as one line
+    (`line 4: registries[1].address: ...`), and the message names the file and all of them."""
+
+    def __init__(self, filename: str, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        shown = (
+            problems[0]
+            if len(problems) == 1
+            else f"{len(problems)} problems: " + "; ".join(problems)
+        )
+        super().__init__(f"{filename}: {shown}", value=filename)
 
 
 class SignatureError(RegwardError):

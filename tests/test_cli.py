@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from regward.errors import InvalidAddress
+from regward.policy import Address
+
 POLICY = """
 organization: acme
 revision: 7
@@ -114,8 +117,8 @@ def test_invalid_policy_file_exits_2(tmp_path: Path) -> None:
     result = regward("check", "ubuntu", "--policy", str(bad))
     assert result.returncode == 2
     assert (
-        "bad.json: registries[0].address: registry address 'https://ghcr.io' has a scheme"
-        in result.stderr
+        "bad.json: line 1: registries[0].address: registry address 'https://ghcr.io' has a "
+        "scheme" in result.stderr
     )
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"\xff\xfe\x00")
@@ -130,6 +133,26 @@ def test_policy_lint(tmp_path: Path, policy_file: Path) -> None:
     result = regward("policy", "lint", str(risky))
     assert result.returncode == 1
     assert "amazonaws.com: amazonaws.com covers the shared domain amazonaws.com" in result.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "organization: acme\nenabled: maybe\nregistries:\n  - address: ghcr.io\n"
+        "    actions: [delete]\n  - address: 'a b'\n"
+    )
+    refused = regward("policy", "lint", str(broken))
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"{broken}: line 2: enabled: 'maybe' must be true or false",
+        f"{broken}: line 5: registries[0].actions: ['delete'] may only contain 'pull' and 'push'",
+        f"{broken}: line 6: registries[1].address: {_address_error('a b')}",
+    ]
+
+
+def _address_error(text: str) -> str:
+    try:
+        Address.parse(text)
+    except InvalidAddress as error:
+        return error.message
+    raise AssertionError(f"{text!r} parsed")
 
 
 def test_check_without_a_policy_file_asks_what_this_machine_enforces(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 reference  image references as Docker parses and normalizes them
 address    registry address patterns (host, host:port, *.domain, IP literals)
 document   the policy document, its entries, the file format, canonical JSON
+files      policy files (YAML or JSON) read with every problem's line, and written
 catalog    well-known registries and the token and blob hosts they need
 engine     evaluate() and evaluate_host(): decisions with reasons
 signing    Ed25519 signatures over a policy revision
@@ -18,9 +19,9 @@ from regward.policy.document import (
     RegistryEntry,
     RepositoryPattern,
     canonical_json,
-    parse_policy_text,
 )
 from regward.policy.engine import Decision, evaluate, evaluate_host, registry_access_off
+from regward.policy.files import parse_policy_text, policy_file_text
 from regward.policy.lint import LintWarning, lint
 from regward.policy.reference import DOCKER_HUB, ImageReference
 
@@ -68,6 +69,7 @@ __all__ = [
     "generate_key",
     "lint",
     "parse_policy_text",
+    "policy_file_text",
     "private_key_from_pem",
     "private_key_to_pem",
     "public_key_from_text",

@@ -1,6 +1,6 @@
 """The policy document: an organization's registry allowlist, as files, API bodies and revisions.
 
-File format (JSON, or YAML for `.yaml`/`.yml` files):
+File format (JSON, or YAML for `.yaml`/`.yml` files; read by regward.policy.files):
 
     organization: acme             # lowercase name
     revision: 12                   # optional; 0 for a file written by hand
@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
-
-import yaml
+from typing import Any, TypeVar, cast
 
 from regward.errors import InvalidAddress, InvalidPolicy, RegwardError, quote
 from regward.policy.address import Address
 from regward.policy.reference import PATH_COMPONENT
 
 _T = TypeVar("_T")
+_F = TypeVar("_F")
 MAX_NICKNAME_LENGTH = 100
 _ORGANIZATION = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
 _PATH_COMPONENT = re.compile(PATH_COMPONENT)
@@ -114,70 +113,47 @@ class RegistryEntry:
     @classmethod
     def from_dict(cls, data: object, where: str = "") -> RegistryEntry:
         """Parse one entry; errors carry the field (under `where`, e.g. `registries[2]`) and
-        the value."""
+        the value. The first error is raised."""
+        return cast(RegistryEntry, cls._parse(data, where, _Problems(collect=False)))
+
+    @classmethod
+    def _parse(cls, data: object, where: str, problems: _Problems) -> RegistryEntry | None:
+        """The entry, or None with every error of its fields in `problems`."""
         if not isinstance(data, Mapping):
-            raise InvalidPolicy(
-                f"expected a mapping with 'address', got {quote(data)}",
-                field=where or None,
-                value=data,
+            problems.add(
+                InvalidPolicy(
+                    f"expected a mapping with 'address', got {quote(data)}",
+                    field=where or None,
+                    value=data,
+                )
             )
-        unknown = sorted(str(k) for k in data if k not in ENTRY_KEYS)
-        if unknown:
-            raise InvalidPolicy(
-                f"unknown field {quote(unknown[0])} (known: {', '.join(sorted(ENTRY_KEYS))})",
-                field=where or None,
-                value=unknown[0],
+            return None
+        before = len(problems.found)
+        for key in sorted(str(k) for k in data if k not in ENTRY_KEYS):
+            problems.add(
+                InvalidPolicy(
+                    f"unknown field {quote(key)} (known: {', '.join(sorted(ENTRY_KEYS))})",
+                    field=where or None,
+                    value=key,
+                )
             )
-        if "address" not in data:
-            raise InvalidPolicy("missing 'address'", field=where or None)
-        try:
-            address = Address.parse(data["address"])
-        except InvalidAddress as error:
-            raise _within(error, _at(where, "address")) from None
-        if address in _HUB_ALIASES:
-            address = DOCKER_HUB_ADDRESS
-        nickname = data.get("nickname") or ""
-        if not isinstance(nickname, str) or len(nickname) > MAX_NICKNAME_LENGTH:
-            raise InvalidPolicy(
-                f"{quote(nickname)} must be text of at most {MAX_NICKNAME_LENGTH} characters",
-                field=_at(where, "nickname"),
-                value=nickname,
-            )
-        allowed = data.get("allowed", True)
-        if not isinstance(allowed, bool):
-            raise InvalidPolicy(
-                f"{quote(allowed)} must be true or false",
-                field=_at(where, "allowed"),
-                value=allowed,
-            )
+        address = problems.check(lambda: _entry_address(data, where), None)
+        nickname = problems.check(lambda: _nickname(data.get("nickname"), where), "")
+        allowed = problems.check(
+            lambda: _boolean(data.get("allowed", True), where, "allowed"), True
+        )
         hub = address == DOCKER_HUB_ADDRESS
-        patterns = _string_list(data.get("repositories"), _at(where, "repositories"))
-        try:
-            repositories = tuple(RepositoryPattern.parse(p, docker_hub=hub) for p in patterns)
-        except InvalidPolicy as error:
-            raise _within(error, _at(where, "repositories")) from None
-        action_names = _string_list(data.get("actions", list(Action)), _at(where, "actions"))
-        try:
-            actions = frozenset(Action(name) for name in action_names)
-        except ValueError:
-            raise InvalidPolicy(
-                f"{quote(action_names)} may only contain 'pull' and 'push'",
-                field=_at(where, "actions"),
-                value=action_names,
-            ) from None
-        if not actions:
-            raise InvalidPolicy(
-                "empty; list 'pull' and/or 'push', or set allowed: false",
-                field=_at(where, "actions"),
-                value=action_names,
-            )
-        try:
-            extra_hosts = tuple(
-                Address.parse(h)
-                for h in _string_list(data.get("extra_hosts"), _at(where, "extra_hosts"))
-            )
-        except InvalidAddress as error:
-            raise _within(error, _at(where, "extra_hosts")) from None
+        repositories = problems.check(
+            lambda: _repositories(data.get("repositories"), _at(where, "repositories"), hub), ()
+        )
+        actions = problems.check(
+            lambda: _actions(data.get("actions", list(Action)), _at(where, "actions")), ALL_ACTIONS
+        )
+        extra_hosts = problems.check(
+            lambda: _addresses(data.get("extra_hosts"), _at(where, "extra_hosts")), ()
+        )
+        if address is None or len(problems.found) > before:
+            return None
         return cls(
             address=address,
             nickname=nickname,
@@ -211,44 +187,46 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: object) -> Policy:
-        """Parse a policy document; raise InvalidPolicy naming the field and value."""
+        """Parse a policy document; raise InvalidPolicy naming the field and value of the first
+        error (`problems` gives every one)."""
+        return cast(Policy, cls._parse(data, _Problems(collect=False)))
+
+    @classmethod
+    def problems(cls, data: object) -> list[InvalidPolicy]:
+        """Every error in a policy document, in document order (none: it parses)."""
+        problems = _Problems(collect=True)
+        cls._parse(data, problems)
+        return problems.found
+
+    @classmethod
+    def _parse(cls, data: object, problems: _Problems) -> Policy | None:
         if not isinstance(data, Mapping):
-            raise InvalidPolicy(f"policy must be a mapping with 'organization', got {quote(data)}")
-        unknown = sorted(str(k) for k in data if k not in _POLICY_KEYS)
-        if unknown:
-            raise InvalidPolicy(
-                f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_POLICY_KEYS))})"
+            problems.add(
+                InvalidPolicy(f"policy must be a mapping with 'organization', got {quote(data)}")
             )
-        organization = data.get("organization")
-        if not isinstance(organization, str) or not _ORGANIZATION.fullmatch(organization):
-            raise InvalidPolicy(
-                f"{quote(organization)} must be a lowercase name of letters, digits, "
-                "'-' and '_' (2-64 characters)",
-                field="organization",
-                value=organization,
+            return None
+        for key in sorted(str(k) for k in data if k not in _POLICY_KEYS):
+            problems.add(
+                InvalidPolicy(
+                    f"unknown field {key!r} (known: {', '.join(sorted(_POLICY_KEYS))})",
+                    value=key,
+                )
             )
-        revision = data.get("revision", 0)
-        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
-            raise InvalidPolicy(
-                f"{quote(revision)} must be a whole number >= 0", field="revision", value=revision
-            )
-        enabled = data.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise InvalidPolicy(
-                f"{quote(enabled)} must be true or false", field="enabled", value=enabled
-            )
-        registries = data.get("registries", [])
-        if not isinstance(registries, list):
-            raise InvalidPolicy(
-                f"{quote(registries)} must be a list of entries",
-                field="registries",
-                value=registries,
-            )
-        entries = tuple(
-            RegistryEntry.from_dict(entry, f"registries[{i}]") for i, entry in enumerate(registries)
-        )
+        organization = problems.check(lambda: _organization(data.get("organization")), "")
+        revision = problems.check(lambda: _revision(data.get("revision", 0)), 0)
+        enabled = problems.check(lambda: _boolean(data.get("enabled", True), "", "enabled"), True)
+        registries = problems.check(lambda: _entries_list(data.get("registries", [])), [])
+        entries = [
+            RegistryEntry._parse(entry, f"registries[{i}]", problems)
+            for i, entry in enumerate(registries)
+        ]
+        if problems.found:
+            return None
         return cls(
-            organization=organization, revision=revision, enabled=enabled, registries=entries
+            organization=organization,
+            revision=revision,
+            enabled=enabled,
+            registries=tuple(e for e in entries if e is not None),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,40 +246,111 @@ def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def parse_policy_text(text: str, filename: str) -> Policy:
-    """Parse a policy file's text: YAML for `.yaml`/`.yml`, JSON otherwise.
+class _Problems:
+    """The errors of one parse: raised at once (`collect=False`), or gathered."""
 
-    A signed revision saved from the server's feed (`{"policy": ..., "signature": ...}`) reads as
-    its policy, unverified: a local file is trusted as it stands.
-    """
-    try:
-        if filename.endswith((".yaml", ".yml")):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (yaml.YAMLError, ValueError) as error:
+    def __init__(self, *, collect: bool) -> None:
+        self.collect = collect
+        self.found: list[InvalidPolicy] = []
+
+    def add(self, error: InvalidPolicy) -> None:
+        if not self.collect:
+            raise error
+        self.found.append(error)
+
+    def check(self, parse: Callable[[], _T], fallback: _F) -> _T | _F:
+        """`parse()`, or (its error noted) `fallback` so the other fields are still checked."""
+        try:
+            return parse()
+        except InvalidPolicy as error:
+            self.add(error)
+            return fallback
+
+
+def _organization(value: object) -> str:
+    if not isinstance(value, str) or not _ORGANIZATION.fullmatch(value):
         raise InvalidPolicy(
-            f"{filename}: not valid {_format(filename)}: {_syntax(error)}"
-        ) from None
-    if isinstance(data, dict) and set(data) == {"policy", "signature"}:
-        data = data["policy"]  # a revision as the feed serves it; verify() checks signatures
+            f"{quote(value)} must be a lowercase name of letters, digits, "
+            "'-' and '_' (2-64 characters)",
+            field="organization",
+            value=value,
+        )
+    return value
+
+
+def _revision(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidPolicy(
+            f"{quote(value)} must be a whole number >= 0", field="revision", value=value
+        )
+    return value
+
+
+def _boolean(value: object, where: str, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidPolicy(
+            f"{quote(value)} must be true or false", field=_at(where, name), value=value
+        )
+    return value
+
+
+def _entries_list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise InvalidPolicy(
+            f"{quote(value)} must be a list of entries", field="registries", value=value
+        )
+    return value
+
+
+def _entry_address(data: Mapping[Any, Any], where: str) -> Address:
+    if "address" not in data:
+        raise InvalidPolicy("missing 'address'", field=where or None)
     try:
-        return Policy.from_dict(data)
+        address = Address.parse(data["address"])
+    except InvalidAddress as error:
+        raise _within(error, _at(where, "address")) from None
+    return DOCKER_HUB_ADDRESS if address in _HUB_ALIASES else address
+
+
+def _nickname(value: object, where: str) -> str:
+    nickname = value or ""
+    if not isinstance(nickname, str) or len(nickname) > MAX_NICKNAME_LENGTH:
+        raise InvalidPolicy(
+            f"{quote(nickname)} must be text of at most {MAX_NICKNAME_LENGTH} characters",
+            field=_at(where, "nickname"),
+            value=nickname,
+        )
+    return nickname
+
+
+def _repositories(value: object, where: str, hub: bool) -> tuple[RepositoryPattern, ...]:
+    patterns = _string_list(value, where)
+    try:
+        return tuple(RepositoryPattern.parse(p, docker_hub=hub) for p in patterns)
     except InvalidPolicy as error:
-        raise InvalidPolicy(f"{filename}: {error}") from None
+        raise _within(error, where) from None
 
 
-def _syntax(error: Exception) -> str:
-    """A syntax error in one line, with the line and column where the file went wrong."""
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
-    text = str(error)
-    return text.splitlines()[0] if text else type(error).__name__
+def _actions(value: object, where: str) -> frozenset[Action]:
+    names = _string_list(value, where)
+    try:
+        actions = frozenset(Action(name) for name in names)
+    except ValueError:
+        raise InvalidPolicy(
+            f"{quote(names)} may only contain 'pull' and 'push'", field=where, value=names
+        ) from None
+    if not actions:
+        raise InvalidPolicy(
+            "empty; list 'pull' and/or 'push', or set allowed: false", field=where, value=names
+        )
+    return actions
 
 
-def _format(filename: str) -> str:
-    return "YAML" if filename.endswith((".yaml", ".yml")) else "JSON"
+def _addresses(value: object, where: str) -> tuple[Address, ...]:
+    try:
+        return tuple(Address.parse(h) for h in _string_list(value, where))
+    except InvalidAddress as error:
+        raise _within(error, where) from None
 
 
 def _string_list(value: object, where: str) -> list[str]:

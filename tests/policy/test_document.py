@@ -113,7 +113,7 @@ def test_file_errors_name_the_file() -> None:
         parse_policy_text("{", "p.json")
     with pytest.raises(InvalidPolicy, match=r"p\.yaml: not valid YAML"):
         parse_policy_text("a: [", "p.yaml")
-    with pytest.raises(InvalidPolicy, match=r"p\.yml: organization"):
+    with pytest.raises(InvalidPolicy, match=r"p\.yml: line 1: organization"):
         parse_policy_text("enabled: true", "p.yml")
 
 

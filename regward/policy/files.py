@@ -1,0 +1,105 @@
+"""Policy files: the text `regward check --policy`, `agent run --policy` and the dashboard's
+import read, and the text the dashboard's export writes. YAML for `.yaml`/`.yml` names, JSON
+otherwise; the document is `regward.policy.document`'s.
+
+    parse_policy_text(text, "acme.yaml")  -> Policy, or InvalidPolicyFile listing every problem
+                                             with its line: `line 4: registries[1].address: ...`
+    policy_file_text(policy, "yaml")      -> the policy as a file that parses back to it
+
+A signed revision saved from the server's feed (`{"policy": ..., "signature": ...}`) reads as
+its policy, unverified: a local file is trusted as it stands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+import yaml
+
+from regward.errors import InvalidPolicy, InvalidPolicyFile
+from regward.policy.document import Policy
+
+Format = Literal["yaml", "json"]
+_STEP = re.compile(r"(?:^|\.)[^.\[]+$|\[\d+\]$")  # the last step of a field path
+
+
+def format_of(filename: str) -> Format:
+    return "yaml" if filename.lower().endswith((".yaml", ".yml")) else "json"
+
+
+def parse_policy_text(text: str, filename: str) -> Policy:
+    """The policy in a file's text; InvalidPolicyFile names every problem and its line."""
+    kind = format_of(filename)
+    try:
+        data = yaml.safe_load(text) if kind == "yaml" else json.loads(text)
+    except (yaml.YAMLError, ValueError) as error:
+        raise InvalidPolicyFile(filename, [f"not valid {kind.upper()}: {_syntax(error)}"]) from None
+    if isinstance(data, dict) and set(data) == {"policy", "signature"}:
+        data = data["policy"]  # a revision as the feed serves it; verify() checks signatures
+    problems = Policy.problems(data)
+    if problems:
+        lines = _field_lines(text)
+        raise InvalidPolicyFile(filename, [_located(error, lines) for error in problems])
+    return Policy.from_dict(data)
+
+
+def policy_file_text(policy: Policy, kind: Format) -> str:
+    """`policy` as a file of `kind`: every field written out, entries in order."""
+    document = policy.to_dict()
+    if kind == "json":
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text: str = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    return text
+
+
+def _syntax(error: Exception) -> str:
+    """A syntax error in one line, with the line and column where the file went wrong."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _located(error: InvalidPolicy, lines: dict[str, int]) -> str:
+    """`line N: field: message`, with the line of the field or of what holds it."""
+    path = error.field or ""
+    if error.message.startswith("unknown field") and isinstance(error.value, str):
+        path = f"{path}.{error.value}" if path else error.value
+    while path not in lines and path:
+        shorter = _STEP.sub("", path)
+        path = shorter if shorter != path else ""  # a key of any text still ends the walk
+    line = lines.get(path)
+    return f"line {line}: {error}" if line is not None else str(error)
+
+
+def _field_lines(text: str) -> dict[str, int]:
+    """The line where each field path (`registries[1].address`, `""` for the document)
+    starts, for YAML and JSON alike (JSON is read as YAML here); {} where that fails."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+    seen: set[int] = set()  # an alias repeats a node: walk each once, whatever the nesting
+
+    def walk(node: Any, path: str) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    inner = f"{path}.{key.value}" if path else str(key.value)
+                    lines.setdefault(inner, key.start_mark.line + 1)
+                    walk(value, inner)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+
+    if root is not None:
+        walk(root, "")
+    return lines
