@@ -14,10 +14,10 @@ denials on chosen days, written straight to the database so their times are exac
     unp-authz   2         authz off, proxy    -        now         unprotected
     unp-proxy   1         authz, proxy off(!) -        8 days      unprotected (stale)
 
-Denials (registry, when): ghcr.io x3 today, ghcr.io 2 hours after now (agent clock ahead),
-quay.io x2 yesterday, ghcr.io at the first instant of the 30-day window, one just before it
-(outside), one unparseable reference today (no registry); evilcorp has one today and a device,
-neither counted for acme.
+Denials (registry, when): ghcr.io x3 today, ghcr.io up to 2 hours after now (an agent's
+clock ahead, still today), quay.io x2 yesterday, ghcr.io at the first instant of the 30-day
+window, one just before it (outside), one unparseable reference today (no registry); evilcorp
+has one today and a device, neither counted for acme.
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ def window_start(now: datetime) -> datetime:
     return datetime.combine(now.date() - timedelta(days=29), time(), UTC)
 
 
+def ahead_of(now: datetime) -> datetime:
+    """Two hours after `now`, kept within today (UTC) so the day's count never depends on
+    the hour the test runs."""
+    return min(now + timedelta(hours=2), datetime.combine(now.date(), time.max, UTC))
+
+
 def seed_fleet(database: Database, settings: Settings, now: datetime) -> None:
     key = load_or_create(settings.signing_key_path)
     with database.session(write=True) as session:
@@ -75,7 +81,7 @@ def seed_fleet(database: Database, settings: Settings, now: datetime) -> None:
         start = window_start(now)
         denials = [
             *[("ghcr.io/acme/app:1", "ghcr.io", now, acme)] * 3,
-            ("ghcr.io/acme/app:1", "ghcr.io", now + timedelta(hours=2), acme),
+            ("ghcr.io/acme/app:1", "ghcr.io", ahead_of(now), acme),
             *[("quay.io/x/y", "quay.io", now - timedelta(days=1), acme)] * 2,
             ("ghcr.io/old/first", "ghcr.io", start, acme),
             ("ghcr.io/old/outside", "ghcr.io", start - timedelta(seconds=1), acme),
