@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regward.server.dashboard.exports import FORMULA_STARTS, safe_cell
-from regward.server.services import denials, devices
+from regward.server.services import denials, devices, orgs
 from tests.server.conftest import World
 from tests.server.fleet import DEVICES, STATES, seed_fleet
 
@@ -104,3 +104,21 @@ def test_what_agents_wrote_is_never_a_formula_in_the_file(fleet: World) -> None:
     for text in (c.get("/orgs/acme/devices.csv").text, c.get("/orgs/acme/blocked.csv").text):
         for row in csv.reader(io.StringIO(text)):
             assert not any(cell.startswith(FORMULA_STARTS) for cell in row), row
+
+
+def test_a_check_in_during_an_export_neither_repeats_nor_drops_a_device(fleet: World) -> None:
+    with fleet.database.session() as session:
+        acme = orgs.get(session, "acme")
+        assert acme is not None
+        rows = devices.export(session, acme)
+        first = [next(rows).device.agent_id for _ in range(devices.EXPORT_BATCH)]
+        # The last device of the export checks in now: first by last seen, last by id.
+        c = fleet.client
+        answer = c.post(
+            f"{ORG}/devices/check-in",
+            json={"agent_id": "unp-proxy", "revision": 2},
+            headers=fleet.headers("bob_read"),
+        )
+        assert answer.status_code == 200, answer.text
+        rest = [status.device.agent_id for status in rows]
+    assert sorted(first + rest) == sorted(DEVICES)

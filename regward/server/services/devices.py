@@ -411,20 +411,20 @@ def export(
     *,
     now: datetime | None = None,
 ) -> Iterator[DeviceStatus]:
-    """Every device that matches, in the list's order, read a batch at a time."""
+    """Every device that matches, in the order they first checked in, read a batch at a time
+    (by id: a device that checks in meanwhile moves in the list's order, by last seen, and
+    would shift the batches, so a row could repeat or go missing)."""
     revision = current_revision(session, organization)
-    query = where.query(organization, revision, now or utcnow()).order_by(
-        Device.last_seen.desc(), Device.id
-    )
-    offset = 0
+    query = where.query(organization, revision, now or utcnow()).options(selectinload(Device.user))
+    after = 0
     while True:
         rows = session.scalars(
-            query.options(selectinload(Device.user)).limit(EXPORT_BATCH).offset(offset)
+            query.where(Device.id > after).order_by(Device.id).limit(EXPORT_BATCH)
         ).all()
         yield from _statuses(session, organization, rows, revision)
         if len(rows) < EXPORT_BATCH:
             return
-        offset += EXPORT_BATCH
+        after = rows[-1].id
 
 
 def revoke_token(
