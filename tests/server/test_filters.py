@@ -144,3 +144,18 @@ def test_a_page_number_in_other_digits_is_the_first_page(client: TestClient, tab
     """`²` and `٣` pass str.isdigit but not int(): this was a 500 on Activity and Blocked pulls."""
     for page in ("²", "٣", "1" * 40):
         assert client.get(f"/orgs/acme/{tab}", params={"page": page}).status_code == 200
+
+
+@given(st.text(max_size=24))
+def test_a_whole_number_is_ascii_digits_within_the_databases_integers(text: str) -> None:
+    number = forms.whole_number(text)
+    if number is None:
+        assert not (text.isascii() and text.isdigit()) or int(text) > forms.MAX_WHOLE
+    else:
+        assert 0 <= number <= forms.MAX_WHOLE and str(number) == text.lstrip("0").rjust(1, "0")
+
+
+def test_an_id_past_the_databases_integers_is_no_number() -> None:
+    assert forms.whole_number(str(2**31 - 1)) == 2**31 - 1
+    assert forms.whole_number(str(2**31)) is None
+    assert forms.whole_number("999999999999999999") is None

@@ -33,10 +33,18 @@ def selector(value: object) -> list[str] | None:
     return registry_access.parse_repositories(value if isinstance(value, str) else None)
 
 
+MAX_WHOLE = 2**31 - 1
+"""The largest id, version or index a form may name: the database's integer columns' limit (a
+larger one made PostgreSQL answer "integer out of range", shown as a 503)."""
+
+
 def whole_number(value: str) -> int | None:
-    """`value` as a whole number when it is one written in ASCII digits (at most 18 of them),
-    else None: `str.isdigit` alone takes `²` and `٣`, which `int` refuses or reads otherwise."""
-    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
+    """`value` as a whole number from 0 to MAX_WHOLE written in ASCII digits, else None:
+    `str.isdigit` alone takes `²` and `٣`, which `int` refuses or reads otherwise."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 10):
+        return None
+    number = int(value)
+    return number if number <= MAX_WHOLE else None
 
 
 def version(form: FormData) -> int | None:
