@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from regward.policy import policy_file_text
+from regward.policy.files import Format
 from regward.policy.schema import ADDRESS, REPOSITORY_PATTERN, entry_schema
 from regward.server.api.deps import MemberDep, OwnerWriteDep, ServerDep
 from regward.server.feed import FeedDocument
 from regward.server.models import MAX_REVISION
-from regward.server.services import registry_access
+from regward.server.services import policy_files, registry_access
 
 router = APIRouter()
 
@@ -232,3 +235,57 @@ def apply(owner: OwnerWriteDep, server: ServerDep, body: ApplyBody | None = None
         "created_at": applied.created_at.isoformat(),
         "changes": [change.to_dict() for change in applied.changes],
     }
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+FormatQuery = Annotated[Format, Query(alias="format", description="`yaml` (default) or `json`")]
+MEDIA_TYPES = {"yaml": "application/yaml", "json": "application/json"}
+
+
+@router.get(
+    "/orgs/{org}/registry-access/file",
+    summary="The draft, or an applied revision, as a policy file",
+    response_class=Response,
+    responses={200: {"content": {"application/yaml": {}, "application/json": {}}}},
+)
+def export_file(
+    member: MemberDep,
+    kind: FormatQuery = "yaml",
+    revision: Annotated[int | None, Query(ge=1, le=MAX_REVISION)] = None,
+) -> Response:
+    """The file `regward check --policy` and `agent run --policy` read; without `revision`, the
+    draft (with no revision number: it is not published)."""
+    policy = policy_files.export(member.session, member.organization, revision)
+    name = policy_files.file_name(member.organization.name, revision, kind)
+    return Response(
+        policy_file_text(policy, kind),
+        media_type=MEDIA_TYPES[kind],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.put(
+    "/orgs/{org}/registry-access/file",
+    response_model=DraftOut,
+    summary="Import a policy file into the draft (pending until Save & Apply)",
+    openapi_extra={"requestBody": {"content": {"application/yaml": {}, "application/json": {}}}},
+)
+def import_file(
+    owner: OwnerWriteDep,
+    data: Annotated[bytes, Depends(_raw_body)],
+    kind: FormatQuery = "yaml",
+    version: Annotated[int | None, Query(ge=1, le=MAX_REVISION)] = None,
+) -> dict[str, Any]:
+    """The body is the file. Its toggle and entries replace the draft's; a file with problems
+    gets 422 naming each one with its line, and changes nothing."""
+    return policy_files.import_file(
+        owner.session,
+        owner.organization,
+        owner.caller.user,
+        data,
+        f"import.{kind}",
+        version,
+    ).to_dict()
