@@ -265,6 +265,21 @@ CALLS = [
         fixed(f"{ORG}/registry-access/registries/quay.io"),
     ),
     Call(
+        "GET",
+        "/api/v1/orgs/{org}/registry-access/file",
+        "org_read",
+        200,
+        fixed(f"{ORG}/registry-access/file?revision=1"),
+    ),
+    Call(  # a JSON file, read as YAML: JSON is YAML too; a change, so apply has one
+        "PUT",
+        "/api/v1/orgs/{org}/registry-access/file",
+        "org_owner_write",
+        200,
+        fixed(f"{ORG}/registry-access/file"),
+        lambda _w, _c: {"organization": "acme", "enabled": True, "registries": []},
+    ),
+    Call(
         "POST",
         "/api/v1/orgs/{org}/registry-access/apply",
         "org_owner_write",
