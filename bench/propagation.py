@@ -272,6 +272,13 @@ async def idle_memory(server: ServerProcess, tokens: list[str]) -> tuple[float, 
     return before, held
 
 
+def database_url(server: ServerProcess) -> str:
+    """The server's database, as `regward server run` finds it from its environment."""
+    from regward.server.settings import Settings
+
+    return Settings.from_env(server.env).database_url
+
+
 def owner_token(server: ServerProcess) -> str:
     answer = httpx.post(
         f"{server.url}/api/v1/auth/token", json={"username": "owner", "password": PASSWORD}
@@ -334,7 +341,7 @@ def two_processes(count: int) -> Result | None:
                 start_server(base, "a", url) as first,
                 start_server(base, "b", url, init=False) as second,
             ):
-                tokens = agent_tokens(first.env["REGWARD_DATABASE_URL"], count)
+                tokens = agent_tokens(database_url(first), count)
                 shared: Result = run(
                     propagation([first, second], first, tokens, owner_token(first))
                 )
@@ -365,7 +372,7 @@ def profile() -> int:
         tempfile.TemporaryDirectory(prefix="rwsrv-bench-") as tmp,
         start_server(Path(tmp), traced=True) as server,
     ):
-        tokens = agent_tokens(server.env["REGWARD_DATABASE_URL"], IDLE)
+        tokens = agent_tokens(database_url(server), IDLE)
         run(idle_memory(server, tokens[:50]))  # warm: imports, caches, threads
         httpx.post(f"{server.url}/_bench/mark", timeout=60).raise_for_status()
         before, held = run(idle_memory(server, tokens))
@@ -404,10 +411,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="rwsrv-bench-") as tmp,
         start_server(Path(tmp)) as server,
     ):
-        url = (
-            server.env.get("REGWARD_DATABASE_URL")
-            or f"sqlite:///{Path(tmp) / 'data' / 'regward.db'}"
-        )
+        url = database_url(server)
         tokens = agent_tokens(url, max(IDLE, AGENTS, BASELINE_AGENTS))
         owner = owner_token(server)
         # Memory first, on the fresh process; then the re-check; then propagation.

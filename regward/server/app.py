@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regward import __version__
 from regward.server import dashboard, health, keys, metrics
@@ -75,7 +76,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 server.oidc.close()
             database.dispose()
 
-    app = FastAPI(
+    app = _App(
         title="Regward policy server",
         version=__version__,
         description="Registry Access Management: organizations, settings, Save & Apply, "
@@ -94,12 +95,32 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(health.router)
     app.include_router(metrics.router)
     _install_error_handlers(app)
-    app.add_middleware(FeedFastPath)  # agents' polls skip FastAPI's machinery
-    app.add_middleware(InputGuard, limit=settings.max_body_bytes)
-    # Outermost: refused requests are logged and counted too.
-    app.add_middleware(RequestObserver, metrics=app.state.metrics)
+    # In front of FastAPI's own stack, outermost first: every request is logged and counted
+    # (refused ones too), raw input is checked, and agents' polls are answered without
+    # FastAPI's per-request layers (each held poll keeps every layer's frame alive).
+    app.front = RequestObserver(
+        InputGuard(FeedFastPath(app.rest), limit=settings.max_body_bytes),
+        metrics=app.state.metrics,
+    )
     dashboard.install(app)  # the owners' pages at /, assets at /static
     return app
+
+
+class _App(FastAPI):
+    """FastAPI with Regward's front: `front` serves every HTTP request and hands what it does
+    not answer itself to `rest`, FastAPI's whole stack (middleware, error pages, routes)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.front is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await self.front(scope, receive, send)
+
+    async def rest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def _error(status: int, detail: str) -> JSONResponse:

@@ -422,6 +422,8 @@ def _show_initial_password(settings: Settings) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import gc
+
     import uvicorn
 
     from regward import logs
@@ -439,6 +441,11 @@ def _run(args: argparse.Namespace) -> int:
         f"(API /api/v1, schema /api/v1/openapi.json); data in {settings.data_dir}",
         flush=True,
     )
+    # What start-up made (modules, the app, its routes and templates) lives as long as the
+    # process: out of the collector's sight, so its passes over 10,000 held polls do not walk
+    # it again each time.
+    gc.collect()
+    gc.freeze()
     # Long-polls would hold a graceful shutdown for minutes; agents simply poll again.
     uvicorn.run(
         app,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any, Protocol
 
@@ -67,7 +68,7 @@ class _Waiters:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._latest: dict[str, int] = {}
-        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiting: dict[str, set[asyncio.Future[bool]]] = {}
 
     def bind(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -78,7 +79,7 @@ class _Waiters:
             self._latest[organization] = revision
         for waiter in self._waiting.pop(organization, ()):
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
 
     def waiting(self, organization: str) -> int:
         return len(self._waiting.get(organization, ()))
@@ -101,20 +102,35 @@ class _Waiters:
         latest = self._latest.get(organization, 0)
         if latest > after:
             return latest
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The waiter is released by a wake-up (True), the timer or `cancel` (False): a timer
+        # handle and a callback, not asyncio.wait's set, futures and callbacks per poll.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         waiting = self._waiting.setdefault(organization, set())
         waiting.add(waiter)
+        timer = loop.call_later(timeout, _release, waiter)
+        released = functools.partial(_released, waiter)
+        if cancel is not None:
+            cancel.add_done_callback(released)
         try:
-            watched = {waiter} if cancel is None else {waiter, cancel}
-            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            woken = await waiter
         finally:
+            timer.cancel()
+            if cancel is not None:
+                cancel.remove_done_callback(released)
             waiting.discard(waiter)
             if not waiting and self._waiting.get(organization) is waiting:
                 del self._waiting[organization]
-        if not waiter.done():
-            waiter.cancel()
-            return None
-        return self._latest.get(organization, 0)
+        return self._latest.get(organization, 0) if woken else None
+
+
+def _release(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+def _released(waiter: asyncio.Future[bool], _cancel: asyncio.Future[Any]) -> None:
+    _release(waiter)
 
 
 def _pop(session: Session) -> list[tuple[str, int]]:
