@@ -16,8 +16,12 @@ from typing import Any, TypeVar
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
-from regward.policy import lint
+from regward.errors import quote
+from regward.policy import lint, policy_file_text
+from regward.policy.files import Format
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, org_access, owner_write
 from regward.server.dashboard.forms import EntryForm
@@ -32,7 +36,7 @@ from regward.server.errors import (
 )
 from regward.server.models import Organization
 from regward.server.runtime import server_of
-from regward.server.services import registry_access
+from regward.server.services import policy_files, registry_access
 
 router = page_router()
 T = TypeVar("T")
@@ -50,6 +54,7 @@ def _registry_page(
     add_errors: dict[str, str] | None = None,
     sort: str = "address",
     search: str = "",
+    import_problems: list[str] | None = None,
 ) -> HTMLResponse:
     state = registry_access.get_draft(session, organization)
     warnings = lint(state.policy)
@@ -84,6 +89,7 @@ def _registry_page(
         applied_at=views.when(state.applied_at),
         add_form=add_form or EntryForm(),
         add_errors=add_errors or {},
+        import_problems=import_problems or [],
     )
 
 
@@ -407,3 +413,65 @@ def edit(request: Request, org: str, form: Form) -> Response:
         refused,
         catch=(Conflict, InvalidInput, NotFound),
     )
+
+
+@router.get("/orgs/{org}/registry-access/file")
+def export_file(request: Request, org: str, revision: str = "", format: str = "yaml") -> Response:
+    """The draft (`revision` empty) or an applied revision as a policy file, to download."""
+    kind: Format = "json" if format == "json" else "yaml"
+    number = forms.whole_number(revision) if revision else None
+    if revision and number is None:
+        raise NotFound(f"revision {quote(revision)} is not a number of a revision")
+    with org_access(request, org) as (session, _, organization):
+        policy = policy_files.export(session, organization, number)
+    name = policy_files.file_name(org, number, kind)
+    return Response(
+        policy_file_text(policy, kind),
+        media_type="application/json" if kind == "json" else "application/yaml",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.post("/orgs/{org}/registry-access/import")
+async def import_file(request: Request, org: str, form: Form) -> Response:
+    """A policy file into the draft: its changes show as pending; a file with problems is
+    refused with each problem and its line, and the draft stays as it was."""
+    upload = form.get("file")
+    if isinstance(upload, UploadFile):
+        name = upload.filename or "upload.yaml"
+        data = await upload.read(policy_files.MAX_FILE_BYTES + 1)
+    else:
+        name, data = "upload.yaml", b""
+    version = forms.version(form)
+
+    def write(
+        session: Session, visitor: Visitor, organization: Organization
+    ) -> registry_access.DraftState:
+        return policy_files.import_file(
+            session, organization, visitor.caller.user, data, name, version
+        )
+
+    def done(state: registry_access.DraftState) -> Response:
+        count = len(state.pending)
+        return redirect(
+            request,
+            org_path(org),
+            f"Imported {name} into the draft: {count} change{'s' if count != 1 else ''} "
+            "pending. Select Save & Apply to enforce them, or Discard changes.",
+        )
+
+    def refused(
+        error: ServiceError, session: Session, visitor: Visitor, organization: Organization
+    ) -> Response:
+        problems = error.value if isinstance(error.value, list) else [sentence(error)]
+        return _registry_page(
+            request,
+            session,
+            visitor,
+            organization,
+            status=error.status,
+            error=f"{name} was not imported; the draft is unchanged (see The list as a file).",
+            import_problems=[str(problem) for problem in problems],
+        )
+
+    return await run_in_threadpool(owner_write, request, org, write, done, refused)
