@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_MS = 30_000  # how long a SQLite transaction waits for the write lock
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -48,14 +49,18 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        options = connection.get_execution_options()
+        # Every transaction sets how long it waits for the write lock: a session that must
+        # not wait (Database.session(wait=False)) shares the pool with those that do.
+        busy = BUSY_TIMEOUT_MS if options.get("sqlite_wait", True) else 0
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={busy}")
+        connection.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
 
 
 UNAVAILABLE = "the database is unavailable right now; try again in a moment"
@@ -101,11 +106,21 @@ class Database:
         )
         self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.write_sessions = sessionmaker(writer, expire_on_commit=False)
+        self.unwaiting_write_sessions = sessionmaker(
+            writer.execution_options(sqlite_wait=False), expire_on_commit=False
+        )
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
-        """A session that commits when the block ends normally and rolls back otherwise."""
-        factory = self.write_sessions if write else self.read_sessions
+    def session(self, *, write: bool = False, wait: bool = True) -> Iterator[Session]:
+        """A session that commits when the block ends normally and rolls back otherwise.
+
+        `wait=False` (writes only): on SQLite, fail at once with OperationalError when another
+        transaction holds the write lock, instead of waiting up to BUSY_TIMEOUT_MS; for
+        bookkeeping that may skip a turn and must never hold a request."""
+        if write:
+            factory = self.write_sessions if wait else self.unwaiting_write_sessions
+        else:
+            factory = self.read_sessions
         with factory() as session:
             try:
                 yield session
