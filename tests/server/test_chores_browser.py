@@ -134,3 +134,33 @@ def test_the_list_as_a_file_exports_and_imports(server: ServerProcess, tmp_path:
             page.once("dialog", lambda dialog: dialog.accept())  # "Discard every pending change?"
             page.locator("#pending").get_by_role("button", name="Discard changes").click()
             expect(page.locator("#pending")).to_have_count(0)
+
+
+def test_an_owner_resets_a_members_password_in_the_browser(server: ServerProcess) -> None:
+    """Add 4: Reset password asks first (no JavaScript needed), then shows a one-time password
+    once; the member's next sign-in leads to choosing their own."""
+    for name, viewport in SIZES:
+        member = f"dora-{name}"
+        with BrowserSession(viewport) as browser:
+            page = browser.page
+            sign_in(page, server, "alice")
+            page.goto(server.url + "/orgs/acme/members")
+            page.get_by_label("Username").fill(member)
+            page.get_by_role("button", name="Add member").click()
+            page.get_by_role("button", name=f"Reset the password of {member}").click()
+            expect(
+                page.get_by_role("heading", name=f"Reset the password of {member}?")
+            ).to_be_visible()
+            no_horizontal_scroll(page, f"the reset confirmation ({name})")
+            page.get_by_role("button", name="Reset password").click()
+            notice = page.locator("#reset-notice")
+            expect(notice).to_contain_text(f"New one-time password for {member}")
+            one_time = page.get_by_label(f"One-time password of {member}").input_value()
+            no_horizontal_scroll(page, f"Members after a reset ({name})")
+            screenshot(page, f"chores-password-reset-{name}")
+            page.goto(server.url + "/orgs/acme/activity")
+            expect(page.get_by_text("Member's password reset").first).to_be_visible()
+        with BrowserSession(viewport) as browser:
+            sign_in(browser.page, server, member, one_time)
+            expect(browser.page).to_have_url(server.url + "/account")
+            expect(browser.page.locator("#one-time-notice")).to_be_visible()

@@ -907,3 +907,58 @@ def test_sign_in_lands_on_the_organization_used_last_in_any_browser(
     client.cookies.clear()
     sign_in(client, "alice")
     assert client.get("/").headers["location"] == "/orgs/aaa-new/overview"
+
+
+def test_an_owner_resets_a_members_password(client: TestClient) -> None:
+    """Add 4: after a confirmation, a one-time password shown once; the member's sign-ins end
+    and they choose their own at the next one; an account shared with an organization the
+    owner does not own is the administrator's to reset."""
+    bob_api = {
+        "Authorization": "Bearer "
+        + client.post("/api/v1/auth/token", json={"username": "bob", "password": PASSWORD}).json()[
+            "token"
+        ]
+    }
+    sign_in(client, "alice")
+    token = csrf_of(client.get("/orgs/acme/members").text)
+    asked = client.post(
+        "/orgs/acme/members/reset-password", data={"csrf_token": token, "username": "bob"}
+    )
+    assert asked.status_code == 200 and "Reset the password of bob?" in asked.text
+    assert client.get("/api/v1/user", headers=bob_api).status_code == 200  # nothing yet
+    answer = client.post(
+        "/orgs/acme/members/reset-password",
+        data={"csrf_token": token, "username": "bob", "confirmed": "yes"},
+    )
+    assert answer.status_code == 200
+    shown = re.search(r'id="reset-password" type="text" readonly value="([^"]+)"', answer.text)
+    assert shown and "it is not shown again" in answer.text
+    assert client.get("/api/v1/user", headers=bob_api).status_code == 401  # signed out
+    assert shown.group(1) not in client.get("/orgs/acme/members").text  # shown once
+    signed = client.post("/api/v1/auth/token", json={"username": "bob", "password": shown[1]})
+    assert signed.json()["password_change_required"] is True
+    activity = client.get("/orgs/acme/activity").text
+    assert "Member&#39;s password reset" in activity or "Member's password reset" in activity
+    # Yourself: the Account page; an outsider: not found; a shared account: the administrator.
+    for username, status, said in (
+        ("alice", 409, "change your own password on the Account page"),
+        ("eve", 404, "not a member of"),
+    ):
+        refused = client.post(
+            "/orgs/acme/members/reset-password",
+            data={"csrf_token": token, "username": username, "confirmed": "yes"},
+        )
+        assert refused.status_code == status and said in refused.text, refused.text
+    eve = client.post("/api/v1/auth/token", json={"username": "eve", "password": PASSWORD})
+    eve_api = {"Authorization": f"Bearer {eve.json()['token']}"}
+    added = client.post(
+        "/api/v1/orgs/evilcorp/members", json={"username": "bob", "role": "member"}, headers=eve_api
+    )
+    assert added.status_code == 201, added.text
+    shared = client.post(
+        "/orgs/acme/members/reset-password",
+        data={"csrf_token": token, "username": "bob", "confirmed": "yes"},
+    )
+    assert shared.status_code == 403
+    assert "also a member of &#39;evilcorp&#39;" in shared.text
+    assert "regward server reset-password bob" in shared.text

@@ -1,7 +1,8 @@
 """The Members page: who belongs to the organization and with which role.
 
     GET  /orgs/{org}/members
-    POST /orgs/{org}/members/add|role|remove   (owners; remove asks first)
+    POST /orgs/{org}/members/add|role|remove|reset-password   (owners; remove and reset ask
+                                                               first)
 
 Adding an unknown username creates the account; its one-time password is shown on that answer
 only, never stored.
@@ -16,6 +17,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
+from regward.server import first_password
 from regward.server.dashboard import forms
 from regward.server.dashboard.context import Form, Visitor, org_access, owner_write
 from regward.server.dashboard.rendering import (
@@ -28,6 +30,7 @@ from regward.server.dashboard.rendering import (
 )
 from regward.server.errors import ServiceError
 from regward.server.models import Organization, Role
+from regward.server.runtime import server_of
 from regward.server.services import orgs
 
 router = page_router()
@@ -44,6 +47,7 @@ def _members_page(
     error: str = "",
     add_form: dict[str, str] | None = None,
     new_password: dict[str, str] | None = None,
+    reset: dict[str, str] | None = None,
 ) -> HTMLResponse:
     members = [
         {"username": m.user.username, "role": m.role}
@@ -63,6 +67,7 @@ def _members_page(
         roles=[str(role) for role in (Role.MEMBER, Role.OWNER)],
         add_form=add_form or {"username": "", "role": "member"},
         new_password=new_password,
+        reset=reset,
     )
 
 
@@ -161,3 +166,43 @@ def remove_member(request: Request, org: str, form: Form) -> Response:
         return redirect(request, org_path(org, "members"), f"Removed {username} from {org}.")
 
     return _member_write(request, org, write, then)
+
+
+@router.post("/orgs/{org}/members/reset-password")
+def reset_password(request: Request, org: str, form: Form) -> Response:
+    """A new one-time password for a member, shown on this answer only; asks first."""
+    username = forms.text(form, "username")
+    if not forms.confirmed(form):
+        with org_access(request, org, owner=True, write=False) as (_, visitor, _organization):
+            return confirmation(
+                request,
+                visitor,
+                org,
+                question=f"Reset the password of {username}?",
+                consequence=(
+                    f"Every sign-in of {username} ends at once; you get a one-time password to "
+                    "give them, and they choose their own at their next sign-in. Their access "
+                    "tokens and machines keep working."
+                ),
+                verb="Reset password",
+                fields=[("username", username)],
+                back=org_path(org, "members"),
+            )
+
+    def then(password: str) -> Response:
+        first_password.forget(server_of(request).settings.data_dir, username)
+        with org_access(request, org) as (session, visitor, organization):
+            return _members_page(
+                request,
+                session,
+                visitor,
+                organization,
+                reset={"username": username, "password": password},
+            )
+
+    return _member_write(
+        request,
+        org,
+        lambda s, v, o: orgs.reset_password(s, o, v.caller.user, username),
+        then,
+    )

@@ -7,6 +7,7 @@ Actions recorded (Docker's names where Docker has one):
     registry_access.applied                        a Save & Apply (data: revision)
     organization.created
     organization.member_added / .member_removed / .member_role_changed
+    organization.member_password_reset             an owner gave a member a one-time password
     device.sign_in_approved / .sign_in_denied      `regward login` on a machine (data: machine)
     device.token_revoked                           an owner stopped a machine's sync
     sso.signed_in                                  a member signed in through the provider
@@ -41,6 +42,7 @@ DESCRIPTIONS = {
     "organization.member_added": "Member added",
     "organization.member_removed": "Member removed",
     "organization.member_role_changed": "Member role changed",
+    "organization.member_password_reset": "Member's password reset",
     "device.sign_in_approved": "Machine sign-in approved",
     "device.sign_in_denied": "Machine sign-in denied",
     "device.token_revoked": "Machine's device token revoked",

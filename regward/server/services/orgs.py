@@ -140,6 +140,35 @@ def add_member(
     return membership, password
 
 
+def reset_password(session: Session, organization: Organization, actor: User, username: str) -> str:
+    """An owner gives a member a new one-time password (returned, shown once): every sign-in
+    of theirs ends, and the dashboard asks them for their own at the next one. PermissionDenied
+    when the member also belongs to an organization the owner does not own: an account shared
+    with others is the server administrator's to reset (`regward server reset-password`)."""
+    membership = _membership(session, organization, username)
+    user = membership.user
+    if user.id == actor.id:
+        raise Conflict("that is you: change your own password on the Account page")
+    elsewhere = [
+        org.name
+        for org, _ in list_for_user(session, user)
+        if role_of(session, actor, org) is not Role.OWNER
+    ]
+    if elsewhere:
+        raise PermissionDenied(
+            f"{username!r} is also a member of {', '.join(map(repr, elsewhere))}, which you do "
+            f"not own; the server's administrator can reset it with `regward server "
+            f"reset-password {username}`"
+        )
+    password = auth.generate_password()
+    auth.set_password(session, user, password, keep=None, one_time=True)
+    activity.record(
+        session, organization, "organization.member_password_reset", actor.username, member=username
+    )
+    session.flush()
+    return password
+
+
 def _membership(session: Session, organization: Organization, username: str) -> Membership:
     user = auth.get_user(session, username) if isinstance(username, str) else None
     membership = session.get(Membership, (user.id, organization.id)) if user else None
