@@ -10,12 +10,17 @@ as `chores-*.png`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from regward.policy import parse_policy_text
+from regward.server.db import Database
+from regward.server.models import Device
+from regward.server.services import orgs
+from regward.server.settings import Settings
 from tests.harness.browser import (
     LAPTOP,
     PHONE,
@@ -33,11 +38,15 @@ SIZES = (("laptop", LAPTOP), ("phone", PHONE))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rwchores-server") / "data"
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path) -> Iterator[ServerProcess]:
     require_chromium()
-    root = tmp_path_factory.mktemp("rwchores-server")
-    seed(root / "data")
-    with ServerProcess({"REGWARD_DATA_DIR": str(root / "data")}, root / "server.log") as live:
+    seed(data_dir)
+    with ServerProcess({"REGWARD_DATA_DIR": str(data_dir)}, data_dir.parent / "server.log") as live:
         yield live
 
 
@@ -164,3 +173,49 @@ def test_an_owner_resets_a_members_password_in_the_browser(server: ServerProcess
             sign_in(browser.page, server, member, one_time)
             expect(browser.page).to_have_url(server.url + "/account")
             expect(browser.page.locator("#one-time-notice")).to_be_visible()
+
+
+def test_owners_remove_devices_not_seen_for_long_in_the_browser(
+    server: ServerProcess, data_dir: Path
+) -> None:
+    """Add 4: choose an age, see how many would go on the confirmation page, remove them."""
+
+    def machines(name: str) -> None:
+        """Three machines of this round, last seen 400, 120 and 1 days ago."""
+        database = Database(Settings.from_env({"REGWARD_DATA_DIR": str(data_dir)}).database_url)
+        try:
+            with database.session(write=True) as session:
+                acme = orgs.get(session, "acme")
+                assert acme is not None
+                for age in (400, 120, 1):
+                    session.add(
+                        Device(
+                            organization_id=acme.id,
+                            agent_id=f"{name}-{age}",
+                            hostname=f"{name}-machine-{age}",
+                            last_seen=datetime.now(UTC) - timedelta(days=age),
+                        )
+                    )
+        finally:
+            database.dispose()
+
+    for name, viewport in SIZES:
+        machines(name)
+        with BrowserSession(viewport) as browser:
+            page = browser.page
+            sign_in(page, server, "alice")
+            page.goto(server.url + "/orgs/acme/devices")
+            page.get_by_label("Not seen for", exact=True).select_option("365")
+            page.get_by_role("button", name="Remove devices…").click()
+            question = page.get_by_role("heading", name="Remove 1 device not seen for 365 days?")
+            expect(question).to_be_visible()
+            no_horizontal_scroll(page, f"the removal question ({name})")
+            screenshot(page, f"chores-stale-devices-confirm-{name}")
+            page.get_by_role("button", name="Remove", exact=True).click()
+            expect(page.get_by_role("status").first).to_contain_text(
+                "Removed 1 device not seen for 365 days"
+            )
+            expect(page.get_by_text(f"{name}-machine-400")).to_have_count(0)
+            expect(page.get_by_text(f"{name}-machine-120").first).to_be_visible()
+            no_horizontal_scroll(page, f"Devices after a removal ({name})")
+            screenshot(page, f"chores-stale-devices-done-{name}")

@@ -17,11 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from regward.server.app import create_app
 from regward.server.db import Database
 from regward.server.keys import load_or_create
-from regward.server.models import Role
+from regward.server.models import Device, Role, Scope, Token, TokenKind
 from regward.server.services import auth, orgs, registry_access
 from regward.server.services.limits import PER_USER, SignInLimiter
 from regward.server.settings import Settings
@@ -962,3 +963,77 @@ def test_an_owner_resets_a_members_password(client: TestClient) -> None:
     assert shared.status_code == 403
     assert "also a member of &#39;evilcorp&#39;" in shared.text
     assert "regward server reset-password bob" in shared.text
+
+
+def test_owners_remove_devices_not_seen_for_long(client: TestClient) -> None:
+    """Add 4: the chosen age, a confirmation that says how many, then the devices are gone,
+    their device tokens revoked, and Activity names them; recent machines stay."""
+    bob = client.post("/api/v1/auth/token", json={"username": "bob", "password": PASSWORD})
+    bob_api = {"Authorization": f"Bearer {bob.json()['token']}"}
+    for agent in ("old-1", "old-2", "recent"):
+        checked = client.post(
+            "/api/v1/orgs/acme/devices/check-in",
+            json={"agent_id": agent, "revision": 1},
+            headers=bob_api,
+        )
+        assert checked.status_code == 200, checked.text
+    database: Database = client.app.state.server.database  # type: ignore[attr-defined]
+    with database.session(write=True) as session:
+        for device in session.scalars(select(Device).where(Device.agent_id.like("old-%"))):
+            device.last_seen = datetime.now(UTC) - timedelta(days=100)
+            _, digest = auth.new_token_value(TokenKind.DEVICE)  # its machine's own token
+            session.add(
+                Token(
+                    user_id=device.user_id,
+                    kind=TokenKind.DEVICE,
+                    scope=Scope.READ,
+                    token_hash=digest,
+                    organization_id=device.organization_id,
+                    agent_id=device.agent_id,
+                )
+            )
+    sign_in(client, "alice")
+    page = client.get("/orgs/acme/devices").text
+    assert 'id="stale-days"' in page
+    token = csrf_of(page)
+    none = client.post("/orgs/acme/devices/remove-stale", data={"csrf_token": token, "days": "180"})
+    assert none.status_code == 303
+    asked = client.post("/orgs/acme/devices/remove-stale", data={"csrf_token": token, "days": "90"})
+    assert "Remove 2 devices not seen for 90 days?" in asked.text
+    done = client.post(
+        "/orgs/acme/devices/remove-stale",
+        data={"csrf_token": token, "days": "90", "confirmed": "yes"},
+    )
+    assert done.status_code == 303
+    assert "Removed 2 devices not seen for 90 days" in client.get("/orgs/acme/devices").text
+    with database.session() as session:
+        tokens = session.scalars(select(Token).where(Token.kind == TokenKind.DEVICE)).all()
+        assert len(tokens) == 2 and all(token.revoked_at is not None for token in tokens)
+    alice_api = {"Authorization": f"Bearer {client.cookies.get('regward_session')}"}
+    answer = client.get("/api/v1/orgs/acme/devices", headers=alice_api)
+    assert answer.status_code == 200, answer.text
+    listed = answer.json()["devices"]
+    assert [d["agent_id"] for d in listed] == ["recent"]
+    event = client.get(
+        "/api/v1/orgs/acme/activity?action=device.removed_stale", headers=alice_api
+    ).json()["logs"][0]
+    assert (event["actor"], event["data"]["count"], sorted(event["data"]["agent_ids"])) == (
+        "alice",
+        2,
+        ["old-1", "old-2"],
+    )
+    odd = client.post(
+        "/orgs/acme/devices/remove-stale",
+        data={"csrf_token": token, "days": "1", "confirmed": "yes"},
+    )
+    assert odd.status_code == 422 and "choose one of 30, 90, 180, 365" in odd.text
+    sign_in(client, "bob")
+    member = client.post(
+        "/orgs/acme/devices/remove-stale",
+        data={
+            "csrf_token": csrf_of(client.get("/orgs/acme/devices").text),
+            "days": "30",
+            "confirmed": "yes",
+        },
+    )
+    assert member.status_code == 403

@@ -133,6 +133,7 @@ def devices_page(request: Request, org: str, page: str = "1") -> Response:
             states=states,
             applied_revision=current,
             can_revoke=visitor.is_owner(org),
+            stale_choices=devices.STALE_CHOICES,
             signing_key=server_of(request).public_key,
             csv_url=_csv_url(org_path(org, "devices.csv"), filters),
             **pager(org_path(org, "devices"), filters, number, forms.PAGE_SIZE, total),
@@ -164,6 +165,38 @@ def revoke_device(request: Request, org: str, form: Form) -> Response:
     return redirect(
         request, org_path(org, "devices"), f"Revoked the token of {name}: its sync has stopped."
     )
+
+
+@router.post("/orgs/{org}/devices/remove-stale")
+def remove_stale_devices(request: Request, org: str, form: Form) -> Response:
+    """An owner removes the devices not seen for the chosen number of days; asks first, naming
+    how many."""
+    days = forms.whole_number(forms.text(form, "days")) or 0
+    back = org_path(org, "devices")
+    if not forms.confirmed(form):
+        with org_access(request, org, owner=True, write=False) as (session, visitor, organization):
+            count = len(devices.stale(session, organization, days))
+            if not count:
+                return redirect(request, back, f"No device has gone unseen for {days} days.")
+            plural = "s" if count != 1 else ""
+            return confirmation(
+                request,
+                visitor,
+                org,
+                question=f"Remove {count} device{plural} not seen for {days} days?",
+                consequence=(
+                    "They leave the Devices list and their device tokens are revoked. A machine "
+                    "that comes back is signed in again with regward login and reappears at its "
+                    "next check-in; the blocked pulls it reported stay."
+                ),
+                verb="Remove",
+                fields=[("days", str(days))],
+                back=back,
+            )
+    with org_access(request, org, owner=True) as (session, visitor, organization):
+        count = devices.remove_stale(session, organization, visitor.caller.user, days)
+    plural = "s" if count != 1 else ""
+    return redirect(request, back, f"Removed {count} device{plural} not seen for {days} days.")
 
 
 @router.get("/orgs/{org}/devices.csv")

@@ -10,6 +10,8 @@ Actions recorded (Docker's names where Docker has one):
     organization.member_password_reset             an owner gave a member a one-time password
     device.sign_in_approved / .sign_in_denied      `regward login` on a machine (data: machine)
     device.token_revoked                           an owner stopped a machine's sync
+    device.removed_stale                           an owner removed devices not seen for long
+                                                   (data: days, count, agent_ids)
     sso.signed_in                                  a member signed in through the provider
     sso.settings_changed                           join rules or "SSO required" (before, after)
     sso.break_glass_sign_in                        an owner's password sign-in, SSO required
@@ -46,6 +48,7 @@ DESCRIPTIONS = {
     "device.sign_in_approved": "Machine sign-in approved",
     "device.sign_in_denied": "Machine sign-in denied",
     "device.token_revoked": "Machine's device token revoked",
+    "device.removed_stale": "Devices not seen for long removed",
     "sso.signed_in": "Signed in with SSO",
     "sso.settings_changed": "Single sign-on settings changed",
     "sso.break_glass_sign_in": "Owner signed in with a password although SSO is required",

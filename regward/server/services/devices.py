@@ -455,3 +455,57 @@ def revoke_token(
     )
     session.flush()
     return active
+
+
+STALE_CHOICES = (30, 90, 180, 365)
+"""Days not seen after which an owner may remove devices; the Devices page offers these."""
+
+
+def stale(session: Session, organization: Organization, days: int) -> Sequence[Device]:
+    """The devices not seen for `days` days (one of STALE_CHOICES)."""
+    if days not in STALE_CHOICES:
+        raise InvalidInput(
+            f"{quote(days)} days: choose one of {', '.join(map(str, STALE_CHOICES))}",
+            field="days",
+            value=days,
+        )
+    return session.scalars(
+        select(Device)
+        .where(
+            Device.organization_id == organization.id,
+            Device.last_seen < utcnow() - timedelta(days=days),
+        )
+        .order_by(Device.last_seen, Device.id)
+    ).all()
+
+
+def remove_stale(session: Session, organization: Organization, actor: User, days: int) -> int:
+    """An owner removes the devices not seen for `days` days, and revokes their device tokens
+    (a machine gone that long keeps no way in); how many. One Activity event names them. A
+    machine that comes back signs in again and reappears at its next check-in."""
+    gone = stale(session, organization, days)
+    if not gone:
+        return 0
+    agent_ids = [device.agent_id for device in gone]
+    for token in session.scalars(
+        select(Token).where(
+            Token.organization_id == organization.id,
+            Token.kind == TokenKind.DEVICE,
+            Token.agent_id.in_(agent_ids),
+            Token.revoked_at.is_(None),
+        )
+    ):
+        token.revoked_at = utcnow()
+    for device in gone:
+        session.delete(device)
+    activity.record(
+        session,
+        organization,
+        "device.removed_stale",
+        actor.username,
+        days=days,
+        count=len(gone),
+        agent_ids=agent_ids[:100],
+    )
+    session.flush()
+    return len(gone)
