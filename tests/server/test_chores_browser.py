@@ -219,3 +219,27 @@ def test_owners_remove_devices_not_seen_for_long_in_the_browser(
             expect(page.get_by_text(f"{name}-machine-120").first).to_be_visible()
             no_horizontal_scroll(page, f"Devices after a removal ({name})")
             screenshot(page, f"chores-stale-devices-done-{name}")
+
+
+def test_create_an_organization_in_the_browser(server: ServerProcess) -> None:
+    """Add 4: from the Account page, by keyboard; a taken name is refused beside the field."""
+    for name, viewport in SIZES:
+        with BrowserSession(viewport) as browser:
+            page = browser.page
+            sign_in(page, server, "bob")
+            page.goto(server.url + "/account")
+            field = page.get_by_label("Name", exact=True)
+            field.fill("acme")
+            field.press("Enter")
+            expect(page.locator("#new-org-error")).to_contain_text("already exists")
+            no_horizontal_scroll(page, f"a refused organization ({name})")
+            screenshot(page, f"chores-create-org-refused-{name}")
+            field = page.get_by_label("Name", exact=True)
+            field.fill(f"team-{name}")
+            field.press("Enter")
+            expect(page).to_have_url(f"{server.url}/orgs/team-{name}/registry-access")
+            expect(page.get_by_role("status").first).to_contain_text(
+                f"Created team-{name}; you are its owner."
+            )
+            no_horizontal_scroll(page, f"a new organization ({name})")
+            screenshot(page, f"chores-create-org-done-{name}")

@@ -1037,3 +1037,25 @@ def test_owners_remove_devices_not_seen_for_long(client: TestClient) -> None:
         },
     )
     assert member.status_code == 403
+
+
+def test_a_signed_in_user_creates_an_organization(client: TestClient) -> None:
+    sign_in(client, "bob")
+    token = csrf_of(client.get("/account").text)
+    made = client.post("/orgs/create", data={"csrf_token": token, "name": "beta"})
+    assert (made.status_code, made.headers["location"]) == (303, "/orgs/beta/registry-access")
+    page = client.get("/orgs/beta/registry-access").text
+    assert "Created beta; you are its owner." in page and "owner of beta" in page
+    bearer = {"Authorization": f"Bearer {client.cookies.get('regward_session')}"}
+    logs = client.get("/api/v1/orgs/beta/activity", headers=bearer).json()["logs"]
+    assert [(e["action"], e["actor"]) for e in logs] == [("organization.created", "bob")]
+    policy = client.get("/api/v1/orgs/beta/policy", headers=bearer).json()["policy"]
+    assert (policy["revision"], policy["enabled"]) == (1, False)
+    for name, status, said in (
+        ("acme", 409, "Organization &#39;acme&#39; already exists"),
+        ("Not Valid!", 422, "name"),
+    ):
+        refused = client.post("/orgs/create", data={"csrf_token": token, "name": name})
+        assert refused.status_code == status, refused.text
+        assert 'id="new-org-error"' in refused.text and said in refused.text
+        assert f'value="{name}"' in refused.text  # what was typed stays

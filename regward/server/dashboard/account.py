@@ -15,11 +15,18 @@ from sqlalchemy.orm import Session
 from regward.server import first_password
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, using
-from regward.server.dashboard.rendering import confirmation, page_router, redirect, render, sentence
+from regward.server.dashboard.rendering import (
+    confirmation,
+    org_path,
+    page_router,
+    redirect,
+    render,
+    sentence,
+)
 from regward.server.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from regward.server.models import Scope
 from regward.server.runtime import server_of
-from regward.server.services import auth, tokens
+from regward.server.services import auth, orgs, tokens
 
 router = page_router()
 
@@ -122,7 +129,13 @@ def revoke_token(request: Request, form: Form) -> Response:
 
 
 def _account_page(
-    request: Request, visitor: Visitor, *, status: int = 200, error: str = ""
+    request: Request,
+    visitor: Visitor,
+    *,
+    status: int = 200,
+    error: str = "",
+    new_org: str = "",
+    new_org_error: str = "",
 ) -> HTMLResponse:
     return render(
         request,
@@ -134,6 +147,8 @@ def _account_page(
         title="Your account",
         error=error,
         one_time=visitor.caller.user.password_one_time,
+        new_org=new_org,
+        new_org_error=new_org_error,
     )
 
 
@@ -173,3 +188,29 @@ def change_password(request: Request, form: Form) -> Response:
     if was_one_time:  # the dashboard is theirs now
         return redirect(request, "/", "Your password is changed. Welcome.")
     return redirect(request, "/account", "Your password is changed.")
+
+
+@router.post("/orgs/create")
+def create_organization(request: Request, form: Form) -> Response:
+    """A new organization, owned by the visitor: Registry Access off, Docker Hub listed, applied
+    as revision 1 (as `regward server init` makes one)."""
+    name = forms.text(form, "name").strip()
+    try:
+        with using(request, write=True) as (session, visitor):
+            orgs.create(session, name, visitor.caller.user, server_of(request).signing_key)
+    except (InvalidInput, Conflict) as error:
+        with using(request) as (_, visitor):
+            return _account_page(
+                request,
+                visitor,
+                status=error.status,
+                error="The organization was not created.",
+                new_org=name,
+                new_org_error=sentence(error),
+            )
+    return redirect(
+        request,
+        org_path(name, "registry-access"),
+        f"Created {name}; you are its owner. Registry Access is off and Docker Hub is listed: "
+        "add members, then the registries its machines may use.",
+    )
