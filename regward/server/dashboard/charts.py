@@ -115,7 +115,11 @@ def columns(
             Markup('<text class="chart-label" x="0" y="14">{} a day at most</text>').format(top)
         )
     else:
-        parts.append(Markup('<text class="chart-empty" x="0" y="{}">None</text>').format(plot - 12))
+        parts.append(
+            Markup(
+                '<text class="chart-empty" x="0" y="{}">Nothing to draw: every day is 0.</text>'
+            ).format(plot - 12)
+        )
     for index, figure in enumerate(figures):
         height = _length(figure.value, top, plot - 22)
         parts.append(
