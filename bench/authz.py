@@ -263,7 +263,9 @@ def pull_bench() -> dict[str, Any]:
         config = scene.bed.directory / "daemon.json"
         plugins = [scene.plugin_name]
         config.write_text(json.dumps({"authorization-plugins": plugins}))
-        scene.start_agent(["--policy", str(policy)])
+        # The plugin's cost alone: the loopback rules stay off (they would hold the bed's
+        # loopback registries in both halves; bench/transparent.py measures that path).
+        scene.start_agent(["--policy", str(policy), "--loopback", "off"])
         daemon = scene.bed.start_dockerd([f"--config-file={config}"])
 
         def use_agent(on: bool) -> None:
