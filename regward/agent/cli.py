@@ -84,11 +84,14 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     from regward.agent.proxy.workers import DEFAULT_WORKERS, parse_workers
 
     run.add_argument(
+        "--workers",
         "--proxy-workers",
+        dest="proxy_workers",
         type=parse_workers,
         default=DEFAULT_WORKERS,
         metavar="N",
-        help=f"egress proxy processes sharing its address (default {DEFAULT_WORKERS}, the cores)",
+        help="processes serving the egress proxy, and as many the transparent listener, each "
+        f"set sharing its address (default {DEFAULT_WORKERS}, the cores)",
     )
     run.set_defaults(run=_agent_run)
     install = actions.add_parser(
@@ -440,8 +443,12 @@ def _transparent_words(status: dict[str, Any] | None) -> str:
         f"rules {status['rules'] if status['rules'] != 'missing' else 'MISSING'} "
         f"({'; '.join(taken)}; ports "
         f"{ports if isinstance(ports, str) else ','.join(map(str, ports))}; listener port "
-        f"{status['listen_port']})"
+        f"{status['listen_port']}{_served_by(status.get('workers', 1))})"
     )
+
+
+def _served_by(workers: int) -> str:
+    return f", served by {workers} process{'es' if workers != 1 else ''}"
 
 
 def _engine_check(running: dict[str, Any] | None) -> EngineCheck:

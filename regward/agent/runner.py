@@ -65,7 +65,8 @@ class AgentOptions:
     metrics_listen: tuple[str, int] | None = None  # Prometheus metrics, off by default
     transparent: TransparentSettings | None = None  # loopback (the CLI default), containers
     containers_policy: Path | None = None  # the containers-policy.json(5) file kept in step
-    proxy_workers: int = 1  # processes of the egress proxy (the command line: one per core)
+    proxy_workers: int = 1  # processes of the egress proxy, and of the transparent listener
+    # (the command line: one per core)
 
 
 def parse_listen(text: str, flag: str = "--proxy-listen") -> tuple[str, int] | None:
@@ -178,7 +179,9 @@ class Agent:
         if self.options.transparent is not None:
             from regward.agent.transparent.service import Transparent
 
-            self._transparent = Transparent(self.options.transparent, self.guard)
+            self._transparent = Transparent(
+                self.options.transparent, self.guard, workers=self.options.proxy_workers
+            )
             await self._transparent.start()
         if self.containers is not None:
             self._start_containers_policy(self.containers)

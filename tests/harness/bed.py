@@ -31,10 +31,13 @@ namespace and veth, and removes only the paths it created.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -153,6 +156,7 @@ class Bed:
     processes: list[Process] = field(default_factory=list)
     dockerd: Dockerd | None = None
     _created: list[Path] = field(default_factory=list)
+    _netns_thread: concurrent.futures.ThreadPoolExecutor | None = None
 
     # ---- set-up -------------------------------------------------------------------------
     @classmethod
@@ -564,6 +568,17 @@ class Bed:
         )
 
     # ---- helpers ------------------------------------------------------------------------
+    def connect(self, address: str, port: int, timeout: float = 30) -> socket.socket:
+        """A TCP connection made from inside the namespace (as a process there makes it: the
+        agent's nftables rules see it), for the test process to use. Sockets belong to the
+        namespace they are created in, so a thread of ours that entered it creates them."""
+        if self._netns_thread is None:
+            self._netns_thread = concurrent.futures.ThreadPoolExecutor(
+                1, f"{self.name}-netns", initializer=_enter_netns, initargs=(self.name,)
+            )
+        future = self._netns_thread.submit(socket.create_connection, (address, port), timeout)
+        return future.result(timeout + 5)
+
     def wait_for(
         self, what: str, ready: object, process: Process | None = None, timeout: float = 30
     ) -> None:
@@ -581,6 +596,9 @@ class Bed:
 
     def close(self) -> None:
         """Stop everything this bed started and remove what it created; safe to call twice."""
+        if self._netns_thread is not None:
+            self._netns_thread.shutdown()
+            self._netns_thread = None
         self.stop_dockerd()
         for process in reversed(self.processes):
             with contextlib.suppress(Exception):
@@ -616,6 +634,17 @@ def _run(argv: Sequence[str]) -> None:
     result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling thread (only) into the network namespace `name`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/run/netns/{name}") as namespace:
+        if libc.setns(namespace.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name} failed")
 
 
 def _free_subnet() -> int:

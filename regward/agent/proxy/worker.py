@@ -1,24 +1,26 @@
-"""One proxy worker process, started by `ProxyWorkers` (`regward.agent.proxy.workers`):
+"""One worker process, started by `ProxyWorkers` (`regward.agent.proxy.workers`):
 
-    python -m regward.agent.proxy.worker LISTENER_FD CONN_FD
+    python -m regward.agent.proxy.worker CONN_FD LISTENER_FD...
 
-It accepts on the listening socket the parent shares with every worker (LISTENER_FD) and
-enforces what the parent hands it over CONN_FD (a socket pair; `multiprocessing.connection`
-framing, pickled tuples):
+It accepts on the listening sockets the parent shares with every worker (LISTENER_FD: the
+proxy's, or the transparent listener's IPv4 and IPv6) and enforces what the parent hands it
+over CONN_FD (a socket pair; `multiprocessing.connection` framing, pickled tuples):
 
-    parent -> worker   ("start", settings, enforcement)     first, once
+    parent -> worker   ("start", settings, enforcement)     first, once; the settings'
+                                                            type says what it serves
                        ("prepare", generation, enforcement) hold it, do not use it yet
                        ("commit", generation)               use it; end what it refuses
                        ("stop",)                            stop accepting, finish, exit
     worker -> parent   ("ready",) or ("failed", why)
                        ("prepared", generation), ("committed", generation)
-                       ("report", denials, decisions, connections, (up, down))
+                       ("report", denials, decisions, connections, (up, down), probes)
                                                             every REPORT_INTERVAL, and at
                                                             each commit
 
 `decisions` are (enforcement point, allowed, seconds) of the decisions made since the last
-report, for the parent's metrics. The worker imports what serving needs and nothing more (no
-command line, no signing), so each one stays small. It stops when the parent goes away.
+report, for the parent's metrics; `probes` the unknown TLS servers it probed. The worker
+imports what serving needs and nothing more (no command line, no signing), so each one stays
+small. It stops when the parent goes away.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ from multiprocessing.connection import Connection
 
 from regward.agent.guard import DenialReport, Enforcement, Guard
 
-from .server import ProxyServer
-from .settings import ProxySettings
+from . import served
 
 REPORT_INTERVAL = 1.0  # seconds between a worker's reports (denials, decisions, connections)
 
@@ -42,20 +43,23 @@ def main(argv: list[str]) -> int:
     from regward import logs
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers itself
-    listener_fd, conn_fd = (int(arg) for arg in argv)
+    conn_fd, *listener_fds = (int(arg) for arg in argv)
     logs.configure()
     conn = Connection(conn_fd)
-    listener = socket.socket(fileno=listener_fd)
+    listeners = [socket.socket(fileno=fd) for fd in listener_fds]
     message = conn.recv()
     if message[0] != "start":
-        raise SystemExit(f"a proxy worker expects 'start' first, not {message[0]!r}")
+        raise SystemExit(f"a worker expects 'start' first, not {message[0]!r}")
     _, settings, enforcement = message
-    asyncio.run(_serve(conn, listener, settings, enforcement))
+    asyncio.run(_serve(conn, listeners, settings, enforcement))
     return 0
 
 
 async def _serve(
-    conn: Connection, listener: socket.socket, settings: ProxySettings, enforcement: Enforcement
+    conn: Connection,
+    listeners: list[socket.socket],
+    settings: served.Settings,
+    enforcement: Enforcement,
 ) -> None:
     """Serve, take enforcements from the parent in two steps, report."""
     loop = asyncio.get_running_loop()
@@ -63,9 +67,9 @@ async def _serve(
     decisions: list[tuple[str, bool, float]] = []
 
     guard.observer = lambda point, allowed, seconds: decisions.append((point, allowed, seconds))
-    server = ProxyServer(settings, guard.decide_host, guard.message)
+    server = served.make(settings, guard)
     try:
-        await server.start(listener)
+        await served.start(server, listeners)
     except Exception as error:
         conn.send(("failed", str(error)))
         return
@@ -79,7 +83,8 @@ async def _serve(
         denials: list[DenialReport] = guard.denials.drain()
         made = decisions[:]
         decisions.clear()
-        conn.send(("report", denials, made, server.connections, server.bytes_relayed()))
+        relayed = server.bytes_relayed()
+        conn.send(("report", denials, made, server.connections, relayed, served.probes(server)))
 
     def receive() -> None:
         try:

@@ -1,17 +1,19 @@
-"""Several proxy processes on one address, so new connections use every core.
+"""Several processes on one address, so new connections use every core: the egress proxy's
+(`ProxySettings`) or the transparent listener's (`TransparentSettings`, its IPv4 and IPv6
+sockets), as `served` says.
 
     workers = ProxyWorkers(settings, guard, count=os.cpu_count())
     await workers.start()          # the address listens; every worker accepts on it
     guard.watch(workers.recheck)   # a new enforcement reaches every worker, then applies
     await workers.close()
 
-The parent binds the listening socket and shares it with `count - 1` worker processes
-(`python -m regward.agent.proxy.worker`, each a `ProxyServer` with its own `Guard`); they and
-a `ProxyServer` on the parent's own loop all accept from its one queue (the parent serving
-too saves a whole process of memory). The socket belongs to the parent, so it listens for as
-long as the parent runs: a worker that dies loses only the connections it had taken, and the
-parent starts a new one in its place (after 0.1 s, doubling to 10 s while new ones keep dying
-young).
+The parent binds the listening sockets and shares them with `count - 1` worker processes
+(`python -m regward.agent.proxy.worker`, each a `ProxyServer` or `TransparentListener` with its
+own `Guard`); they and one more on the parent's own loop all accept from the same queues (the
+parent serving too saves a whole process of memory). The sockets belong to the parent, so
+they listen for as long as the parent runs: a worker that dies loses only the connections it
+had taken, and the parent starts a new one in its place (after 0.1 s, doubling to 10 s while
+new ones keep dying young).
 
 The parent keeps the one real `Guard` (fed by sync or the policy file) and hands every new
 enforcement to the workers, and to its own server's guard, in two steps: `prepare` carries it
@@ -21,9 +23,9 @@ worker started meanwhile starts with the revision all the others use. A worker t
 confirm in time is stopped (and replaced): a worker that may enforce an old policy must not
 go on deciding.
 
-Workers send back their denial reports (they reach the server with the parent's), their
-decisions (counted in the parent's metrics as if made there), and their open connections and
-relayed bytes.
+Workers send back their denial reports (they reach the server with the parent's, each with
+the container or interface it came from), their decisions (counted in the parent's metrics as
+if made there), their open connections, relayed bytes and probes of unknown TLS servers.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from typing import Any
 
 from regward.agent.guard import Enforcement, Guard
 
-from .server import ProxyServer, announce, listen
+from . import served
+from .server import ProxyServer
 from .settings import ProxySettings
 
 log = logging.getLogger("regward.agent.proxy")
@@ -66,19 +69,20 @@ class _Worker:
     ready: bool = False  # True once it accepts
     connections: int = 0
     relayed: tuple[int, int] = (0, 0)
+    probes: int = 0
     prepared: int = 0  # the newest generation this worker holds (it may not use it yet)
     replies: asyncio.Queue[tuple[Any, ...]] = dataclasses.field(default_factory=asyncio.Queue)
 
 
 class ProxyWorkers:
-    """`count` event loops accepting on `settings.host`/`settings.port`: this process's own
+    """`count` event loops accepting on the address `settings` names: this process's own
     and `count - 1` worker processes. The parent's `guard` decides what they all enforce."""
 
-    def __init__(self, settings: ProxySettings, guard: Guard, count: int) -> None:
+    def __init__(self, settings: served.Settings, guard: Guard, count: int) -> None:
         self.settings = settings
         self.guard = guard
         self.count = count
-        self.address: tuple[str, int] = (settings.host, settings.port)
+        self.address: tuple[str, int] = ("", 0)  # the first listening socket's, once bound
         self.generation = 0  # the enforcement every worker has committed
         self.restarts = 0  # workers started in place of dead ones
         self._committed: Enforcement = guard.enforcement
@@ -87,19 +91,31 @@ class ProxyWorkers:
         # its refusals and decisions are the parent guard's.
         self._local_guard = Guard(guard.enforcement, queue=guard.denials)
         self._local_guard.observer = guard.observed
-        self.local = ProxyServer(settings, self._local_guard.decide_host, self._local_guard.message)
+        self.local = served.make(settings, self._local_guard)
         self._workers: list[_Worker] = []
-        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()  # a distribution and a worker's start never interleave
         self._tasks: set[asyncio.Task[None]] = set()
         self._relayed_gone = (0, 0)  # bytes relayed by workers that have exited
         self._closing = False
+        self._what = served.kind(settings)  # what they serve, for log lines
 
     @property
     def connections(self) -> int:
         alive = (worker.connections for worker in self._workers if worker.alive)
         return self.local.connections + sum(alive)
+
+    @property
+    def probes(self) -> int:
+        """Unknown TLS servers probed by every loop so far (the transparent listener's)."""
+        return served.probes(self.local) + sum(worker.probes for worker in self._workers)
+
+    @property
+    def revision(self) -> int | None:
+        """The policy revision every loop has committed (None: no policy)."""
+        policy = self._committed.policy
+        return policy.revision if policy is not None else None
 
     def bytes_relayed(self) -> tuple[int, int]:
         up, down = self.local.bytes_relayed()
@@ -110,30 +126,30 @@ class ProxyWorkers:
 
     async def start(self) -> None:
         """Listen, start every worker, return when all accept."""
-        self._listener = listen(self.settings)  # ConfigError names the address
-        self.address = self._listener.getsockname()[:2]
+        self._sockets = served.bind(self.settings)  # ConfigError names the address
+        self.address = self._sockets[0].getsockname()[:2]
         try:
             self._workers = [self._spawn(index, RESTART_FIRST) for index in range(self.count - 1)]
             async with asyncio.timeout(START_TIMEOUT):
                 for worker in self._workers:
                     await self._ready(worker)
-            await self.local.start(self._listener)
+            await served.start(self.local, self._sockets)
             self._local_guard.watch(self.local.recheck)
         except BaseException:
             await self.close()
             raise
         self._run(self._distribute(), "proxy-workers-policy")
-        announce(self.address)
-        log.info("proxy: %d workers on the same address", self.count)
+        served.announce_address(self.settings, self._sockets)
+        log.info("%s: %d workers on the same address", self._what, self.count)
 
     def _spawn(self, index: int, delay: float) -> _Worker:
-        """Start worker `index` on the shared listener, enforcing what every worker uses."""
-        if self._listener is None:
-            raise RuntimeError("proxy workers start only while the proxy listens")
+        """Start worker `index` on the shared listeners, enforcing what every worker uses."""
+        if not self._sockets:
+            raise RuntimeError("workers start only while their address listens")
         parent, child = socket.socketpair()
-        fds = (self._listener.fileno(), child.fileno())
+        fds = (child.fileno(), *(sock.fileno() for sock in self._sockets))
         try:
-            process = subprocess.Popen(  # noqa: S603 - this interpreter, our module, two numbers
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, our module, numbers
                 [sys.executable, "-m", "regward.agent.proxy.worker", *map(str, fds)],
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
@@ -154,7 +170,7 @@ class ProxyWorkers:
         reply = await worker.replies.get()
         if reply[0] != "ready":
             detail = reply[1] if reply[0] == "failed" else "it exited"
-            raise OSError(f"a proxy worker could not start: {detail}")
+            raise OSError(f"a {self._what} worker could not start: {detail}")
         worker.ready = True
 
     def recheck(self) -> None:
@@ -169,7 +185,7 @@ class ProxyWorkers:
             return
         kind = message[0]
         if kind == "report":
-            _, denials, decisions, worker.connections, worker.relayed = message
+            _, denials, decisions, worker.connections, worker.relayed, worker.probes = message
             for report in denials:
                 self.guard.denials.put(report)
             for point, allowed, seconds in decisions:
@@ -197,7 +213,8 @@ class ProxyWorkers:
         lived = loop.time() - dead.started
         delay = RESTART_FIRST if lived >= STABLE else dead.delay
         log.error(
-            "proxy worker %d (pid %d) exited with %s after %.1f s; starting another in %.1f s",
+            "%s worker %d (pid %d) exited with %s after %.1f s; starting another in %.1f s",
+            self._what,
             dead.index,
             dead.process.pid,
             code,
@@ -215,10 +232,10 @@ class ProxyWorkers:
                 async with asyncio.timeout(START_TIMEOUT):
                     await self._ready(worker)
             except (OSError, TimeoutError) as error:
-                log.error("proxy worker %d did not start: %s", dead.index, error)
+                log.error("%s worker %d did not start: %s", self._what, dead.index, error)
                 worker.process.kill()  # its connection ends, and the next attempt waits longer
                 return
-        log.info("proxy worker %d running again (pid %d)", dead.index, worker.process.pid)
+        log.info("%s worker %d running again (pid %d)", self._what, dead.index, worker.process.pid)
 
     async def _distribute(self) -> None:
         while True:
@@ -233,6 +250,7 @@ class ProxyWorkers:
                 self._local_guard.update(enforcement)  # and recheck() ends what it refuses
                 await self._confirm(live, "committed", generation)
                 self.generation, self._committed = generation, enforcement
+                log.info("%s: every worker enforces revision %s", self._what, self.revision)
 
     def _send(self, message: tuple[Any, ...]) -> list[_Worker]:
         """Send `message` to every live worker; the workers it went to."""
@@ -254,7 +272,8 @@ class ProxyWorkers:
                 worker.prepared = generation
             if reply != (expected, generation):
                 log.error(
-                    "proxy worker %d did not take the new policy (%s); stopping it",
+                    "%s worker %d did not take the new policy (%s); stopping it",
+                    self._what,
                     worker.index,
                     reply[0],
                 )
@@ -278,7 +297,7 @@ class ProxyWorkers:
             with contextlib.suppress(OSError, ValueError):
                 worker.conn.send(("stop",))
         await self.local.close()  # meanwhile the workers finish theirs
-        wait = self.settings.shutdown_grace + CONFIRM_TIMEOUT
+        wait = served.shutdown_grace(self.settings) + CONFIRM_TIMEOUT
         for worker in self._workers:
             try:
                 await asyncio.to_thread(worker.process.wait, wait)
@@ -290,9 +309,9 @@ class ProxyWorkers:
                     loop.remove_reader(worker.conn.fileno())
             worker.conn.close()
         self._workers = []
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
 
 
 async def start_proxy(

@@ -114,33 +114,16 @@ class TransparentListener:
         self._tasks: dict[asyncio.Task[None], list[tuple[str, int]]] = {}
         self.refused = 0  # connections refused since start (for tests and the bench)
 
-    async def start(self) -> None:
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Bind (`bind`) and accept; with `sockets` (bound by the parent of a set of workers
+        and shared with the others), accept on those instead."""
         loop = asyncio.get_running_loop()
-        for family, host in zip(
-            (socket.AF_INET, socket.AF_INET6), self.settings.bind_hosts, strict=True
-        ):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((host, self.settings.listen_port))
-                sock.listen(1024)
-            except OSError as error:
-                sock.close()
-                if family == socket.AF_INET6:
-                    log.info("transparent listener: no IPv6 here (%s)", error.strerror)
-                    continue
-                await self.close()
-                raise ConfigError(
-                    f"the transparent listener cannot listen on port "
-                    f"{self.settings.listen_port}: {error.strerror}; pick another with "
-                    "--transparent-listen PORT"
-                ) from None
+        for sock in bind(self.settings) if sockets is None else sockets:
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self._accept, sock)
             self._listeners.append(sock)
-        log.info("transparent listener on port %d", self.settings.listen_port)
+        if sockets is None:
+            log.info("transparent listener on port %d", self.settings.listen_port)
 
     def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -168,6 +151,15 @@ class TransparentListener:
     @property
     def connections(self) -> int:
         return len(self._tasks)
+
+    @property
+    def probes(self) -> int:
+        """Unknown TLS servers probed so far."""
+        return self.probe.probes
+
+    def bytes_relayed(self) -> tuple[int, int]:
+        """Bytes relayed so far: client to upstream, upstream to client."""
+        return self._tunnels.bytes_relayed()
 
     def recheck(self) -> None:
         """The policy changed: end open connections to registry names it no longer allows."""
@@ -376,6 +368,33 @@ class TransparentListener:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def bind(settings: TransparentSettings) -> list[socket.socket]:
+    """The listener's sockets on `settings.listen_port`: IPv4 and, where the machine has it,
+    IPv6. ConfigError names the port and the flag that changes it."""
+    sockets: list[socket.socket] = []
+    for family, host in zip((socket.AF_INET, socket.AF_INET6), settings.bind_hosts, strict=True):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, settings.listen_port))
+            sock.listen(1024)
+        except OSError as error:
+            sock.close()
+            if family == socket.AF_INET6:
+                log.info("transparent listener: no IPv6 here (%s)", error.strerror)
+                continue
+            for bound in sockets:
+                bound.close()
+            raise ConfigError(
+                f"the transparent listener cannot listen on port {settings.listen_port}: "
+                f"{error.strerror}; pick another with --transparent-listen PORT"
+            ) from None
+        sockets.append(sock)
+    return sockets
 
 
 def _classify(data: bytes, port: int) -> First | None:

@@ -1,7 +1,12 @@
 """The transparent listener and the nftables rules that feed it, kept in step.
 
-    async with Transparent(settings, guard) as transparent:
+    async with Transparent(settings, guard, workers=2) as transparent:
         transparent.status()      {"rules": "in place", "ports": [80, 443, 5000], ...}
+
+With `workers` above 1 the listener's sockets are served by that many event loops, this
+process's and `workers - 1` worker processes (`regward.agent.proxy.workers`, as the egress
+proxy's), so every core carries container connections; a new policy reaches every one of them
+before any decides under it.
 
 Order matters, both ways: the listener is up before the rules send it anything, and the rules
 are gone before it stops (a redirect to a closed port would refuse every container's
@@ -26,6 +31,7 @@ from .settings import TransparentSettings
 
 if TYPE_CHECKING:
     from regward.agent.guard import Guard
+    from regward.agent.proxy.workers import ProxyWorkers
 
 log = logging.getLogger("regward.agent.transparent")
 
@@ -33,11 +39,24 @@ CHECK_INTERVAL = 2.0
 
 
 class Transparent:
-    def __init__(self, settings: TransparentSettings, guard: Guard, nft: Nft | None = None) -> None:
+    def __init__(
+        self,
+        settings: TransparentSettings,
+        guard: Guard,
+        nft: Nft | None = None,
+        workers: int = 1,
+    ) -> None:
         self.settings = settings
         self.guard = guard
         self.nft = nft or Nft()
-        self.listener = TransparentListener(settings, guard)
+        self.workers = workers
+        self.listener: TransparentListener | ProxyWorkers
+        if workers > 1:
+            from regward.agent.proxy.workers import ProxyWorkers
+
+            self.listener = ProxyWorkers(settings, guard, workers)
+        else:
+            self.listener = TransparentListener(settings, guard)
         self._applied: str | None = None
         self._in_place = False
         self._changed = asyncio.Event()
@@ -112,7 +131,8 @@ class Transparent:
             "ports": sorted(ports) if ports else "all",
             "listen_port": self.settings.listen_port,
             "connections": self.listener.connections,
-            "probed_hosts": self.listener.probe.probes,
+            "probed_hosts": self.listener.probes,
+            "workers": self.workers,
         }
 
     async def close(self) -> None:

@@ -1,0 +1,209 @@
+"""The transparent listener served by several processes, end to end: `regward agent run
+--workers 2` (loopback only, the default) in the bed's private network namespace, with the
+scene's real registries (tests/harness/scenario.py):
+
+    allowed.registry.test:5000   127.0.0.2   an entry of every revision here
+    pullonly.registry.test:5000  127.0.0.2   the same registry: an entry of revision 1 only
+    blocked.registry.test:5000   127.0.0.3   never an entry
+
+Connections are made from inside the namespace by the test process itself (`Bed.connect`), so
+the agent's output chain redirects them as it would any process's there. Which process took a
+connection is read from the kernel (`ss -p` on the listener's port), never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.bed import unavailable_reason
+from tests.harness.scenario import Scene
+from tests.harness.wait import wait_for
+
+_MISSING = [tool for tool in ("nft", "ss") if subprocess.run(["which", tool]).returncode]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+    pytest.mark.skipif(bool(_MISSING), reason=f"missing {_MISSING}; run scripts/setup.sh"),
+]
+
+LISTEN_PORT = 3129
+METRICS = 9464
+REGISTRY = ("127.0.0.2", 5000)
+WORKER_MODULE = b"regward.agent.proxy.worker"
+
+
+def policy(revision: int, *addresses: str) -> str:
+    lines = [f"organization: acme\nrevision: {revision}\nregistries:"]
+    lines += [f"  - address: {address}" for address in addresses]
+    return "\n".join(lines) + "\n"
+
+
+def refusal(subject: str, revision: int) -> str:
+    return (
+        f"Access to {subject} is restricted by your organization 'acme' (policy revision "
+        f"{revision}). Ask an owner of 'acme' to add it to the allowed registries."
+    )
+
+
+@pytest.fixture(scope="module")
+def scene() -> Iterator[Scene]:
+    created = Scene.create("tw")
+    try:
+        path = created.bed.directory / "policy.yaml"
+        path.write_text(policy(1, "allowed.registry.test:5000", "pullonly.registry.test:5000"))
+        args = ["--policy", str(path), "--workers", "2"]
+        created.start_agent([*args, "--metrics-listen", f"127.0.0.1:{METRICS}"])
+        created.bed.wait_for(
+            "the transparent listener's workers",
+            lambda: "transparent listener: 2 workers on the same address" in log(created),
+            created.agent,
+        )
+        created.bed.wait_for("the rules", lambda: rules(created), created.agent)
+        yield created
+    finally:
+        created.close()
+
+
+def log(scene: Scene) -> str:
+    assert scene.agent is not None
+    return scene.agent.log.read_text(errors="replace")
+
+
+def rules(scene: Scene) -> bool:
+    return scene.bed.run(["nft", "list", "table", "inet", "regward"]).returncode == 0
+
+
+def workers(scene: Scene) -> list[int]:
+    """The agent's worker processes (children running the worker module)."""
+    assert scene.agent is not None
+    pid = scene.agent.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    found = []
+    for child in map(int, children):
+        try:
+            if WORKER_MODULE in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except FileNotFoundError:
+            continue  # exited meanwhile
+    return found
+
+
+def acceptors(scene: Scene) -> set[int]:
+    """The processes holding accepted connections on the listener's port."""
+    listed = scene.bed.run(["ss", "-tnpH", "state", "established", f"( sport = :{LISTEN_PORT} )"])
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", listed.stdout)}
+
+
+def held_by_every_process(scene: Scene) -> list[socket.socket]:
+    """Connections to the registry's address that have sent nothing yet (the listener holds
+    them, waiting for the client's first bytes), until every process of the agent holds some."""
+    assert scene.agent is not None
+    every = {scene.agent.pid, *workers(scene)}
+    held: list[socket.socket] = []
+    for _ in range(100):
+        held.append(scene.bed.connect(*REGISTRY))
+        if every <= acceptors(scene):
+            return held
+    raise AssertionError(f"100 connections and not every one of {every} accepted one")
+
+
+def get(sock: socket.socket, host: str, path: str) -> tuple[bytes, bytes]:
+    """Send `GET path` for `host` on `sock`; the response head and body (Content-Length)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a response head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while length and len(body) < int(length[1]):
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of a response body"
+        body += chunk
+    return head, body
+
+
+def metric(scene: Scene, name: str) -> float:
+    """One sample of the agent's metrics page (0 when absent)."""
+    with scene.bed.connect("127.0.0.1", METRICS) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        page = b""
+        while chunk := sock.recv(65536):
+            page += chunk
+    found = re.search(rb"(?m)^" + re.escape(name.encode()) + rb" ([0-9.e+]+)$", page)
+    return float(found[1]) if found else 0.0
+
+
+def test_status_says_how_many_processes_serve_the_listener(scene: Scene) -> None:
+    assert len(workers(scene)) == 1
+    status = scene.regward("status")
+    assert "served by 2 processes" in status.stdout, status.stdout
+    assert '"workers": 2' in scene.regward("status", "--json").stdout
+
+
+def test_a_new_revision_reaches_every_process_before_it_decides(scene: Scene) -> None:
+    allowed, pull = "allowed.registry.test:5000", "pullonly.registry.test:5000"
+    manifest = "/v2/demo/hello/manifests/v1"
+    with scene.bed.connect(*REGISTRY) as sock:
+        assert get(sock, pull, manifest)[0].startswith(b"HTTP/1.1 200 ")  # revision 1 allows it
+    held = held_by_every_process(scene)
+    queued = metric(scene, "regward_agent_denial_reports_queued")
+    try:
+        (scene.bed.directory / "policy.yaml").write_text(policy(2, allowed))
+        wait_for(
+            lambda: "transparent listener: every worker enforces revision 2" in log(scene),
+            30,
+            "every process to take revision 2",
+        )
+        for sock in held:  # held by every process: each decides under revision 2
+            head, body = get(sock, pull, manifest)
+            assert head.startswith(b"HTTP/1.1 403 Forbidden"), head
+            assert refusal(pull, 2).encode() in body
+    finally:
+        for sock in held:
+            sock.close()
+    # Every process's refusals are the parent's denial reports, each from where it came.
+    wait_for(
+        lambda: metric(scene, "regward_agent_denial_reports_queued") == queued + len(held),
+        30,
+        "the workers' denial reports to reach the parent",
+    )
+    assert "transparent refused pullonly.registry.test:5000/demo/hello:v1 from this machine" in log(
+        scene
+    )
+    (scene.bed.directory / "policy.yaml").write_text(policy(3, allowed, pull))
+    wait_for(
+        lambda: "transparent listener: every worker enforces revision 3" in log(scene),
+        30,
+        "every process to take revision 3",
+    )
+
+
+def test_a_killed_worker_is_replaced_and_the_new_one_serves(scene: Scene) -> None:
+    (old,) = workers(scene)
+    os.kill(old, signal.SIGKILL)
+    new = wait_for(lambda: [pid for pid in workers(scene) if pid != old], 30, "a new worker")
+    wait_for(
+        lambda: re.search(r"transparent listener worker 0 running again \(pid \d+\)", log(scene)),
+        30,
+        "the new worker to accept",
+    )
+    held = held_by_every_process(scene)  # the new one among them
+    try:
+        assert new[0] in acceptors(scene)
+        for sock in held:
+            head, body = get(sock, "allowed.registry.test:5000", "/v2/demo/hello/tags/list")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert b'"demo/hello"' in body
+    finally:
+        for sock in held:
+            sock.close()
