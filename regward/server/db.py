@@ -8,6 +8,7 @@ matters (`SELECT ... FOR UPDATE` in services) and drafts use optimistic versions
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +27,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            # The data directory holds password hashes and the signing key: owner only.
-            Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_file(Path(parsed.database))
         # As many connections as request threads (Starlette's pool has 40): with SQLAlchemy's
         # default 15, writers waiting for SQLite's lock held them all and reads timed out.
         kwargs.setdefault("pool_size", 10)
@@ -39,6 +39,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     # Up to 40 connections: one per request thread (Starlette's pool has 40), none waits.
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30, **kwargs)
+
+
+def _private_file(database: Path) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does (with 0644), in an
+    owner-only directory: it holds password hashes and token digests. SQLite gives its -wal
+    and -shm files the database file's mode. A file left readable by an older version is
+    made owner-only too."""
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        found = database.stat()
+        if found.st_mode & 0o077 and found.st_uid == os.geteuid():
+            database.chmod(0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:
