@@ -436,15 +436,17 @@ def _transparent_words(status: dict[str, Any] | None) -> str:
             f"rules {status['rules']}, left by an agent that is not running "
             "(remove them: nft delete table inet regward)"
         )
+    from regward.agent.transparent import describe_taken
+
     ports = status["ports"]
-    taken = [f"interfaces {','.join(status['interfaces'])}"] if status.get("interfaces") else []
-    taken += ["loopback"] if status.get("loopback", True) else []
-    return (
-        f"rules {status['rules'] if status['rules'] != 'missing' else 'MISSING'} "
-        f"({'; '.join(taken)}; ports "
-        f"{ports if isinstance(ports, str) else ','.join(map(str, ports))}; listener port "
-        f"{status['listen_port']}{_served_by(status.get('workers', 1))})"
+    taken = describe_taken(
+        status.get("interfaces") or (),
+        status.get("loopback", True),  # an agent from before loopback was told
+        () if isinstance(ports, str) else ports,  # "all"
     )
+    rules = status["rules"] if status["rules"] != "missing" else "MISSING"
+    served = _served_by(status.get("workers", 1))
+    return f"rules {rules} ({taken}; listener port {status['listen_port']}{served})"
 
 
 def _served_by(workers: int) -> str:

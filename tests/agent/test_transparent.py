@@ -293,3 +293,39 @@ def test_by_default_the_cli_takes_loopback_only_and_off_takes_nothing() -> None:
     assert 'iifname "docker0"' in script and "chain output" not in script
     unit = unit_text(_options(both_off))
     assert "--loopback off --transparent --transparent-interfaces 'docker0,br-*'" in unit
+
+
+def test_the_log_and_regward_status_say_what_is_taken_in_the_same_words(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import logging
+
+    from regward.agent.cli import _transparent_words
+    from regward.agent.transparent import describe_taken
+    from regward.agent.transparent.service import Transparent
+
+    assert describe_taken(("docker0", "br-*"), True, {443, 80}) == (
+        "interfaces docker0,br-*; loopback; ports 80,443"
+    )
+    assert describe_taken((), True, ALL_PORTS) == "loopback; ports all"
+    assert describe_taken(("docker0",), False, {5000}) == "interfaces docker0; ports 5000"
+
+    # nft's stand-in: real rules would redirect this machine's loopback connections, which
+    # other tests share; test_transparent_e2e.py applies them inside its own namespaces.
+    class Recorded:
+        def available(self) -> bool:
+            return True
+
+        async def apply(self, script: str) -> None:
+            self.script = script
+
+    settings = TransparentSettings(ports=frozenset({80, 443}), listen_port=0)
+    guard = Guard(Enforcement("unmanaged"))
+    transparent = Transparent(settings, guard, Recorded())  # type: ignore[arg-type]
+    taken = "interfaces docker0,br-*; loopback; ports 80,443"
+    with caplog.at_level(logging.INFO, "regward.agent.transparent"):
+        asyncio.run(transparent._apply())
+    assert f"transparent rules in place: {taken}" in caplog.messages
+    words = _transparent_words(transparent.status())
+    assert words == f"rules in place ({taken}; listener port 0, served by 1 process)"

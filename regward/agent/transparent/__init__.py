@@ -18,6 +18,7 @@ from .settings import (
     DEFAULT_LISTEN_PORT,
     DEFAULT_PORTS,
     TransparentSettings,
+    describe_taken,
     parse_interfaces,
     parse_ports,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_LISTEN_PORT",
     "DEFAULT_PORTS",
     "TransparentSettings",
+    "describe_taken",
     "parse_interfaces",
     "parse_ports",
 ]

@@ -27,7 +27,7 @@ from regward.errors import ConfigError
 
 from .listener import TransparentListener
 from .rules import Nft, policy_ports, ruleset, taken_ports
-from .settings import TransparentSettings
+from .settings import TransparentSettings, describe_taken
 
 if TYPE_CHECKING:
     from regward.agent.guard import Guard
@@ -94,16 +94,8 @@ class Transparent:
         await self.nft.apply(script)
         self._applied, self._in_place = script, True
         self.applied_count += 1
-        ports = self._ports()
-        taken = [f"interfaces {','.join(self.settings.interfaces)}"] * bool(
-            self.settings.interfaces
-        )
-        taken += ["loopback"] * self.settings.loopback
-        log.info(
-            "transparent rules in place: %s, ports %s",
-            "; ".join(taken),
-            ",".join(map(str, sorted(ports))) if ports else "all",
-        )
+        taken = describe_taken(self.settings.interfaces, self.settings.loopback, self._ports())
+        log.info("transparent rules in place: %s", taken)
 
     async def _keep(self) -> None:
         while True:

@@ -4,6 +4,7 @@
     parse_ports("80,443,5000")         -> frozenset({80, 443, 5000})
     parse_ports("all")                 -> ALL_PORTS
     parse_interfaces("eth0;rm"), parse_ports("80,x"), parse_ports("0")   ConfigError
+    describe_taken(("docker0",), True, {443, 80}) -> "interfaces docker0; loopback; ports 80,443"
 
 An interface pattern is a Linux interface name (at most 15 characters of letters, digits and
 `_.-@:`) with an optional trailing `*` (nftables matches it as a prefix); a port list is
@@ -13,6 +14,7 @@ comma-separated numbers from 1 to 65535, or `all`.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from regward.errors import ConfigError
@@ -89,3 +91,12 @@ def parse_ports(text: str) -> frozenset[int]:
             )
         ports.add(int(part))
     return frozenset(ports)
+
+
+def describe_taken(interfaces: Sequence[str], loopback: bool, ports: Collection[int]) -> str:
+    """What the rules take, in the words of the agent's log and `regward status`; no `ports`
+    (ALL_PORTS) is every port."""
+    taken = [f"interfaces {','.join(interfaces)}"] if interfaces else []
+    taken += ["loopback"] if loopback else []
+    shown = ",".join(map(str, sorted(ports))) if ports else "all"
+    return "; ".join([*(taken or ["nothing"]), f"ports {shown}"])
