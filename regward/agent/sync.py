@@ -9,6 +9,8 @@ One loop per agent:
            the cache atomically, check in the applied revision. A cache that cannot be written
            (read-only or full disk) does not hold a verified revision back: it is enforced from
            memory, `regward status` says the cache is behind, and each answer retries the write
+           A revision that ends a long-poll reached every waiting agent at the same moment, so
+           its check-in waits a random part of CHECK_IN_SPREAD (enforcement does not wait)
       304  nothing newer within the wait; ask again at once (checking in first when the server
            has not been told the current state: a check-in failed while it was away)
       else the server is unreachable or refuses: keep enforcing the last verified revision and
@@ -28,6 +30,7 @@ A second loop sends denial reports in batches from the guard's bounded queue eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -55,6 +58,9 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 REPORT_INTERVAL = 2.0
 REFUSAL_LIMIT = 500  # the server's bound on a checked-in refusal
+# Seconds over which the agents released by one Save & Apply spread their check-ins, so the
+# server takes thousands of device writes as a stream instead of all in one instant.
+CHECK_IN_SPREAD = 5.0
 
 
 @dataclass
@@ -111,6 +117,7 @@ class Syncer:
         wait: int = LONG_POLL_SECONDS,
         on_change: Any = None,
         engine: Callable[[], EngineReport | None] | None = None,
+        check_in_spread: float = CHECK_IN_SPREAD,
     ) -> None:
         self.state = state
         self.guard = guard
@@ -126,6 +133,8 @@ class Syncer:
         self._refused_revision = -1  # the newest revision number refused, to wait past it
         self._check_in_lock = asyncio.Lock()
         self._delivered: dict[str, Any] | None = None  # the last check-in the server took
+        self.check_in_spread = check_in_spread
+        self._spread_check_in: asyncio.Task[None] | None = None  # a new revision's, waiting
         self._unsaved: bytes | None = None  # the enforced revision, when the cache lacks it
         self.report_failures = 0  # denial batches that went back in the queue
         self._client = server_client(credentials.token, read_timeout=wait + 15.0)
@@ -133,6 +142,10 @@ class Syncer:
         self.status.revision = current.revision if current else None
 
     async def aclose(self) -> None:
+        if self._spread_check_in is not None:
+            self._spread_check_in.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._spread_check_in
         await self._client.aclose()
 
     async def run(self) -> None:
@@ -188,7 +201,10 @@ class Syncer:
             raise SyncError(self.status.refused_revisions[-1])  # back off; never a hot loop
         if applied:
             self._etag = response.headers.get("ETag")
-        await self._check_in_if_stale()  # a new revision, a cleared refusal, the first answer
+        if applied and params:  # the long-poll of every waiting agent ended with this revision
+            self._check_in_later(random.uniform(0, self.check_in_spread))  # noqa: S311 (jitter)
+        else:
+            await self._check_in_if_stale()  # a cleared refusal, the first answer
         return applied
 
     async def _follow_rotation(self, presented: str) -> bool:
@@ -335,9 +351,25 @@ class Syncer:
 
     async def _check_in_if_stale(self) -> None:
         """Check in when the server has not yet been told what is true now (nothing sent yet,
-        or a check-in that failed while the server was away)."""
-        if self._check_in_body() != self._delivered:
+        or a check-in that failed while the server was away), unless one is on its way."""
+        if self._check_in_body() != self._delivered and not self.check_in_pending:
             await self.check_in()
+
+    @property
+    def check_in_pending(self) -> bool:
+        """Whether a new revision's check-in is waiting for its turn (CHECK_IN_SPREAD)."""
+        return self._spread_check_in is not None and not self._spread_check_in.done()
+
+    def _check_in_later(self, delay: float) -> None:
+        """Check in after `delay` seconds (what is true then); one waits at a time."""
+        if self.check_in_pending:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self.check_in()
+
+        self._spread_check_in = asyncio.create_task(later(), name="regward-agent-check-in")
 
     async def check_in(self) -> None:
         """Tell the server what this machine enforces now. One at a time, each body read when

@@ -176,8 +176,11 @@ def test_status_reports_the_enforced_revision(signed_in: Scene, owner: Owner) ->
     assert status["organization"] == "acme"
     assert status["revision"] == current
     assert status["enforcement_points"]["authz"]["up"] is True
-    devices = owner.get("/devices")["devices"]
-    assert any(device["applied_revision"] == current for device in devices)
+
+    def on_record() -> bool:  # a revision from a long-poll is checked in within 0-5 s
+        return any(d["applied_revision"] == current for d in owner.get("/devices")["devices"])
+
+    wait_for(on_record, 30, f"the device's check-in of revision {current}")
 
 
 def test_the_agent_reports_whether_dockerd_uses_its_plugin_and_proxy(

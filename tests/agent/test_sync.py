@@ -188,3 +188,51 @@ def test_a_refused_revision_reaches_the_server_and_a_good_one_clears_it(tmp_path
             assert accepted["refusal"] is None
 
         asyncio.run(scenario())
+
+
+def test_a_revision_that_ends_the_long_poll_is_checked_in_after_a_random_pause(
+    tmp_path: Path,
+) -> None:
+    """One Save & Apply ends every agent's long-poll at once: each enforces the new revision at
+    once, but checks it in a random part of check_in_spread later (no thundering herd)."""
+    with live_server(tmp_path) as (_, owner, state, credentials):
+        guard = Guard(state.enforcement())
+        syncer = Syncer(state, guard, credentials, "agent-1", wait=1, check_in_spread=0.5)
+
+        def on_record() -> object:
+            (only,) = owner.get("/orgs/acme/devices").json()["devices"]
+            return only["applied_revision"]
+
+        async def steps() -> None:
+            try:
+                assert await syncer.poll_once(wait=0)  # the first answer: checked in at once
+                assert on_record() == 1
+                assert publish(owner, "/orgs/acme") == 2
+                assert await syncer.poll_once(wait=syncer.wait)  # the long-poll's answer
+                enforced = guard.enforcement.policy
+                assert enforced is not None and enforced.revision == 2  # enforced: no pause
+                assert syncer.check_in_pending
+                assert on_record() == 1  # not told yet
+                await until(lambda: on_record() == 2, 10, "the spread check-in of revision 2")
+                assert not syncer.check_in_pending
+            finally:
+                await syncer.aclose()
+
+        asyncio.run(steps())
+
+
+def test_closing_the_sync_drops_a_check_in_still_waiting_its_turn(tmp_path: Path) -> None:
+    with live_server(tmp_path) as (_, owner, state, credentials):
+        syncer = Syncer(state, Guard(state.enforcement()), credentials, "a", check_in_spread=3600)
+
+        async def steps() -> None:
+            assert await syncer.poll_once(wait=0)
+            assert publish(owner, "/orgs/acme") == 2
+            assert await syncer.poll_once(wait=1)
+            assert syncer.check_in_pending
+            await syncer.aclose()  # returns at once, the waiting check-in cancelled
+            assert not syncer.check_in_pending
+
+        asyncio.run(steps())
+        (only,) = owner.get("/orgs/acme/devices").json()["devices"]
+        assert only["applied_revision"] == 1
