@@ -3,7 +3,7 @@
 A new enforcement reaches every worker before any of them decides under it (while one worker
 is stopped with SIGSTOP, the others keep answering under the old revision), and open tunnels
 to a host the new revision refuses are ended in every worker. COUNT event loops: the parent's
-own (this test's loop thread) and COUNT - 1 worker processes.
+own (this test's loop thread, asyncio's) and COUNT - 1 worker processes (uvloop, or asyncio's).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -25,6 +26,7 @@ import pytest
 from regward.agent.guard import Enforcement, Guard
 from regward.agent.proxy import ProxySettings
 from regward.agent.proxy import workers as workers_module
+from regward.agent.proxy.loop import EVENT_LOOPS, EventLoop
 from regward.agent.proxy.workers import ProxyWorkers
 from regward.policy import parse_policy_text
 from tests.agent.test_proxy import Upstream, read_all, read_head
@@ -47,12 +49,13 @@ def enforcement(revision: int, *addresses: str) -> Enforcement:
 class Running:
     """ProxyWorkers on an event loop thread of the test, for blocking test clients."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, event_loop: EventLoop = "uvloop") -> None:
         self.guard = guard
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.workers = ProxyWorkers(ProxySettings(port=0), guard, COUNT)
+        settings = ProxySettings(port=0, event_loop=event_loop)
+        self.workers = ProxyWorkers(settings, guard, COUNT)
         self.call(self.workers.start())
         self.guard_watch()
 
@@ -121,12 +124,19 @@ def readable(socks: list[socket.socket], at_least: int) -> list[socket.socket]:
     return ready if len(ready) >= at_least else []
 
 
-def test_a_new_revision_reaches_every_worker_before_any_decides_under_it(echo: Upstream) -> None:
+@pytest.mark.parametrize("event_loop", EVENT_LOOPS)
+def test_a_new_revision_reaches_every_worker_before_any_decides_under_it(
+    echo: Upstream, event_loop: EventLoop
+) -> None:
+    """On either event loop the workers run (uvloop by default, asyncio's by choice)."""
     allowed = f"127.0.0.1:{echo.port}"
-    running = Running(Guard(enforcement(1, allowed)))
+    running = Running(Guard(enforcement(1, allowed)), event_loop)
     try:
         workers = running.workers._workers
         assert len(workers) == COUNT - 1 and running.workers.generation == 0
+        for worker in workers:  # each worker process runs the loop its settings name
+            maps = Path(f"/proc/{worker.process.pid}/maps").read_text()
+            assert ("/uvloop/loop." in maps) == (event_loop == "uvloop")
         # Tunnels until every loop holds some (whichever is free accepts the next connection).
         tunnels = hold_tunnels(running, allowed, workers)
         assert running.workers.local.connections > 0

@@ -24,7 +24,7 @@ Entry points for the agent (`regward agent run`):
 
 and for `regward agent install`: `configure_dockerd(listen)` (in `.dockerd`) writes dockerd's
 proxy settings and returns what it changed. `add_proxy_command(agent_commands)` adds
-`regward agent proxy [--policy FILE] [--listen HOST:PORT] [--workers N]`.
+`regward agent proxy [--policy FILE] [--listen HOST:PORT] [--workers N] [--loop L]`.
 
 Layout, mitmproxy-style, one job per module:
 
@@ -38,6 +38,7 @@ Layout, mitmproxy-style, one job per module:
     workers    N event loops on one listening socket (this process's and N-1 workers'), one
                policy revision, dead workers replaced
     worker     one worker process (`python -m regward.agent.proxy.worker`)
+    loop       the event loop a proxy process runs: uvloop, or asyncio's own
 """
 
 from __future__ import annotations

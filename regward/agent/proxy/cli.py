@@ -1,6 +1,7 @@
-"""`regward agent proxy [--policy FILE] [--listen HOST:PORT] [--workers N]`: the proxy alone,
-on N event loops sharing the address, this process's and N-1 worker processes' (default: one
-per core; `regward.agent.proxy.workers`).
+"""`regward agent proxy [--policy FILE] [--listen HOST:PORT] [--workers N] [--loop uvloop|asyncio]`:
+the proxy alone, on N event loops sharing the address, this process's and N-1 worker
+processes' (default: one per core; `regward.agent.proxy.workers`), each a uvloop loop unless
+`--loop asyncio` (`regward.agent.proxy.loop`).
 
 Enforces the same policy `regward agent run` would (the policy file, else the signed-in
 organization's verified cache), re-reading it within a second or two of a change on disk, once
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from regward import logs
 from regward.agent.watch import WATCH_INTERVAL, SettledFiles
 from regward.policy import Decision, Policy, evaluate_host
 
+from .loop import EVENT_LOOPS, freeze_startup, run_on
 from .settings import DEFAULT_LISTEN, HostDecider, ProxySettings
 from .workers import DEFAULT_WORKERS, parse_workers, start_proxy
 
@@ -65,6 +68,12 @@ def add_proxy_command(agent_commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"processes sharing the address (default {DEFAULT_WORKERS}, the cores)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=EVENT_LOOPS,
+        default=EVENT_LOOPS[0],
+        help=f"the event loop every process runs (default {EVENT_LOOPS[0]})",
+    )
     parser.set_defaults(run=run_proxy_command)
 
 
@@ -72,7 +81,7 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     from regward.agent.guard import Guard
     from regward.agent.state import AgentState
 
-    settings = ProxySettings.from_listen(args.listen)
+    settings = dataclasses.replace(ProxySettings.from_listen(args.listen), event_loop=args.loop)
     state = AgentState()
     policy_file: Path | None = args.policy
     watched = [policy_file] if policy_file else [state.credentials_path, state.policy_path]
@@ -88,7 +97,7 @@ def run_proxy_command(args: argparse.Namespace) -> int:
     def read() -> Enforcement:
         return state.enforcement(policy_file)
 
-    asyncio.run(_run(settings, guard, files, read, args.workers))
+    run_on(settings.event_loop, _run(settings, guard, files, read, args.workers))
     return 0
 
 
@@ -104,6 +113,7 @@ async def _run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     proxy = await start_proxy(settings, guard, workers)  # a reload also ends refused tunnels
+    freeze_startup()
     watcher = asyncio.create_task(_watch(files, read, guard), name="proxy-policy-watcher")
     try:
         await stop.wait()

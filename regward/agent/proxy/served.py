@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Protocol
 
+from .loop import EventLoop
 from .server import ProxyServer, announce, listen
 from .settings import ProxySettings
 
@@ -81,6 +82,12 @@ def _transparent(server: Served) -> TransparentListener:
 def shutdown_grace(settings: Settings) -> float:
     """Seconds open connections may finish after a stop (the transparent listener ends them)."""
     return settings.shutdown_grace if isinstance(settings, ProxySettings) else 0.0
+
+
+def event_loop(settings: Settings) -> EventLoop:
+    """The event loop a worker process runs: the proxy's settings name it (uvloop unless
+    `--loop asyncio`); the transparent listener's run on asyncio's, as it was tested."""
+    return settings.event_loop if isinstance(settings, ProxySettings) else "asyncio"
 
 
 def kind(settings: Settings) -> str:

@@ -20,6 +20,8 @@ from regward.defaults import PROXY_LISTEN, PROXY_PORT
 from regward.errors import ConfigError
 from regward.policy import Decision
 
+from .loop import EventLoop
+
 HostDecider = Callable[[str, int], Decision]
 DEFAULT_LISTEN = PROXY_LISTEN
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -46,6 +48,7 @@ class ProxySettings:
     resolve_ttl: float = 5.0  # seconds a registry name's addresses are reused
     resolve_cache: int = 512  # names kept; the cache starts over when full
     mark: int | None = None  # SO_MARK on upstream sockets (the agent's nftables rules skip them)
+    event_loop: EventLoop = "uvloop"  # worker processes' loop (`regward.agent.proxy.loop`)
 
     @classmethod
     def from_listen(cls, listen: str) -> ProxySettings:

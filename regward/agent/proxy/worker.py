@@ -35,6 +35,7 @@ from multiprocessing.connection import Connection
 from regward.agent.guard import DenialReport, Enforcement, Guard
 
 from . import served
+from .loop import freeze_startup, run_on
 
 REPORT_INTERVAL = 1.0  # seconds between a worker's reports (denials, decisions, connections)
 
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> int:
     if message[0] != "start":
         raise SystemExit(f"a worker expects 'start' first, not {message[0]!r}")
     _, settings, enforcement = message
-    asyncio.run(_serve(conn, listeners, settings, enforcement))
+    run_on(served.event_loop(settings), _serve(conn, listeners, settings, enforcement))
     return 0
 
 
@@ -74,6 +75,7 @@ async def _serve(
         conn.send(("failed", str(error)))
         return
     guard.watch(server.recheck)
+    freeze_startup()
     conn.send(("ready",))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
