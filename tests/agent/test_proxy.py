@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import json
 import os
 import resource
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 from regward.agent.proxy import ProxyServer, ProxySettings, configure_dockerd, decider_for_policy
 from regward.agent.proxy.dockerd import engine_major, proxy_url
+from regward.agent.proxy.relay import Direction, Tunnel
 from regward.errors import ConfigError
 from regward.policy import Decision, parse_policy_text
 from tests.agent.test_proxy_protocol import client_hello
@@ -218,6 +220,26 @@ def test_connect_tunnel_relays_both_ways_including_early_bytes(echo: Upstream) -
         assert received == payload
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(10) == b""  # the upstream's end travels back as EOF
+
+
+def test_an_ended_tunnel_is_freed_at_once_not_by_the_cycle_collector(echo: Upstream) -> None:
+    """No reference cycle outlives a tunnel: with the cyclic collector off, nothing of the
+    tunnels is left once they ended (the collector otherwise ran every few dozen connections)."""
+    gc.collect()
+    gc.disable()
+    try:
+        with running(make_decider(f"127.0.0.1:{echo.port}")) as proxy:
+            for _ in range(5):
+                with proxy.connect() as sock:
+                    sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\nping".encode())
+                    assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+                    sock.shutdown(socket.SHUT_WR)
+                    read_all(sock)
+            wait_for(lambda: proxy.server.connections == 0, 10, "the tunnels to end")
+            left = [o for o in gc.get_objects() if isinstance(o, Tunnel | Direction)]
+            assert left == []
+    finally:
+        gc.enable()
 
 
 def test_refused_connect_names_the_reason_and_never_contacts_upstream(echo: Upstream) -> None:
