@@ -8,7 +8,9 @@ dockerd on `docker0`:
                                     GET /blob sends 1 GiB with sendfile(2) from a sparse file,
                                     GET /v2/ answers like a registry (200, its API header)
     TLS web server  10.77.0.3:443   any server name; not a registry (the probe's case)
-    agent           regward agent run --policy F [--transparent], proxy on 0.0.0.0:3128
+    agent           regward agent run --policy F [--transparent] --workers N, proxy on
+                    0.0.0.0:3128; the proxy and the transparent listener each served by N
+                    processes (N: the cores, as the agent's default)
     client          Python, run with nsenter in a busybox container's network namespace, so its
                     packets leave through docker0 like any container's
 
@@ -42,6 +44,7 @@ BLOB = 1 << 30
 RUNS = 3
 SETUPS = 400
 PROBES = 20
+WORKERS = os.cpu_count() or 1
 ORIGIN = ("10.77.0.2", 5000)
 TLS_WEB = ("10.77.0.3", 443)
 NAME = "bench-reg.test"
@@ -200,7 +203,7 @@ def main() -> int:
         def agent(transparent: bool) -> Process:
             argv = [str(PYTHON), "-m", "regward.cli", "agent", "run", "--policy", str(policy)]
             argv += ["--authz-socket", str(bed.directory / "authz.sock")]
-            argv += ["--proxy-listen", f"0.0.0.0:{PROXY_PORT}"]
+            argv += ["--proxy-listen", f"0.0.0.0:{PROXY_PORT}", "--workers", str(WORKERS)]
             argv += ["--transparent"] if transparent else []
             process = bed.spawn("agent", argv, {"REGWARD_AGENT_DIR": str(agent_state)})
             probe = [
@@ -254,11 +257,13 @@ def main() -> int:
             "throughput_at_least_proxy": gib["transparent"] >= gib["proxy"],
             "setup_p99_within_2ms": p99["transparent"] - p99["direct"] <= 2.0,
         },
+        "workers": WORKERS,
         "runs": RUNS,
         "setups": SETUPS,
         "blob_bytes": BLOB,
     }
     print()
+    print(f"the agent's proxy and transparent listener: {WORKERS} processes each")
     print(f"{'measure':<46}{'transparent':>14}{'baseline':>14}  baseline is")
     print("-" * 92)
     print(

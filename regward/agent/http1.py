@@ -1,10 +1,15 @@
-"""The agent's one HTTP/1.1 request reader, sans I/O: the egress proxy and the AuthZ plugin's
-socket both frame requests with it, so a request means the same thing to both.
+"""The agent's one HTTP/1.1 reader, sans I/O: the egress proxy, the transparent listener and
+the AuthZ plugin's socket all frame requests with it, so a request means the same thing to
+each; the proxy and the listener frame a registry's responses with it too, so a connection
+kept alive carries each response whole and nothing more.
 
     end = head_end(buffer, max_head)       # -1: need more bytes; 431 when too large
     head = parse_head(buffer[:end])        # Head(method, target, version, fields)
     body = Body.of(head, keep=limit)       # where the body ends; its content when kept
     used = body.feed(data)                 # how much of `data` is body; body.done at its end
+
+    response = parse_response_head(head)   # Response(status, version, fields); 502 when bad
+    body = response_body("GET", response)  # Body, or None: the body ends with the connection
 
 Grammar (RFC 9112), strictly; anything else is a `ProtocolError` (400, 431 or 413), never a
 guess, because two readers that disagree on where a request ends are a smuggling bug:
@@ -22,6 +27,14 @@ guess, because two readers that disagree on where a request ends are a smuggling
 
 Refused framing: both Content-Length and Transfer-Encoding, two different lengths, any other
 coding (`notchunked`, `gzip, chunked`), `Content-Length: 1_0` or `+5`, chunk size `0x3`.
+
+Responses (RFC 9112 section 4 and 6.3), as strictly, a problem being a 502 (the registry's):
+
+    status-line  = "HTTP/1." ("0" / "1") SP 3DIGIT [ SP reason ]     reason: HTAB, SP, VCHAR,
+                                                                      obs-text
+    body         = nothing                       to HEAD; status 1xx, 204, 304
+                 / N bytes, chunked              as a request's, the same refusals
+                 / until the server closes       neither field
 
 Why our own and not a library (`bench/http1.py`, the same requests through each): llhttp
 (`httptools`) frames 2-5x faster, but takes four of the twenty ambiguous requests this reader
@@ -51,6 +64,7 @@ _FIELD = re.compile(
 )
 _FIELDS = re.compile(b"(?:" + _TOKEN_CHARS + b":" + _VALUE_CHAR + rb"*\r\n)*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?\r\n")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: [\t -~\x80-\xff]*)?")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 
 
@@ -75,19 +89,45 @@ class Head:
 
     def values(self, name: bytes) -> list[bytes]:
         """Every value of the field `name` (lowercase), in order."""
-        return [value for field, value in self.fields if field.lower() == name]
+        return _values(self.fields, name)
 
     @property
     def keep_alive(self) -> bool:
         """May the connection carry another request after this one (RFC 9112 9.3)?"""
-        tokens = {
-            token.strip().lower()
-            for value in self.values(b"connection")
-            for token in value.split(b",")
-        }
-        if b"close" in tokens:
-            return False
-        return self.version == "HTTP/1.1" or b"keep-alive" in tokens
+        return _keep_alive(self.version, self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One parsed response head; `fields` as in `Head`."""
+
+    status: int
+    version: str
+    fields: tuple[tuple[bytes, bytes], ...]
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of the field `name` (lowercase), in order."""
+        return _values(self.fields, name)
+
+    @property
+    def keep_alive(self) -> bool:
+        """May the connection carry another request after this response (RFC 9112 9.3)?"""
+        return _keep_alive(self.version, self.fields)
+
+
+def _values(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> list[bytes]:
+    return [value for field, value in fields if field.lower() == name]
+
+
+def _keep_alive(version: str, fields: tuple[tuple[bytes, bytes], ...]) -> bool:
+    tokens = {
+        token.strip().lower()
+        for value in _values(fields, b"connection")
+        for token in value.split(b",")
+    }
+    if b"close" in tokens:
+        return False
+    return version == "HTTP/1.1" or b"keep-alive" in tokens
 
 
 def head_end(buffer: bytes | bytearray, max_head: int = MAX_HEAD) -> int:
@@ -122,6 +162,52 @@ def parse_head(head: bytes | bytearray) -> Head:
         raise ProtocolError(400, _request_line_problem(data[:line_end]))
     method, target, version = match.groups()
     return Head(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), fields)
+
+
+def parse_response_head(head: bytes | bytearray) -> Response:
+    """Parse one response head (ending in CRLF CRLF); ProtocolError (502) names the problem."""
+    data = bytes(head)
+    line_end = data.find(b"\r\n")
+    if not data.endswith(b"\r\n\r\n") or line_end < 0:
+        raise ProtocolError(502, "the registry's response head does not end with an empty line")
+    line = _STATUS_LINE.fullmatch(data, 0, line_end)
+    if line is None:
+        raise ProtocolError(502, "the registry sent something that is not an HTTP/1 response")
+    block = data[line_end + 2 : -2]
+    if block.count(b"\r\n") > MAX_FIELDS:
+        raise ProtocolError(502, f"the registry sent more than {MAX_FIELDS} header fields")
+    if _FIELDS.fullmatch(block) is None:
+        raise ProtocolError(502, f"the registry's response has a {_field_problem(block)}")
+    return Response(int(line[2]), line[1].decode("ascii"), tuple(_FIELD.findall(block)))
+
+
+def response_body(method: str, response: Response) -> Body | None:
+    """Where the body of `response`, the answer to a `method` request, ends: a `Body` (empty
+    for HEAD, 1xx, 204 and 304), or None when it ends only with the connection. Framing two
+    readers could read differently is a ProtocolError (502)."""
+    if method == "HEAD" or response.status < 200 or response.status in (204, 304):
+        return Body(0)
+    lengths = set(response.values(b"content-length"))
+    if not lengths and not response.values(b"transfer-encoding"):
+        return None
+    return _framed(lengths, response.values(b"transfer-encoding"), 502, "response", 0)
+
+
+def _framed(lengths: set[bytes], codings: list[bytes], status: int, what: str, keep: int) -> Body:
+    """A body framed by its Content-Length values and Transfer-Encoding fields, or a
+    ProtocolError (`status`) for framing two readers could read differently."""
+    if codings and lengths:
+        raise ProtocolError(status, f"{what} has both Transfer-Encoding and Content-Length")
+    if codings:
+        if len(codings) > 1 or codings[0].lower() != b"chunked":
+            raise ProtocolError(status, "only 'Transfer-Encoding: chunked' bodies are read")
+        return Body(None, keep)
+    if not lengths:
+        return Body(0, keep)
+    (length,) = lengths if len(lengths) == 1 else (b"",)
+    if not length.isdigit() or len(length) > 18:
+        raise ProtocolError(status, f"{what} Content-Length {length[:40]!r} is not one number")
+    return Body(int(length), keep)
 
 
 def _field_problem(block: bytes) -> str:
@@ -168,24 +254,18 @@ class Body:
 
     @classmethod
     def of(cls, head: Head, keep: int = 0) -> Body:
+        """The body of the request `head` heads."""
         lengths = set(head.values(b"content-length"))
-        codings = head.values(b"transfer-encoding")
-        if codings and lengths:
-            raise ProtocolError(400, "request has both Transfer-Encoding and Content-Length")
-        if codings:
-            if len(codings) > 1 or codings[0].lower() != b"chunked":
-                raise ProtocolError(400, "only 'Transfer-Encoding: chunked' bodies are read")
-            return cls(None, keep)
-        if not lengths:
-            return cls(0, keep)
-        (length,) = lengths if len(lengths) == 1 else (b"",)
-        if not length.isdigit() or len(length) > 18:
-            raise ProtocolError(400, f"request Content-Length {length[:40]!r} is not one number")
-        return cls(int(length), keep)
+        return _framed(lengths, head.values(b"transfer-encoding"), 400, "request", keep)
 
     @property
     def done(self) -> bool:
         return self._state == "done"
+
+    @property
+    def left(self) -> int | None:
+        """Bytes of the body still to come, where its length is known (None: chunked)."""
+        return None if self._chunked else self._left
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
         """How many bytes at the start of `data` are body; the rest comes after the body."""

@@ -1,4 +1,5 @@
-"""The agent's one HTTP/1 reader: heads against a naive reader, body framing, hostile input."""
+"""The agent's one HTTP/1 reader: heads against a naive reader, body framing, hostile input,
+and the responses a registry sends back on a connection kept alive."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regward.agent.http1 import MAX_FIELDS, Body, Head, ProtocolError, head_end, parse_head
+from regward.agent.http1 import (
+    MAX_FIELDS,
+    Body,
+    Head,
+    ProtocolError,
+    head_end,
+    parse_head,
+    parse_response_head,
+    response_body,
+)
 from tests.agent.http1_naive import naive_parse_head
 
 TOKEN = st.text(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1, max_size=12)
@@ -176,3 +186,134 @@ def test_head_end_finds_the_end_or_refuses_an_oversized_head() -> None:
     with pytest.raises(ProtocolError) as raised:
         head_end(b"x" * 101, max_head=100)
     assert raised.value.status == 431
+
+
+# ---- responses ------------------------------------------------------------------------------
+
+
+def response(*lines: bytes) -> bytes:
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def test_a_response_head_reads_its_status_version_and_fields() -> None:
+    parsed = parse_response_head(
+        response(b"HTTP/1.1 404 Not Found", b"A: x ", b"Connection: close")
+    )
+    assert (parsed.status, parsed.version) == (404, "HTTP/1.1")
+    assert parsed.values(b"a") == [b"x"] and not parsed.keep_alive
+    assert parse_response_head(response(b"HTTP/1.0 200")).keep_alive is False
+    assert parse_response_head(response(b"HTTP/1.0 200 OK", b"Connection: keep-alive")).keep_alive
+    assert parse_response_head(response(b"HTTP/1.1 200 OK")).keep_alive
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        response(b"SSH-2.0-x"),
+        response(b"HTTP/1.1 2000 OK"),
+        response(b"HTTP/1.1"),
+        response(b"HTTP/2 200 OK"),
+        response(b"HTTP/1.1 200 OK", b"A : b"),
+        response(b"HTTP/1.1 200 OK", b" folded"),
+        response(b"HTTP/1.1 200 OK", b"A: \x00"),
+        b"HTTP/1.1 200 OK\r\n",
+    ],
+)
+def test_a_response_head_that_is_not_strictly_http_1_is_502(head: bytes) -> None:
+    with pytest.raises(ProtocolError) as raised:
+        parse_response_head(head)
+    assert raised.value.status == 502
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "fields", "length"),
+    [
+        ("GET", 200, (b"Content-Length: 5",), 5),
+        ("HEAD", 200, (b"Content-Length: 5",), 0),  # the length of what GET would send
+        ("GET", 204, (), 0),
+        ("GET", 304, (b"Content-Length: 5",), 0),
+        ("GET", 101, (), 0),
+        ("GET", 200, (b"Content-Length: 7", b"Content-Length: 7"), 7),
+        ("GET", 200, (b"Transfer-Encoding: chunked",), None),
+    ],
+)
+def test_where_a_response_body_ends(
+    method: str, status: int, fields: tuple[bytes, ...], length: int | None
+) -> None:
+    head = parse_response_head(response(f"HTTP/1.1 {status} X".encode(), *fields))
+    body = response_body(method, head)
+    assert body is not None and body.left == length
+
+
+def test_a_response_without_framing_ends_with_the_connection() -> None:
+    assert response_body("GET", parse_response_head(response(b"HTTP/1.1 200 OK"))) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (b"Content-Length: 5", b"Transfer-Encoding: chunked"),
+        (b"Content-Length: 5", b"Content-Length: 6"),
+        (b"Content-Length: -1",),
+        (b"Transfer-Encoding: gzip, chunked",),
+        (b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"),
+    ],
+)
+def test_response_framing_two_readers_could_read_differently_is_502(
+    fields: tuple[bytes, ...],
+) -> None:
+    head = parse_response_head(response(b"HTTP/1.1 200 OK", *fields))
+    with pytest.raises(ProtocolError) as raised:
+        response_body("GET", head)
+    assert raised.value.status == 502
+
+
+@given(
+    content=st.binary(max_size=200),
+    chunks=st.lists(st.integers(min_value=1, max_value=50), max_size=8),
+    after=st.binary(max_size=60),
+    cuts=st.lists(st.integers(min_value=1, max_value=64), max_size=20),
+    chunked_framing=st.booleans(),
+)
+def test_a_response_body_is_taken_whole_and_nothing_after_it(
+    content: bytes, chunks: list[int], after: bytes, cuts: list[int], chunked_framing: bool
+) -> None:
+    """However the bytes arrive, exactly the response's body is taken: a second response the
+    registry sends behind it (or anything else) is never relayed as part of the first."""
+    if chunked_framing:
+        parts, at = [], 0
+        for size in chunks:
+            parts.append(content[at : at + size])
+            at += size
+        parts = [part for part in [*parts, content[at:]] if part]
+        framed = chunked(parts)
+        field = b"Transfer-Encoding: chunked"
+    else:
+        framed, field = content, b"Content-Length: %d" % len(content)
+    body = response_body("GET", parse_response_head(response(b"HTTP/1.1 200 OK", field)))
+    assert body is not None
+    data = framed + after
+    taken, at = 0, 0
+    for size in [*cuts, len(data)]:
+        piece = data[at : at + size]
+        at += len(piece)
+        used = body.feed(piece)
+        taken += used
+        if body.done:
+            break
+        assert used == len(piece)
+    assert body.done and taken == len(framed)
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_as_a_response_head_give_a_response_or_a_502(data: bytes) -> None:
+    try:
+        parsed = parse_response_head(data + b"\r\n\r\n")
+    except ProtocolError as error:
+        assert error.status == 502
+        return
+    assert 0 <= parsed.status <= 999
+    try:
+        response_body("GET", parsed)
+    except ProtocolError as error:
+        assert error.status == 502

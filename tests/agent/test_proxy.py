@@ -11,6 +11,7 @@ import fcntl
 import gc
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -167,6 +168,41 @@ def read_head(sock: socket.socket) -> bytes:
     return data
 
 
+class Responses:
+    """The responses on one kept-alive connection, read one at a time, nothing lost between."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _fill(self, what: str) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, f"closed before {what}: {self.buffer!r}"
+        self.buffer += chunk
+
+    def head(self) -> bytes:
+        """The next response head, 1xx included."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill("a response head")
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        return head + b"\r\n\r\n"
+
+    def next(self) -> tuple[bytes, bytes]:
+        """The next final response: its head and its Content-Length body."""
+        head = self.head()
+        while head.startswith(b"HTTP/1.1 1"):
+            head = self.head()
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])  # type: ignore[index]
+        while len(self.buffer) < length:
+            self._fill("the end of a response body")
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return head, body
+
+    def rest(self) -> bytes:
+        """Everything else, until the other side closes."""
+        return self.buffer + read_all(self.sock)
+
+
 def read_all(sock: socket.socket) -> bytes:
     data = b""
     while chunk := sock.recv(65536):
@@ -293,26 +329,37 @@ def test_ipv6_bracketed_connect() -> None:
         upstream.close()
 
 
-def test_absolute_form_is_rewritten_and_closed() -> None:
-    upstream = Upstream(http=True)
+def test_absolute_form_is_rewritten_and_kept_alive() -> None:
+    upstream = Upstream(http=True)  # answers one request per connection, then closes it
     try:
         with running(make_decider(f"127.0.0.1:{upstream.port}")) as proxy:
-            response = exchange(
-                proxy,
-                f"GET http://127.0.0.1:{upstream.port}/v2/?n=1 HTTP/1.1\r\n"
-                "Host: other.example\r\nProxy-Connection: keep-alive\r\n"
-                "Proxy-Authorization: Basic eDp5\r\nConnection: X-Drop\r\nX-Drop: 1\r\n"
-                "Accept: */*\r\n\r\n".encode(),
+            with proxy.connect() as sock:
+                responses = Responses(sock)
+                for n in (1, 2):  # the second on the same connection: a new upstream one
+                    sock.sendall(
+                        f"GET http://127.0.0.1:{upstream.port}/v2/?n={n} HTTP/1.1\r\n"
+                        "Host: other.example\r\nProxy-Connection: keep-alive\r\n"
+                        "Proxy-Authorization: Basic eDp5\r\nConnection: X-Drop\r\nX-Drop: 1\r\n"
+                        "Accept: */*\r\n\r\n".encode()
+                    )
+                    assert responses.head() == b"HTTP/1.1 100 Continue\r\n\r\n"
+                    final_head, body = responses.next()
+                    assert final_head.startswith(b"HTTP/1.1 200 OK\r\n")
+                    assert b"Connection" not in final_head and b"Keep-Alive" not in final_head
+                    assert json.loads(body) == {"ok": True}
+                sock.sendall(
+                    b"GET http://127.0.0.1:%d/v2/ HTTP/1.1\r\nConnection: close\r\n\r\n"
+                    % upstream.port
+                )
+                final_head, _ = responses.next()
+                assert b"\r\nConnection: close\r\n" in final_head
+                assert sock.recv(1) == b""  # closed after the response, as the client asked
+        assert upstream.accepted == 3
+        for n, sent in enumerate(upstream.requests[:2], 1):
+            assert sent.decode() == (
+                f"GET /v2/?n={n} HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\nAccept: */*\r\n\r\n"
             )
-        sent = upstream.requests[0].decode()
-        assert sent == (
-            f"GET /v2/?n=1 HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n"
-        )
-        assert response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
-        final_head, body = response.split(b"\r\n\r\n")[1:3]
-        assert b"Connection: close" in final_head and b"keep-alive" not in final_head
-        assert json.loads(body) == {"ok": True}
+        assert upstream.requests[2].endswith(b"Connection: close\r\n\r\n")
     finally:
         upstream.close()
 
@@ -710,36 +757,50 @@ def test_a_slow_reader_gets_every_byte() -> None:
         ("Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
     ],
 )
-def test_nothing_after_a_forwarded_request_reaches_the_registry(fields: str, body: bytes) -> None:
+@pytest.mark.parametrize(
+    ("smuggled", "answer"),
+    [
+        (b"GET /v2/secret HTTP/1.1\r\nHost: other-tenant.example\r\n\r\n", b"400"),
+        (b"GET http://other-tenant.example/v2/secret HTTP/1.1\r\n\r\n", b"403"),
+    ],
+    ids=["origin-form", "refused-host"],
+)
+def test_a_request_behind_a_forwarded_one_is_decided_by_itself(
+    fields: str, body: bytes, smuggled: bytes, answer: bytes
+) -> None:
     """A request pipelined behind the body, with a Host of its own, would reach another tenant
-    of a front that serves more than one request per connection; the proxy drops it."""
+    of a front that serves more than one request per connection: it is read as the next
+    request, decided by its own target, and refused; nothing of it reaches the registry."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     port = listener.getsockname()[1]
+    head = f"PUT http://127.0.0.1:{port}/v2/x HTTP/1.1\r\n{fields}\r\n".encode()
+    expected = f"PUT /v2/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}\r\n".encode() + body
     received: list[bytes] = []
 
-    def serve() -> None:  # reads until the proxy passes on the client's end, then answers
+    def serve() -> None:  # reads the request, answers, then reads until the proxy closes
         conn, _ = listener.accept()
         with conn:
-            received.append(read_all(conn))
+            data = b""
+            while len(data) < len(expected) and (chunk := conn.recv(65536)):
+                data += chunk
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            received.append(data + read_all(conn))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    head = f"PUT http://127.0.0.1:{port}/v2/x HTTP/1.1\r\n{fields}\r\n".encode()
-    smuggled = b"GET /v2/secret HTTP/1.1\r\nHost: other-tenant.example\r\n\r\n"
     try:
         with running(make_decider(f"127.0.0.1:{port}")) as proxy, proxy.connect() as sock:
             sock.sendall(head + body + smuggled)
-            sock.shutdown(socket.SHUT_WR)
-            response = read_all(sock)
+            responses = Responses(sock)
+            assert responses.next() == (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok")
+            refused = responses.rest()
         thread.join(10)
     finally:
         listener.close()
-    assert response.endswith(b"\r\n\r\nok")
-    expected = f"PUT /v2/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}Connection: close\r\n\r\n"
-    assert received == [expected.encode() + body]
+    assert refused.startswith(b"HTTP/1.1 " + answer + b" "), refused
+    assert received == [expected]
 
 
 def test_100_continue_reaches_the_client_before_its_body() -> None:
@@ -771,7 +832,7 @@ def test_100_continue_reaches_the_client_before_its_body() -> None:
             )
             assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
             sock.sendall(b"hello")
-            final = read_all(sock)
+            final, _ = Responses(sock).next()
         thread.join(10)
     finally:
         listener.close()

@@ -17,12 +17,11 @@ from regward.agent.proxy.protocol import (
     NEED_MORE,
     Target,
     client_hello_sni,
-    close_response_head,
     error_response,
     forward_head,
     parse_request,
     reason_phrase,
-    response_status,
+    response_head,
 )
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
@@ -148,12 +147,17 @@ def test_absolute_form_forwarding(
     lines = [f"{method} http://{authority}{path} HTTP/1.1", *(f"{n}: {v}" for n, v in fields)]
     request = parse_request(head(*lines))
     assert request.target == Target(host, port or 80)
-    out = forward_head(request)
+    out = forward_head(request, close=True)
     again = parse_request(out.replace(b" " + request.path.encode(), b" http://x.test/", 1))
     names = [name.lower() for name, _ in again.fields]
     # The upstream sees exactly one Host (the decided target) and one Connection: close.
     assert names.count(b"host") == 1 and names.count(b"connection") == 1
     assert (b"Connection", b"close") in again.fields
+    # Kept alive, the same head without any Connection field.
+    kept = forward_head(request, close=False)
+    assert kept == out.replace(b"Connection: close\r\n", b"")
+    again = parse_request(kept.replace(b" " + request.path.encode(), b" http://x.test/", 1))
+    assert b"connection" not in [name.lower() for name, _ in again.fields]
     assert not {b"proxy-connection", b"proxy-authorization", b"keep-alive"} & set(names)
     host_value = dict((n.lower(), v) for n, v in again.fields)[b"host"].decode()
     expected_port = port or 80
@@ -208,14 +212,10 @@ def test_error_response_carries_the_reason_twice() -> None:
     assert b"Content-Length: %d\r\n" % len(body) in rest
 
 
-def test_response_head_rewritten_to_close() -> None:
+def test_response_head_loses_its_connection_fields_and_closes_when_asked() -> None:
     raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nA: b\r\n\r\n"
-    assert response_status(raw) == 200
-    assert close_response_head(raw) == b"HTTP/1.1 200 OK\r\nA: b\r\nConnection: close\r\n\r\n"
-    for bad in (b"SSH-2.0-x\r\n\r\n", b"HTTP/1.1 2000 OK\r\n\r\n", b"HTTP/1.1\r\n\r\n"):
-        with pytest.raises(ProtocolError) as caught:
-            response_status(bad)
-        assert caught.value.status == 502
+    assert response_head(raw, close=True) == b"HTTP/1.1 200 OK\r\nA: b\r\nConnection: close\r\n\r\n"
+    assert response_head(raw, close=False) == b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n"
 
 
 @functools.cache
@@ -332,8 +332,11 @@ def test_connection_cannot_drop_the_body_framing() -> None:
             "X-Drop: 1",
         )
     )
-    assert forward_head(request) == head(
+    assert forward_head(request, close=True) == head(
         "POST /v2/ HTTP/1.1", "Host: reg.test", "Transfer-Encoding: chunked", "Connection: close"
+    )
+    assert forward_head(request, close=False) == head(
+        "POST /v2/ HTTP/1.1", "Host: reg.test", "Transfer-Encoding: chunked"
     )
 
 

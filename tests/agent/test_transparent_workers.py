@@ -1,6 +1,6 @@
-"""The transparent listener served by several processes, end to end: `regward agent run
---workers 2` (loopback only, the default) in the bed's private network namespace, with the
-scene's real registries (tests/harness/scenario.py):
+"""The transparent listener served by several processes, and plain HTTP kept alive through
+it, end to end: `regward agent run --workers 2` (loopback only, the default) in the bed's
+private network namespace, with the scene's real registries (tests/harness/scenario.py):
 
     allowed.registry.test:5000   127.0.0.2   an entry of every revision here
     pullonly.registry.test:5000  127.0.0.2   the same registry: an entry of revision 1 only
@@ -13,6 +13,7 @@ connection is read from the kernel (`ss -p` on the listener's port), never guess
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agent.test_proxy import Responses
 from tests.harness.bed import unavailable_reason
 from tests.harness.scenario import Scene
 from tests.harness.wait import wait_for
@@ -40,10 +42,26 @@ REGISTRY = ("127.0.0.2", 5000)
 WORKER_MODULE = b"regward.agent.proxy.worker"
 
 
+ALLOWED = "allowed.registry.test:5000"
+PULL_ONLY = "pullonly.registry.test:5000"
+BLOCKED = "blocked.registry.test:5000"
+MANIFEST = "/v2/demo/hello/manifests/v1"
+
+
 def policy(revision: int, *addresses: str) -> str:
-    lines = [f"organization: acme\nrevision: {revision}\nregistries:"]
+    lines = [f"organization: acme\nrevision: {revision}\nregistries:{'' if addresses else ' []'}"]
     lines += [f"  - address: {address}" for address in addresses]
     return "\n".join(lines) + "\n"
+
+
+def apply(scene: Scene, revision: int, *addresses: str) -> None:
+    """Write the policy file and wait until every process of the agent enforces it."""
+    (scene.bed.directory / "policy.yaml").write_text(policy(revision, *addresses))
+    wait_for(
+        lambda: f"transparent listener: every worker enforces revision {revision}" in log(scene),
+        30,
+        f"every process to take revision {revision}",
+    )
 
 
 def refusal(subject: str, revision: int) -> str:
@@ -70,6 +88,11 @@ def scene() -> Iterator[Scene]:
         yield created
     finally:
         created.close()
+
+
+def revision(scene: Scene) -> int:
+    """The revision the agent enforces."""
+    return int(json.loads(scene.regward("status", "--json").stdout)["revision"])
 
 
 def log(scene: Scene) -> str:
@@ -158,12 +181,7 @@ def test_a_new_revision_reaches_every_process_before_it_decides(scene: Scene) ->
     held = held_by_every_process(scene)
     queued = metric(scene, "regward_agent_denial_reports_queued")
     try:
-        (scene.bed.directory / "policy.yaml").write_text(policy(2, allowed))
-        wait_for(
-            lambda: "transparent listener: every worker enforces revision 2" in log(scene),
-            30,
-            "every process to take revision 2",
-        )
+        apply(scene, 2, allowed)
         for sock in held:  # held by every process: each decides under revision 2
             head, body = get(sock, pull, manifest)
             assert head.startswith(b"HTTP/1.1 403 Forbidden"), head
@@ -180,12 +198,7 @@ def test_a_new_revision_reaches_every_process_before_it_decides(scene: Scene) ->
     assert "transparent refused pullonly.registry.test:5000/demo/hello:v1 from this machine" in log(
         scene
     )
-    (scene.bed.directory / "policy.yaml").write_text(policy(3, allowed, pull))
-    wait_for(
-        lambda: "transparent listener: every worker enforces revision 3" in log(scene),
-        30,
-        "every process to take revision 3",
-    )
+    apply(scene, 3, allowed, pull)
 
 
 def test_a_killed_worker_is_replaced_and_the_new_one_serves(scene: Scene) -> None:
@@ -207,3 +220,133 @@ def test_a_killed_worker_is_replaced_and_the_new_one_serves(scene: Scene) -> Non
     finally:
         for sock in held:
             sock.close()
+
+
+# ---- plain HTTP kept alive: every request decided by its own Host and path ------------------
+
+
+def request(host: str, path: str, method: str = "GET", *fields: str) -> bytes:
+    return "\r\n".join([f"{method} {path} HTTP/1.1", f"Host: {host}", *fields, "", ""]).encode()
+
+
+def test_plain_http_keeps_its_connection_and_its_pipelined_requests(scene: Scene) -> None:
+    with scene.bed.connect(*REGISTRY) as sock:
+        responses = Responses(sock)
+        sock.sendall(request(ALLOWED, "/v2/"))
+        head, _ = responses.next()
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head
+        # Two at once: both answered, in order, on the same connection.
+        sock.sendall(request(ALLOWED, "/v2/demo/hello/tags/list") + request(ALLOWED, MANIFEST))
+        head, body = responses.next()
+        assert head.startswith(b"HTTP/1.1 200 ") and b'"tags":["v1"]' in body
+        head, body = responses.next()
+        assert head.startswith(b"HTTP/1.1 200 ") and b"schemaVersion" in body
+        # HEAD: a length and no body; the connection goes on.
+        sock.sendall(request(ALLOWED, MANIFEST, "HEAD") + request(ALLOWED, "/v2/"))
+        head = responses.head()
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: " in head
+        assert responses.next()[0].startswith(b"HTTP/1.1 200 ")
+        sock.sendall(request(ALLOWED, "/v2/", "GET", "Connection: close"))
+        head, _ = responses.next()
+        assert b"Connection: close" in head
+        assert responses.rest() == b""  # closed, as the client asked
+
+
+@pytest.mark.parametrize(
+    ("second", "subject"),
+    [
+        (request(BLOCKED, MANIFEST), BLOCKED),  # another host
+        (request("mirror.example:5000", MANIFEST), "mirror.example:5000"),  # a /v2/ path
+        # Pipelined behind the first in the same bytes.
+        (request(PULL_ONLY, MANIFEST, "HEAD") + request(BLOCKED, MANIFEST), BLOCKED),
+    ],
+    ids=["another-host", "v2-path-of-an-unknown-host", "pipelined"],
+)
+def test_a_second_request_on_a_kept_connection_is_decided_by_itself(
+    scene: Scene, second: bytes, subject: str
+) -> None:
+    with scene.bed.connect(*REGISTRY) as sock:
+        responses = Responses(sock)
+        sock.sendall(request(ALLOWED, MANIFEST, "HEAD") + second)
+        assert responses.head().startswith(b"HTTP/1.1 200 ")
+        if second.startswith(b"HEAD"):
+            assert responses.head().startswith(b"HTTP/1.1 200 ")
+        head, body = responses.next()
+        assert head.startswith(b"HTTP/1.1 403 Forbidden"), head
+        assert refusal(subject, revision(scene)).encode() in body
+        assert b"Connection: close" in head and responses.rest() == b""
+    assert f"transparent refused {subject}/demo/hello:v1 from this machine" in log(scene)
+
+
+CONFLICTS = [
+    "Content-Length: 4\r\nTransfer-Encoding: chunked",
+    "Transfer-Encoding: chunked\r\nContent-Length: 4",
+    "Content-Length: 4\r\nContent-Length: 41",
+    "Transfer-Encoding: gzip, chunked",
+    "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+]
+
+
+@pytest.mark.parametrize("framing", CONFLICTS)
+@pytest.mark.parametrize("position", ["first", "second"])
+def test_conflicting_framing_is_400_and_nothing_behind_it_passes(
+    scene: Scene, framing: str, position: str
+) -> None:
+    """Request smuggling: a body two readers could delimit differently, hiding a request for
+    a refused registry. The listener answers 400 and ends the connection, whether the request
+    comes first or on a kept connection."""
+    hidden = request(BLOCKED, MANIFEST)
+    smuggler = request(ALLOWED, "/v2/", "POST", framing) + b"0\r\n\r\n" + hidden
+    with scene.bed.connect(*REGISTRY) as sock:
+        responses = Responses(sock)
+        if position == "second":
+            sock.sendall(request(ALLOWED, "/v2/"))
+            assert responses.next()[0].startswith(b"HTTP/1.1 200 ")
+        sock.sendall(smuggler)
+        head, _ = responses.next()
+        assert head.startswith(b"HTTP/1.1 400 Bad Request"), head
+        assert responses.rest() == b""
+
+
+def test_a_chunked_body_ends_where_its_framing_says_and_the_next_request_is_decided(
+    scene: Scene,
+) -> None:
+    upload = request(ALLOWED, "/v2/demo/hello/blobs/uploads/", "POST", "Transfer-Encoding: chunked")
+    with scene.bed.connect(*REGISTRY) as sock:
+        responses = Responses(sock)
+        sock.sendall(upload + b"0\r\n\r\n" + request(BLOCKED, MANIFEST))
+        assert responses.next()[0].startswith(b"HTTP/1.1 202 ")
+        head, body = responses.next()
+        assert head.startswith(b"HTTP/1.1 403 Forbidden"), head
+        assert refusal(BLOCKED, revision(scene)).encode() in body
+
+
+def held_after_a_request(scene: Scene) -> list[socket.socket]:
+    """Connections that each got a response from the allowed registry and stay open, until
+    every process of the agent holds some."""
+    assert scene.agent is not None
+    every = {scene.agent.pid, *workers(scene)}
+    held: list[socket.socket] = []
+    for _ in range(100):
+        sock = scene.bed.connect(*REGISTRY)
+        held.append(sock)
+        head, _ = get(sock, ALLOWED, "/v2/")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        if every <= acceptors(scene):
+            return held
+    raise AssertionError(f"100 connections and not every one of {every} accepted one")
+
+
+def test_kept_connections_to_a_registry_a_new_revision_refuses_end_in_every_process(
+    scene: Scene,
+) -> None:
+    held = held_after_a_request(scene)
+    try:
+        apply(scene, 4)  # nothing allowed
+        for sock in held:
+            sock.settimeout(30)
+            assert sock.recv(1) == b"", "a kept connection outlived its registry's removal"
+    finally:
+        for sock in held:
+            sock.close()
+        apply(scene, 5, ALLOWED, PULL_ONLY)

@@ -222,11 +222,12 @@ def _looks_numeric(host: str) -> bool:
     )
 
 
-def forward_head(request: Request) -> bytes:
-    """The head to send upstream for an absolute-form request: origin form, hop-by-hop fields
-    dropped, Host set to the target the decision was made for, one request per connection.
-    The body's framing fields always pass, even when `Connection` names them: the proxy frames
-    the body by them (`http1.Body`), and so must the registry."""
+def forward_head(request: Request, close: bool) -> bytes:
+    """The head to send upstream for a request: origin form, hop-by-hop fields dropped, Host
+    set to the target the decision was made for, and `Connection: close` when the client's
+    connection ends after this request (`close`). The body's framing fields always pass, even
+    when `Connection` names them: the proxy frames the body by them (`http1.Body`), and so must
+    the registry."""
     named = _connection_names(request.fields) - _FRAMING
     out = [f"{request.method} {request.path} HTTP/1.1\r\n".encode()]
     out.append(b"Host: " + _host_value(request.target).encode() + b"\r\n")
@@ -235,7 +236,7 @@ def forward_head(request: Request) -> bytes:
         if lowered == b"host" or lowered in _HOP_BY_HOP or lowered in named:
             continue
         out.append(name + b": " + value + b"\r\n")
-    out.append(b"Connection: close\r\n\r\n")
+    out.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
     return b"".join(out)
 
 
@@ -251,20 +252,10 @@ def _connection_names(fields: tuple[tuple[bytes, bytes], ...]) -> frozenset[byte
     return frozenset(names)
 
 
-def response_status(head: bytes) -> int:
-    """The status code of an upstream response head; ProtocolError (502) if it has none."""
-    line = head.split(b"\r\n", 1)[0]
-    parts = line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise ProtocolError(502, "the registry sent something that is not an HTTP response")
-    if len(parts[1]) != 3:
-        raise ProtocolError(502, "the registry sent a malformed status code")
-    return int(parts[1])
-
-
-def close_response_head(head: bytes) -> bytes:
-    """An upstream response head with its connection fields replaced by `Connection: close`,
-    so the client never reuses a connection the proxy will close after this exchange."""
+def response_head(head: bytes, close: bool) -> bytes:
+    """An upstream response head for the client: its connection fields (they were about the
+    upstream connection) dropped, and `Connection: close` when the client's connection ends
+    after this response (`close`)."""
     lines = head.split(b"\r\n")
     fields = []
     for line in lines[1:-2]:
@@ -272,7 +263,7 @@ def close_response_head(head: bytes) -> bytes:
         if name in (b"connection", b"proxy-connection", b"keep-alive"):
             continue
         fields.append(line)
-    return b"\r\n".join([lines[0], *fields, b"Connection: close", b"", b""])
+    return b"\r\n".join([lines[0], *fields, *[b"Connection: close"] * close, b"", b""])
 
 
 def reason_phrase(text: str, limit: int = MAX_REASON) -> str:

@@ -1,6 +1,6 @@
-"""The accept loop: take connections, read one request head, ask the host decision, dial,
-hand over to a tunnel or a forwarded request; end what a new policy refuses; sweep idle
-tunnels.
+"""The accept loop: take connections, read the first request head; a CONNECT is decided,
+dialled and handed to a tunnel, plain-HTTP requests to `forward` (each decided by itself);
+end what a new policy refuses; sweep idle tunnels.
 
     async with ProxyServer(settings, decide_host, describe) as server:
         server.recheck()          # after a policy change: end connections it now refuses
@@ -17,12 +17,12 @@ import resource
 import socket
 from collections.abc import Callable
 
-from regward.agent.http1 import Body, ProtocolError, head_end
+from regward.agent.http1 import ProtocolError, head_end
 from regward.errors import ConfigError
 from regward.policy import Decision
 from regward.policy.address import join_host_port
 
-from .forward import forward
+from .forward import Route, forward
 from .protocol import CONNECT_ESTABLISHED, Request, Target, error_response, parse_request
 from .relay import Tunnel, Tunnels, send_all
 from .settings import HostDecider, ProxySettings, parse_listen
@@ -156,19 +156,18 @@ class ProxyServer:
                 except TimeoutError:
                     raise ProtocolError(408, "request head not received in time") from None
             request, rest = head
+            if not request.is_connect:
+                route, parse = self._router(client, hosts), parse_request
+                settings, tunnels, dialer = self.settings, self._tunnels, self._dialer
+                await forward(tunnels, settings, dialer, client, request, rest, route, parse)
+                return
             target = request.target
             hosts.append((target.host, target.port))
             decision = self._decision(target)
             if not decision.allowed:
-                message = self._describe(decision)
-                log.info("proxy refused %s: %s", target.authority, message)
-                await loop.sock_sendall(client, error_response(403, message))
+                await self._refuse(client, target, decision)
                 return
-            body = None if request.is_connect else Body.of(request.head)
             upstream = await self._dialer.connect(target)
-            if body is not None:
-                await forward(self._tunnels, self.settings, client, upstream, request, rest, body)
-                return
             await send_all(client, CONNECT_ESTABLISHED)
 
             def name_allowed(name: str) -> bool:
@@ -189,6 +188,31 @@ class ProxyServer:
             client.close()
             if upstream is not None:
                 upstream.close()
+
+    def _router(self, client: socket.socket, hosts: list[tuple[str, int]]) -> Route:
+        """The decision for each absolute-form request on `client`: its target, or None once
+        its refusal is sent. `hosts` keeps every host decided, for `recheck`."""
+
+        async def route(request: Request) -> Target | None:
+            if request.is_connect:
+                raise ProtocolError(
+                    400, "CONNECT after a plain-HTTP request is not served: use a new connection"
+                )
+            target = request.target
+            if (target.host, target.port) not in hosts:  # a long connection's list stays short
+                hosts.append((target.host, target.port))
+            decision = self._decision(target)
+            if decision.allowed:
+                return target
+            await self._refuse(client, target, decision)
+            return None
+
+        return route
+
+    async def _refuse(self, client: socket.socket, target: Target, decision: Decision) -> None:
+        message = self._describe(decision)
+        log.info("proxy refused %s: %s", target.authority, message)
+        await asyncio.get_running_loop().sock_sendall(client, error_response(403, message))
 
     def _head_now(self, client: socket.socket, buffer: bytearray) -> tuple[Request, bytes] | None:
         """The request, when its whole head has already arrived (clients send it at once, so

@@ -19,23 +19,25 @@ itself (its own resolver's address, whatever the client connected to) and relays
 registry request (HTTP `/v2/...`, a host the policy or the catalog knows as a registry, or a
 TLS server the probe finds to be one) gets a 403 with the product's sentence (plain HTTP) or a
 closed connection (TLS), and a denial report naming the container's address and interface;
-anything else is not registry traffic and passes to where the client was going. Plain HTTP is
-one request per connection (as the proxy's absolute-form requests), so a second request on a
-kept-alive connection cannot ride on the first one's decision.
+anything else is not registry traffic and passes to where the client was going. Plain HTTP
+keeps its connection alive (`proxy.forward`, as the proxy's absolute-form requests): every
+request on it is decided by its own Host and path, so a second request cannot ride on the
+first one's decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from regward.agent.http1 import Body, ProtocolError, head_end
-from regward.agent.proxy.forward import forward
+from regward.agent.http1 import ProtocolError, head_end
+from regward.agent.proxy.forward import Route, forward
 from regward.agent.proxy.protocol import (
     NEED_MORE,
     Request,
@@ -192,6 +194,16 @@ class TransparentListener:
             elif early == "relayed":
                 return
             first = await self._first(client, destination[1])
+            if first.request is not None:  # plain HTTP: every request decided by itself
+                dialled = None if upstream is None else (Target(*destination), upstream)
+                route = self._router(client, who, names)
+                parse = functools.partial(parse_request, origin_port=destination[1])
+                settings, tunnels, dialer = self.proxy_settings, self._tunnels, self._dialer
+                request, rest = first.request, first.rest
+                await forward(
+                    tunnels, settings, dialer, client, request, rest, route, parse, dialled
+                )
+                return
             plan, decision, name = await self._plan(first, who)
             if decision is not None and plan == "refuse":
                 await self._refuse(client, first, who, decision, name)
@@ -333,12 +345,27 @@ class TransparentListener:
         if first.request is not None:
             await asyncio.get_running_loop().sock_sendall(client, error_response(403, message))
 
+    def _router(self, client: socket.socket, who: Client, names: list[tuple[str, int]]) -> Route:
+        """The decision for each plain-HTTP request on `client`, by its own Host and path:
+        the target to dial (the name an entry allows, else where the client was going), or
+        None once its refusal is sent. `names` keeps the names dialled, for `recheck`."""
+
+        async def route(request: Request) -> Target | None:
+            first = First(b"", request=request)
+            plan, decision, name = await self._plan(first, who)
+            if decision is not None and plan == "refuse":
+                await self._refuse(client, first, who, decision, name)
+                return None
+            if plan == "upstream":
+                if name not in names:  # a long connection's list stays short
+                    names.append(name)
+                return Target(*name)
+            return Target(*who.destination)
+
+        return route
+
     async def _relay(self, client: socket.socket, upstream: socket.socket, first: First) -> None:
-        if first.request is not None:
-            request, body = first.request, Body.of(first.request.head)
-            settings = self.proxy_settings
-            await forward(self._tunnels, settings, client, upstream, request, first.rest, body)
-            return
+        """TLS or other bytes: the first ones, then both directions untouched."""
         await asyncio.get_running_loop().sock_sendall(upstream, first.data)
         await self._splice(client, upstream)
 
