@@ -57,7 +57,8 @@ class PipePool:
 
 
 class Direction:
-    """Bytes from `src` to `dst` until `src` ends; then `dst` is shut for writing."""
+    """Bytes from `src` to `dst` until `src` ends; then its tunnel is told (`on_done`), and
+    passes the end on (`pass_end`) unless both sides are done and about to be closed."""
 
     __slots__ = (
         "_dst",
@@ -158,10 +159,12 @@ class Direction:
         self.done = True
         on_done = self._on_done
         self.stop()
-        if clean:
-            with contextlib.suppress(OSError):
-                self._dst.shutdown(socket.SHUT_WR)
         on_done(self, clean)
+
+    def pass_end(self) -> None:
+        """`src` ended cleanly: tell `dst` no more bytes follow (it may still answer)."""
+        with contextlib.suppress(OSError):
+            self._dst.shutdown(socket.SHUT_WR)
 
     def stop(self) -> None:
         """Stop watching both sockets and release the pipe (idempotent). The tunnel is no
@@ -233,8 +236,12 @@ class Tunnel:
 
     def _direction_done(self, direction: Direction, clean: bool) -> None:
         if not clean or (self.up.done and self.down.done):
+            # Failed, or both sides said all: closing both sockets (their owner's next step)
+            # says the rest, so no shutdown first (one system call a connection fewer).
             self.abort()
-        elif self.downstream_only and direction is self.down:
+            return
+        direction.pass_end()
+        if self.downstream_only and direction is self.down:
             self.abort()
 
     def abort(self) -> None:

@@ -70,6 +70,10 @@ async def _client_hello(
                 name = client_hello_sni(data)
                 if name != NEED_MORE:
                     return data, name
+            elif not await tunnel.readable(client):
+                # Nothing yet (clients speak once they read the "200"): wait rather than try
+                # a read that fails.
+                return None
             try:
                 chunk = client.recv(settings.read_size)
             except (BlockingIOError, InterruptedError):

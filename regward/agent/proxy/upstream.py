@@ -47,10 +47,9 @@ class Dialer:
                 addresses = self._cached(target) or await self._resolve(target, deadline)
             failure: OSError = OSError(f"{target.host} has no address")
             for family, address in addresses:
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
                 if self.settings.mark is not None:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.settings.mark)
-                sock.setblocking(False)
                 try:
                     await _connect(loop, sock, address, deadline)
                 except TimeoutError:  # an OSError too, but the deadline ends every attempt
