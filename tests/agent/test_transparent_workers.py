@@ -13,19 +13,26 @@ connection is read from the kernel (`ss -p` on the listener's port), never guess
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from regward.agent.guard import DenialReport, Enforcement, Guard
+from regward.agent.transparent import TransparentSettings
+from regward.agent.transparent.service import Transparent
+from regward.policy import Policy
 from tests.agent.test_proxy import Responses
-from tests.harness.bed import unavailable_reason
+from tests.harness.bed import enter_netns, unavailable_reason
 from tests.harness.scenario import Scene
 from tests.harness.wait import wait_for
 
@@ -42,6 +49,7 @@ REGISTRY = ("127.0.0.2", 5000)
 WORKER_MODULE = b"regward.agent.proxy.worker"
 
 
+T = TypeVar("T")
 ALLOWED = "allowed.registry.test:5000"
 PULL_ONLY = "pullonly.registry.test:5000"
 BLOCKED = "blocked.registry.test:5000"
@@ -125,11 +133,12 @@ def acceptors(scene: Scene) -> set[int]:
     return {int(pid) for pid in re.findall(r"pid=(\d+)", listed.stdout)}
 
 
-def held_by_every_process(scene: Scene) -> list[socket.socket]:
+def held_by_every_process(scene: Scene, every: set[int] | None = None) -> list[socket.socket]:
     """Connections to the registry's address that have sent nothing yet (the listener holds
-    them, waiting for the client's first bytes), until every process of the agent holds some."""
-    assert scene.agent is not None
-    every = {scene.agent.pid, *workers(scene)}
+    them, waiting for the client's first bytes), until every process of the agent (or of
+    `every`) holds some."""
+    assert scene.agent is not None or every is not None
+    every = every or {scene.agent.pid, *workers(scene)}  # type: ignore[union-attr]
     held: list[socket.socket] = []
     for _ in range(100):
         held.append(scene.bed.connect(*REGISTRY))
@@ -350,3 +359,80 @@ def test_kept_connections_to_a_registry_a_new_revision_refuses_end_in_every_proc
         for sock in held:
             sock.close()
         apply(scene, 5, ALLOWED, PULL_ONLY)
+
+
+# ---- the parent's own view (last: it stops the scene's agent) -------------------------------
+
+
+class InNamespace:
+    """An event loop on a thread of this process that entered the bed's namespace: what runs
+    on it (the listener, the nft command, the worker processes it starts) is the namespace's,
+    and the test reads the parent's guard directly."""
+
+    def __init__(self, scene: Scene) -> None:
+        self.loop = asyncio.new_event_loop()
+        entered = threading.Event()
+
+        def run() -> None:
+            enter_netns(scene.bed.name)
+            entered.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert entered.wait(10)
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(120)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_every_processs_refusals_are_the_parents_denial_reports_with_their_origin(
+    scene: Scene,
+) -> None:
+    scene.stop_agent()  # its table and port are this test's now
+    policy = Policy.from_dict(
+        {"organization": "acme", "revision": 9, "registries": [{"address": ALLOWED}]}
+    )
+    guard = Guard(Enforcement("local", policy, "acme"))
+    decisions: list[tuple[str, bool]] = []
+    guard.observer = lambda point, allowed, seconds: decisions.append((point, allowed))
+    settings = TransparentSettings(interfaces=(), listen_port=LISTEN_PORT)
+    here = InNamespace(scene)
+    transparent = Transparent(settings, guard, workers=2)
+    try:
+        here.call(transparent.start())
+        (worker,) = transparent.listener._workers  # type: ignore[union-attr]
+        held = held_by_every_process(scene, {os.getpid(), worker.process.pid})
+        try:
+            for sock in held:
+                head, body = get(sock, BLOCKED, MANIFEST)
+                assert head.startswith(b"HTTP/1.1 403 Forbidden"), head
+                assert refusal(BLOCKED, 9).encode() in body
+        finally:
+            for sock in held:
+                sock.close()
+        reports: list[DenialReport] = []
+
+        def all_reported() -> bool:
+            reports.extend(guard.denials.drain())
+            return len(reports) >= len(held)
+
+        wait_for(all_reported, 30, "every process's denial reports in the parent's queue")
+        assert len(reports) == len(held)
+        for report in reports:
+            assert (report.source, report.origin) == ("transparent", "from this machine")
+            assert report.target == f"{BLOCKED}/demo/hello:v1" and report.action == "pull"
+        wait_for(
+            lambda: decisions.count(("transparent", False)) >= len(held),
+            30,
+            "every process's decisions in the parent's metrics",
+        )
+    finally:
+        here.call(transparent.close())
+        here.close()
+    assert not rules(scene)

@@ -574,7 +574,7 @@ class Bed:
         namespace they are created in, so a thread of ours that entered it creates them."""
         if self._netns_thread is None:
             self._netns_thread = concurrent.futures.ThreadPoolExecutor(
-                1, f"{self.name}-netns", initializer=_enter_netns, initargs=(self.name,)
+                1, f"{self.name}-netns", initializer=enter_netns, initargs=(self.name,)
             )
         future = self._netns_thread.submit(socket.create_connection, (address, port), timeout)
         return future.result(timeout + 5)
@@ -639,8 +639,9 @@ def _run(argv: Sequence[str]) -> None:
 _CLONE_NEWNET = 0x40000000
 
 
-def _enter_netns(name: str) -> None:
-    """Move the calling thread (only) into the network namespace `name`."""
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only) into the network namespace `name`: the sockets it makes
+    and the processes it starts are the namespace's."""
     libc = ctypes.CDLL(None, use_errno=True)
     with open(f"/run/netns/{name}") as namespace:
         if libc.setns(namespace.fileno(), _CLONE_NEWNET) != 0:
