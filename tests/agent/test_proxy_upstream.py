@@ -103,3 +103,41 @@ def test_a_registry_that_never_answers_is_504_after_the_connect_timeout() -> Non
         for sock in queued:
             sock.close()
         listener.close()
+
+
+def test_a_registry_slow_to_answer_the_handshake_is_waited_for() -> None:
+    """The handshake still under way after the connect (the registry's accept queue full, so
+    its SYN is dropped and sent again): the dialer waits for it rather than failing, and the
+    socket it returns is connected."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued: list[socket.socket] = []
+
+    async def main() -> None:
+        dialer = Dialer(replace(ProxySettings(port=0), connect_timeout=20))
+        for _ in range(8):  # fill the accept queue
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            queued.append(sock)
+        dialing = asyncio.ensure_future(dialer.connect(Target("127.0.0.1", port)))
+        await asyncio.sleep(0)  # one turn: its connect went out and found the queue full
+        assert not dialing.done()
+        listener.setblocking(False)
+        while True:  # make room: the SYN sent again is answered
+            try:
+                listener.accept()[0].close()
+            except BlockingIOError:
+                break
+        sock = await dialing
+        assert sock.getpeername() == ("127.0.0.1", port)
+        sock.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()

@@ -118,9 +118,15 @@ async def _connect(
 ) -> None:
     """`loop.sock_connect` for an address already resolved, with less bookkeeping: the
     connect, then (while the handshake runs) one wait for the socket to turn writable, or
-    TimeoutError at `deadline` (a timer on the wait, not a timeout scope per connection)."""
+    TimeoutError at `deadline` (a timer on the wait, not a timeout scope per connection).
+
+    A registry on this machine (loopback, a local mirror) has usually answered the handshake
+    before the first connect returns: a second connect says so (0, or its error) and spares
+    the wait, a registration with the loop and a turn of it; EALREADY means still under way."""
     error = sock.connect_ex(address)
     if error == errno.EINPROGRESS:
+        error = sock.connect_ex(address)
+    if error in (errno.EALREADY, errno.EINPROGRESS):
         waiter: asyncio.Future[None] = loop.create_future()
         fd = sock.fileno()
         loop.add_writer(fd, _wake, waiter)
