@@ -7,6 +7,7 @@ Upstreams are small servers on 127.0.0.1 (or ::1) that the policy names by IP li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import gc
 import json
@@ -879,3 +880,44 @@ def test_a_slow_upload_waits_for_its_answer_while_the_body_keeps_moving() -> Non
         listener.close()
     assert bodies == [b"x" * pieces]
     assert final.startswith(b"HTTP/1.1 201 Created\r\n") and final.endswith(b"created")
+
+
+def test_bytes_a_registry_sends_after_a_response_never_answer_the_next_request() -> None:
+    """A registry that sends a second response nobody asked for, once the first is relayed:
+    the next request goes on a new connection, so the unasked one never answers it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    served: list[bytes] = []
+    relayed, unasked_sent = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        for index in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                served.append(read_head(conn))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nreal%d" % index)
+                if index == 0:
+                    assert relayed.wait(10)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!")
+                    unasked_sent.set()
+                with contextlib.suppress(ConnectionResetError):  # closed with "fake!" unread
+                    read_all(conn)  # until the proxy closes it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    get = f"GET http://127.0.0.1:{port}/v2/ HTTP/1.1\r\n\r\n".encode()
+    try:
+        with running(make_decider(f"127.0.0.1:{port}")) as proxy, proxy.connect() as sock:
+            responses = Responses(sock)
+            sock.sendall(get)
+            assert responses.next()[1] == b"real0"
+            relayed.set()
+            assert unasked_sent.wait(10)
+            sock.sendall(get)
+            assert responses.next()[1] == b"real1"
+        thread.join(10)
+    finally:
+        listener.close()
+    assert len(served) == 2

@@ -12,7 +12,7 @@ decided target), its body and nothing after it passed on, and the response relay
 nothing after it (`http1.response_body`). The bytes the client sent after a request (a
 pipelined request) are kept and read as the next request once the response has ended. The
 connection to a registry is reused for the next request to the same target while the
-registry keeps it alive.
+registry keeps it alive and has sent nothing more.
 
 The client's connection stays open after a response unless the client asked to close it
 (`Connection: close`, or HTTP/1.0), the response ends only with the registry's connection (no
@@ -81,7 +81,7 @@ async def forward(
             target = await route(request)
             if target is None:
                 return
-            if connected is not None and connected[0] != target:
+            if connected is not None and (connected[0] != target or not _quiet(connected[1])):
                 connected[1].close()
                 connected = None
             reused = connected is not None
@@ -115,6 +115,19 @@ async def forward(
     finally:
         if connected is not None:
             connected[1].close()
+
+
+def _quiet(upstream: socket.socket) -> bool:
+    """Whether a kept registry connection is still open with nothing unread: bytes it sent
+    after a response (a second response nobody asked for) must never answer the next request,
+    and one it closed is not worth a try."""
+    try:
+        upstream.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 async def _next_request(
