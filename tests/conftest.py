@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
+from tests.harness.browser import close_chromium
+
 # Machines here are shared and noisy: a slow example is not a failure (no timing in tests).
 settings.register_profile("regward", deadline=None, print_blob=True)
 settings.load_profile("regward")
@@ -38,3 +40,11 @@ def _restore_logging() -> Iterator[None]:
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _chromium_per_module() -> Iterator[None]:
+    """Browser sessions of one module share a Chromium (tests/harness/browser.py); it stops
+    when the module ends, before any other module's test runs."""
+    yield
+    close_chromium()

@@ -1,26 +1,29 @@
 """A real Chromium for browser tests (Debian's /usr/bin/chromium driven by Playwright from
 PyPI) and the flags that keep it on loopback.
 
-Each `BrowserSession` is one Chromium process with a fresh profile directory, so two sessions
-never share cookies (an owner and a member side by side). The browser downloads nothing:
-`playwright install` is never run, and the flags below switch off every background request.
+Each `BrowserSession` is a fresh browser context (its own cookies, storage and cache, like a
+new incognito window) in one Chromium that the tests of a module share, so two sessions never
+share cookies (an owner and a member side by side) and a test does not wait for a Chromium to
+start. The browser downloads nothing: `playwright install` is never run, and the flags below
+switch off every background request.
 
-    with BrowserSession(tmp_path / "owner") as browser:
+    with BrowserSession() as browser:
         page = browser.page
         page.goto(f"{base_url}/signin")
 
-The server the browser talks to is `tests.harness.server.ServerProcess`.
+The shared Chromium starts with the first session and stops at the end of the module
+(`close_chromium`, called by an autouse fixture in tests/conftest.py): while Playwright's
+driver runs, this thread counts as running its event loop, so `asyncio.run` in a later module
+would refuse to start. The server the browser talks to is `tests.harness.server.ServerProcess`.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
@@ -43,25 +46,58 @@ def require_chromium() -> None:
         pytest.skip(f"{CHROMIUM} not installed; run scripts/setup.sh as root")
 
 
+class _Chromium:
+    """Playwright's driver and one Chromium process, started together."""
+
+    def __init__(self) -> None:
+        self.playwright: Playwright = sync_playwright().start()
+        try:
+            self.browser: Browser = self.playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS)
+            )
+        except BaseException:
+            self.playwright.stop()
+            raise
+
+    def close(self) -> None:
+        try:
+            self.browser.close()
+        finally:
+            self.playwright.stop()
+
+
+_shared: _Chromium | None = None
+
+
+def _browser() -> Browser:
+    """The module's Chromium, started on first use (and again if it died)."""
+    global _shared
+    if _shared is not None and not _shared.browser.is_connected():
+        close_chromium()
+    if _shared is None:
+        _shared = _Chromium()
+    return _shared.browser
+
+
+def close_chromium() -> None:
+    """Stop the shared Chromium and Playwright's driver, if started."""
+    global _shared
+    if _shared is not None:
+        running, _shared = _shared, None
+        running.close()
+
+
 class BrowserSession:
-    """One Chromium with its own fresh ``--user-data-dir``; ``page`` is its first tab.
+    """A new browser context in the shared Chromium; ``page`` is its first tab.
     `javascript=False` shows the pages as a browser without scripts does."""
 
     def __init__(self, viewport: dict[str, int] | None = None, *, javascript: bool = True) -> None:
         self._viewport = viewport or LAPTOP
         self._javascript = javascript
-        self._profile = Path(tempfile.mkdtemp(prefix="rwdash-chromium-"))
-        self._playwright: Playwright | None = None
         self.context: BrowserContext | None = None
 
     def __enter__(self) -> BrowserSession:
-        self._playwright = sync_playwright().start()
-        # A persistent context is how Playwright takes an explicit --user-data-dir.
-        self.context = self._playwright.chromium.launch_persistent_context(
-            str(self._profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=list(CHROMIUM_ARGS),
+        self.context = _browser().new_context(
             viewport=self._viewport,  # type: ignore[arg-type]
             java_script_enabled=self._javascript,
         )
@@ -82,9 +118,6 @@ class BrowserSession:
     ) -> None:
         if self.context is not None:
             self.context.close()
-        if self._playwright is not None:
-            self._playwright.stop()
-        shutil.rmtree(self._profile, ignore_errors=True)
 
 
 WIDTH = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
