@@ -921,3 +921,50 @@ def test_bytes_a_registry_sends_after_a_response_never_answer_the_next_request()
     finally:
         listener.close()
     assert len(served) == 2
+
+
+def test_a_chunked_response_is_relayed_whole_and_what_follows_it_is_dropped() -> None:
+    """A chunked response arriving in pieces reaches the client whole; bytes the registry sent
+    behind its last chunk are never relayed, and its connection is not asked again."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    first_chunk_relayed = threading.Event()
+
+    def serve() -> None:
+        for index in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                read_head(conn)
+                if index == 1:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nreal1")
+                else:
+                    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    conn.sendall(head + b"3\r\nabc\r\n")
+                    assert first_chunk_relayed.wait(10)
+                    fake = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!"
+                    conn.sendall(b"2\r\nde\r\n0\r\n\r\n" + fake)
+                with contextlib.suppress(ConnectionResetError):
+                    read_all(conn)  # until the proxy closes it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    get = f"GET http://127.0.0.1:{port}/v2/ HTTP/1.1\r\n\r\n".encode()
+    try:
+        with running(make_decider(f"127.0.0.1:{port}")) as proxy, proxy.connect() as sock:
+            sock.sendall(get)
+            data = read_head(sock)
+            while not data.endswith(b"3\r\nabc\r\n"):
+                data += sock.recv(65536)
+            first_chunk_relayed.set()
+            while not data.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.split(b"\r\n\r\n", 1)[1] == b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+            sock.sendall(get)
+            assert Responses(sock).next()[1] == b"real1"
+        thread.join(10)
+    finally:
+        listener.close()

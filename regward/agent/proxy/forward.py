@@ -203,10 +203,13 @@ async def _exchange(
                 tunnel.down.start()
                 await tunnel.wait()
                 return None
-            taken = framing.feed(extra)
+            try:
+                taken = framing.feed(extra)
+            except ProtocolError as error:
+                raise ProtocolError(502, f"the registry's response: {error.message}") from None
             await loop.sock_sendall(client, response_head(head, close=not keep) + extra[:taken])
             tunnel.down.moved += taken
-            await _relay_body(settings, tunnels.pool, tunnel, upstream, client, framing)
+            clean = await _relay_body(settings, tunnels.pool, tunnel, upstream, client, framing)
             if sender is not None:
                 # Answered before the body ended (the rest is unread), or the client ended it.
                 sent = sender.result() if sender.done() else None
@@ -216,7 +219,7 @@ async def _exchange(
             if not keep:
                 return None
             # A registry that sent more than the response is not asked again.
-            return after, response.keep_alive and taken == len(extra)
+            return after, response.keep_alive and taken == len(extra) and clean
         finally:
             if sender is not None and not sender.done():
                 sender.cancel()
@@ -294,16 +297,17 @@ async def _relay_body(
     upstream: socket.socket,
     client: socket.socket,
     framing: Body,
-) -> None:
+) -> bool:
     """The rest of a response body, registry to client, and not a byte more: spliced when its
-    length is known, read chunk by chunk when chunked. OSError when the registry stops or
+    length is known, read chunk by chunk when chunked. False when the registry sent bytes
+    after it (dropped; its connection is not used again). OSError when the registry stops or
     breaks the framing midway (the client's connection then ends: its response is cut)."""
     if framing.done:
-        return
+        return True
     left = framing.left
     if left is not None:
         await _Exactly(pool, upstream, client, left, settings.idle_timeout, tunnel).run()
-        return
+        return True
     loop = asyncio.get_running_loop()
     while not framing.done:
         async with asyncio.timeout(settings.idle_timeout):
@@ -316,6 +320,9 @@ async def _relay_body(
             raise OSError(f"the registry broke its chunked framing: {error.message}") from None
         await loop.sock_sendall(client, chunk[:used])
         tunnel.down.moved += used
+        if used < len(chunk):
+            return False
+    return True
 
 
 class _Exactly:
