@@ -24,7 +24,7 @@ from regward import logs
 from regward.agent.watch import WATCH_INTERVAL, SettledFiles
 from regward.policy import Decision, Policy, evaluate_host
 
-from .loop import EVENT_LOOPS, freeze_startup, run_on
+from .loop import EVENT_LOOPS, run_on, settle_collector
 from .settings import DEFAULT_LISTEN, HostDecider, ProxySettings
 from .workers import DEFAULT_WORKERS, parse_workers, start_proxy
 
@@ -113,7 +113,7 @@ async def _run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     proxy = await start_proxy(settings, guard, workers)  # a reload also ends refused tunnels
-    freeze_startup()
+    settle_collector()
     watcher = asyncio.create_task(_watch(files, read, guard), name="proxy-policy-watcher")
     try:
         await stop.wait()

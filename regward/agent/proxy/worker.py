@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 from regward.agent.guard import DenialReport, Enforcement, Guard
 
 from . import served
-from .loop import freeze_startup, run_on
+from .loop import run_on, settle_collector
 
 REPORT_INTERVAL = 1.0  # seconds between a worker's reports (denials, decisions, connections)
 
@@ -75,7 +75,7 @@ async def _serve(
         conn.send(("failed", str(error)))
         return
     guard.watch(server.recheck)
-    freeze_startup()
+    settle_collector()
     conn.send(("ready",))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
