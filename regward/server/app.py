@@ -193,6 +193,8 @@ def _describe(problem: dict[str, Any]) -> str:
         else problem["loc"]
     )
     location = ".".join(loc)
+    if problem["type"] == "missing":  # an empty form field arrives as a missing one
+        return f"{location or 'body'}: required, and missing or empty"
     return f"{location or 'body'}: {problem['msg']} (got {problem['input']})"
 
 

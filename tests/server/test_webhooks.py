@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import html
 import http.server
 import json
 import threading
@@ -382,3 +383,29 @@ def test_dashboard_add_test_and_log(
     ) as client:
         sign_in(client, "bob")
         assert client.get("/orgs/acme/webhooks").status_code == 403
+
+
+@pytest.mark.parametrize("webhook_id", [str(2**31), "9" * 30, "²"])
+def test_a_webhook_id_that_cannot_be_one_is_refused_not_a_server_error(
+    world: World, webhook_id: str
+) -> None:
+    alice = world.headers("alice")
+    base = f"/api/v1/orgs/acme/webhooks/{webhook_id}"
+    for method, path in (("DELETE", base), ("POST", f"{base}/test"), ("GET", f"{base}/deliveries")):
+        answer = world.client.request(method, path, headers=alice)
+        assert answer.status_code == 422, (method, path, answer.text)
+        assert answer.json()["detail"].startswith("webhook_id: ")
+    with TestClient(world.app, follow_redirects=False) as browser:
+        sign_in(browser, "alice")
+        page = browser.get("/orgs/acme/webhooks")
+        for action in ("test", "delete"):
+            answer = browser.post(
+                f"/orgs/acme/webhooks/{action}",
+                data={
+                    "csrf_token": csrf_of(page.text),
+                    "webhook_id": webhook_id,
+                    "confirmed": "yes",
+                },
+            )
+            assert answer.status_code == 404, (action, answer.text)
+            assert f"Webhook {webhook_id!r} not found in 'acme'." in html.unescape(answer.text)

@@ -41,8 +41,8 @@ def start(
     request: Request,
     server: ServerDep,
     organization: Annotated[str, Form(max_length=200, json_schema_extra=names.NAME_SCHEMA)],
-    machine: Annotated[str, Form(max_length=device_auth.MAX_MACHINE_LENGTH)],
-    agent_id: Annotated[str, Form(max_length=device_auth.MAX_AGENT_ID_LENGTH)],
+    machine: Annotated[str, Form(min_length=1, max_length=device_auth.MAX_MACHINE_LENGTH)],
+    agent_id: Annotated[str, Form(min_length=1, max_length=device_auth.MAX_AGENT_ID_LENGTH)],
 ) -> JSONResponse:
     settings = server.settings
     client = request.client.host if request.client else "unknown"
@@ -78,8 +78,8 @@ def start(
 )
 def token(
     server: ServerDep,
-    grant_type: Annotated[str, Form(max_length=200)],
-    device_code: Annotated[str, Form(max_length=200)],
+    grant_type: Annotated[str, Form(min_length=1, max_length=200)],
+    device_code: Annotated[str, Form(min_length=1, max_length=200)],
 ) -> JSONResponse:
     if grant_type != device_auth.GRANT_TYPE:
         return _refused(

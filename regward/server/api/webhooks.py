@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from regward.server.api.deps import OwnerDep, OwnerWriteDep
-from regward.server.models import Webhook
+from regward.server.models import MAX_REVISION, Webhook
 from regward.server.services import names, webhooks
 
 router = APIRouter()
+# An id the database can hold (a larger one was a 500 from the integer column).
+WebhookId = Annotated[int, Path(ge=1, le=MAX_REVISION)]
 
 
 class NewWebhook(BaseModel):
@@ -55,7 +57,7 @@ def create_webhook(body: NewWebhook, owner: OwnerWriteDep) -> dict[str, Any]:
 
 
 @router.delete("/orgs/{org}/webhooks/{webhook_id}", status_code=204, summary="Delete a webhook")
-def delete_webhook(webhook_id: int, owner: OwnerWriteDep) -> None:
+def delete_webhook(webhook_id: WebhookId, owner: OwnerWriteDep) -> None:
     webhooks.delete(owner.session, owner.organization, owner.caller.user, webhook_id)
 
 
@@ -64,7 +66,7 @@ def delete_webhook(webhook_id: int, owner: OwnerWriteDep) -> None:
     status_code=202,
     summary="Send a test event (`ping`) to one webhook",
 )
-def test_webhook(webhook_id: int, owner: OwnerWriteDep) -> dict[str, Any]:
+def test_webhook(webhook_id: WebhookId, owner: OwnerWriteDep) -> dict[str, Any]:
     delivery = webhooks.send_test(owner.session, owner.organization, owner.caller.user, webhook_id)
     return webhooks.delivery_dict(delivery)
 
@@ -74,7 +76,7 @@ def test_webhook(webhook_id: int, owner: OwnerWriteDep) -> dict[str, Any]:
     summary="One webhook's delivery log: status, attempts, response code, last error",
 )
 def list_deliveries(
-    webhook_id: int,
+    webhook_id: WebhookId,
     owner: OwnerDep,
     page: Annotated[int, Query(ge=1, le=names.MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=webhooks.MAX_PAGE_SIZE)] = 25,

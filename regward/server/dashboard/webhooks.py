@@ -23,7 +23,7 @@ from regward.server.dashboard.rendering import (
     render,
     sentence,
 )
-from regward.server.errors import Conflict, InvalidInput
+from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Organization
 from regward.server.services import webhooks
 
@@ -108,15 +108,22 @@ def create_webhook(request: Request, org: str, form: Form) -> Response:
         return _page(request, session, visitor, organization, created=created)
 
 
-def _webhook_id(form: Any) -> int:
+def _webhook_id(form: Any, org: str) -> int:
+    """The form's webhook id, a whole number that fits the database's integers; else
+    NotFound naming what was sent."""
     text = forms.text(form, "webhook_id")
-    return int(text) if text.isdigit() else 0
+    webhook_id = forms.whole_number(text)
+    if webhook_id is None:
+        raise NotFound(f"webhook {text[:40]!r} not found in {org!r}")
+    return webhook_id
 
 
 @router.post("/orgs/{org}/webhooks/test")
 def test_webhook(request: Request, org: str, form: Form) -> Response:
     with org_access(request, org, owner=True) as (session, visitor, organization):
-        delivery = webhooks.send_test(session, organization, visitor.caller.user, _webhook_id(form))
+        delivery = webhooks.send_test(
+            session, organization, visitor.caller.user, _webhook_id(form, org)
+        )
         number = delivery.id
     return redirect(
         request,
@@ -127,7 +134,7 @@ def test_webhook(request: Request, org: str, form: Form) -> Response:
 
 @router.post("/orgs/{org}/webhooks/delete")
 def delete_webhook(request: Request, org: str, form: Form) -> Response:
-    webhook_id = _webhook_id(form)
+    webhook_id = _webhook_id(form, org)
     if not forms.confirmed(form):
         with org_access(request, org, owner=True, write=False) as (session, visitor, organization):
             hook = webhooks.get(session, organization, webhook_id)
