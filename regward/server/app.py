@@ -137,9 +137,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=error.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         # Only what the client can act on: where, what is wrong, and the value quoted safely
         # (a value may be odd enough that echoing it whole could not be encoded).
+        if any(isinstance(item.get("input"), bytes) for item in error.errors()):
+            # FastAPI hands a body it did not read as JSON (curl -d sends a form) over as is.
+            sent = request.headers.get("content-type") or "none"
+            detail = (
+                "body: send a JSON object with Content-Type: application/json "
+                f"(this request's Content-Type: {shown(sent)})"
+            )
+            return JSONResponse({"detail": detail}, status_code=422)
         problems = [
             {
                 "loc": [str(part) for part in item.get("loc", ())],
@@ -194,7 +202,8 @@ def _describe(problem: dict[str, Any]) -> str:
     )
     location = ".".join(loc)
     if problem["type"] == "missing":  # an empty form field arrives as a missing one
-        return f"{location or 'body'}: required, and missing or empty"
+        within = "" if problem["input"] == "None" else f" (in {problem['input']})"
+        return f"{location or 'body'}: required, and missing or empty{within}"
     return f"{location or 'body'}: {problem['msg']} (got {problem['input']})"
 
 

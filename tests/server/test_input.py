@@ -417,3 +417,32 @@ def test_422_carries_the_field_as_data_and_quotes_a_short_prefix(world: World) -
     twice = {"enabled": True, "registries": [{"address": "ghcr.io"}, {"address": "GHCR.IO"}]}
     answer = world.client.put(f"{ORG}/registry-access", json={**twice, "version": 1}, headers=h)
     assert answer.json()["field"] == "registries[1].address"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        (
+            "application/x-www-form-urlencoded",
+            "address=ghcr.io",
+            "application/x-www-form-urlencoded",
+        ),
+        ("text/plain", '{"address": "ghcr.io"}', "text/plain"),
+        ("application/xml", "<entry/>", "application/xml"),
+    ],
+)
+def test_a_body_that_is_not_sent_as_json_says_to_send_json(
+    world: World, content_type: str, body: str, said: str
+) -> None:
+    """`curl -d` without `-H 'content-type: application/json'` sends a form: the answer says
+    what to send instead of quoting Python bytes."""
+    answer = world.client.post(
+        f"{ORG}/registry-access/registries",
+        content=body,
+        headers={**world.headers("alice"), "Content-Type": content_type},
+    )
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "detail": "body: send a JSON object with Content-Type: application/json "
+        f"(this request's Content-Type: {said!r})"
+    }
