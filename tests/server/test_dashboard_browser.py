@@ -364,17 +364,27 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(server: ServerProce
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
         assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
         # Adding a registry with the keyboard alone: type, Enter submits the form.
+        # After each answer the focus is where the result is: the field refused, else the
+        # notice of what happened (not the top of the page, to Tab through the tabs again).
+        focused = "document.activeElement.id || document.activeElement.textContent.trim()"
         page.get_by_label("Registry address").focus()
+        page.keyboard.type("not a host!")
+        page.keyboard.press("Enter")
+        expect(page.get_by_label("Registry address")).to_have_attribute("aria-invalid", "true")
+        assert page.evaluate(focused) == "add-address"
+        page.get_by_label("Registry address").fill("")
         page.keyboard.type("registry.k8s.io")
         page.keyboard.press("Tab")
         page.keyboard.type("Kubernetes")
         page.keyboard.press("Enter")
         expect(row(page, "registry.k8s.io")).to_contain_text("Kubernetes")
+        assert page.evaluate(focused).startswith("Added registry.k8s.io to the draft.")
         page.once("dialog", lambda dialog: dialog.accept())
         remove = page.get_by_role("button", name="Remove registry.k8s.io")
         remove.focus()
         page.keyboard.press("Enter")
         expect(row(page, "registry.k8s.io")).to_have_count(0)
+        assert page.evaluate("document.activeElement.getAttribute('role')") == "status"
 
 
 def test_screenshots_of_every_page(server: ServerProcess) -> None:
@@ -562,3 +572,22 @@ def test_owner_adds_a_webhook_and_sends_a_test_event(server: ServerProcess) -> N
         page.get_by_role("button", name=f"Delete the webhook to {receiver.url}").click()
         expect(page.get_by_text("Webhook deleted.")).to_be_visible()
         expect(page.locator("#webhooks")).to_have_count(0)
+
+
+def test_the_longest_organization_name_never_widens_a_phone_page(server: ServerProcess) -> None:
+    """A name of 64 characters without a break (the header, the leads, Activity's events)
+    wraps on a phone instead of pushing the page sideways."""
+    name = "z" * 64  # sorts after acme: alice still lands on acme
+    api(server, "POST", "/api/v1/orgs", {"name": name}, token_of(server, "alice"))
+    with BrowserSession(PHONE) as browser:
+        page = browser.page
+        sign_in(page, server, "alice", then="")
+        for path in (
+            *(f"/orgs/{name}/{tab}" for tab in ("overview", "registry-access", "activity")),
+            *(f"/orgs/{name}/{tab}" for tab in ("members", "devices", "blocked", "sso")),
+            f"/orgs/{name}/webhooks",
+            "/account",
+            "/tokens",
+        ):
+            page.goto(server.url + path)
+            no_horizontal_scroll(page, f"{path} on a phone")

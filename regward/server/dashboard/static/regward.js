@@ -1,5 +1,13 @@
 // Progressive enhancement only: every page works without this file.
 document.addEventListener("DOMContentLoaded", () => {
+  // After a form is sent, the page that answers puts the focus where the result is: the first
+  // field it refused, else what it says happened (a keyboard or screen-reader user would
+  // otherwise start again at the top of the page). A page that chose a field keeps it.
+  const target = document.querySelector('[aria-invalid="true"]') ||
+    (document.querySelector("[autofocus]") ? null : document.querySelector("[data-result]"));
+  if (target) {
+    target.focus();
+  }
   // Copy a token shown once.
   for (const button of document.querySelectorAll("button[data-copy]")) {
     button.hidden = false;
