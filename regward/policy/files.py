@@ -46,8 +46,11 @@ def parse_policy_text(text: str, filename: str) -> Policy:
 
 
 def policy_file_text(policy: Policy, kind: Format) -> str:
-    """`policy` as a file of `kind`: every field written out, entries in order."""
+    """`policy` as a file of `kind`: every field written out, entries in order; a policy not
+    published (revision 0, such as a draft) has no revision line, as a file written by hand."""
     document = policy.to_dict()
+    if policy.revision == 0:
+        del document["revision"]
     if kind == "json":
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     text: str = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)

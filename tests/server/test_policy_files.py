@@ -49,6 +49,7 @@ def test_an_exported_revision_gives_check_the_same_decisions(
     draft = c.get(f"{ORG}/file?format={kind}", headers=h)
     assert 'filename="acme-draft.' in draft.headers["content-disposition"]
     assert parse_policy_text(draft.text, f"d.{kind}").revision == 0  # not published
+    assert "revision" not in draft.text  # as docs/api.md says: the draft has no revision
     assert c.get(f"{ORG}/file?revision=99", headers=h).status_code == 404
 
 
