@@ -17,18 +17,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
-from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from authlib.oidc.core import CodeIDToken
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from typing import TYPE_CHECKING, Any
 
 from regward.server.errors import Unauthenticated
 from regward.server.settings import OidcSettings
+
+# httpx, authlib and joserfc are imported where used: about 18 MB that a server without SSO
+# never needs (docs/operators.md, memory).
+if TYPE_CHECKING:
+    import httpx
+    from authlib.oidc.core import CodeIDToken
+    from joserfc.jwk import KeySet
 
 DISCOVERY_TTL = 3600.0  # seconds the provider's metadata and keys are kept
 LEEWAY = 60  # seconds of clock difference allowed on exp, iat and nbf
@@ -69,6 +68,8 @@ class OidcClient:
     """One provider's client; discovery and keys are fetched on first use and kept an hour."""
 
     def __init__(self, settings: OidcSettings, http: httpx.Client | None = None) -> None:
+        import httpx
+
         self.settings = settings
         self._http = http or httpx.Client(timeout=10, follow_redirects=False)
         self._lock = threading.Lock()
@@ -105,6 +106,9 @@ class OidcClient:
         return provider
 
     def _key_set(self, *, fresh: bool) -> KeySet:
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
         with self._lock:
             if not fresh and self._keys and time.monotonic() - self._keys[0] < DISCOVERY_TTL:
                 return self._keys[1]
@@ -118,6 +122,8 @@ class OidcClient:
         return keys
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        import httpx
+
         try:
             answer = self._http.get(url)
             answer.raise_for_status()
@@ -133,6 +139,9 @@ class OidcClient:
     def authorization_url(
         self, redirect_uri: str, state: str, nonce: str, code_verifier: str
     ) -> str:
+        from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+        from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
         url: str = prepare_grant_uri(
             self.provider().authorization_endpoint,
             self.settings.client_id,
@@ -159,6 +168,8 @@ class OidcClient:
         return self._identity(claims)
 
     def _exchange(self, code: str, redirect_uri: str, code_verifier: str) -> dict[str, Any]:
+        import httpx
+
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -191,6 +202,10 @@ class OidcClient:
     def verify(self, id_token: str, nonce: str, access_token: str | None = None) -> CodeIDToken:
         """The ID token's claims once authlib has checked signature, issuer, audience, expiry
         and nonce; SsoFailed naming what failed otherwise."""
+        from authlib.oidc.core import CodeIDToken
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         try:
             try:
                 token = jwt.decode(id_token, self._key_set(fresh=False), algorithms=ALGORITHMS)

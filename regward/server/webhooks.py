@@ -28,10 +28,9 @@ import logging
 import socket
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +41,9 @@ from regward.server.models import utcnow
 from regward.server.services import webhooks
 from regward.server.services.webhooks import Claimed, Outcome
 from regward.server.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 5.0
@@ -86,12 +88,6 @@ class DeliveryQueue:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._client = httpx.AsyncClient(
-            timeout=TIMEOUT_SECONDS,
-            follow_redirects=False,
-            trust_env=False,  # a webhook goes where its owner said, not through a proxy
-            headers={"User-Agent": f"regward-webhooks/{__version__}"},
-        )
         self._task = asyncio.create_task(self._run(), name="regward-webhooks")
 
     async def stop(self) -> None:
@@ -111,6 +107,20 @@ class DeliveryQueue:
             await self._client.aclose()
             self._client = None
         self._loop = None
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client deliveries are sent with, made for the first one: httpx is 6 MB of
+        memory that a server without webhooks never needs."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=TIMEOUT_SECONDS,
+                follow_redirects=False,
+                trust_env=False,  # a webhook goes where its owner said, not through a proxy
+                headers={"User-Agent": f"regward-webhooks/{__version__}"},
+            )
+        return self._client
 
     def _with_session(self, action: Callable[..., Any], *args: Any) -> Any:
         with self._database.session(write=True) as session:
@@ -168,9 +178,11 @@ class DeliveryQueue:
             )
 
     async def _send(self, item: Claimed) -> Outcome:
-        client = self._client
-        if client is None:
+        import httpx
+
+        if self._stopping:
             return Outcome(None, "the server is stopping")
+        client = self._http()
         refused = await _refused_destination(item.url)
         if refused:
             return Outcome(None, refused)
