@@ -429,6 +429,7 @@ def _run(args: argparse.Namespace) -> int:
     from regward import logs
     from regward.server.app import create_app
     from regward.server.db import Database
+    from regward.server.feed_protocol import FeedProtocol
 
     _limit_malloc_arenas()
     settings = _settings()
@@ -455,6 +456,7 @@ def _run(args: argparse.Namespace) -> int:
         log_config=None,  # its lines go through our handler and format
         timeout_keep_alive=75,
         timeout_graceful_shutdown=3,
+        http=FeedProtocol,  # uvicorn's httptools protocol; the feed's polls held as data
     )
     return 0
 

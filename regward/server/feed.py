@@ -92,11 +92,15 @@ class FeedAccess:
         self._running: asyncio.Task[None] | None = None
 
     async def check(self, organization: str, token: str | None) -> auth.FeedGrant:
+        return await self.submit(organization, token)
+
+    def submit(self, organization: str, token: str | None) -> asyncio.Future[auth.FeedGrant]:
+        """The check, as a future (for callers that are callbacks, not coroutines)."""
         waiter: asyncio.Future[auth.FeedGrant] = asyncio.get_running_loop().create_future()
         self._pending.setdefault((organization, token), []).append(waiter)
         if self._running is None:
             self._running = asyncio.create_task(self._drain(), name="regward-feed-access")
-        return await waiter
+        return waiter
 
     async def _drain(self) -> None:
         try:

@@ -50,6 +50,11 @@ def shown(value: object) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
+def has_nul(path: str, query_string: bytes) -> bool:
+    """Whether a request's path or query holds NUL (raw, or `%00` in the query): 422."""
+    return "\x00" in path or _PERCENT_NUL.search(query_string) is not None
+
+
 def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";", 1)[0].strip().lower()
     return not media or media == b"application/json" or media.endswith(b"+json")
@@ -132,7 +137,7 @@ class InputGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if "\x00" in scope["path"] or _PERCENT_NUL.search(scope["query_string"]):
+        if has_nul(scope["path"], scope["query_string"]):
             await refuse(send, 422, NUL_MESSAGE)
             return
         headers = dict(scope["headers"])

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from regward.server.db import Database
+
+if TYPE_CHECKING:
+    from regward.server.long_polls import Poll
 
 log = logging.getLogger(__name__)
 CHANNEL = "regward_policy"
@@ -41,18 +44,18 @@ class Notifier(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def wait(
-        self,
-        organization: str,
-        after: int,
-        timeout: float,
-        cancel: asyncio.Future[Any] | None = None,
-    ) -> int | None:
-        """Wait until a revision newer than `after` may exist, up to `timeout` seconds.
+    def on_release(self, release: Callable[[str, list[Poll]], None]) -> None:
+        """Call `release(organization, polls)` with the parked polls of an organization when a
+        revision of it is announced (every organization's, when all must re-read)."""
 
-        Returns None at the timeout or when `cancel` (e.g. the client went away) completes
-        first; else the newest revision announced for the organization (it may be <= `after`
-        when every waiter was woken to re-read, e.g. after a reconnect)."""
+    def park(self, organization: str, poll: Poll) -> None:
+        """Hold `poll` until the next announcement for `organization`."""
+
+    def unpark(self, organization: str, poll: Poll) -> None:
+        """Forget `poll` (its wait ended otherwise); no-op when it is not parked."""
+
+    def latest(self, organization: str) -> int:
+        """The newest revision announced for `organization` in this process's life (0: none)."""
         ...
 
     def waiting(self, organization: str) -> int:
@@ -61,76 +64,51 @@ class Notifier(Protocol):
 
 
 class _Waiters:
-    """Per-organization wake-ups in one event loop; the shared part of both notifiers.
+    """Per-organization parked long-polls in one event loop; the shared part of both notifiers.
 
-    A waiter is one bare Future (no task), so thousands of idle long-polls stay cheap."""
+    A parked poll is data (regward.server.long_polls.Poll), not a suspended request: a wake-up
+    hands all of an organization's polls at once to the release callback."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._latest: dict[str, int] = {}
-        self._waiting: dict[str, set[asyncio.Future[bool]]] = {}
+        self._parked: dict[str, set[Poll]] = {}
+        self.release: Callable[[str, list[Poll]], None] | None = None
 
     def bind(self) -> None:
         self.loop = asyncio.get_running_loop()
 
     def wake(self, organization: str, revision: int) -> None:
-        """Record `revision` and release the organization's waiters (event loop thread only)."""
+        """Record `revision` and release the organization's polls (event loop thread only)."""
         if revision > self._latest.get(organization, 0):
             self._latest[organization] = revision
-        for waiter in self._waiting.pop(organization, ()):
-            if not waiter.done():
-                waiter.set_result(True)
+        parked = self._parked.pop(organization, None)
+        if parked and self.release is not None:
+            self.release(organization, list(parked))
+
+    def park(self, organization: str, poll: Poll) -> None:
+        self._parked.setdefault(organization, set()).add(poll)
+
+    def unpark(self, organization: str, poll: Poll) -> None:
+        parked = self._parked.get(organization)
+        if parked is not None:
+            parked.discard(poll)
+            if not parked:
+                del self._parked[organization]
+
+    def latest(self, organization: str) -> int:
+        return self._latest.get(organization, 0)
 
     def waiting(self, organization: str) -> int:
-        return len(self._waiting.get(organization, ()))
+        return len(self._parked.get(organization, ()))
 
     def wake_all(self) -> None:
-        for organization in list(self._waiting):
+        for organization in list(self._parked):
             self.wake(organization, 0)
 
     def wake_threadsafe(self, organization: str, revision: int) -> None:
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.wake, organization, revision)
-
-    async def wait(
-        self,
-        organization: str,
-        after: int,
-        timeout: float,
-        cancel: asyncio.Future[Any] | None = None,
-    ) -> int | None:
-        latest = self._latest.get(organization, 0)
-        if latest > after:
-            return latest
-        # The waiter is released by a wake-up (True), the timer or `cancel` (False): a timer
-        # handle and a callback, not asyncio.wait's set, futures and callbacks per poll.
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        waiting = self._waiting.setdefault(organization, set())
-        waiting.add(waiter)
-        timer = loop.call_later(timeout, _release, waiter)
-        released = functools.partial(_released, waiter)
-        if cancel is not None:
-            cancel.add_done_callback(released)
-        try:
-            woken = await waiter
-        finally:
-            timer.cancel()
-            if cancel is not None:
-                cancel.remove_done_callback(released)
-            waiting.discard(waiter)
-            if not waiting and self._waiting.get(organization) is waiting:
-                del self._waiting[organization]
-        return self._latest.get(organization, 0) if woken else None
-
-
-def _release(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
-
-
-def _released(waiter: asyncio.Future[bool], _cancel: asyncio.Future[Any]) -> None:
-    _release(waiter)
 
 
 def _pop(session: Session) -> list[tuple[str, int]]:
@@ -139,19 +117,22 @@ def _pop(session: Session) -> list[tuple[str, int]]:
 
 
 class _WaitingNotifier:
-    """This process's waiters, woken by the notifier that owns them."""
+    """This process's parked polls, released by the notifier that owns them."""
 
     def __init__(self) -> None:
         self._waiters = _Waiters()
 
-    async def wait(
-        self,
-        organization: str,
-        after: int,
-        timeout: float,
-        cancel: asyncio.Future[Any] | None = None,
-    ) -> int | None:
-        return await self._waiters.wait(organization, after, timeout, cancel)
+    def on_release(self, release: Callable[[str, list[Poll]], None]) -> None:
+        self._waiters.release = release
+
+    def park(self, organization: str, poll: Poll) -> None:
+        self._waiters.park(organization, poll)
+
+    def unpark(self, organization: str, poll: Poll) -> None:
+        self._waiters.unpark(organization, poll)
+
+    def latest(self, organization: str) -> int:
+        return self._waiters.latest(organization)
 
     def waiting(self, organization: str) -> int:
         return self._waiters.waiting(organization)

@@ -38,14 +38,14 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass
-class _Caller:
+class Caller:
     user: str | None = None
     token_id: int | None = None
 
 
 # Mutable per request: a sync route runs in a thread with a copy of the context, and the copy
 # still refers to this one object.
-_caller: ContextVar[_Caller | None] = ContextVar("regward_caller", default=None)
+_caller: ContextVar[Caller | None] = ContextVar("regward_caller", default=None)
 
 
 def note_caller(user: str | None, token_id: int | None) -> None:
@@ -81,12 +81,11 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = request_id_of(dict(scope["headers"]).get(b"x-request-id", b""))
         # Not reset afterwards: each request runs in a task of its own, and the server's own
         # line about an unhandled error comes after this middleware returns.
         logs.request_id.set(request_id)
-        caller = _Caller()
+        caller = Caller()
         _caller.set(caller)
         status = 500  # unless an answer starts: an error raised through here
         started = time.perf_counter()
@@ -105,18 +104,37 @@ class RequestObserver:
             await self.app(scope, receive, tagged)
         finally:
             seconds = time.perf_counter() - started
-            route = route_of(scope)
-            self.metrics.observe(scope["method"], route, status, seconds)
-            access_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 1),
-                        "user": caller.user,
-                        "token_id": caller.token_id,
-                    }
-                },
-            )
+            record(self.metrics, scope["method"], route_of(scope), status, seconds, caller)
+
+
+def record(
+    metrics: ServerMetrics,
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    caller: Caller,
+    request_id: str | None = None,
+) -> None:
+    """Count a request in the metrics and write its access-log line (with `request_id`, or
+    the one of the request being served)."""
+    metrics.observe(method, route, status, seconds)
+    extra: dict[str, object] = {
+        "fields": {
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "user": caller.user,
+            "token_id": caller.token_id,
+        }
+    }
+    if request_id is not None:
+        extra["request_id"] = request_id
+    access_log.info("request", extra=extra)
+
+
+def request_id_of(given: bytes) -> str:
+    """The client's `X-Request-ID` when it is a short token, else a new id."""
+    text = given.decode("latin-1")
+    return text if _CLIENT_ID.fullmatch(text) else uuid.uuid4().hex

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from regward.policy import public_key_to_text
 from regward.server.db import Database
 from regward.server.feed import FeedAccess, FeedCache
+from regward.server.long_polls import LongPolls
 from regward.server.notify import Notifier
 from regward.server.oidc import OidcClient
 from regward.server.services.limits import SignInLimiter
@@ -47,6 +48,11 @@ class Server:
     oidc: OidcClient | None = None
     """The OpenID provider's client for "Sign in with SSO", when REGWARD_OIDC_ISSUER is set."""
     _sqlite_writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    long_polls: LongPolls = field(init=False, repr=False)
+    """The feed's answers and its held long-polls (regward.server.long_polls)."""
+
+    def __post_init__(self) -> None:
+        self.long_polls = LongPolls(self)
 
     @contextlib.asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:

@@ -6,7 +6,9 @@ database cloned from a migrated template. SQLite tests copy a migrated file.
 
 from __future__ import annotations
 
+import io
 import itertools
+import logging
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
+from regward import logs
 from regward.server.app import create_app
 from regward.server.db import Database
 from regward.server.settings import Settings
@@ -122,3 +125,23 @@ def world(settings: Settings, database: Database) -> Iterator[World]:
             assert answer.status_code == 201, answer.text
             tokens[name] = answer.json()["token"]
         yield World(app=app, client=client, database=database, settings=settings, tokens=tokens)
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    """What the server logs while the test runs, as REGWARD_LOG_FORMAT=json writes it."""
+    stream = io.StringIO()
+    handler = logs.make_handler(stream, "json")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    client_log = logging.getLogger("httpx")  # the test client's own lines, not the server's
+    client_level = client_log.level
+    client_log.setLevel(logging.WARNING)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        client_log.setLevel(client_level)

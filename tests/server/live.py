@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from regward.agent.state import AgentState, Credentials
 from regward.server.app import create_app
 from regward.server.db import Database
+from regward.server.feed_protocol import FeedProtocol
 from regward.server.runtime import Server
 from regward.server.settings import Settings
 from tests.harness.server import free_port
@@ -26,7 +27,10 @@ class ThreadServer:
     def __init__(self, app: FastAPI) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        # The protocol `regward server run` serves with (the feed's polls held as data).
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", http=FeedProtocol
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="rwsrv-uvicorn", daemon=True)
 
@@ -38,6 +42,10 @@ class ThreadServer:
         if not self._server.started:
             raise RuntimeError("uvicorn did not start")
         return self
+
+    def requests_under_way(self) -> int:
+        """How many ASGI requests uvicorn is running now (each one a task)."""
+        return len(self._server.server_state.tasks)
 
     def __exit__(self, *_exc: object) -> None:
         self._server.should_exit = True

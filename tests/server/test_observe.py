@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,6 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from regward import logs
 from regward.server.observe import access_log
 from tests.harness.server import ServerProcess
 from tests.harness.wait import wait_for
@@ -24,26 +21,6 @@ from tests.server.accounts import PASSWORD
 from tests.server.conftest import World
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-@pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
-    """What the server logs while the test runs, as REGWARD_LOG_FORMAT=json writes it."""
-    stream = io.StringIO()
-    handler = logs.make_handler(stream, "json")
-    root = logging.getLogger()
-    root.addHandler(handler)
-    old_level = root.level
-    root.setLevel(logging.INFO)
-    client_log = logging.getLogger("httpx")  # the test client's own lines, not the server's
-    client_level = client_log.level
-    client_log.setLevel(logging.WARNING)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        client_log.setLevel(client_level)
 
 
 def _entries(stream: io.StringIO) -> list[dict[str, Any]]:

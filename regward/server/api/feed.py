@@ -4,12 +4,15 @@ The answer is the newest revision as SignedPolicy JSON with its ETag (`If-None-M
 With `after=N` (or an `If-None-Match` naming the newest revision) and `wait=S`, the request is
 held until a newer revision is applied (200) or S seconds pass (304).
 
-Every agent holds one of these requests all the time, so GET requests skip FastAPI's
-per-request machinery (`FeedFastPath`, a small ASGI middleware): a held poll then costs a
-coroutine and its connection, not a dependency-injection frame stack. The middleware answers
-HEAD the same way, without the body. The FastAPI route below documents the endpoint in the
-OpenAPI schema (and answers, should the middleware be left out); both share `respond`.
-A wait ends with a fresh check of the token, so a credential revoked meanwhile gets 401.
+Every agent holds one of these requests all the time. `regward server run` answers them in
+its HTTP protocol (regward.server.feed_protocol), so a waiting poll is a parked object
+(regward.server.long_polls) and no request at all. Whatever reaches the ASGI application
+(a request that protocol passes on, or any other server) is answered by `FeedFastPath`, a
+small middleware in front of FastAPI's per-request machinery, through the same `LongPolls`;
+it answers HEAD the same way, without the body. The FastAPI route below documents the endpoint
+in the OpenAPI schema (and answers, should the middleware be left out); all share `request_of`
+and `LongPolls`. A wait ends with a fresh check of the token, so a credential revoked meanwhile
+gets 401.
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, unquote
 
 from fastapi import APIRouter, Header, Query, Request
@@ -30,40 +32,32 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from regward.server.api.deps import BearerDep, OrgPath
 from regward.server.db import UNAVAILABLE, is_unavailable
 from regward.server.errors import InvalidInput, ServiceError
-from regward.server.feed import FeedDocument
+from regward.server.long_polls import Answer, Poll
 from regward.server.runtime import Server, server_of
 
+if TYPE_CHECKING:
+    from regward.server.metrics import ServerMetrics
+
 router = APIRouter()
-Answer = tuple[int, dict[str, str], bytes]
-_PATH = re.compile(r"/api/v1/orgs/([^/]+)/policy")
+PATH = re.compile(r"/api/v1/orgs/([^/]+)/policy")
+ROUTE = "/api/v1/orgs/{org}/policy"  # the access log's and the metrics' name for it
 
 
-async def _open(server: Server, token: str | None, org: str) -> FeedDocument:
-    """Authenticate, check access and find the newest revision (batched with other polls'
-    checks); the document itself usually comes from the cache."""
-    _organization_id, revision, _token_id = (await server.feed_access.check(org, token)).unwrap()
-    document = server.feed.get(org, revision)
-    if document is None:
-        document = await server.feed.at_least(org, revision)
-    return document
+class _Reply:
+    """A poll's sink for an ASGI request: the coroutine serving it awaits `future`."""
 
+    __slots__ = ("future",)
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return etag in tags or "*" in tags
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
 
+    def answered(self, _poll: Poll, answer: Answer) -> None:
+        if not self.future.done():
+            self.future.set_result(answer)
 
-def _answer(document: FeedDocument, *, modified: bool) -> Answer:
-    headers = {
-        "etag": document.etag,
-        "cache-control": "no-cache",
-        "x-regward-revision": str(document.revision),
-    }
-    if not modified:
-        return 304, headers, b""
-    return 200, {**headers, "content-type": "application/json"}, document.body
+    def failed(self, _poll: Poll, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 async def respond(
@@ -75,52 +69,54 @@ async def respond(
     if_none_match: str | None,
     disconnected: Callable[[], Coroutine[Any, Any, None]],
 ) -> Answer:
-    """The feed's answer; raises ServiceError (401/404) like every other route. Every answer
-    names the key that signs (`X-Regward-Signing-Key`), so agents notice a rotation even
-    while the revision stays the same."""
-    status, headers, body = await _respond(
-        server, org, token, wait, after, if_none_match, disconnected
-    )
-    return status, {**headers, "x-regward-signing-key": server.public_key}, body
-
-
-async def _respond(
-    server: Server,
-    org: str,
-    token: str | None,
-    wait: float,
-    after: int | None,
-    if_none_match: str | None,
-    disconnected: Callable[[], Coroutine[Any, Any, None]],
-) -> Answer:
-    document = await _open(server, token, org)
-    if after is None:
-        if not _matches(if_none_match, document.etag):
-            return _answer(document, modified=True)
-        after = document.revision
-    if document.revision > after:
-        return _answer(document, modified=True)
-    deadline = time.monotonic() + min(wait, server.settings.max_wait)
-    if deadline <= time.monotonic():
-        return _answer(document, modified=False)
-    # A client that goes away ends its wait at once, so polls of vanished agents cost nothing.
+    """The feed's answer to an ASGI request; raises ServiceError (401/404) like every other
+    route. A client that goes away ends its wait at once."""
+    reply = _Reply()
+    poll = Poll(org, token, after, wait, if_none_match, reply)
+    answer = await server.long_polls.open(poll)
+    if answer is not None:
+        return answer
     gone = asyncio.create_task(disconnected(), name="regward-feed-disconnect")
-    modified = False
+    gone.add_done_callback(lambda _gone: server.long_polls.drop(poll))
     try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            latest = await server.notifier.wait(org, after, remaining, cancel=gone)
-            if latest is None:
-                break
-            document = await server.feed.at_least(org, max(latest, after + 1))
-            if document.revision > after:
-                modified = True
-                break
+        return await reply.future
     finally:
         gone.cancel()
-    # The token may have been revoked (sign-out, password change) or its user removed from
-    # the organization while the request waited: such a wait ends refused, never answered.
-    (await server.feed_access.check(org, token)).unwrap()
-    return _answer(document, modified=modified)
+
+
+def request_of(
+    path_org: str, query_string: bytes, authorization: str
+) -> tuple[str, str | None, float, int | None]:
+    """(organization, bearer token, wait, after) of a feed request, as both of its servers
+    (FeedFastPath here, regward.server.feed_protocol) read them; InvalidInput (422) for a
+    negative or non-numeric wait or after."""
+    scheme, _, token = authorization.partition(" ")
+    query = parse_qs(query_string.decode("latin-1"))
+    wait = _number(query, "wait", float) or 0.0
+    after = _number(query, "after", int)
+    return (
+        unquote(path_org),
+        token.strip() if scheme.lower() == "bearer" else None,
+        wait,
+        None if after is None else int(after),
+    )
+
+
+def error_answer(error: Exception, metrics: ServerMetrics) -> Answer:
+    """The answer to a feed request that failed with `error`: a ServiceError's status and
+    words, 503 while the database is unavailable; any other error is raised again (a bug,
+    not an outage: the caller's 500 and the log)."""
+    if isinstance(error, ServiceError):
+        headers = {"content-type": "application/json"}
+        if error.status == 401:
+            headers["www-authenticate"] = "Bearer"
+        return error.status, headers, json.dumps({"detail": str(error)}).encode()
+    if isinstance(error, DBAPIError):
+        metrics.database_error(is_unavailable(error))
+        if is_unavailable(error):
+            body = json.dumps({"detail": UNAVAILABLE}).encode()
+            return 503, {"content-type": "application/json"}, body
+    raise error
 
 
 def _until_disconnect(receive: Receive) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -186,38 +182,28 @@ class FeedFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        match = PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
         if match is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        scope["regward.route"] = "/api/v1/orgs/{org}/policy"  # for the access log
+        scope["regward.route"] = ROUTE  # for the access log
         server: Server = scope["app"].state.server
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        scheme, _, token = headers.get("authorization", "").partition(" ")
         try:
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            wait = _number(query, "wait", float) or 0.0
-            after = _number(query, "after", int)
+            org, token, wait, after = request_of(
+                match.group(1), scope["query_string"], headers.get("authorization", "")
+            )
             status, answer_headers, body = await respond(
                 server,
-                unquote(match.group(1)),
-                token.strip() if scheme.lower() == "bearer" else None,
+                org,
+                token,
                 wait,
-                None if after is None else int(after),
+                after,
                 headers.get("if-none-match"),
                 _until_disconnect(receive),
             )
-        except ServiceError as error:
-            status, body = error.status, json.dumps({"detail": str(error)}).encode()
-            answer_headers = {"content-type": "application/json"}
-            if status == 401:
-                answer_headers["www-authenticate"] = "Bearer"
-        except DBAPIError as error:
-            scope["app"].state.metrics.database_error(is_unavailable(error))
-            if not is_unavailable(error):
-                raise  # a bug, not an outage: Starlette's 500 and the log
-            status, answer_headers = 503, {"content-type": "application/json"}
-            body = json.dumps({"detail": UNAVAILABLE}).encode()
+        except (ServiceError, DBAPIError) as error:
+            status, answer_headers, body = error_answer(error, scope["app"].state.metrics)
         raw = [(k.encode(), v.encode()) for k, v in answer_headers.items()]
         raw.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
