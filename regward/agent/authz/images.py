@@ -115,7 +115,8 @@ class ImageOrigins:
     def _engine(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(self.socket)),
+                # plain HTTP on a unix socket: no CA bundle to load (it blocks the loop)
+                transport=httpx.AsyncHTTPTransport(uds=str(self.socket), verify=False),
                 timeout=self.timeout,
                 trust_env=False,
             )
