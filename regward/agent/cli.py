@@ -109,19 +109,21 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _enforcement_flags(parser: argparse.ArgumentParser, containers_policy: str) -> None:
-    from regward.agent.runner import DEFAULT_AUTHZ_SOCKET, DEFAULT_PROXY_LISTEN
+    # Not from the runner: building the parser must not import httpx and the engine's clients
+    # (`regward agent proxy` would carry them, ~10 MB, for nothing).
     from regward.agent.transparent import DEFAULT_INTERFACES, DEFAULT_LISTEN_PORT, DEFAULT_PORTS
+    from regward.defaults import AUTHZ_SOCKET, PROXY_LISTEN
 
     parser.add_argument(
         "--authz-socket",
         type=Path,
-        default=DEFAULT_AUTHZ_SOCKET,
-        help=f"the AuthZ plugin's unix socket (default {DEFAULT_AUTHZ_SOCKET})",
+        default=Path(AUTHZ_SOCKET),
+        help=f"the AuthZ plugin's unix socket (default {AUTHZ_SOCKET})",
     )
     parser.add_argument(
         "--proxy-listen",
-        default=DEFAULT_PROXY_LISTEN,
-        help=f"the egress proxy's address, or off (default {DEFAULT_PROXY_LISTEN})",
+        default=PROXY_LISTEN,
+        help=f"the egress proxy's address, or off (default {PROXY_LISTEN})",
     )
     parser.add_argument(
         "--policy",

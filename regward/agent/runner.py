@@ -38,7 +38,7 @@ from regward.agent.state import AgentState, write_private
 from regward.agent.sync import Syncer
 from regward.agent.transparent import TransparentSettings
 from regward.agent.watch import WATCH_INTERVAL, SettledFiles, Stamps
-from regward.defaults import LONG_POLL_SECONDS, PROXY_LISTEN, PROXY_PORT
+from regward.defaults import AUTHZ_SOCKET, LONG_POLL_SECONDS, PROXY_LISTEN, PROXY_PORT
 from regward.errors import ConfigError, RegwardError
 from regward.policy.address import join_host_port
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("regward.agent")
 
-DEFAULT_AUTHZ_SOCKET = Path("/run/docker/plugins/regward.sock")
+DEFAULT_AUTHZ_SOCKET = Path(AUTHZ_SOCKET)
 DEFAULT_PROXY_LISTEN = PROXY_LISTEN
 ENGINE_INTERVAL = 60.0
 ENGINE_FIRST_RETRY = 1.0

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +205,15 @@ def test_an_unusable_socket_path_is_one_clear_line(
     code, _, err = run(argv, capsys)
     assert code == 2
     assert "cannot listen on" in err and "--authz-socket" in err and "Traceback" not in err
+
+
+def test_the_command_line_parser_loads_no_http_client() -> None:
+    """`regward agent proxy` is a long-lived process that needs no HTTP client; building the
+    parser every command shares must not load httpx (about 10 MB resident)."""
+    code = (
+        "import sys; from regward.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('httpx', 'regward.agent.runner') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
