@@ -85,6 +85,14 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_s(server: ServerProcess) -> float:
+    """CPU seconds (user and system) the server process has used: unlike wall-clock latency,
+    not stretched by other work on a loaded machine."""
+    assert server.process is not None
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(
     base: Path,
     name: str = "server",
@@ -202,6 +210,7 @@ async def propagation(
     latencies: list[float] = []
     from_sent: list[float] = []
     cross: list[float] = []
+    cpu: list[float] = []
     apply_s: list[float] = []
     early = 0
     headers = {"Authorization": f"Bearer {owner}"}
@@ -213,6 +222,7 @@ async def propagation(
                 if dead:
                     await dead[0]  # raises the agent's error
                     raise RuntimeError(f"{len(dead)} agents stopped polling")
+                cpu_before = sum(cpu_s(p) for p in pollers)
                 answer = await client.post(
                     f"/api/v1/orgs/{ORG}/registry-access/registries",
                     json={"address": f"r{round_}-{len(tokens)}.example.com"},
@@ -234,9 +244,10 @@ async def propagation(
                 cross += [a.arrivals[revision] - sent for a in agents if a.port != applier.port]
                 early += sum(a.arrivals[revision] < returned for a in agents)
                 apply_s.append(returned - sent)
+                cpu.append(sum(cpu_s(p) for p in pollers) - cpu_before)
     finally:
         await stop(tasks)
-    return Result(len(tokens), latencies, from_sent, apply_s, early, cross)
+    return Result(len(tokens), latencies, from_sent, apply_s, early, cross, cpu)
 
 
 @dataclass
@@ -247,6 +258,7 @@ class Result:
     apply_s: list[float]  # the apply request itself
     early: int  # agents that held the revision before the owner's answer arrived
     cross: list[float]  # from sending, agents polling another process than the applier's
+    cpu: list[float]  # the server processes' CPU seconds per round (apply to last arrival)
 
     def figures(self, prefix: str = "") -> dict[str, float]:
         return {
@@ -254,6 +266,7 @@ class Result:
             f"{prefix}p99_s": round(percentile(self.latencies, 0.99), 4),
             f"{prefix}max_s": round(max(self.latencies), 4),
             f"{prefix}from_sent_p99_s": round(percentile(self.from_sent, 0.99), 4),
+            f"{prefix}server_cpu_per_apply_s": round(statistics.median(self.cpu), 3),
         }
 
 
@@ -432,6 +445,11 @@ def main() -> int:
             f"{f'Regward, {measured.agents:,} agents':44}{f['p50_s']:>9.3f}s{f['p99_s']:>9.3f}s"
             f"{f['max_s']:>9.3f}s"
         )
+    print(
+        f"  server CPU per apply (from the apply to the last agent's receipt, median): "
+        f"{baseline.figures()['server_cpu_per_apply_s']:.2f} s at {baseline.agents:,} agents, "
+        f"{result.figures()['server_cpu_per_apply_s']:.2f} s at {result.agents:,}"
+    )
     print(
         f"{'Docker RAM (documented refresh, baseline)':44}{'':>10}{'':>10}{DOCKER_BASELINE_S:>9}s"
     )
