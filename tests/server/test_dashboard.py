@@ -26,7 +26,8 @@ from regward.server.models import Device, Role, Scope, Token, TokenKind
 from regward.server.services import auth, orgs, registry_access
 from regward.server.services.limits import PER_USER, SignInLimiter
 from regward.server.settings import Settings
-from tests.server.accounts import PASSWORD, make_users
+from tests.server.accounts import PASSWORD
+from tests.server.conftest import WorldTemplate
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers the httpx2 fork for its test client; httpx works the same here.
@@ -38,11 +39,11 @@ TOKEN_SHOWN = re.compile(r'id="created-token" type="text" readonly value="(rwp_[
 
 
 @pytest.fixture
-def client(tmp_path: Path, sqlite_template: Path) -> Iterator[TestClient]:
-    shutil.copy(sqlite_template, tmp_path / "regward.db")
+def client(tmp_path: Path, sqlite_world: WorldTemplate) -> Iterator[TestClient]:
+    shutil.copy(sqlite_world.source, tmp_path / "regward.db")  # make_users' accounts
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'regward.db'}")
+    sqlite_world.install_key(settings)
     database = Database(settings.database_url)
-    make_users(database, settings)
     app = create_app(settings, database=database)
     with TestClient(app, follow_redirects=False) as test_client:
         yield test_client
