@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import gc
 import json
 import os
@@ -29,13 +30,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regward.agent.http1 import ProtocolError, head_end
 from regward.agent.proxy import ProxyServer, ProxySettings, configure_dockerd, decider_for_policy
 from regward.agent.proxy.dockerd import engine_major, proxy_url
-from regward.agent.proxy.relay import Direction, Tunnel
+from regward.agent.proxy.forward import forward
+from regward.agent.proxy.protocol import Request, Target, parse_request
+from regward.agent.proxy.relay import Direction, Tunnel, Tunnels
+from regward.agent.proxy.upstream import Dialer
 from regward.errors import ConfigError
 from regward.policy import Decision, parse_policy_text
 from tests.agent.test_proxy_protocol import client_hello
 from tests.harness.wait import wait_for
+from tests.harness.websocket import frame, handshake
 
 
 def make_decider(*addresses: str) -> Callable[[str, int], Decision]:
@@ -968,3 +974,133 @@ def test_a_chunked_response_is_relayed_whole_and_what_follows_it_is_dropped() ->
         thread.join(10)
     finally:
         listener.close()
+
+
+# ---- Upgrade: the transparent listener's WebSockets (`forward(..., upgrades=True)`) ----------
+
+
+def test_the_proxy_drops_upgrade_as_before() -> None:
+    """The egress proxy's absolute-form requests lose `Upgrade` (its clients send WebSockets
+    through CONNECT); the server answers over HTTP/1.1."""
+    upstream = Upstream(http=True)
+    try:
+        with running(make_decider(f"127.0.0.1:{upstream.port}")) as proxy:
+            with proxy.connect() as sock:
+                sock.sendall(
+                    handshake(f"127.0.0.1:{upstream.port}").replace(
+                        b"GET /echo", b"GET http://127.0.0.1:%d/echo" % upstream.port
+                    )
+                )
+                assert Responses(sock).next()[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        (sent,) = upstream.requests
+        assert b"Upgrade" not in sent and b"upgrade" not in sent.lower()
+    finally:
+        upstream.close()
+
+
+class Forwarding:
+    """`forward(..., upgrades=True)` (the transparent listener's) on its own loop thread, for
+    one client connection (a socket pair: `client` is the test's end) to a loopback server,
+    every request routed to it."""
+
+    def __init__(self, port: int, first: bytes) -> None:
+        self.client, ours = socket.socketpair()
+        self.client.settimeout(10)
+        ours.setblocking(False)
+        self.error: BaseException | None = None
+        settings = ProxySettings(port=0)
+
+        async def route(request: Request) -> Target:
+            return Target("127.0.0.1", port)
+
+        async def run() -> None:
+            end = head_end(first)
+            request = parse_request(first[:end], origin_port=port)
+            parse = functools.partial(parse_request, origin_port=port)
+            try:
+                await forward(
+                    Tunnels(), settings, Dialer(settings), ours, request, first[end:], route,
+                    parse, None, True,
+                )  # fmt: skip
+            except BaseException as error:
+                self.error = error
+            finally:
+                ours.close()
+
+        self.thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        self.client.close()
+
+
+def read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return data
+
+
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_after_a_101_both_directions_are_relayed_and_early_bytes_wait_for_it() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    early = frame(b"sent before the 101")
+    forwarding = Forwarding(server.getsockname()[1], handshake("ws.test") + early)
+    try:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            head = read_head(conn)  # all the forwarder sent before any answer: the head alone
+            assert head.endswith(b"\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"), head
+            assert head.startswith(b"GET /echo HTTP/1.1\r\nHost: ws.test:")
+            conn.sendall(SWITCHED + b"server speaks first")
+            answer = read_exactly(forwarding.client, len(SWITCHED) + 19)
+            assert answer == SWITCHED + b"server speaks first"  # the 101 as the server sent it
+            assert read_exactly(conn, len(early)) == early
+            forwarding.client.sendall(b"GET /v2/ HTTP/1.1\r\nHost: blocked.test\r\n\r\n")
+            assert read_exactly(conn, 41) == b"GET /v2/ HTTP/1.1\r\nHost: blocked.test\r\n\r\n"
+            conn.sendall(b"back")
+            assert read_exactly(forwarding.client, 4) == b"back"
+        assert forwarding.client.recv(1) == b""  # the server's end is passed on, and so
+        forwarding.client.shutdown(socket.SHUT_WR)  # is the client's: then the tunnel ends
+        forwarding.join()
+        assert forwarding.error is None
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "answer", "why"),
+    [
+        (handshake("ws.test"), b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", "ask"),
+        (  # not an upgrade request, as the egress proxy's or with Upgrade dropped
+            b"GET /echo HTTP/1.1\r\nHost: ws.test\r\n\r\n",
+            SWITCHED,
+            "unasked",
+        ),
+    ],
+    ids=["another-protocol", "unasked"],
+)
+def test_a_101_the_client_did_not_ask_for_is_a_502_and_nothing_is_relayed(
+    first: bytes, answer: bytes, why: str
+) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    forwarding = Forwarding(server.getsockname()[1], first + frame(b"early"))
+    try:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            read_head(conn)
+            conn.sendall(answer + b"after")
+            forwarding.join()
+            assert isinstance(forwarding.error, ProtocolError), forwarding.error
+            assert forwarding.error.status == 502 and why in forwarding.error.message
+            assert read_all(conn) == b""  # the early bytes never reached the server
+    finally:
+        server.close()

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regward.agent.http1 import Body, ProtocolError, head_end
+from regward.agent.http1 import Body, ProtocolError, head_end, parse_response_head
 from regward.agent.proxy.protocol import (
     MAX_REASON,
     NEED_MORE,
+    Request,
     Target,
     client_hello_sni,
     error_response,
@@ -22,6 +23,8 @@ from regward.agent.proxy.protocol import (
     parse_request,
     reason_phrase,
     response_head,
+    switched_to,
+    upgrade_offer,
 )
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
@@ -395,3 +398,133 @@ def test_any_chunked_bytes_give_a_body_end_or_a_400(data: bytes) -> None:
     else:
         assert 0 <= taken <= len(data)
         assert taken == len(data) or parser.done
+
+
+# ---- Upgrade (the transparent listener's WebSockets) -----------------------------------------
+
+
+def websocket(
+    *extra: str, version: str = "HTTP/1.1", connection: str = "keep-alive, Upgrade"
+) -> Request:
+    return parse_request(
+        head(
+            f"GET /chat?x=1 {version}",
+            "Host: ws.test",
+            "Upgrade: websocket",
+            f"Connection: {connection}",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version: 13",
+            *extra,
+        ),
+        origin_port=80,
+    )
+
+
+def test_an_upgrade_request_keeps_upgrade_and_says_connection_upgrade() -> None:
+    request = websocket("Keep-Alive: 5", "Proxy-Authorization: Basic eDp5")
+    offer = upgrade_offer(request)
+    assert offer == (b"websocket",)
+    expected = [
+        "GET /chat?x=1 HTTP/1.1",
+        "Host: ws.test",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        "Upgrade: websocket",
+    ]
+    assert forward_head(request, close=False, upgrade=offer) == head(
+        *expected, "Connection: upgrade"
+    )
+    assert forward_head(request, close=True, upgrade=offer) == head(
+        *expected, "Connection: upgrade, close"
+    )
+    # Without an offer (the egress proxy), the same request loses its Upgrade, as before.
+    assert forward_head(request, close=False) == head(*expected[:-1])
+
+
+@pytest.mark.parametrize(
+    ("request_", "why"),
+    [
+        (websocket(connection="keep-alive"), "no upgrade in Connection"),
+        (websocket(version="HTTP/1.0"), "HTTP/1.0 ignores Upgrade"),
+        (websocket("Content-Length: 3"), "a body"),
+        (websocket("Transfer-Encoding: chunked"), "a chunked body"),
+        (
+            parse_request(
+                head(
+                    "GET / HTTP/1.1",
+                    "Host: h.test",
+                    "Connection: Upgrade, HTTP2-Settings",
+                    "Upgrade: h2c",
+                    "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA",
+                ),
+                origin_port=80,
+            ),
+            "h2c: HTTP itself, whose requests would pick their own host and path",
+        ),
+    ],
+)
+def test_what_is_not_an_upgrade_passed_on(request_: Request, why: str) -> None:
+    assert upgrade_offer(request_) == (), why
+
+
+def test_of_several_protocols_only_http_ones_are_dropped() -> None:
+    request = websocket("Upgrade: h2c, HTTP/2.0,  IRC/6.9 ,websocket")
+    assert upgrade_offer(request) == (b"websocket", b"IRC/6.9")
+    out = forward_head(request, close=False, upgrade=upgrade_offer(request))
+    assert b"\r\nUpgrade: websocket, IRC/6.9\r\n" in out and b"h2c" not in out
+
+
+@pytest.mark.parametrize(
+    ("answer", "ok"),
+    [
+        ("Upgrade: websocket", True),
+        ("Upgrade: WebSocket", True),  # protocol names are case-insensitive
+        ("Upgrade: h2c", False),  # not asked for: never relayed
+        ("Upgrade: websocket, h2c", False),
+        ("X-None: 1", False),  # a 101 that names nothing
+    ],
+)
+def test_a_101_must_name_a_protocol_the_client_offered(answer: str, ok: bool) -> None:
+    response = parse_response_head(
+        f"HTTP/1.1 101 Switching Protocols\r\n{answer}\r\nConnection: Upgrade\r\n\r\n".encode()
+    )
+    if ok:
+        switched_to(response, (b"websocket",))
+    else:
+        with pytest.raises(ProtocolError, match="did not ask for") as raised:
+            switched_to(response, (b"websocket",))
+        assert raised.value.status == 502
+
+
+PROTOCOL = st.from_regex(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,8}(/[A-Za-z0-9.]{1,4})?", fullmatch=True)
+
+
+@given(
+    protocols=st.lists(
+        st.one_of(PROTOCOL, st.sampled_from(["h2c", "H2C", "HTTP/2.0", "http/1.1", "h2"])),
+        min_size=1,
+        max_size=5,
+    ),
+    connection=st.sampled_from(["Upgrade", "keep-alive, upgrade", "close, UPGRADE"]),
+)
+def test_any_offer_passes_on_what_the_client_sent_but_http(
+    protocols: list[str], connection: str
+) -> None:
+    request = websocket(f"Upgrade: {', '.join(protocols)}", connection=connection)
+    offer = upgrade_offer(request)
+    sent = [b"websocket", *(protocol.encode() for protocol in protocols)]
+    assert list(offer) == list(
+        dict.fromkeys(
+            p for p in sent if p.split(b"/")[0].lower() not in {b"h2c", b"h2", b"http", b"https"}
+        )
+    )
+    out = forward_head(request, close=not request.head.keep_alive, upgrade=offer)
+    again = parse_request(out, origin_port=80)
+    assert again.head.values(b"upgrade") == [b", ".join(offer)]
+    (said,) = again.head.values(b"connection")
+    assert said.split(b", ")[0] == b"upgrade"
+    if offer:
+        response = parse_response_head(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + offer[-1] + b"\r\n\r\n"
+        )
+        switched_to(response, offer)

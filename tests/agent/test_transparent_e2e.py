@@ -8,7 +8,8 @@ private network namespace (tests/harness/bed.py).
     c-blocked.test:5000         10.77.0.3     plain HTTP   refused    through docker0; the
     tls-ok.test:443             10.77.0.4     TLS          allowed    addresses exist only on
     tls-evil.test:443           10.77.0.5     TLS          unknown    the namespace's lo)
-    web.test                    10.77.0.6     HTTP :80, TLS :443, a banner first on :2222
+    web.test                    10.77.0.6     HTTP :80 (a WebSocket echo on /echo), TLS :443,
+                                              a banner first on :2222
 
 `regward agent run --policy FILE --proxy-listen 127.0.0.1:3128 --transparent` runs in the
 namespace; dockerd runs with the proxy variables and `docker0` (no AuthZ plugin, so every
@@ -18,9 +19,11 @@ busybox imported without any registry and run with no proxy variables.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,8 @@ import pytest
 
 from tests.harness.bed import PYTHON, unavailable_reason
 from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+from tests.harness.wait import wait_for
+from tests.harness.websocket import CLOSE, KEY, accept, frame, handshake
 
 _MISSING = [tool for tool in ("nft", "busybox") if shutil.which(tool) is None]
 pytestmark = [
@@ -285,6 +290,100 @@ def test_naming_an_allowed_host_at_a_blocked_address_never_reaches_it(scene: Sce
     assert wget(
         scene, "https://tls-ok.test/v2/demo/hello/tags/list", ("tls-ok.test", "10.77.0.5")
     ).stdout.startswith('{"name":"demo/hello"')
+
+
+# ---- WebSocket and other Upgrade requests through the listener ------------------------------
+
+
+def nc(scene: Scene, sent: bytes, host: str = "web.test", port: int = 80) -> bytes:
+    """`sent` to host:port from a fresh container (busybox nc, which ends its sending side at
+    the end of its input and reads on until the other side closes); what came back."""
+    script = (
+        f"echo {base64.b64encode(sent).decode()} | busybox base64 -d"
+        f" | busybox nc {host} {port} | busybox od -An -tx1 -v"
+    )
+    add = [f"--add-host={name}:{address}" for name, address in HOSTS.items()]
+    result = scene.bed.docker(
+        "run", "--rm", *add, "rwag-busybox:1", "timeout", "8", "busybox", "sh", "-c", script
+    )
+    assert result.returncode == 0, result.stderr
+    return bytes.fromhex("".join(result.stdout.split()))
+
+
+def test_a_websocket_from_a_container_is_relayed_after_its_101(scene: Scene) -> None:
+    """The handshake, then a message and a close sent at once behind it: those bytes are the
+    new protocol's, and reach the server only after its 101 (else it would read them as
+    HTTP). Echoed back, and the server's close ends the connection."""
+    sent = handshake("web.test") + frame(b"hello through regward") + frame(b"", CLOSE)
+    answer = nc(scene, sent)
+    head, _, frames = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), answer
+    assert f"Sec-WebSocket-Accept: {accept(KEY)}".encode() in head
+    assert b"Connection: Upgrade" in head and b"Upgrade: websocket" in head
+    assert frames == frame(b"hello through regward", mask=None) + frame(b"", CLOSE, mask=None)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "sent", "subject"),
+    [
+        # A registry's /v2/ path, to a registry the policy does not name.
+        ("c-blocked.test", 5000, "/v2/demo/evil/manifests/v1", "c-blocked.test:5000"),
+        # Any path, naming a registry of the catalog, at an ordinary web server's address.
+        ("web.test", 80, "/echo", "ghcr.io"),
+    ],
+    ids=["v2-path", "registry-host"],
+)
+def test_an_upgrade_request_is_decided_like_any_other(
+    scene: Scene, host: str, port: int, sent: str, subject: str
+) -> None:
+    named = f"{host}:{port}" if subject != "ghcr.io" else subject
+    answer = nc(scene, handshake(named, sent) + frame(b"hello"), host, port)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 Forbidden (Access to " + subject.encode()), answer
+    assert json.loads(body)["errors"][0]["code"] == "DENIED"
+    assert b"101" not in head
+
+
+def test_a_revision_refusing_the_host_ends_an_upgraded_connection(scene: Scene) -> None:
+    """web.test:80 made an entry (the agent dials it by name), a WebSocket opened to it from
+    this machine (loopback is taken too), then the entry switched off: the tunnel ends."""
+    policy = scene.bed.directory / "policy.yaml"
+
+    def opened() -> socket.socket | None:
+        sock = scene.bed.connect("127.0.0.1", 80)
+        sock.settimeout(30)
+        sock.sendall(handshake("web.test") + frame(b"one"))
+        answer = b""
+        while not answer.endswith(frame(b"one", mask=None)):
+            chunk = sock.recv(65536)
+            if not chunk:  # the entry is not enforced yet: nothing listens on 127.0.0.1:80
+                sock.close()
+                return None
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 101 "), answer
+        return sock
+
+    def switched(allowed: bool) -> str:
+        return f"{POLICY}  - address: web.test:80\n    allowed: {str(allowed).lower()}\n"
+
+    policy.write_text(switched(True))
+    try:
+        sock = wait_for(opened, 30, "a WebSocket to web.test:80 through its entry")
+        with sock:
+            sock.sendall(frame(b"two"))
+            assert sock.recv(65536) == frame(b"two", mask=None)
+            policy.write_text(switched(False))
+            assert sock.recv(65536) == b"", "an upgraded connection outlived its host's refusal"
+        assert "transparent: ended a connection to web.test:80 (now refused)" in agent_log(scene)
+    finally:
+        policy.write_text(POLICY)
+
+        def restored() -> bool:
+            with scene.bed.connect("127.0.0.1", 80) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+                return not sock.recv(65536).startswith(b"HTTP/1.1 403")
+
+        wait_for(restored, 30, "the policy without web.test:80")
 
 
 def test_a_registry_client_in_a_container_cannot_use_a_bare_address(scene: Scene) -> None:

@@ -1,6 +1,7 @@
 """An ordinary (non-registry) server for the transparent tests: every path answers
 `hello from the web` over plain HTTP and TLS, and a server-first port sends a banner before
-reading anything (as SSH or SMTP do).
+reading anything (as SSH or SMTP do). `/echo` over plain HTTP is a WebSocket echo
+(tests/harness/websocket.py).
 
     python -m tests.harness.webserver ADDRESS --http 80 --https 443 CERT KEY --banner 2222
 """
@@ -13,12 +14,20 @@ import socketserver
 import ssl
 import threading
 
+from tests.harness.websocket import serve_echo
+
 BODY = b"hello from the web\n"
 BANNER = b"220 banner from a server that speaks first\r\n"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key")
+        if self.path == "/echo" and (self.headers.get("Upgrade") or "").lower() == "websocket":
+            assert key is not None
+            serve_echo(self.rfile, self.wfile, key)
+            self.close_connection = True
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(BODY)))

@@ -20,6 +20,13 @@ length, not chunked: relayed until it closes, then the client's is closed too), 
 response ended before the request's body did. A client that sends nothing for
 `settings.idle_timeout` after a response is closed.
 
+With `upgrades` (the transparent listener), a request asking to switch protocols keeps its
+`Upgrade` (`protocol.upgrade_offer`: not HTTP itself, not with a body) and, when the server
+answers `101` naming one of them, the connection becomes a tunnel to that same server: bytes
+the client sent behind the request are passed on only then. A `101` nobody asked for, or to a
+protocol not offered, is a 502. The egress proxy drops `Upgrade` (its clients send WebSockets
+through `CONNECT`, and its targets are registries).
+
 The response may be awaited as long as the request body keeps moving (a large push to a slow
 registry), and `settings.idle_timeout` after it stops.
 """
@@ -41,7 +48,14 @@ from regward.agent.http1 import (
     response_body,
 )
 
-from .protocol import Request, Target, forward_head, response_head
+from .protocol import (
+    Request,
+    Target,
+    forward_head,
+    response_head,
+    switched_to,
+    upgrade_offer,
+)
 from .relay import PipePool, Tunnel, Tunnels
 from .settings import ProxySettings
 from .upstream import Dialer
@@ -70,10 +84,13 @@ async def forward(
     route: Route,
     parse: Parse,
     upstream: tuple[Target, socket.socket] | None = None,
+    upgrades: bool = False,
 ) -> None:
     """Serve `request` (whose head the client sent with `rest` behind it) and every request
     after it on `client`, until the connection ends. `upstream`: a connection already made
-    (reused when the first request's target is its target, else closed)."""
+    (reused when the first request's target is its target, else closed). `upgrades`: pass
+    `Upgrade` on (`upgrade_offer`), and after a `101 Switching Protocols` relay both
+    directions untouched, to the target decided for that request, until either side ends."""
     connected = upstream
     try:
         while True:
@@ -89,7 +106,7 @@ async def forward(
                 connected = (target, await dialer.connect(target))
             try:
                 outcome = await _exchange(
-                    tunnels, settings, client, connected[1], request, rest, body
+                    tunnels, settings, client, connected[1], request, rest, body, upgrades
                 )
             except _Gone:
                 # A kept connection the registry closed meanwhile: once more on a new one,
@@ -100,7 +117,7 @@ async def forward(
                 connected = (target, await dialer.connect(target))
                 body = Body.of(request.head)
                 outcome = await _exchange(
-                    tunnels, settings, client, connected[1], request, rest, body
+                    tunnels, settings, client, connected[1], request, rest, body, upgrades
                 )
             if outcome is None:
                 return
@@ -166,15 +183,18 @@ async def _exchange(
     request: Request,
     rest: bytes,
     body: Body,
+    upgrades: bool,
 ) -> tuple[bytes, bool] | None:
     """One request and its response. Returns the bytes the client sent after the request and
     whether the registry's connection may carry the next one; None when the client's
-    connection ends here."""
+    connection ends here (after a switch of protocols too)."""
     loop = asyncio.get_running_loop()
     keep = request.version == "HTTP/1.1" and request.head.keep_alive
+    offer = upgrade_offer(request) if upgrades else ()
     used = body.feed(rest)
+    head_out = forward_head(request, close=not keep, upgrade=offer)
     try:  # the client is told why, rather than seeing its connection close
-        await loop.sock_sendall(upstream, forward_head(request, close=not keep) + rest[:used])
+        await loop.sock_sendall(upstream, head_out + rest[:used])
     except OSError as error:
         raise _Gone(502, f"the registry ended the connection: {error.strerror}") from None
     after = rest[used:]
@@ -197,6 +217,12 @@ async def _exchange(
                 head, extra = await _response_head(settings, client, upstream)
             answered = True
             response = parse_response_head(head)
+            if response.status == 101:
+                if not offer:
+                    raise ProtocolError(502, "the server switched protocols unasked")
+                switched_to(response, offer)
+                await _switch(tunnel, client, upstream, head + extra, after)
+                return None
             framing = response_body(request.method, response)
             if framing is None:  # it ends when the registry closes: so does the client's
                 await loop.sock_sendall(client, response_head(head, close=True) + extra)
@@ -225,6 +251,23 @@ async def _exchange(
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+
+
+async def _switch(
+    tunnel: Tunnel, client: socket.socket, upstream: socket.socket, answer: bytes, after: bytes
+) -> None:
+    """After a `101`: its head (as the server sent it) and what followed it to the client,
+    then what the client sent behind its request (the new protocol's first bytes, held until
+    now) to the server, then both directions untouched until either side ends."""
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(client, answer)
+    if after:
+        await loop.sock_sendall(upstream, after)
+        tunnel.up.moved += len(after)
+    tunnel.downstream_only = False
+    tunnel.up.start()
+    tunnel.down.start()
+    await tunnel.wait()
 
 
 async def _send_body(
@@ -262,9 +305,9 @@ async def _send_body(
 async def _response_head(
     settings: ProxySettings, client: socket.socket, upstream: socket.socket
 ) -> tuple[bytes, bytes]:
-    """Read the final response head and the bytes after it; 1xx heads go to the client at
-    once (a client that sent `Expect: 100-continue` waits for one before its body). The
-    caller bounds the wait."""
+    """Read the final response head (a `101` is one) and the bytes after it; other 1xx heads
+    go to the client at once (a client that sent `Expect: 100-continue` waits for one before
+    its body). The caller bounds the wait."""
     loop = asyncio.get_running_loop()
     buffer = bytearray()
     while True:
@@ -284,7 +327,8 @@ async def _response_head(
             continue
         head = bytes(buffer[:end])
         del buffer[:end]
-        if 100 <= parse_response_head(head).status < 200:
+        status = parse_response_head(head).status
+        if 100 <= status < 200 and status != 101:  # a 101 is the last head: the caller's
             await loop.sock_sendall(client, head)
             continue
         return head, bytes(buffer)

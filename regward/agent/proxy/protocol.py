@@ -24,7 +24,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from regward.agent.http1 import Head, ProtocolError, parse_head
+from regward.agent.http1 import Head, ProtocolError, Response, parse_head
 from regward.policy.address import join_host_port
 
 MAX_REASON = 300
@@ -222,12 +222,13 @@ def _looks_numeric(host: str) -> bool:
     )
 
 
-def forward_head(request: Request, close: bool) -> bytes:
+def forward_head(request: Request, close: bool, upgrade: tuple[bytes, ...] = ()) -> bytes:
     """The head to send upstream for a request: origin form, hop-by-hop fields dropped, Host
     set to the target the decision was made for, and `Connection: close` when the client's
     connection ends after this request (`close`). The body's framing fields always pass, even
     when `Connection` names them: the proxy frames the body by them (`http1.Body`), and so must
-    the registry."""
+    the registry. With `upgrade` (`upgrade_offer`), those protocols go on in `Upgrade` with
+    `Connection: upgrade`."""
     named = _connection_names(request.fields) - _FRAMING
     out = [f"{request.method} {request.path} HTTP/1.1\r\n".encode()]
     out.append(b"Host: " + _host_value(request.target).encode() + b"\r\n")
@@ -236,8 +237,62 @@ def forward_head(request: Request, close: bool) -> bytes:
         if lowered == b"host" or lowered in _HOP_BY_HOP or lowered in named:
             continue
         out.append(name + b": " + value + b"\r\n")
-    out.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
+    if upgrade:
+        out.append(b"Upgrade: " + b", ".join(upgrade) + b"\r\n")
+        out.append(
+            b"Connection: upgrade, close\r\n\r\n" if close else b"Connection: upgrade\r\n\r\n"
+        )
+    else:
+        out.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
     return b"".join(out)
+
+
+def upgrade_offer(request: Request) -> tuple[bytes, ...]:
+    """The protocols a request asks to switch to (`Upgrade`, with `upgrade` in `Connection`)
+    that may be passed on, as the client spelled them; empty when none. Not passed on: any
+    protocol of an HTTP/1.0 request (RFC 9110 7.8) or of a request with a body, and HTTP
+    itself (`h2c`, `HTTP/2.0`): its requests would choose their own host and path after the
+    switch, unseen (h2c smuggling); the server answers such a request over HTTP/1.1."""
+    if request.version != "HTTP/1.1" or b"upgrade" not in _connection_names(request.fields):
+        return ()
+    if request.head.values(b"content-length") not in ([], [b"0"]):
+        return ()
+    if request.head.values(b"transfer-encoding"):
+        return ()
+    offered = []
+    for value in request.head.values(b"upgrade"):
+        for part in value.split(b","):
+            protocol = part.strip()
+            if protocol and _protocol_name(protocol) not in _HTTP_PROTOCOLS:
+                offered.append(protocol)
+    return tuple(dict.fromkeys(offered))
+
+
+_HTTP_PROTOCOLS = frozenset({b"h2c", b"h2", b"http", b"https"})
+
+
+def _protocol_name(protocol: bytes) -> bytes:
+    """`websocket` of `WebSocket`, `http` of `HTTP/2.0`: the name, lowercased, no version."""
+    return protocol.partition(b"/")[0].strip().lower()
+
+
+def switched_to(response: Response, offered: tuple[bytes, ...]) -> None:
+    """Check a `101 Switching Protocols` against what the request offered: the server must
+    name in `Upgrade` only protocols the client asked for (RFC 9110 7.8), or it is a 502 (a
+    server switching to something else, HTTP among it, is not relayed)."""
+    names = {_protocol_name(protocol) for protocol in offered}
+    chosen = [
+        _protocol_name(part)
+        for value in response.values(b"upgrade")
+        for part in value.split(b",")
+        if part.strip()
+    ]
+    if not chosen or not set(chosen) <= names:
+        shown = b", ".join(response.values(b"upgrade")).decode("ascii", "replace")[:80]
+        raise ProtocolError(
+            502,
+            f"the server switched to a protocol the client did not ask for ({shown or 'none'})",
+        )
 
 
 def _host_value(target: Target) -> str:

@@ -22,7 +22,9 @@ closed connection (TLS), and a denial report naming the container's address and 
 anything else is not registry traffic and passes to where the client was going. Plain HTTP
 keeps its connection alive (`proxy.forward`, as the proxy's absolute-form requests): every
 request on it is decided by its own Host and path, so a second request cannot ride on the
-first one's decision.
+first one's decision. An allowed request that asks to switch protocols (a WebSocket) carries
+its `Upgrade` on; after the server's `101` both directions are relayed untouched, to where that
+request's decision sent it, until either side ends or a new revision refuses the host.
 """
 
 from __future__ import annotations
@@ -201,8 +203,9 @@ class TransparentListener:
                 settings, tunnels, dialer = self.proxy_settings, self._tunnels, self._dialer
                 request, rest = first.request, first.rest
                 await forward(
-                    tunnels, settings, dialer, client, request, rest, route, parse, dialled
-                )
+                    tunnels, settings, dialer, client, request, rest, route, parse, dialled,
+                    upgrades=True,
+                )  # fmt: skip
                 return
             plan, decision, name = await self._plan(first, who)
             if decision is not None and plan == "refuse":
