@@ -446,3 +446,32 @@ def test_a_body_that_is_not_sent_as_json_says_to_send_json(
         "detail": "body: send a JSON object with Content-Type: application/json "
         f"(this request's Content-Type: {said!r})"
     }
+
+
+@pytest.mark.parametrize("text", ["\u202eexe.nottodb", "laptop\u200b", "ci\n7", "a\x07b"])
+def test_text_shown_to_owners_holds_no_invisible_characters(world: World, text: str) -> None:
+    """A right-to-left override, a zero-width space or a control character in a hostname, an
+    agent id, a machine or a token name would show owners something other than what it is."""
+    bob = world.headers("bob_read")
+    answers = {
+        "hostname": world.client.post(
+            f"{ORG}/devices/check-in",
+            json={"agent_id": "laptop-1", "revision": 1, "hostname": text},
+            headers=bob,
+        ),
+        "agent_id": world.client.post(
+            f"{ORG}/devices/check-in", json={"agent_id": text, "revision": 1}, headers=bob
+        ),
+        "machine": world.client.post(
+            "/api/v1/auth/device",
+            data={"organization": "acme", "machine": text, "agent_id": "laptop-1"},
+        ),
+        "name": world.client.post(
+            "/api/v1/tokens", json={"name": text, "scope": "read"}, headers=world.headers("alice")
+        ),
+    }
+    code = f"U+{ord(next(c for c in text if not c.isalnum() and c not in '.')):04X}"
+    for field, answer in answers.items():
+        assert answer.status_code == 422, (field, answer.text)
+        assert answer.json()["detail"].startswith(f"{field}: "), answer.text
+        assert code in answer.json()["detail"], answer.text

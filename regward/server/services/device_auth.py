@@ -36,7 +36,7 @@ from regward.server.models import (
     User,
     utcnow,
 )
-from regward.server.services import activity, orgs
+from regward.server.services import activity, names, orgs
 from regward.server.services.auth import Caller, new_token_value
 from regward.server.services.names import check_name
 
@@ -95,8 +95,7 @@ def display_user_code(letters: str) -> str:
 def _text(value: object, field: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise InvalidInput(f"{field}: {value!r} must be text of 1 to {limit} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise InvalidInput(f"{field}: {value!r} must not contain control characters")
+    names.refuse_invisible(value, field)
     return value.strip()
 
 

@@ -18,6 +18,7 @@ from regward.errors import quote
 from regward.server.db import Database
 from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Scope, Token, TokenKind, User, utcnow
+from regward.server.services import names
 from regward.server.services.auth import new_token_value
 
 MAX_NAME_LENGTH = 100
@@ -40,6 +41,7 @@ def create(session: Session, user: User, name: str, scope: Scope | str) -> tuple
             field="name",
             value=name,
         )
+    names.refuse_invisible(name, "name")
     try:
         scope = Scope(scope)
     except ValueError:
