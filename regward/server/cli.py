@@ -429,7 +429,7 @@ def _run(args: argparse.Namespace) -> int:
     from regward import logs
     from regward.server.app import create_app
     from regward.server.db import Database
-    from regward.server.feed_protocol import FeedProtocol
+    from regward.server.protocol import JsonErrors
 
     _limit_malloc_arenas()
     settings = _settings()
@@ -456,7 +456,9 @@ def _run(args: argparse.Namespace) -> int:
         log_config=None,  # its lines go through our handler and format
         timeout_keep_alive=75,
         timeout_graceful_shutdown=3,
-        http=FeedProtocol,  # uvicorn's httptools protocol; the feed's polls held as data
+        # uvicorn's httptools protocol: the feed's polls held as data (FeedProtocol), and its
+        # own 400 for an unreadable request as JSON (JsonErrors).
+        http=JsonErrors,
     )
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,15 @@ def test_a_running_server_writes_json_lines(tmp_path: Path) -> None:
             return None
 
         entry = wait_for(probe_line, 20, "the access-log line of the probe")
+        # What the HTTP parser refuses before the app sees it is in the API's error shape too.
+        for unreadable in (
+            b"GET /api/v1/health?x=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        ):
+            status, _, body = _raw(server.port, unreadable).partition(b" ")[2].partition(b"\r\n")
+            head, _, payload = body.partition(b"\r\n\r\n")
+            assert status == b"400 Bad Request" and b"content-type: application/json" in head
+            assert "cannot read this request as HTTP/1.1" in json.loads(payload)["detail"]
     assert entry["logger"] == "regward.access"
     assert (entry["route"], entry["status"], entry["user"]) == ("/api/v1/orgs/{org}", 200, "alice")
     written = log.read_text()
@@ -125,3 +135,13 @@ def test_a_running_server_writes_json_lines(tmp_path: Path) -> None:
     for line in written.splitlines():
         if not line.startswith("regward: "):  # the startup banner on stdout
             json.loads(line)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    """Send `request` as is and read the answer until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
