@@ -173,7 +173,7 @@ def test_deep_nesting_is_refused(world: World, path: str, who: str | None, field
         (b'{"username": NaN, "password": "x"}', "application/json", "NaN"),
         (b'{"username": "bob", "password": "x"', None, "not JSON"),
         (b'{"username": "bob"} trailing', "application/problem+json", "not JSON"),
-        (b"hello", "text/plain", "dictionary"),
+        (b"hello", "text/plain", "send a JSON object with Content-Type: application/json"),
     ],
 )
 def test_bodies_that_are_not_json(
