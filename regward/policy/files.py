@@ -35,7 +35,8 @@ def parse_policy_text(text: str, filename: str) -> Policy:
     try:
         data = yaml.safe_load(text) if kind == "yaml" else json.loads(text)
     except (yaml.YAMLError, ValueError) as error:
-        raise InvalidPolicyFile(filename, [f"not valid {kind.upper()}: {_syntax(error)}"]) from None
+        problem = f"not valid {kind.upper()}: {_syntax(error, text)}"
+        raise InvalidPolicyFile(filename, [problem]) from None
     if isinstance(data, dict) and set(data) == {"policy", "signature"}:
         data = data["policy"]  # a revision as the feed serves it; verify() checks signatures
     problems = Policy.problems(data)
@@ -57,11 +58,18 @@ def policy_file_text(policy: Policy, kind: Format) -> str:
     return text
 
 
-def _syntax(error: Exception) -> str:
+def _line(text: str, index: int) -> int:
+    """The line of character `index` as editors number them: YAML also breaks lines at NEL,
+    U+2028 and U+2029, which would name a line the user's editor does not show."""
+    return text.count("\n", 0, index) + 1
+
+
+def _syntax(error: Exception, text: str) -> str:
     """A syntax error in one line, with the line and column where the file went wrong."""
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+        index = error.problem_mark.index
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        return f"line {_line(text, index)}, column {column}: {error.problem}"
     text = str(error)
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -89,7 +97,7 @@ def _field_lines(text: str) -> dict[str, int]:
     seen: set[int] = set()  # an alias repeats a node: walk each once, whatever the nesting
 
     def walk(node: Any, path: str) -> None:
-        lines.setdefault(path, node.start_mark.line + 1)
+        lines.setdefault(path, _line(text, node.start_mark.index))
         if id(node) in seen:
             return
         seen.add(id(node))
@@ -97,7 +105,7 @@ def _field_lines(text: str) -> dict[str, int]:
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
                     inner = f"{path}.{key.value}" if path else str(key.value)
-                    lines.setdefault(inner, key.start_mark.line + 1)
+                    lines.setdefault(inner, _line(text, key.start_mark.index))
                     walk(value, inner)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):

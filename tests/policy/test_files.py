@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from regward.errors import InvalidPolicy, InvalidPolicyFile
@@ -82,6 +82,8 @@ def test_a_billion_laughs_file_is_refused_without_expanding_it() -> None:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300), st.sampled_from(["p.yaml", "p.json"]))
+@example("\x850", "p.yaml")  # NEL breaks a YAML line, not an editor's: found by this test
+@example("a: b\n\u2028c: [", "p.yaml")
 def test_any_text_parses_or_names_problems_with_real_lines(text: str, name: str) -> None:
     try:
         parse_policy_text(text, name)
