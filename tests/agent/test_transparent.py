@@ -4,7 +4,12 @@ against real nftables, dockerd and containers in test_transparent_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import string
+import struct
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +28,7 @@ from regward.agent.transparent import (
     parse_interfaces,
     parse_ports,
 )
-from regward.agent.transparent.probe import looks_like_registry
+from regward.agent.transparent.probe import RegistryProbe, looks_like_registry
 from regward.agent.transparent.rules import policy_ports, ruleset, taken_ports
 from regward.errors import ConfigError
 from regward.policy import Policy, generate_key, public_key_to_text
@@ -329,3 +334,60 @@ def test_the_log_and_regward_status_say_what_is_taken_in_the_same_words(
     assert f"transparent rules in place: {taken}" in caplog.messages
     words = _transparent_words(transparent.status())
     assert words == f"rules in place ({taken}; listener port 0, served by 1 process)"
+
+
+def _probe_once(handle: Callable[[socket.socket], None] | None) -> tuple[bool, bool, int]:
+    """Probe a loopback server that treats each connection with `handle` (None: nothing
+    listens): the first answer, the second, and how many probes were made for both."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if handle is None:
+        listener.close()
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                handle(conn)  # type: ignore[misc]
+
+    server = threading.Thread(target=serve, daemon=True)
+    if handle is not None:
+        server.start()
+    probe = RegistryProbe(TransparentSettings(probe_timeout=5.0))
+
+    async def twice() -> tuple[bool, bool]:
+        return (
+            await probe.is_registry("127.0.0.1", port, ""),
+            await probe.is_registry("127.0.0.1", port, ""),
+        )
+
+    try:
+        first, second = asyncio.run(twice())
+    finally:
+        listener.close()
+    return first, second, probe.probes
+
+
+def test_nothing_listening_is_no_registry_and_remembered() -> None:
+    assert _probe_once(None) == (False, False, 1)
+
+
+def test_a_plain_http_server_is_no_tls_registry() -> None:
+    def plain(conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    assert _probe_once(plain) == (False, False, 1)
+
+
+def test_a_server_that_drops_the_probe_is_taken_for_a_registry_and_asked_again() -> None:
+    # A reset in the middle of the handshake says nothing either way: fail closed, and do not
+    # remember it (a passing fault must not stick; a hostile server cannot earn a pass by it).
+    def drop(conn: socket.socket) -> None:
+        conn.recv(4096)  # the ClientHello
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    assert _probe_once(drop) == (True, True, 2)

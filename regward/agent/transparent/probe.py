@@ -8,8 +8,11 @@ or any web site. The agent cannot look inside TLS, so it asks the server itself,
 registry client does first: the OCI distribution base endpoint `GET /v2/`, over TLS to the
 very address the client chose, with the client's server name. A registry answers 200 or 401
 with its `Docker-Distribution-API-Version` header, or 401 with a `Bearer` token challenge; a
-web site does not; one that says nothing in time is taken for a registry (fail closed).
-The answer is kept `settings.probe_ttl` seconds per (address, port, name);
+web site does not. A server that refuses the connection or does not speak TLS is no registry
+(its client cannot pull from it either); any other failure (no answer in time, a reset, an
+error of the agent's own) is taken for a registry (fail closed) and not remembered, so the
+next connection asks again. A definite answer is kept `settings.probe_ttl` seconds per
+(address, port, name);
 concurrent connections wait for one probe. A server that cannot be reached or does not speak
 TLS is no registry (its client cannot pull from it either).
 
@@ -33,6 +36,8 @@ from .settings import TransparentSettings
 log = logging.getLogger("regward.agent.transparent")
 
 MAX_PROBE_HEAD = 16 * 1024
+# OpenSSL's reasons when the other end does not speak TLS at all (plain HTTP, say).
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
 Key = tuple[str, int, str]
 
 
@@ -83,7 +88,8 @@ class RegistryProbe:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            answer = await self._probe(address, port, name)
+            found = await self._probe(address, port, name)
+            answer = True if found is None else found  # undecided: fail closed
             future.set_result(answer)
         except BaseException as error:
             future.set_exception(error)
@@ -91,6 +97,8 @@ class RegistryProbe:
             raise
         finally:
             del self._pending[key]
+        if found is None:
+            return answer  # asked again next time: a passing fault must not stick
         self._answers[key] = (time.monotonic() + self.settings.probe_ttl, answer)
         self._answers.move_to_end(key)
         while len(self._answers) > self.settings.probe_cache:
@@ -104,7 +112,8 @@ class RegistryProbe:
         )
         return answer
 
-    async def _probe(self, address: str, port: int, name: str) -> bool:
+    async def _probe(self, address: str, port: int, name: str) -> bool | None:
+        """True: a registry; False: not one; None: no answer either way."""
         self.probes += 1
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -125,11 +134,25 @@ class RegistryProbe:
                     "Accept: */*\r\nConnection: close\r\n\r\n".encode()
                 )
                 head = await reader.readuntil(b"\r\n\r\n")
-        except TimeoutError:
-            # It answers neither "yes" nor "no" in time: fail closed, as for a registry.
-            return True
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            return False  # no TLS server there: nothing to pull from either
+        except ConnectionRefusedError:
+            return False  # nothing listens there: nothing to pull from either
+        except ssl.SSLError as error:
+            if error.reason in _NOT_TLS:
+                return False  # no TLS server there: its clients' TLS fails as well
+            log.info(
+                "probe of %s:%d (TLS name %s) failed: %s", address, port, name or "none", error
+            )
+            return None
+        except (
+            TimeoutError,
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as error:
+            log.info(
+                "probe of %s:%d (TLS name %s) failed: %r", address, port, name or "none", error
+            )
+            return None
         finally:
             if writer is not None:
                 writer.close()
