@@ -10,8 +10,10 @@ run: setup
 	@.venv/bin/regward server init --org demo --owner admin
 	@.venv/bin/regward server run --host 127.0.0.1 --port $(PORT)
 
+# The test files shared out over two processes (`--dist loadfile`: a file's tests, and the
+# real parts its fixtures start, stay in one process); `.venv/bin/pytest FILE` runs one alone.
 test: setup
-	.venv/bin/pytest
+	.venv/bin/pytest -n 2 --dist loadfile
 
 # Quick loops: every test that needs neither root (dockerd, network namespaces, PostgreSQL) nor a
 # browser.
