@@ -126,12 +126,16 @@ def test_a_registry_slow_to_answer_the_handshake_is_waited_for() -> None:
         await asyncio.sleep(0)  # one turn: its connect went out and found the queue full
         assert not dialing.done()
         listener.setblocking(False)
-        while True:  # make room: the SYN sent again is answered
-            try:
-                listener.accept()[0].close()
-            except BlockingIOError:
-                break
-        sock = await dialing
+
+        async def make_room() -> None:  # keep accepting: the queued sockets' SYNs come again
+            while True:  # too, and the dialer's must find room among them at some retry
+                (await asyncio.get_running_loop().sock_accept(listener))[0].close()
+
+        room = asyncio.ensure_future(make_room())
+        try:
+            sock = await dialing
+        finally:
+            room.cancel()
         assert sock.getpeername() == ("127.0.0.1", port)
         sock.close()
 
