@@ -54,8 +54,22 @@ def policy_file_text(policy: Policy, kind: Format) -> str:
         del document["revision"]
     if kind == "json":
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    text: str = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    text: str = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     return text
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing text that holds a line break YAML knows beyond `\n` (NEL,
+    U+2028, U+2029) double-quoted, where they are escaped: written plain or single-quoted they
+    read back as a space (found by the round-trip property test)."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if any(ch in value for ch in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
 
 
 def _line(text: str, index: int) -> int:
