@@ -77,8 +77,32 @@ class ProtocolError(Exception):
         self.message = message
 
 
+class _Message:
+    """What a request head and a response head share: `version` and `fields`."""
+
+    __slots__ = ()
+    version: str
+    fields: tuple[tuple[bytes, bytes], ...]
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of the field `name` (lowercase), in order."""
+        return [value for field, value in self.fields if field.lower() == name]
+
+    @property
+    def keep_alive(self) -> bool:
+        """May the connection carry another message after this one (RFC 9112 9.3)?"""
+        tokens = {
+            token.strip().lower()
+            for value in self.values(b"connection")
+            for token in value.split(b",")
+        }
+        if b"close" in tokens:
+            return False
+        return self.version == "HTTP/1.1" or b"keep-alive" in tokens
+
+
 @dataclass(frozen=True, slots=True)
-class Head:
+class Head(_Message):
     """One parsed request head; `fields` keeps the raw (name, value) pairs in order, values
     without surrounding whitespace."""
 
@@ -87,47 +111,14 @@ class Head:
     version: str
     fields: tuple[tuple[bytes, bytes], ...]
 
-    def values(self, name: bytes) -> list[bytes]:
-        """Every value of the field `name` (lowercase), in order."""
-        return _values(self.fields, name)
-
-    @property
-    def keep_alive(self) -> bool:
-        """May the connection carry another request after this one (RFC 9112 9.3)?"""
-        return _keep_alive(self.version, self.fields)
-
 
 @dataclass(frozen=True, slots=True)
-class Response:
+class Response(_Message):
     """One parsed response head; `fields` as in `Head`."""
 
     status: int
     version: str
     fields: tuple[tuple[bytes, bytes], ...]
-
-    def values(self, name: bytes) -> list[bytes]:
-        """Every value of the field `name` (lowercase), in order."""
-        return _values(self.fields, name)
-
-    @property
-    def keep_alive(self) -> bool:
-        """May the connection carry another request after this response (RFC 9112 9.3)?"""
-        return _keep_alive(self.version, self.fields)
-
-
-def _values(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> list[bytes]:
-    return [value for field, value in fields if field.lower() == name]
-
-
-def _keep_alive(version: str, fields: tuple[tuple[bytes, bytes], ...]) -> bool:
-    tokens = {
-        token.strip().lower()
-        for value in _values(fields, b"connection")
-        for token in value.split(b",")
-    }
-    if b"close" in tokens:
-        return False
-    return version == "HTTP/1.1" or b"keep-alive" in tokens
 
 
 def head_end(buffer: bytes | bytearray, max_head: int = MAX_HEAD) -> int:
