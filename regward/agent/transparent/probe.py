@@ -136,19 +136,10 @@ class RegistryProbe:
                 head = await reader.readuntil(b"\r\n\r\n")
         except ConnectionRefusedError:
             return False  # nothing listens there: nothing to pull from either
-        except ssl.SSLError as error:
-            if error.reason in _NOT_TLS:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+            # (TimeoutError and ssl.SSLError are OSErrors)
+            if isinstance(error, ssl.SSLError) and error.reason in _NOT_TLS:
                 return False  # no TLS server there: its clients' TLS fails as well
-            log.info(
-                "probe of %s:%d (TLS name %s) failed: %s", address, port, name or "none", error
-            )
-            return None
-        except (
-            TimeoutError,
-            OSError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-        ) as error:
             log.info(
                 "probe of %s:%d (TLS name %s) failed: %r", address, port, name or "none", error
             )
