@@ -252,6 +252,12 @@ class EngineCheck:
         }
 
 
+def engine_transport(socket: Path) -> httpx.AsyncHTTPTransport:
+    """A transport to the engine's unix socket. Plain HTTP there: verify=False skips loading
+    the CA bundle, which blocks the event loop (which also serves the proxy) 10-150 ms."""
+    return httpx.AsyncHTTPTransport(uds=str(socket), verify=False)
+
+
 async def check(
     socket: Path,
     names: tuple[str, ...],
@@ -260,9 +266,7 @@ async def check(
 ) -> EngineCheck:
     """Ask the engine on `socket` for `/info`; never raises for an engine that is away, slow or
     answers something else (that is an EngineCheck without protection)."""
-    # Plain HTTP on a unix socket: verify=False skips loading the CA bundle, which would block
-    # the loop (which also serves the proxy) for 10-150 ms on every check.
-    transport = httpx.AsyncHTTPTransport(uds=str(socket), verify=False)
+    transport = engine_transport(socket)
     try:
         async with httpx.AsyncClient(
             transport=transport, timeout=timeout, trust_env=False

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from regward.agent.protection import engine_transport
+
 log = logging.getLogger("regward.agent.authz")
 
 _IMAGE_ID = re.compile(r"sha256:[a-f0-9]{64}")
@@ -115,8 +117,7 @@ class ImageOrigins:
     def _engine(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                # plain HTTP on a unix socket: no CA bundle to load (it blocks the loop)
-                transport=httpx.AsyncHTTPTransport(uds=str(self.socket), verify=False),
+                transport=engine_transport(self.socket),
                 timeout=self.timeout,
                 trust_env=False,
             )
