@@ -436,3 +436,51 @@ def test_every_processs_refusals_are_the_parents_denial_reports_with_their_origi
         here.call(transparent.close())
         here.close()
     assert not rules(scene)
+
+
+async def _listening(address: tuple[str, int]) -> socket.socket:
+    """A listening socket made on the namespace's loop thread (so it is the namespace's)."""
+    server = socket.create_server(address)
+    server.settimeout(30)
+    return server
+
+
+@pytest.mark.parametrize("first", ["client", "server"], ids=["client-bytes", "server-banner"])
+def test_a_relay_that_moves_nothing_is_closed_after_the_idle_timeout(
+    scene: Scene, first: str
+) -> None:
+    """A relayed connection that goes quiet ends after `idle_timeout`, whichever side spoke
+    first: bytes that are neither TLS nor HTTP passed to their server, or a server that speaks
+    first. Without the sweep both sides would hold it (and its descriptors) forever."""
+    scene.stop_agent()  # its table and port are this test's now
+    policy = Policy.from_dict(
+        {"organization": "acme", "revision": 9, "registries": [{"address": ALLOWED}]}
+    )
+    guard = Guard(Enforcement("local", policy, "acme"))
+    settings = TransparentSettings(interfaces=(), listen_port=LISTEN_PORT, idle_timeout=0.5)
+    here = InNamespace(scene)
+    transparent = Transparent(settings, guard)
+    server = here.call(_listening(("127.0.0.9", 443)))
+    try:
+        here.call(transparent.start())
+        with scene.bed.connect("127.0.0.9", 443) as client:
+            if first == "client":
+                client.sendall(b"hello, not a registry\n")
+            upstream, _ = server.accept()
+            with upstream:
+                upstream.settimeout(30)
+                if first == "client":
+                    assert upstream.recv(65536) == b"hello, not a registry\n"
+                else:
+                    upstream.sendall(b"220 ready\r\n")
+                    assert client.recv(65536) == b"220 ready\r\n"
+                assert transparent.listener.connections == 1
+                # Nobody says anything more: the sweep ends both sides.
+                assert client.recv(65536) == b"", "an idle relay outlived its idle timeout"
+                assert upstream.recv(65536) == b""
+        wait_for(lambda: transparent.listener.connections == 0, 30, "the connection forgotten")
+    finally:
+        server.close()
+        here.call(transparent.close())
+        here.close()
+    assert not rules(scene)

@@ -32,9 +32,10 @@ Layout, mitmproxy-style, one job per module:
     protocol   parses and renders bytes (no I/O)
     upstream   dials an allowed registry, with a short-lived resolver cache
     relay      moves tunnel bytes with `os.splice` (they never enter Python); open tunnels
+               and their idle sweep
     tunnel     a CONNECT tunnel: the ClientHello check, then the relay
     forward    one absolute-form request to a plain-HTTP registry
-    server     the accept loop: read a head, decide, hand over; recheck; idle sweep
+    server     the accept loop: read a head, decide, hand over; recheck
     workers    N event loops on one listening socket (this process's and N-1 workers'), one
                policy revision, dead workers replaced
     worker     one worker process (`python -m regward.agent.proxy.worker`)

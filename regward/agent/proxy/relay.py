@@ -319,5 +319,26 @@ class Tunnels:
         for tunnel in list(self.open):
             tunnel.abort()
 
+    async def sweep_idle(self, idle_timeout: float) -> None:
+        """Forever: end each tunnel that moved no byte either way for `idle_timeout` seconds
+        (seen within a quarter of that), so a connection held open and silent does not keep
+        its descriptors and memory. Run it as a task; cancel it to stop."""
+        seen: dict[Tunnel, tuple[int, float]] = {}
+        period = max(0.05, idle_timeout / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            current: dict[Tunnel, tuple[int, float]] = {}
+            for tunnel in self.open:
+                activity = tunnel.activity
+                last, since = seen.get(tunnel, (-1, now))
+                if activity != last:
+                    since = now
+                elif now - since >= idle_timeout:
+                    tunnel.abort()
+                current[tunnel] = (activity, since)
+            seen = current
+
     def close(self) -> None:
         self.pool.close()

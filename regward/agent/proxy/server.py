@@ -24,7 +24,7 @@ from regward.policy.address import join_host_port
 
 from .forward import Route, forward
 from .protocol import CONNECT_ESTABLISHED, Request, Target, error_response, parse_request
-from .relay import Tunnel, Tunnels, send_all
+from .relay import Tunnels, send_all
 from .settings import HostDecider, ProxySettings, parse_listen
 from .tunnel import run_tunnel
 from .upstream import Dialer
@@ -78,7 +78,9 @@ class ProxyServer:
         self._listener = listener
         self.address = listener.getsockname()[:2]
         loop.add_reader(listener.fileno(), self._accept)
-        self._sweeper = loop.create_task(self._sweep_idle(), name="proxy-idle-sweeper")
+        self._sweeper = loop.create_task(
+            self._tunnels.sweep_idle(self.settings.idle_timeout), name="proxy-idle-sweeper"
+        )
         if not shared:  # else the parent that shares it says where it listens
             announce(self.address)
 
@@ -262,24 +264,6 @@ class ProxyServer:
                 self._describe(decision),
             )
         return decision.allowed
-
-    async def _sweep_idle(self) -> None:
-        seen: dict[Tunnel, tuple[int, float]] = {}
-        period = max(0.05, self.settings.idle_timeout / 4)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(period)
-            now = loop.time()
-            current: dict[Tunnel, tuple[int, float]] = {}
-            for tunnel in self._tunnels.open:
-                activity = tunnel.activity
-                last, since = seen.get(tunnel, (-1, now))
-                if activity != last:
-                    since = now
-                elif now - since >= self.settings.idle_timeout:
-                    tunnel.abort()
-                current[tunnel] = (activity, since)
-            seen = current
 
     async def close(self) -> None:
         """Stop accepting, let open connections finish for `shutdown_grace`, then end them."""

@@ -24,7 +24,9 @@ keeps its connection alive (`proxy.forward`, as the proxy's absolute-form reques
 request on it is decided by its own Host and path, so a second request cannot ride on the
 first one's decision. An allowed request that asks to switch protocols (a WebSocket) carries
 its `Upgrade` on; after the server's `101` both directions are relayed untouched, to where that
-request's decision sent it, until either side ends or a new revision refuses the host.
+request's decision sent it, until either side ends or a new revision refuses the host. A relay
+(TLS, other bytes, an upgraded connection) or a kept plain-HTTP connection that moves no byte
+for `settings.idle_timeout` (5 minutes) is closed, as the proxy's tunnels are.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class TransparentListener:
             port=settings.listen_port,
             max_connections=settings.max_connections,
             handshake_timeout=settings.handshake_timeout,
+            idle_timeout=settings.idle_timeout,
             mark=settings.mark,
         )
         self.probe = RegistryProbe(settings)
@@ -116,6 +119,7 @@ class TransparentListener:
         self._interfaces = Interfaces()
         self._listeners: list[socket.socket] = []
         self._tasks: dict[asyncio.Task[None], list[tuple[str, int]]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self.refused = 0  # connections refused since start (for tests and the bench)
 
     async def start(self, sockets: list[socket.socket] | None = None) -> None:
@@ -126,6 +130,9 @@ class TransparentListener:
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self._accept, sock)
             self._listeners.append(sock)
+        self._sweeper = loop.create_task(
+            self._tunnels.sweep_idle(self.settings.idle_timeout), name="transparent-idle-sweeper"
+        )
         if sockets is None:
             log.info("transparent listener on port %d", self.settings.listen_port)
 
@@ -385,6 +392,11 @@ class TransparentListener:
             loop.remove_reader(sock.fileno())
             sock.close()
         self._listeners.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         self._tunnels.abort_all()
         for task in list(self._tasks):
             task.cancel()

@@ -47,6 +47,7 @@ class TransparentSettings:
     probe_ttl: float = 600.0  # seconds a probe's answer is kept
     probe_cache: int = 4096  # answers kept; the oldest goes first
     max_connections: int = 4096
+    idle_timeout: float = 300.0  # a relay with no bytes either way for this long is closed
 
     @property
     def all_ports(self) -> bool:
