@@ -357,12 +357,25 @@ def test_a_body_hidden_from_the_plugin_refuses_query_driven_calls(headers: dict[
         assert "not shown to authorization plugins" in message
 
 
-def test_docker_import_from_stdin_is_refused_with_the_reason() -> None:
-    data = request(
-        "/v1.41/images/create?fromSrc=-&repo=x", headers={"Content-Type": "application/x-tar"}
+def test_docker_import_of_a_file_is_refused_with_the_reason_and_what_to_do() -> None:
+    # `docker import rootfs.tar` and `docker import -` both send fromSrc=- with the archive as
+    # the body (the CLI's own Content-Type for it is text/plain).
+    for content_type in ("text/plain", "application/x-tar"):
+        data = request(
+            "/v1.41/images/create?fromSrc=-&repo=x", headers={"Content-Type": content_type}
+        )
+        decision, message = authorize(guard(), data)
+        assert decision is not None
+        assert "docker import sends its archive (a file or standard input)" in message
+        assert "'FROM scratch' and 'ADD rootfs.tar /'" in message
+    # Not an import: a hidden body on a pull says so, without the import's advice.
+    pull = request(
+        "/v1.41/images/create?fromImage=allowed.registry.test:5000/x&fromSrc=-",
+        headers={"Content-Type": "text/plain"},
     )
-    decision, message = authorize(guard(), data)
-    assert decision is not None and "docker import from standard input" in message
+    decision, message = authorize(guard(), pull)
+    assert decision is not None and "not shown to authorization plugins" in message
+    assert "docker import" not in message
 
 
 def test_a_plugin_pull_with_its_json_body_shown_is_checked_on_the_query() -> None:

@@ -144,6 +144,30 @@ def test_other_endpoints_are_not_affected(scene: Scene) -> None:
     assert scene.bed.docker("info").returncode == 0
 
 
+def test_docker_import_says_why_it_is_refused_and_the_build_it_suggests_works(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """`docker import FILE` sends the archive as a body the plugin is not shown, so it is
+    refused; the refusal says how to make the same image with a build, and that build works."""
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "rootfs" / "greeting").write_text("made here\n")
+    archive = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(tmp_path / "rootfs"), "-cf", str(archive), "."], check=True)
+    imported = scene.bed.docker("import", str(archive), "rt/imported:v1")
+    assert imported.returncode != 0
+    assert f"authorization denied by plugin {scene.plugin_name}" in imported.stderr
+    assert "docker import sends its archive (a file or standard input)" in imported.stderr
+    assert "'FROM scratch' and 'ADD rootfs.tar /'" in imported.stderr
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
+    try:
+        built = scene.bed.docker("build", "-q", "-t", "rt/imported:v1", str(tmp_path))
+        assert built.returncode == 0, built.stderr
+        inspected = scene.bed.docker("image", "inspect", "rt/imported:v1")
+        assert inspected.returncode == 0, inspected.stderr
+    finally:
+        scene.bed.docker("rmi", "rt/imported:v1")
+
+
 HOSTILE: list[bytes] = [
     b"",
     b"not json",

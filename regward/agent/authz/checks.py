@@ -127,8 +127,20 @@ def _no_form_body(request: AuthZRequest) -> None:
         raise Unreadable("a form-encoded body on this endpoint is not visible to the plugin")
 
 
-def _query_only(request: AuthZRequest) -> None:
-    """Refuse a request whose parameters could come from a body the plugin was not shown.
+_HIDDEN_BODY = (
+    "its request body was not shown to authorization plugins and could change what is fetched"
+)
+_HIDDEN_IMPORT = (
+    "docker import sends its archive (a file or standard input) as a request body "
+    "authorization plugins are not shown, and such a body could change what is fetched; to "
+    "make an image of a root filesystem archive, build it instead: a Dockerfile with "
+    "'FROM scratch' and 'ADD rootfs.tar /' (docker build reads the archive from its context)"
+)
+
+
+def _query_only(request: AuthZRequest, hidden: str = _HIDDEN_BODY) -> None:
+    """Refuse a request whose parameters could come from a body the plugin was not shown
+    (`hidden` says why).
 
     Go's `ParseForm` takes form values from a POST body before the query when the *first*
     Content-Type is form-encoded, while dockerd forwards a body only when that first one is
@@ -140,10 +152,7 @@ def _query_only(request: AuthZRequest) -> None:
     if request.method in ("GET", "HEAD") or request.body is not None:
         return
     if request.headers.get("content-length", "").strip() != "0":
-        raise Unreadable(
-            "its request body was not shown to authorization plugins and could change what "
-            "is fetched (docker import from standard input is one such request)"
-        )
+        raise Unreadable(hidden)
 
 
 def _with_tag(image: str, tag: str) -> str:
@@ -161,8 +170,8 @@ def _with_tag(image: str, tag: str) -> str:
 
 
 def _pull(request: AuthZRequest, _name: str) -> Iterator[Check]:
-    _query_only(request)
     image, tag, source = request.param("fromImage"), request.param("tag"), request.param("fromSrc")
+    _query_only(request, _HIDDEN_IMPORT if source == "-" and not image else _HIDDEN_BODY)
     if image:
         yield ImageCheck(Action.PULL, _with_tag(image, tag))
     if source and source != "-":  # dockerd imports only without fromImage: checking is safe
