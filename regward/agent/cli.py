@@ -7,14 +7,16 @@
     regward agent run [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
                       [--metrics-listen HOST:PORT] [--containers-policy FILE|off]
                       [--loopback on|off] [--transparent [--transparent-interfaces LIST]]
-                      [--transparent-ports LIST|all] [--transparent-listen PORT]
+                      [--transparent-host] [--transparent-ports LIST|all]
+                      [--transparent-listen PORT]
     regward agent install [--authz-socket PATH] [--proxy-listen HOST:PORT|off] [--policy FILE]
                           [--loopback on|off] [--transparent ...] [--containers-policy FILE|off]
                           [--root DIR] [--dry-run]
 
 By default the agent takes this machine's own connections to registries on loopback addresses
 (nftables; Go never sends those to a proxy, so builds would reach them unchecked); --transparent
-takes the container networks' connections too.
+takes the container networks' connections too, --transparent-host this machine's own
+connections to any address.
 
 The state directory is $REGWARD_AGENT_DIR (default /var/lib/regward as root) and registry.json
 is read from $REGWARD_REGISTRY_JSON (default /usr/share/docker-desktop/registry/registry.json).
@@ -147,6 +149,12 @@ def _enforcement_flags(parser: argparse.ArgumentParser, containers_policy: str) 
         "--transparent",
         action="store_true",
         help="take container networks' connections too",
+    )
+    transparent.add_argument(
+        "--transparent-host",
+        action="store_true",
+        help="take this machine's own connections to any address too (containers run with "
+        "--network host, clients that ignore the proxy variables), decided as a container's",
     )
     transparent.add_argument(
         "--transparent-interfaces",
@@ -445,6 +453,7 @@ def _transparent_words(status: dict[str, Any] | None) -> str:
         status.get("interfaces") or (),
         status.get("loopback", True),  # an agent from before loopback was told
         () if isinstance(ports, str) else ports,  # "all"
+        status.get("host", False),
     )
     rules = status["rules"] if status["rules"] != "missing" else "MISSING"
     served = _served_by(status.get("workers", 1))
@@ -540,6 +549,11 @@ def _transparent_settings(args: argparse.Namespace, proxy_listen: tuple[str, int
     interfaces = parse_interfaces(args.transparent_interfaces)
     ports = parse_ports(args.transparent_ports)
     loopback = args.loopback == "on"
+    if args.transparent_host and not loopback:
+        raise ConfigError(
+            "--transparent-host takes this machine's connections to every address, loopback "
+            "included: drop --loopback off, or drop --transparent-host"
+        )
     if not (args.transparent or loopback):
         return None
     if not 0 < args.transparent_listen < 65536:
@@ -554,6 +568,7 @@ def _transparent_settings(args: argparse.Namespace, proxy_listen: tuple[str, int
     return TransparentSettings(
         interfaces=interfaces if args.transparent else (),
         loopback=loopback,
+        host=args.transparent_host,
         ports=ports,
         listen_port=args.transparent_listen,
         skip_ports=frozenset({proxy_listen[1]}) if proxy_listen else frozenset(),

@@ -47,6 +47,8 @@ def unit_text(options: AgentOptions) -> str:
         if transparent.interfaces:
             command += ["--transparent", "--transparent-interfaces"]
             command += [",".join(transparent.interfaces)]
+        if transparent.host:
+            command += ["--transparent-host"]
         command += ["--transparent-ports", ",".join(map(str, sorted(transparent.ports))) or "all"]
         command += ["--transparent-listen", str(transparent.listen_port)]
     if options.containers_policy:

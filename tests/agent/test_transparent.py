@@ -25,6 +25,7 @@ from regward.agent.transparent import (
     ALL_PORTS,
     DEFAULT_PORTS,
     TransparentSettings,
+    describe_taken,
     parse_interfaces,
     parse_ports,
 )
@@ -121,6 +122,35 @@ def test_the_script_replaces_the_table_in_one_go() -> None:
 def test_with_all_ports_only_the_agents_own_ports_are_left_alone() -> None:
     settings = TransparentSettings(ports=ALL_PORTS, listen_port=4000, skip_ports=frozenset({3128}))
     assert 'iifname "docker0" tcp dport != { 3128, 4000 } redirect to :4000' in ruleset(settings)
+
+
+def test_transparent_host_takes_this_machines_connections_to_every_address() -> None:
+    """--transparent-host: the output chain redirects every destination on the taken ports
+    (loopback included), still after the agent's own mark; the unit and the CLI carry it."""
+    import argparse
+
+    from regward.agent.cli import _options, add_commands
+    from regward.agent.install import unit_text
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["agent", "run", "--transparent-host", "--proxy-listen", "off"])
+    settings = _options(args).transparent
+    assert settings.host and settings.loopback and settings.interfaces == ()
+    lines = ruleset(settings).splitlines()
+    mark = "    meta mark 0x5257 return"
+    anywhere = "    tcp dport { 80, 443, 5000 } redirect to :3129"
+    assert lines.index(mark) < lines.index(anywhere)
+    assert not any("daddr" in line for line in lines)  # no destination narrows it
+    assert "--transparent-host" in unit_text(_options(args))
+    from regward.agent.runner import AgentOptions
+
+    assert "--transparent-host" not in unit_text(AgentOptions(transparent=TransparentSettings()))
+    loopback_only = ruleset(TransparentSettings(interfaces=()))
+    assert "ip daddr 127.0.0.0/8" in loopback_only and anywhere not in loopback_only
+    assert describe_taken((), True, {443}, host=True) == "this machine; ports 443"
+    with pytest.raises(ConfigError, match="--transparent-host takes this machine's"):
+        _options(parser.parse_args(["agent", "run", "--transparent-host", "--loopback", "off"]))
 
 
 # ---- the registry rule and the probe --------------------------------------------------------

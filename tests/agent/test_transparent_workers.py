@@ -484,3 +484,42 @@ def test_a_relay_that_moves_nothing_is_closed_after_the_idle_timeout(
         here.call(transparent.close())
         here.close()
     assert not rules(scene)
+
+
+def test_transparent_host_holds_this_machines_connections_to_any_address(scene: Scene) -> None:
+    """A client on this machine that ignores the proxy variables (or a container on the host's
+    network) reaching a registry at an address that is not loopback: by default its connection
+    goes straight there; with `host` (--transparent-host) it is decided like a container's."""
+    scene.stop_agent()  # its table and port are this test's now
+    bed = scene.bed
+    address = bed.ip(2)  # the namespace's veth: not a loopback address
+    bed.add_host("far.registry.test", address)
+    bed.start_registry("far", f"{address}:5000")
+
+    def fetch() -> tuple[bytes, bytes]:
+        with bed.connect(address, 5000) as sock:
+            return get(sock, "far.registry.test:5000", "/v2/")
+
+    bed.wait_for("the far registry", fetch)
+    policy = Policy.from_dict(
+        {"organization": "acme", "revision": 9, "registries": [{"address": ALLOWED}]}
+    )
+    guard = Guard(Enforcement("local", policy, "acme"))
+    here = InNamespace(scene)
+    try:
+        for host in (False, True):
+            settings = TransparentSettings(interfaces=(), listen_port=LISTEN_PORT, host=host)
+            transparent = Transparent(settings, guard)
+            here.call(transparent.start())
+            try:
+                head, body = fetch()
+            finally:
+                here.call(transparent.close())
+            if host:
+                assert head.startswith(b"HTTP/1.1 403 Forbidden (Access to far.registry"), head
+                assert refusal("far.registry.test:5000", 9).encode() in body
+            else:
+                assert head.startswith(b"HTTP/1.1 200 "), head
+    finally:
+        here.close()
+    assert not rules(scene)

@@ -12,7 +12,9 @@ The table (`inet regward`) has up to two chains:
                  came in on)
     output       (by default) this machine's own connections to loopback (127.0.0.0/8, ::1),
                  same ports, except the agent's (marked `settings.mark`): dockerd's pulls from a
-                 registry on a loopback address, which Go never sends to a proxy
+                 registry on a loopback address, which Go never sends to a proxy; with
+                 `settings.host` (--transparent-host) its connections to any address: containers
+                 on the host's network and clients that ignore the proxy variables
 
 The taken ports are the settings' ports plus every port an entry of the policy names, or every
 port (`all`) but the listener's and the agent's proxy's. The script deletes and re-creates the
@@ -73,15 +75,17 @@ def ruleset(settings: TransparentSettings, extra_ports: frozenset[int] = frozens
         ]
         lines += [f'    iifname "{name}" {redirect}' for name in settings.interfaces]
         lines += ["  }"]
-    if settings.loopback:
+    if settings.loopback or settings.host:
         lines += [
             "  chain output {",
             "    type nat hook output priority -100; policy accept;",
             f"    meta mark {settings.mark:#x} return",
-            f"    ip daddr 127.0.0.0/8 {redirect}",
-            f"    ip6 daddr ::1 {redirect}",
-            "  }",
         ]
+        if settings.host:
+            lines += [f"    {redirect}"]
+        else:
+            lines += [f"    ip daddr 127.0.0.0/8 {redirect}", f"    ip6 daddr ::1 {redirect}"]
+        lines += ["  }"]
     lines += ["}"]
     return "\n".join(lines) + "\n"
 

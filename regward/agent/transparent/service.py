@@ -94,7 +94,8 @@ class Transparent:
         await self.nft.apply(script)
         self._applied, self._in_place = script, True
         self.applied_count += 1
-        taken = describe_taken(self.settings.interfaces, self.settings.loopback, self._ports())
+        settings = self.settings
+        taken = describe_taken(settings.interfaces, settings.loopback, self._ports(), settings.host)
         log.info("transparent rules in place: %s", taken)
 
     async def _keep(self) -> None:
@@ -120,6 +121,7 @@ class Transparent:
             "rules": "in place" if self._in_place else "missing",
             "interfaces": list(self.settings.interfaces),
             "loopback": self.settings.loopback,
+            "host": self.settings.host,
             "ports": sorted(ports) if ports else "all",
             "listen_port": self.settings.listen_port,
             "connections": self.listener.connections,

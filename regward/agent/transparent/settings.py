@@ -5,6 +5,7 @@
     parse_ports("all")                 -> ALL_PORTS
     parse_interfaces("eth0;rm"), parse_ports("80,x"), parse_ports("0")   ConfigError
     describe_taken(("docker0",), True, {443, 80}) -> "interfaces docker0; loopback; ports 80,443"
+    describe_taken((), True, {443}, host=True)     -> "this machine; ports 443"
 
 An interface pattern is a Linux interface name (at most 15 characters of letters, digits and
 `_.-@:`) with an optional trailing `*` (nftables matches it as a prefix); a port list is
@@ -33,10 +34,12 @@ _INTERFACE = re.compile(r"[A-Za-z0-9_.@:-]{1,15}\*?|[A-Za-z0-9_.@:-]{0,14}\*")
 class TransparentSettings:
     """One transparent listener and the rules that feed it: connections from the container
     `interfaces` (none: containers are not taken) and, with `loopback`, this machine's own
-    connections to loopback addresses."""
+    connections to loopback addresses; with `host`, this machine's own connections to any
+    address (containers on the host's network, clients that ignore the proxy variables)."""
 
     interfaces: tuple[str, ...] = DEFAULT_INTERFACES
     loopback: bool = True
+    host: bool = False
     ports: frozenset[int] = DEFAULT_PORTS  # ALL_PORTS: every port
     listen_port: int = DEFAULT_LISTEN_PORT
     skip_ports: frozenset[int] = frozenset()  # the agent's other listeners (the proxy)
@@ -94,10 +97,12 @@ def parse_ports(text: str) -> frozenset[int]:
     return frozenset(ports)
 
 
-def describe_taken(interfaces: Sequence[str], loopback: bool, ports: Collection[int]) -> str:
+def describe_taken(
+    interfaces: Sequence[str], loopback: bool, ports: Collection[int], host: bool = False
+) -> str:
     """What the rules take, in the words of the agent's log and `regward status`; no `ports`
-    (ALL_PORTS) is every port."""
+    (ALL_PORTS) is every port; `host` (this machine's connections anywhere) covers loopback."""
     taken = [f"interfaces {','.join(interfaces)}"] if interfaces else []
-    taken += ["loopback"] if loopback else []
+    taken += ["this machine"] if host else ["loopback"] if loopback else []
     shown = ",".join(map(str, sorted(ports))) if ports else "all"
     return "; ".join([*(taken or ["nothing"]), f"ports {shown}"])
