@@ -29,10 +29,11 @@ from tests.harness.browser import (
     require_chromium,
     screenshot,
 )
+from tests.harness.receiver import Receiver
 from tests.harness.server import ServerProcess
 from tests.harness.wait import wait_for
 from tests.server.accounts import PASSWORD, make_users
-from tests.server.test_webhooks import Receiver, verify
+from tests.server.test_webhooks import verify
 
 pytestmark = pytest.mark.browser
 
