@@ -4,7 +4,9 @@ Deliveries are rows (services.webhooks), queued in the transaction of the change
 about, so the request that caused an event never waits for a receiver, and a restart loses
 nothing: the queue starts by sending whatever is due. The task wakes when a session that
 queued deliveries commits in this process, when the next retry is due, and at least every
-`POLL_SECONDS` (deliveries queued by another process on the same PostgreSQL).
+`POLL_SECONDS` (deliveries queued by another process on the same PostgreSQL). Several
+processes share one queue: a delivery is leased to one sender at a time (services.webhooks
+`claim`), and a sender that outlived its lease records nothing (`finish`).
 
 Each attempt is one POST of the stored body with
 
@@ -13,8 +15,8 @@ Each attempt is one POST of the stored body with
     X-Regward-Delivery: 42
     X-Regward-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook's secret>
 
-A 2xx answer is delivered. Anything else (another status, a refused connection, a timeout
-after `TIMEOUT_SECONDS`, a name resolving to a link-local address) is retried after
+A 2xx answer is delivered. Anything else (another status, a refused connection, no whole
+answer within `TIMEOUT_SECONDS`, a name resolving to a link-local address) is retried after
 `backoff` (base, 2*base, ... up to the cap) until the attempts run out. Redirects are not
 followed and the receiver's body is never read into the log: an owner learns a status code
 and an error class, not the contents of whatever the URL points at.
@@ -60,7 +62,7 @@ class DeliveryQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
-        self._in_flight: set[int] = set()
+        self._in_flight: dict[int, Claimed] = {}
         self._sending: set[asyncio.Task[Outcome]] = set()
         self._stopping = False
 
@@ -101,7 +103,8 @@ class DeliveryQueue:
             await self._task
             self._task = None
         if self._in_flight:  # cut short: the next start (here or elsewhere) sends them
-            await run_in_threadpool(self._with_session, webhooks.release, list(self._in_flight))
+            leased = list(self._in_flight.values())
+            await run_in_threadpool(self._with_session, webhooks.release, leased)
             self._in_flight.clear()
         if self._client is not None:
             await self._client.aclose()
@@ -146,7 +149,7 @@ class DeliveryQueue:
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)
 
     async def _attempt(self, item: Claimed) -> None:
-        self._in_flight.add(item.id)
+        self._in_flight[item.id] = item
         sending = asyncio.create_task(self._send(item), name=f"regward-webhook-{item.id}")
         self._sending.add(sending)
         try:
@@ -160,14 +163,14 @@ class DeliveryQueue:
             self._with_session,
             lambda session: webhooks.finish(
                 session,
-                item.id,
+                item,
                 outcome,
                 max_attempts=settings.webhook_attempts,
                 base=settings.webhook_backoff,
                 cap=settings.webhook_backoff_max,
             ),
         )
-        self._in_flight.discard(item.id)
+        self._in_flight.pop(item.id, None)
         if delivery is not None and not outcome.delivered:
             log.info(
                 "webhook delivery %s (%s) attempt %s: %s",
@@ -178,10 +181,19 @@ class DeliveryQueue:
             )
 
     async def _send(self, item: Claimed) -> Outcome:
-        import httpx
-
         if self._stopping:
             return Outcome(None, "the server is stopping")
+        # One deadline for the whole attempt, well inside the lease: httpx's timeouts are per
+        # read, and a receiver trickling its answer a byte at a time would outlive the lease.
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                return await self._post(item)
+        except TimeoutError:
+            return Outcome(None, f"no answer within {TIMEOUT_SECONDS:g} s")
+
+    async def _post(self, item: Claimed) -> Outcome:
+        import httpx
+
         client = self._http()
         refused = await _refused_destination(item.url)
         if refused:
@@ -198,7 +210,7 @@ class DeliveryQueue:
             ) as answer:
                 code = answer.status_code
         except httpx.TimeoutException:
-            return Outcome(None, f"no answer within {TIMEOUT_SECONDS:.0f} s")
+            return Outcome(None, f"no answer within {TIMEOUT_SECONDS:g} s")
         except httpx.HTTPError as error:
             return Outcome(
                 None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

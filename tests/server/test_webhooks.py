@@ -7,22 +7,28 @@ import dataclasses
 import hashlib
 import hmac
 import html
-import http.server
 import json
+import socket
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.orm import Session
 
+from regward.server import webhooks as queue
 from regward.server.app import create_app
 from regward.server.db import Database
 from regward.server.errors import InvalidInput
-from regward.server.services import webhooks
+from regward.server.keys import load_or_create
+from regward.server.models import User, WebhookDelivery
+from regward.server.services import orgs, webhooks
 from regward.server.settings import Settings
+from tests.harness.receiver import Received, Receiver
 from tests.harness.server import free_port
 from tests.harness.wait import wait_for
 from tests.server.accounts import PASSWORD
@@ -40,50 +46,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         webhook_backoff=0.05,
         webhook_backoff_max=0.1,
     )
-
-
-@dataclasses.dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1: answers each POST with the next of `codes` (then with
-    the last one) and keeps what it received."""
-
-    def __init__(self, codes: list[int], port: int = 0) -> None:
-        self.codes = codes
-        self.received: list[Received] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                receiver.received.append(
-                    Received({k.lower(): v for k, v in self.headers.items()}, body)
-                )
-                code = receiver.codes[min(len(receiver.received), len(receiver.codes)) - 1]
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -409,3 +371,110 @@ def test_a_webhook_id_that_cannot_be_one_is_refused_not_a_server_error(
             )
             assert answer.status_code == 404, (action, answer.text)
             assert f"Webhook {webhook_id!r} not found in 'acme'." in html.unescape(answer.text)
+
+
+def _one_delivery(database: Database, settings: Settings) -> int:
+    """An organization with one webhook and one queued delivery (no server runs: the test is
+    the only sender); the delivery's id."""
+    with database.session(write=True) as session:
+        owner = User(username="alice", password_hash="-")  # noqa: S106 - never signs in
+        session.add(owner)
+        acme = orgs.create(session, "acme", owner, load_or_create(settings.signing_key_path))
+        hook, _secret = webhooks.create(session, acme, owner, "http://127.0.0.1:9/hook")
+        return webhooks.send_test(session, acme, owner, hook.id).id
+
+
+def test_a_sender_whose_lease_ran_out_records_nothing(
+    database: Database, settings: Settings
+) -> None:
+    """Two senders (server processes) and one delivery: the one that outlived its lease
+    neither records its attempt nor gives the delivery back; the one that took it over does."""
+    delivery_id = _one_delivery(database, settings)
+
+    def finish(session: Session, item: webhooks.Claimed) -> WebhookDelivery | None:
+        delivered = webhooks.Outcome(200, None)
+        return webhooks.finish(session, item, delivered, max_attempts=3, base=0.05, cap=0.1)
+
+    with database.session(write=True) as session:
+        late = webhooks.claim(session, timedelta(0), 10)  # a lease over at once
+    with database.session(write=True) as session:
+        taken = webhooks.claim(session, timedelta(seconds=60), 10)
+    assert [c.id for c in late] == [c.id for c in taken] == [delivery_id]
+    with database.session(write=True) as session:
+        assert webhooks.claim(session, timedelta(seconds=60), 10) == []  # leased
+        webhooks.release(session, late)  # not the late sender's to give back
+        assert finish(session, late[0]) is None
+    with database.session() as session:
+        row = session.get(WebhookDelivery, delivery_id)
+        assert row is not None
+        assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, taken[0].lease)
+    with database.session(write=True) as session:
+        assert webhooks.claim(session, timedelta(seconds=60), 10) == []  # still leased
+        done = finish(session, taken[0])
+        assert done is not None
+        assert (done.status, done.attempts) == ("delivered", 1)
+
+
+class Trickler:
+    """A receiver on 127.0.0.1 that starts a 200 answer and never finishes it: a header line
+    every 0.1 s, each well inside any per-read timeout, until the test ends."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        self.connections = 0
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def _accept(self) -> None:
+        while not self._done.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            self.connections += 1
+            worker = threading.Thread(target=self._trickle, args=(connection,), daemon=True)
+            self._threads.append(worker)
+            worker.start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        with connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            try:
+                connection.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not self._done.wait(0.1):  # the hostile pace, not a synchronization
+                    connection.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                return  # the sender gave up and closed
+
+    def __enter__(self) -> Trickler:
+        self._threads[0].start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+def test_an_answer_that_never_ends_is_cut_at_the_deadline(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx's timeouts are per read: the whole attempt has one deadline, so no attempt
+    outlives its lease (and another process never sends the same delivery meanwhile)."""
+    monkeypatch.setattr(queue, "TIMEOUT_SECONDS", 0.5)
+    alice = world.headers("alice")
+    with Trickler() as slow:
+        hook = add_webhook(world.client, alice, slow.url)
+        world.client.post(f"/api/v1/orgs/acme/webhooks/{hook['id']}/test", headers=alice)
+        log = wait_for(lambda: settled(world.client, alice, hook["id"]), 30, "giving up")
+    assert [(d["status"], d["attempts"], d["last_error"]) for d in log] == [
+        ("failed", world.settings.webhook_attempts, "no answer within 0.5 s")
+    ]
+    assert slow.connections == world.settings.webhook_attempts

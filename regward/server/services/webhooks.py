@@ -312,12 +312,20 @@ class Claimed:
     secret: str
     event: str
     body: bytes
+    lease: datetime
+    """When the lease ends: the row's `next_attempt_at` while this sender holds it. A sender
+    whose lease ran out (another one may have taken the delivery over) records nothing."""
 
 
 def claim(session: Session, lease: timedelta, limit: int) -> Sequence[Claimed]:
     """Lease up to `limit` due deliveries to this sender for `lease` (another process takes
-    them over only after it runs out: a sender that died mid-send is covered)."""
+    them over only after it runs out: a sender that died mid-send is covered).
+
+    Atomic across server processes: on PostgreSQL the due rows are locked and other senders
+    skip them (`FOR UPDATE SKIP LOCKED`) until this transaction has moved them past `lease`;
+    on SQLite the write transaction (`BEGIN IMMEDIATE`) is the only one."""
     now = utcnow()
+    until = now + lease
     query = (
         select(WebhookDelivery.id)
         .where(WebhookDelivery.status == Status.PENDING, WebhookDelivery.next_attempt_at <= now)
@@ -330,9 +338,7 @@ def claim(session: Session, lease: timedelta, limit: int) -> Sequence[Claimed]:
     if not ids:
         return []
     session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(ids))
-        .values(next_attempt_at=now + lease)
+        update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(next_attempt_at=until)
     )
     rows = session.execute(
         select(
@@ -346,16 +352,22 @@ def claim(session: Session, lease: timedelta, limit: int) -> Sequence[Claimed]:
         .where(WebhookDelivery.id.in_(ids))
         .order_by(WebhookDelivery.id)
     ).all()
-    return [Claimed(row[0], row[1], row[2], row[3], row[4].encode()) for row in rows]
+    return [Claimed(row[0], row[1], row[2], row[3], row[4].encode(), until) for row in rows]
 
 
-def release(session: Session, ids: Sequence[int]) -> None:
-    """Give leased deliveries back at once (the sender is stopping before it sent them)."""
-    if ids:
+def release(session: Session, leased: Sequence[Claimed]) -> None:
+    """Give leased deliveries back at once (the sender is stopping before it sent them);
+    those whose lease ran out are another sender's by now and stay as they are."""
+    now = utcnow()
+    for item in leased:
         session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == Status.PENDING)
-            .values(next_attempt_at=utcnow())
+            .where(
+                WebhookDelivery.id == item.id,
+                WebhookDelivery.status == Status.PENDING,
+                WebhookDelivery.next_attempt_at == item.lease,
+            )
+            .values(next_attempt_at=now)
         )
 
 
@@ -373,17 +385,23 @@ class Outcome:
 
 def finish(
     session: Session,
-    delivery_id: int,
+    item: Claimed,
     outcome: Outcome,
     *,
     max_attempts: int,
     base: float,
     cap: float,
 ) -> WebhookDelivery | None:
-    """Record one attempt: delivered; or failed for good after `max_attempts`; or due again
-    after the backoff. None when the webhook was deleted meanwhile."""
-    delivery = session.get(WebhookDelivery, delivery_id)
-    if delivery is None or delivery.status != Status.PENDING:
+    """Record one attempt of a leased delivery: delivered; or failed for good after
+    `max_attempts`; or due again after the backoff. None, recording nothing, when the webhook
+    was deleted meanwhile or the lease ran out (the delivery is another sender's now)."""
+    # Locked on PostgreSQL: no other sender can take the delivery over between check and write.
+    delivery = session.get(WebhookDelivery, item.id, with_for_update=True)
+    if (
+        delivery is None
+        or delivery.status != Status.PENDING
+        or delivery.next_attempt_at != item.lease
+    ):
         return None
     now = utcnow()
     delivery.attempts += 1
