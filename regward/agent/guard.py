@@ -206,11 +206,17 @@ class Guard:
         self._watchers.append(callback)
 
     def decide(
-        self, action: Action, reference: ImageReference | str, source: str = "authz"
+        self,
+        action: Action,
+        reference: ImageReference | str,
+        source: str = "authz",
+        *,
+        record: bool = True,
     ) -> Decision:
-        """May `action` be done on `reference`? A reference that cannot be parsed is refused."""
+        """May `action` be done on `reference`? A reference that cannot be parsed is refused.
+        With `record` off a refusal is not reported (its caller reports what it carries out)."""
         started = time.perf_counter()
-        decision = self._decide(action, reference, source)
+        decision = self._decide(action, reference, source, record)
         self._observe(source, decision, started)
         return decision
 
@@ -235,12 +241,15 @@ class Guard:
         if self.observer is not None:
             self.observer(point, allowed, seconds)
 
-    def _decide(self, action: Action, reference: ImageReference | str, source: str) -> Decision:
+    def _decide(
+        self, action: Action, reference: ImageReference | str, source: str, record: bool
+    ) -> Decision:
         state = self._enforcement
         blocked = state.blocked_reason
         if blocked is not None:
             decision: Decision = refuse(blocked, state.organization or "")
-            self.report(decision, action.value, str(reference), "", source=source)
+            if record:
+                self.report(decision, action.value, str(reference), "", source=source)
             return decision
         if state.policy is None:
             return _UNMANAGED
@@ -255,10 +264,11 @@ class Guard:
                     state.organization or "",
                     state.policy.revision,
                 )
-                self.report(decision, action.value, str(reference), "", source=source)
+                if record:
+                    self.report(decision, action.value, str(reference), "", source=source)
                 return decision
         decision = evaluate(state.policy, action, reference)
-        if not decision.allowed:
+        if record and not decision.allowed:
             self.report(decision, action.value, str(reference), reference.registry, source=source)
         return decision
 

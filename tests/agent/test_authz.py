@@ -470,9 +470,11 @@ class CountingGuard(Guard):
         super().__init__(Enforcement(mode="local", policy=POLICY, organization="acme"))
         self.asked = 0
 
-    def decide(self, action: Action, reference: Any, source: str = "authz") -> Any:
+    def decide(
+        self, action: Action, reference: Any, source: str = "authz", *, record: bool = True
+    ) -> Any:
         self.asked += 1
-        return super().decide(action, reference, source)
+        return super().decide(action, reference, source, record=record)
 
     def decide_host(
         self, host: str, port: int, source: str = "proxy", *, record: bool = True

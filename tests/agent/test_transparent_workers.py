@@ -523,3 +523,63 @@ def test_transparent_host_holds_this_machines_connections_to_any_address(scene: 
     finally:
         here.close()
     assert not rules(scene)
+
+
+def test_plain_http_requests_are_held_to_an_entrys_repositories_and_actions(
+    scene: Scene,
+) -> None:
+    """Plain HTTP shows the repository (`/v2/NAME/...`) and, by the method, pull or push: an
+    entry narrowed to repositories or to pull is held as the AuthZ plugin holds it, not only
+    by host, for clients that reach a registry by themselves (containers, loopback)."""
+    scene.stop_agent()  # its table and port are this test's now
+    # By address: this process's threads share the host's /etc/hosts, not the namespace's.
+    registry = "127.0.0.2:5000"
+    policy = Policy.from_dict(
+        {
+            "organization": "acme",
+            "revision": 9,
+            "registries": [{"address": registry, "repositories": ["demo/*"], "actions": ["pull"]}],
+        }
+    )
+    guard = Guard(Enforcement("local", policy, "acme"))
+    settings = TransparentSettings(interfaces=(), listen_port=LISTEN_PORT)
+    here = InNamespace(scene)
+    transparent = Transparent(settings, guard)
+
+    def ask(host: str, method: str, path: str) -> tuple[bytes, bytes]:
+        with scene.bed.connect(*REGISTRY) as sock:
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head, body
+
+    try:
+        here.call(transparent.start())
+        head, _ = ask(registry, "GET", MANIFEST)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        head, body = ask(registry, "GET", "/v2/other/hello/manifests/v1")
+        assert head.startswith(b"HTTP/1.1 403 Forbidden (Pull of 127.0.0.2:5000/other/hello"), head
+        assert b"is restricted by your organization 'acme'" in body
+        head, body = ask(registry, "POST", "/v2/demo/hello/blobs/uploads/")
+        assert head.startswith(b"HTTP/1.1 403 Forbidden (Push to 127.0.0.2:5000/demo/hello"), head
+        # A name the registry reads otherwise than we do is refused, never guessed at.
+        head, _ = ask(registry, "GET", "/v2/demo/../other/hello/manifests/v1")
+        assert head.startswith(b"HTTP/1.1 403 "), head
+        head, _ = ask(registry, "GET", "/v2/%6fther/hello/manifests/v1")
+        assert head.startswith(b"HTTP/1.1 403 "), head
+        reports = guard.denials.drain()
+        assert [(report.action, report.origin) for report in reports] == [
+            ("pull", "from this machine"),
+            ("push", "from this machine"),
+            ("pull", "from this machine"),
+            ("pull", "from this machine"),
+        ]
+    finally:
+        here.call(transparent.close())
+        here.close()
+    assert not rules(scene)

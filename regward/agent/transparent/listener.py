@@ -55,7 +55,8 @@ from regward.agent.proxy.relay import Tunnels
 from regward.agent.proxy.settings import ProxySettings
 from regward.agent.proxy.upstream import Dialer
 from regward.errors import ConfigError
-from regward.policy import Decision
+from regward.policy import Action, Decision
+from regward.policy.address import join_host_port
 from regward.policy.engine import registry_host
 
 from .origin import Interfaces, original_destination
@@ -71,6 +72,7 @@ _HTTP_START = re.compile(rb"[A-Z]{1,16} ")
 _MAYBE_HTTP = re.compile(rb"[A-Z]{1,16}")
 _REGISTRY_PATH = re.compile(r"/v2(?:/|$)")
 _REGISTRY_OBJECT = re.compile(r"/v2/(.+)/(manifests|blobs)/([^/?]+)")
+_REPOSITORY_PATH = re.compile(r"/v2/([^?]+)/(?:manifests|blobs|tags|referrers)/")
 _PUSH_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 
 
@@ -319,6 +321,10 @@ class TransparentListener:
             raise ProtocolError(
                 503, f"Regward could not check {name[0]} against the policy"
             ) from None
+        if decision.allowed and first.request is not None and decision.entry is not None:
+            refused = self._repository_refusal(first.request, name)
+            if refused is not None:
+                return "refuse", refused, name
         if decision.allowed:
             return ("upstream" if decision.entry is not None else "pass"), decision, name
         policy = self.guard.enforcement.policy
@@ -329,6 +335,22 @@ class TransparentListener:
         if first.tls and await self.probe.is_registry(address, port, first.tls_name or ""):
             return "refuse", decision, name
         return "pass", decision, name
+
+    def _repository_refusal(self, request: Request, name: tuple[str, int]) -> Decision | None:
+        """A plain-HTTP request shows what TLS hides: the repository of a `/v2/NAME/...` path
+        and, by its method, a pull or a push. The refusal when the policy does not allow that
+        (an entry narrowed to repositories or to pull); None when it does or the path names
+        none. A name the registry would read differently from us (percent-encoded, `..`) is
+        no valid reference, so it is refused."""
+        found = _REPOSITORY_PATH.match(request.path)
+        if found is None:
+            return None
+        registry = name[0] if name[1] in (80, 443) else join_host_port(*name)
+        action = Action.PUSH if request.method in _PUSH_METHODS else Action.PULL
+        decision = self.guard.decide(
+            action, f"{registry}/{found[1]}", source="transparent", record=False
+        )
+        return None if decision.allowed else decision
 
     async def _refuse(
         self,
