@@ -36,6 +36,7 @@ from regward.agent.proxy.dockerd import engine_major, proxy_url
 from regward.agent.proxy.forward import forward
 from regward.agent.proxy.protocol import Request, Target, parse_request
 from regward.agent.proxy.relay import Direction, Tunnel, Tunnels
+from regward.agent.proxy.server import listen
 from regward.agent.proxy.upstream import Dialer
 from regward.errors import ConfigError
 from regward.policy import Decision, parse_policy_text
@@ -456,6 +457,30 @@ def test_slow_clients_time_out_and_oversized_heads_are_refused(echo: Upstream) -
             assert read_all(slow).startswith(b"HTTP/1.1 408 Request Timeout")
         big = exchange(proxy, b"CONNECT a.test:1 HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
         assert big.startswith(b"HTTP/1.1 431 ")
+
+
+def test_the_listener_hands_connections_over_with_their_head_and_no_nagle() -> None:
+    """The accept path relies on the listener's options (`server.tune`): accepted sockets
+    inherit TCP_NODELAY, and a connection is queued only once its first bytes are there."""
+    loop = asyncio.new_event_loop()
+    listener = listen(ProxySettings(port=0))
+    server = ProxyServer(ProxySettings(port=0), make_decider())
+    try:
+        loop.run_until_complete(server.start(listener))
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        loop.remove_reader(listener.fileno())  # this test accepts itself
+        listener.setblocking(True)
+        listener.settimeout(10)
+        with socket.create_connection(listener.getsockname()[:2], timeout=10) as client:
+            client.sendall(b"CONNECT a.test:443 HTTP/1.1\r\n\r\n")
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert accepted.recv(100, socket.MSG_DONTWAIT).startswith(b"CONNECT a.test")
+    finally:
+        loop.run_until_complete(server.close())
+        loop.close()
 
 
 def test_open_connection_limit(echo: Upstream) -> None:
