@@ -34,6 +34,7 @@ from regward.agent.http1 import ProtocolError, head_end
 from regward.agent.proxy import ProxyServer, ProxySettings, configure_dockerd, decider_for_policy
 from regward.agent.proxy.dockerd import engine_major, proxy_url
 from regward.agent.proxy.forward import forward
+from regward.agent.proxy.poller import Poller
 from regward.agent.proxy.protocol import Request, Target, parse_request
 from regward.agent.proxy.relay import Direction, Tunnel, Tunnels
 from regward.agent.proxy.server import listen
@@ -282,6 +283,8 @@ def test_an_ended_tunnel_is_freed_at_once_not_by_the_cycle_collector(echo: Upstr
             wait_for(lambda: proxy.server.connections == 0, 10, "the tunnels to end")
             left = [o for o in gc.get_objects() if isinstance(o, Tunnel | Direction)]
             assert left == []
+            pollers = [o for o in gc.get_objects() if isinstance(o, Poller)]
+            assert pollers and all(poller.watched == 0 for poller in pollers)  # none kept
     finally:
         gc.enable()
 

@@ -1,9 +1,11 @@
 """Zero-copy relaying between two connected sockets on the asyncio loop.
 
 Bytes go socket -> pipe -> socket with `os.splice`, so they never enter Python: the kernel
-moves page references, and the loop only sees readiness. A direction holds a pipe only while
-bytes are in flight (a slow receiver); idle tunnels hold none, which keeps a thousand open
-tunnels cheap in descriptors and memory. Linux only, as is the Docker Engine it serves.
+moves page references, and the loop only sees readiness (through the tunnels' own epoll
+set, `poller.Poller`: a socket costs one registration there, and none with the loop). A
+direction holds a pipe only while bytes are in flight (a slow receiver); idle tunnels hold
+none, which keeps a thousand open tunnels cheap in descriptors and memory. Linux only, as is
+the Docker Engine it serves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import fcntl
 import os
 import socket
 from collections.abc import Callable, Iterator
+
+from .poller import Poller
 
 _NONBLOCK = 2  # SPLICE_F_NONBLOCK: the pipe ends never block; the sockets are non-blocking
 PIPE_SIZE = 1 << 20
@@ -63,10 +67,10 @@ class Direction:
     __slots__ = (
         "_dst",
         "_dst_fd",
-        "_loop",
         "_on_done",
         "_pending",
         "_pipe",
+        "_poller",
         "_pool",
         "_reading",
         "_src",
@@ -78,13 +82,13 @@ class Direction:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        poller: Poller,
         pool: PipePool,
         src: socket.socket,
         dst: socket.socket,
         on_done: Callable[[Direction, bool], None],
     ) -> None:
-        self._loop = loop
+        self._poller = poller
         self._pool = pool
         self._src, self._dst = src, dst
         self._src_fd, self._dst_fd = src.fileno(), dst.fileno()
@@ -97,7 +101,7 @@ class Direction:
 
     def start(self) -> None:
         self._reading = True
-        self._loop.add_reader(self._src_fd, self._readable)
+        self._poller.add_reader(self._src_fd, self._readable)
 
     def _readable(self) -> None:
         pool = self._pool
@@ -120,9 +124,9 @@ class Direction:
             if not self._flush(read_end):
                 if self.done:
                     return
-                self._loop.remove_reader(self._src_fd)
+                self._poller.remove_reader(self._src_fd)
                 self._reading = False
-                self._loop.add_writer(self._dst_fd, self._writable)
+                self._poller.add_writer(self._dst_fd, self._writable)
                 self._writing = True
                 return
         if self._pipe is not None:
@@ -146,11 +150,11 @@ class Direction:
             return
         if not self._flush(self._pipe[0]) or self.done:
             return
-        self._loop.remove_writer(self._dst_fd)
+        self._poller.remove_writer(self._dst_fd)
         self._writing = False
         self._pool.put(self._pipe)
         self._pipe = None
-        self._loop.add_reader(self._src_fd, self._readable)
+        self._poller.add_reader(self._src_fd, self._readable)
         self._reading = True
 
     def _finish(self, clean: bool) -> None:
@@ -173,10 +177,10 @@ class Direction:
         which otherwise ran every few dozen connections (a profile: 5% of the proxy's CPU)."""
         self._on_done = _ignore
         if self._reading:
-            self._loop.remove_reader(self._src_fd)
+            self._poller.remove_reader(self._src_fd)
             self._reading = False
         if self._writing:
-            self._loop.remove_writer(self._dst_fd)
+            self._poller.remove_writer(self._dst_fd)
             self._writing = False
         if self._pipe is not None:
             if self._pending:
@@ -198,14 +202,16 @@ class Tunnel:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        poller: Poller,
         pool: PipePool,
         client: socket.socket,
         upstream: socket.socket,
     ) -> None:
         self._loop = loop
+        self._poller = poller
         self._finished: asyncio.Future[None] = loop.create_future()
-        self.up = Direction(loop, pool, client, upstream, self._direction_done)
-        self.down = Direction(loop, pool, upstream, client, self._direction_done)
+        self.up = Direction(poller, pool, client, upstream, self._direction_done)
+        self.down = Direction(poller, pool, upstream, client, self._direction_done)
         self.downstream_only = False
         self._watched: int | None = None  # the client's descriptor while `readable` watches it
         self._waiter: asyncio.Future[None] | None = None
@@ -218,7 +224,7 @@ class Tunnel:
         self._waiter = waiter
         if self._watched is None:
             self._watched = sock.fileno()
-        self._loop.add_reader(self._watched, _wake, waiter)
+        self._poller.add_reader(self._watched, _wake, waiter)
         try:
             await waiter
         finally:
@@ -248,7 +254,7 @@ class Tunnel:
         if self._finished.done():
             return
         if self._watched is not None:
-            self._loop.remove_reader(self._watched)
+            self._poller.remove_reader(self._watched)
             self._watched = None
         self.up.stop()
         self.down.stop()
@@ -284,11 +290,13 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 class Tunnels:
-    """The open tunnels of one proxy and the pipes they share: the idle sweep and shutdown
-    reach every one, whichever kind of connection opened it."""
+    """The open tunnels of one proxy, and the pipes and the epoll set (`Poller`, made on the
+    first tunnel's loop) they share: the idle sweep and shutdown reach every one, whichever
+    kind of connection opened it."""
 
     def __init__(self) -> None:
         self.pool = PipePool()
+        self._poller: Poller | None = None
         self.open: set[Tunnel] = set()
         self._relayed = (0, 0)  # bytes client -> upstream, upstream -> client; ended tunnels
 
@@ -304,7 +312,7 @@ class Tunnels:
         self, client: socket.socket, upstream: socket.socket, *, downstream_only: bool = False
     ) -> Iterator[Tunnel]:
         """A tunnel between `client` and `upstream`, counted open until the block ends."""
-        tunnel = Tunnel(asyncio.get_running_loop(), self.pool, client, upstream)
+        tunnel = Tunnel(asyncio.get_running_loop(), self.poller, self.pool, client, upstream)
         tunnel.downstream_only = downstream_only
         self.open.add(tunnel)
         try:
@@ -314,6 +322,13 @@ class Tunnels:
             self.open.discard(tunnel)
             up, down = self._relayed
             self._relayed = (up + tunnel.up.moved, down + tunnel.down.moved)
+
+    @property
+    def poller(self) -> Poller:
+        """The epoll set the tunnels' sockets are watched in, on the running loop."""
+        if self._poller is None:
+            self._poller = Poller(asyncio.get_running_loop())
+        return self._poller
 
     def abort_all(self) -> None:
         for tunnel in list(self.open):
@@ -342,3 +357,6 @@ class Tunnels:
 
     def close(self) -> None:
         self.pool.close()
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None

@@ -1,0 +1,147 @@
+"""The relay's own epoll set (`regward.agent.proxy.poller`) on both event loops the proxy
+runs: callbacks as the loop's own, one registration per socket, none left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+import uvloop
+
+from regward.agent.proxy.poller import Poller
+
+Loop = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Loop:
+    return asyncio.run if request.param == "asyncio" else uvloop.run
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    yield left, right
+    left.close()
+    right.close()
+
+
+async def next_call(calls: asyncio.Queue[str]) -> str:
+    async with asyncio.timeout(10):
+        return await calls.get()
+
+
+def test_readers_and_writers_are_called_while_ready_and_not_after_removal(
+    run: Loop, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    left, right = pair
+
+    async def main() -> None:
+        poller = Poller(asyncio.get_running_loop())
+        calls: asyncio.Queue[str] = asyncio.Queue()
+        poller.add_writer(left.fileno(), calls.put_nowait, "writable")
+        assert await next_call(calls) == "writable"  # an empty socket has room
+        poller.remove_writer(left.fileno())
+        poller.add_reader(left.fileno(), calls.put_nowait, "readable")
+        assert poller.watched == 1
+        right.send(b"x")
+        assert await next_call(calls) == "readable"
+        assert await next_call(calls) == "readable"  # level-triggered: still unread
+        left.recv(1)
+        poller.remove_reader(left.fileno())
+        assert poller.watched == 0
+        right.send(b"y")
+        await asyncio.sleep(0)  # a turn of the loop, in which nothing may be called
+        await asyncio.sleep(0)
+        assert calls.empty()
+        poller.close()
+
+    run(main())
+
+
+def test_a_peer_that_ends_wakes_both_a_reader_and_a_writer(
+    run: Loop, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    left, right = pair
+
+    async def main() -> None:
+        poller = Poller(asyncio.get_running_loop())
+        calls: asyncio.Queue[str] = asyncio.Queue()
+        fill = b"x" * 65536
+        while True:  # no room left, so only the peer's end makes it writable or readable
+            try:
+                left.send(fill)
+            except BlockingIOError:
+                break
+        poller.add_writer(left.fileno(), calls.put_nowait, "writer")
+        right.close()
+        assert await next_call(calls) == "writer"
+        poller.remove_writer(left.fileno())
+        poller.add_reader(left.fileno(), calls.put_nowait, "reader")
+        assert await next_call(calls) == "reader"
+        poller.remove_reader(left.fileno())
+        poller.close()
+
+    run(main())
+
+
+def test_a_socket_closed_while_watched_leaves_its_number_usable(run: Loop) -> None:
+    async def main() -> None:
+        poller = Poller(asyncio.get_running_loop())
+        calls: asyncio.Queue[str] = asyncio.Queue()
+        first, peer = socket.socketpair()
+        number = first.fileno()
+        poller.add_reader(number, calls.put_nowait, "old")
+        first.close()  # the kernel drops it from the set; the poller still has the number
+        peer.close()
+        again, other = socket.socketpair()
+        try:
+            assert number in (again.fileno(), other.fileno())
+            reused = again if again.fileno() == number else other
+            poller.add_writer(reused.fileno(), calls.put_nowait, "new")
+            assert await next_call(calls) == "new"
+            poller.remove_reader(number)
+            poller.remove_writer(number)
+            assert poller.watched == 0
+        finally:
+            again.close()
+            other.close()
+            poller.close()
+
+    run(main())
+
+
+def test_a_failing_callback_is_reported_and_the_others_still_run(
+    run: Loop, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    left, _ = pair
+    extra_left, extra_right = socket.socketpair()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        reported: list[BaseException] = []
+        loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+        poller = Poller(loop)
+        calls: asyncio.Queue[str] = asyncio.Queue()
+
+        def fail() -> None:
+            poller.remove_writer(left.fileno())
+            raise RuntimeError("broken callback")
+
+        poller.add_writer(left.fileno(), fail)
+        poller.add_writer(extra_left.fileno(), calls.put_nowait, "other")
+        assert await next_call(calls) == "other"
+        poller.remove_writer(extra_left.fileno())
+        assert [str(error) for error in reported] == ["broken callback"]
+        poller.close()
+
+    try:
+        run(main())
+    finally:
+        extra_left.close()
+        extra_right.close()
