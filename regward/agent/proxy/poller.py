@@ -37,7 +37,7 @@ class Poller:
     """One epoll set for many sockets, watched by `loop` as one reader."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._epoll = select.epoll()
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
@@ -93,7 +93,7 @@ class Poller:
         try:
             function(*args)
         except Exception as error:  # as the loop does for its own callbacks: say, go on
-            self._loop.call_exception_handler(
+            self.loop.call_exception_handler(
                 {"message": "relay callback failed", "exception": error}
             )
 
@@ -103,7 +103,7 @@ class Poller:
         return len(self._masks)
 
     def close(self) -> None:
-        self._loop.remove_reader(self._epoll.fileno())
+        self.loop.remove_reader(self._epoll.fileno())
         self._epoll.close()
         self._readers.clear()
         self._writers.clear()

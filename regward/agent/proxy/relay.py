@@ -312,7 +312,8 @@ class Tunnels:
         self, client: socket.socket, upstream: socket.socket, *, downstream_only: bool = False
     ) -> Iterator[Tunnel]:
         """A tunnel between `client` and `upstream`, counted open until the block ends."""
-        tunnel = Tunnel(asyncio.get_running_loop(), self.poller, self.pool, client, upstream)
+        poller = self.poller
+        tunnel = Tunnel(poller.loop, poller, self.pool, client, upstream)
         tunnel.downstream_only = downstream_only
         self.open.add(tunnel)
         try:

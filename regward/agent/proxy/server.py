@@ -144,7 +144,6 @@ class ProxyServer:
             return False
 
     async def _serve(self, client: socket.socket, hosts: list[tuple[str, int]]) -> None:
-        loop = asyncio.get_running_loop()
         upstream: socket.socket | None = None
         try:
             buffer = bytearray()
@@ -181,7 +180,8 @@ class ProxyServer:
         except ProtocolError as error:
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(1):
-                    await loop.sock_sendall(client, error_response(error.status, error.message))
+                    answer = error_response(error.status, error.message)
+                    await asyncio.get_running_loop().sock_sendall(client, answer)
         except OSError:
             pass  # the client went away; nothing to tell it
         finally:
