@@ -25,6 +25,9 @@ concurrent; then resident memory with 1,000 open tunnels, summed over the proces
 (shared pages counted in each) and as PSS (shared pages split). Prints a table, then one JSON line.
 
 `--connections-only` skips the 1 GiB downloads (rate, setup latency and memory only).
+`--against REV` also runs the proxy of git revision REV (its `regward/`, exported into the
+temporary directory), 1 and N workers, in the same rate and latency rounds: the code before a
+change beside the code after, under the same load.
 
 Needs docker-registry, squid, gcc, curl and openssl. Bounded: each phase stops after a fixed
 count or time; every process started here is stopped by PID and waited for.
@@ -88,10 +91,15 @@ def wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
 
 @contextmanager
 def started(
-    argv: list[str], what: str, port: int, log: Path, env: dict[str, str] | None = None
+    argv: list[str],
+    what: str,
+    port: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
         wait_port(port, process, what)
         yield process
@@ -301,9 +309,9 @@ def main() -> int:
         subprocess.run(
             ["gcc", "-O2", "-o", str(binary), str(HERE / "proxy_load.c"), "-lpthread"], check=True
         )
-        ports = [free_port() for _ in range(8)]
+        ports = [free_port() for _ in range(10)]
         registry_port, tls_port, ping_port, proxy_port, squid_port, relay_port = ports[:6]
-        tls_relay_port, workers_port = ports[6:]
+        tls_relay_port, workers_port, against_port, against_workers_port = ports[6:]
         cacert, cert, key = make_certificate(work / "pki", "localhost")
         for port, tls in (
             (registry_port, ""),
@@ -362,6 +370,23 @@ def main() -> int:
         )
         if WORKERS > 1:
             wait_workers(work / "proxy-workers.log", WORKERS)
+        against = against_revision()
+        if against is not None:
+            source = export_revision(against, work / "against")
+            for port, count in ((against_port, 1), (against_workers_port, WORKERS)):
+                log = work / f"proxy-against-{count}.log"
+                stack.enter_context(
+                    started(
+                        [*regward, "--listen", f"127.0.0.1:{port}", "--workers", str(count)],
+                        f"regward proxy at {against}, {count} workers",
+                        port,
+                        log,
+                        {**env, "PYTHONPATH": str(source)},
+                        cwd=source,  # `python -m` puts the working directory first
+                    )
+                )
+                if count > 1:
+                    wait_workers(log, count)
         config = squid_config(work, squid_port, f"{registry_port} {ping_port} {tls_port}")
         squid = stack.enter_context(
             started(["squid", "-N", "-f", str(config)], "squid", squid_port, work / "squid.log")
@@ -403,18 +428,19 @@ def main() -> int:
         speed = {name: value[0] for name, value in measured.items()}
         cpu = {name: value[1] for name, value in measured.items()}
         print("connection rate and setup latency (C client) ...", flush=True)
-        rate = loads(
-            binary,
-            {
-                "direct": (0, 100, 15000),
-                "ours": (proxy_port, 100, 15000),
-                "ours_n": (workers_port, 100, 15000),
-                "squid": (squid_port, 100, 15000),
-                "ours_10": (proxy_port, 10, 5000),
-                "squid_10": (squid_port, 10, 5000),
-            },
-            ping_port,
-        )
+        runs = {
+            "direct": (0, 100, 15000),
+            "ours": (proxy_port, 100, 15000),
+            "ours_n": (workers_port, 100, 15000),
+            "squid": (squid_port, 100, 15000),
+            "ours_10": (proxy_port, 10, 5000),
+            "squid_10": (squid_port, 10, 5000),
+        }
+        if against is not None:
+            runs["before"] = (against_port, 100, 15000)
+            runs["before_n"] = (against_workers_port, 100, 15000)
+            runs["before_10"] = (against_port, 10, 5000)
+        rate = loads(binary, runs, ping_port)
         print("memory with 1,000 open tunnels ...", flush=True)
         rss, pss = {}, {}
         for name, pid, port in (
@@ -431,7 +457,7 @@ def main() -> int:
             time.sleep(0.5)
 
     gb = 1e9
-    figures: dict[str, float | int] = {"workers": WORKERS}
+    figures: dict[str, float | int | str] = {"workers": WORKERS}
     if not quick:
         figures.update(
             {
@@ -489,6 +515,22 @@ def main() -> int:
         }
     )
     figures = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+    before: dict[str, float] = {}
+    if against is not None:
+        before = {
+            "rate_per_s": rate["before"]["rate"],
+            "rate_per_s_workers": rate["before_n"]["rate"],
+            "rate_vs_squid": rate["before"]["rate"] / rate["squid"]["rate"],
+            "rate_vs_squid_workers": rate["before_n"]["rate"] / rate["squid"]["rate"],
+            "setup_p99_ms": rate["before_10"]["setup_p99_ms"],
+            "setup_p50_ms_at_100": rate["before"]["setup_p50_ms"],
+            "setup_p99_ms_at_100": rate["before"]["setup_p99_ms"],
+            "setup_p50_ms_at_100_workers": rate["before_n"]["setup_p50_ms"],
+            "setup_p99_ms_at_100_workers": rate["before_n"]["setup_p99_ms"],
+            "rate_errors": rate["before"]["errors"] + rate["before_n"]["errors"],
+        }
+        figures["against"] = against
+        figures.update({f"against_{k}": round(v, 3) for k, v in before.items()})
     print()
     print(row("measure", "regward", "baseline", "ratio", "target"))
     print("-" * 97)
@@ -595,6 +637,16 @@ def main() -> int:
                 "p99 <= sq",
             )
         )
+        if before:
+            print(
+                row(
+                    f"  code at {against}: GET/s, p50 / p99 (ms)",
+                    f"{before['rate_per_s' + suffix]:.0f}",
+                    f"{before['setup_p50_ms' + setup]:.1f} / {before['setup_p99_ms' + setup]:.1f}",
+                    f"{before['rate_vs_squid' + suffix]:.2f}x",
+                    "",
+                )
+            )
     print(
         row(
             "  reference: direct GET/s, 100 concurrent", f"{f['direct_rate_per_s']:.0f}", "", "", ""
@@ -609,6 +661,8 @@ def main() -> int:
             "<= 5 ms",
         )
     )
+    if before:
+        print(row(f"  code at {against}", f"{before['setup_p99_ms']:.2f}", "", "", ""))
     for label, suffix in (("1 worker", ""), (f"{WORKERS} workers", "_workers")):
         for kind in ("rss", "pss"):
             print(
@@ -627,6 +681,34 @@ def main() -> int:
     )
     print(json.dumps(figures))
     return 0
+
+
+def against_revision() -> str | None:
+    """`--against REV`: the revision, as a short commit id, or None without the flag."""
+    if "--against" not in sys.argv:
+        return None
+    at = sys.argv.index("--against") + 1
+    if at >= len(sys.argv):
+        raise SystemExit("--against needs a git revision, as in --against main")
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", f"{sys.argv[at]}^{{commit}}"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        raise SystemExit(f"--against {sys.argv[at]}: not a revision git knows here")
+    return result.stdout.strip()
+
+
+def export_revision(revision: str, directory: Path) -> Path:
+    """The `regward/` package of `revision`, written under `directory` (for PYTHONPATH)."""
+    directory.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", revision, "regward"], cwd=HERE.parent, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    return directory
 
 
 def which(tool: str) -> bool:
