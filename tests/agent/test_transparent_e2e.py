@@ -467,6 +467,44 @@ def test_an_inner_dockerd_in_a_container_is_held_too(scene: Scene) -> None:
 # ---- the rules follow the policy and the agent's life (these restart the agent) --------------
 
 
+def test_transparent_host_holds_a_container_on_the_hosts_network(scene: Scene) -> None:
+    """`docker run --network host`: the container's connections are this machine's own and
+    never cross docker0. By default (loopback only) it reaches a registry the policy refuses
+    at an address that is not loopback; with --transparent-host it is refused with the
+    sentence, an allowed registry still answers, and dockerd's own pulls still work."""
+    policy = scene.bed.directory / "policy.yaml"
+    url = "http://c-blocked.test:5000/v2/demo/evil/tags/list"
+
+    def fetch(target: str) -> subprocess.CompletedProcess[str]:
+        return scene.bed.docker(
+            "run", "--rm", "--network", "host", "rwag-busybox:1",
+            "timeout", "8", "busybox", "wget", "-q", "-O", "-", target,
+        )  # fmt: skip
+
+    direct = fetch(url)
+    assert direct.returncode == 0, direct.stderr  # the gap --transparent-host closes
+    try:
+        scene.start_agent(
+            ["--policy", str(policy), "--transparent", "--transparent-host"],
+            proxy_listen="127.0.0.1:3128",
+        )
+        scene.bed.wait_for("the host rules", lambda: "iifname" in table(scene), scene.agent)
+        refused = fetch(url)
+        assert refused.returncode != 0
+        assert f"403 Forbidden ({refusal('c-blocked.test:5000')})" in refused.stderr
+        assert "transparent refused c-blocked.test:5000 from this machine" in agent_log(scene)
+        allowed = fetch("http://c-allowed.test:5000/v2/demo/hello/tags/list")
+        assert allowed.returncode == 0, allowed.stderr
+        pulled = scene.bed.docker("pull", Scene.image(ALLOWED))  # through the egress proxy
+        assert pulled.returncode == 0, pulled.stderr
+        status = json.loads(scene.regward("status", "--json").stdout)["transparent"]
+        assert status["host"] is True and status["rules"] == "in place"
+        assert "this machine; ports 80,443,5000" in scene.regward("status").stdout
+    finally:
+        scene.start_agent(["--policy", str(policy), "--transparent"], proxy_listen="127.0.0.1:3128")
+        scene.bed.wait_for("the transparent rules", lambda: "iifname" in table(scene), scene.agent)
+
+
 def table(scene: Scene) -> str:
     listed = scene.bed.run(["nft", "list", "table", "inet", "regward"])
     return listed.stdout if listed.returncode == 0 else ""
