@@ -23,7 +23,13 @@ from regward import __version__
 from regward.server import dashboard, health, keys, metrics
 from regward.server.api import router
 from regward.server.api.feed import FeedFastPath
-from regward.server.db import Database, is_disk_full, is_unavailable, unavailable_reason
+from regward.server.db import (
+    Database,
+    WriteTurn,
+    is_disk_full,
+    is_unavailable,
+    unavailable_reason,
+)
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedAccess, FeedCache
 from regward.server.inputs import InputGuard, shown
@@ -44,7 +50,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     database = database or Database(settings.database_url)
     notifier = notifier_for(database)
     notifier.install(database)
-    deliveries = DeliveryQueue(database, settings)
+    write_turn = WriteTurn(database)
+    deliveries = DeliveryQueue(database, settings, write_turn)
     deliveries.install()
     token_usage = UsageClock(database)
     server = Server(
@@ -59,6 +66,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         device_code_limiter=SignInLimiter(database, prefix="device-code:"),
         token_usage=token_usage,
         webhooks=deliveries,
+        write_turn=write_turn,
         key_chain=tuple(keys.load_chain(settings.signing_key_path)),
         oidc=OidcClient(settings.oidc) if settings.oidc else None,
     )

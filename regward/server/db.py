@@ -8,9 +8,10 @@ matters (`SELECT ... FOR UPDATE` in services) and drafts use optimistic versions
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class WriteTurn:
+    """The one-writer turn of a server process on SQLite: held around every write session
+    that the event loop starts (organization routes, the webhook queue); `async with
+    turn():`. PostgreSQL locks rows: no turn.
+
+    A route's write session spans three worker-thread hops (open, route, commit) while it
+    holds SQLite's write lock. Waiting for the lock in a worker thread instead, a herd of
+    writers (hundreds of agents checking in after an apply) took every thread while the
+    holder waited for one to commit: all stalled until SQLite's 30 s busy timeout. Here they
+    wait in the event loop, holding no thread, and hand the lock on in order; a writer that
+    waited in SQLite's busy handler beside them (which polls, in no order) could lose every
+    hand-over until the timeout: `database is locked`."""
+
+    def __init__(self, database: Database) -> None:
+        self._sqlite = database.is_sqlite
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        if not self._sqlite:
+            yield
+            return
+        async with self._lock:
+            yield
 
 
 def alembic_config(engine: Engine | None = None) -> Any:

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from regward import __version__
-from regward.server.db import Database
+from regward.server.db import Database, WriteTurn
 from regward.server.models import utcnow
 from regward.server.services import webhooks
 from regward.server.services.webhooks import Claimed, Outcome
@@ -55,9 +55,10 @@ BATCH = 16
 
 
 class DeliveryQueue:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, turn: WriteTurn) -> None:
         self._database = database
         self._settings = settings
+        self._turn = turn
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -103,8 +104,7 @@ class DeliveryQueue:
             await self._task
             self._task = None
         if self._in_flight:  # cut short: the next start (here or elsewhere) sends them
-            leased = list(self._in_flight.values())
-            await run_in_threadpool(self._with_session, webhooks.release, leased)
+            await self._write(webhooks.release, list(self._in_flight.values()))
             self._in_flight.clear()
         if self._client is not None:
             await self._client.aclose()
@@ -125,19 +125,29 @@ class DeliveryQueue:
             )
         return self._client
 
-    def _with_session(self, action: Callable[..., Any], *args: Any) -> Any:
-        with self._database.session(write=True) as session:
+    def _in_session(self, write: bool, action: Callable[..., Any], *args: Any) -> Any:
+        with self._database.session(write=write) as session:
             return action(session, *args)
+
+    async def _read(self, action: Callable[..., Any], *args: Any) -> Any:
+        return await run_in_threadpool(self._in_session, False, action, *args)
+
+    async def _write(self, action: Callable[..., Any], *args: Any) -> Any:
+        """`action(session, *args)` in a write session, in this process's write turn (on
+        SQLite, waiting for it among the routes' writers, not in SQLite's busy handler)."""
+        async with self._turn():
+            return await run_in_threadpool(self._in_session, True, action, *args)
 
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:
-                claimed = await run_in_threadpool(self._with_session, webhooks.claim, LEASE, BATCH)
-                if claimed:
+                # A read first: a server without due deliveries never writes for them.
+                due = await self._read(webhooks.next_due)
+                if due is not None and due <= utcnow():
+                    claimed = await self._write(webhooks.claim, LEASE, BATCH)
                     await asyncio.gather(*(self._attempt(item) for item in claimed))
-                    continue  # more may be due
-                due = await run_in_threadpool(self._with_session, webhooks.next_due)
+                    continue  # more may be due (or another process took these)
             except Exception:
                 # Never let the queue die: the database may be back in a moment.
                 log.exception("webhook deliveries: the queue failed; retrying")
@@ -159,8 +169,7 @@ class DeliveryQueue:
         finally:
             self._sending.discard(sending)
         settings = self._settings
-        delivery = await run_in_threadpool(
-            self._with_session,
+        delivery = await self._write(
             lambda session: webhooks.finish(
                 session,
                 item,

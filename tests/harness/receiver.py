@@ -30,6 +30,10 @@ class Received:
         return self.headers.get("x-regward-delivery", "")
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops connections of a burst of deliveries
+
+
 class Receiver:
     def __init__(self, codes: list[int], port: int = 0, *, per_delivery: bool = False) -> None:
         self.codes = codes
@@ -58,7 +62,7 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -3,11 +3,14 @@ queue, on SQLite and PostgreSQL. Retries use a tiny backoff (settings), so no te
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import hmac
 import html
 import json
+import logging
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,11 +18,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from regward.server import db
 from regward.server import webhooks as queue
 from regward.server.app import create_app
 from regward.server.db import Database
@@ -32,7 +37,8 @@ from tests.harness.receiver import Received, Receiver
 from tests.harness.server import free_port
 from tests.harness.wait import wait_for
 from tests.server.accounts import PASSWORD
-from tests.server.conftest import TestClient, World
+from tests.server.conftest import TestClient, World, WorldTemplate
+from tests.server.live import ThreadServer
 from tests.server.test_dashboard import csrf_of, sign_in
 
 
@@ -54,21 +60,22 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
-def add_webhook(client: TestClient, headers: dict[str, str], url: str) -> dict[str, Any]:
+def add_webhook(client: httpx.Client, headers: dict[str, str], url: str) -> dict[str, Any]:
     answer = client.post("/api/v1/orgs/acme/webhooks", json={"url": url}, headers=headers)
     assert answer.status_code == 201, answer.text
     created: dict[str, Any] = answer.json()
     return created
 
 
-def deliveries(client: TestClient, headers: dict[str, str], webhook_id: int) -> list[Any]:
-    answer = client.get(f"/api/v1/orgs/acme/webhooks/{webhook_id}/deliveries", headers=headers)
+def deliveries(client: httpx.Client, headers: dict[str, str], webhook_id: int) -> list[Any]:
+    path = f"/api/v1/orgs/acme/webhooks/{webhook_id}/deliveries?page_size=100"
+    answer = client.get(path, headers=headers)
     assert answer.status_code == 200, answer.text
     items: list[Any] = answer.json()["deliveries"]
     return items
 
 
-def settled(client: TestClient, headers: dict[str, str], webhook_id: int) -> list[Any] | None:
+def settled(client: httpx.Client, headers: dict[str, str], webhook_id: int) -> list[Any] | None:
     """The deliveries once none is pending any more."""
     items = deliveries(client, headers, webhook_id)
     return items if items and all(d["status"] != "pending" for d in items) else None
@@ -478,3 +485,62 @@ def test_an_answer_that_never_ends_is_cut_at_the_deadline(
         ("failed", world.settings.webhook_attempts, "no answer within 0.5 s")
     ]
     assert slow.connections == world.settings.webhook_attempts
+
+
+def test_the_queue_takes_its_turn_among_concurrent_writers(
+    tmp_path: Path,
+    sqlite_world: WorldTemplate,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SQLite, one process: 60 machines check in at once (each a write in the routes' turn and
+    a `device.registered` delivery, so the queue writes while they do). The queue's writes
+    take the same turn: none of them meets another writer in SQLite's busy handler. A busy
+    timeout of 0 makes any such meeting fail at once, where the soak's 30 s let the queue lose
+    the lock to the turn's writers until it timed out (`database is locked`)."""
+    shutil.copy(sqlite_world.source, tmp_path / "regward.db")
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path}/regward.db")
+    sqlite_world.install_key(settings)
+    database = Database(settings.database_url)
+    count = 60
+    with (
+        ThreadServer(create_app(settings, database=database)) as live,
+        httpx.Client(base_url=live.url, trust_env=False, timeout=60) as client,
+    ):
+
+        def sign_in_as(name: str) -> dict[str, str]:
+            body = {"username": name, "password": PASSWORD}
+            answer = client.post("/api/v1/auth/token", json=body)
+            assert answer.status_code == 200, answer.text
+            return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+        alice, bob = sign_in_as("alice"), sign_in_as("bob")
+        hook = add_webhook(client, alice, receiver.url)
+        # Each token's last use is written now, outside any turn (it never waits: a minute
+        # later it is written again), so that only turn-takers write during the herd.
+        assert client.get("/api/v1/orgs/acme/policy", headers=bob).status_code == 200
+        monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 0)
+
+        def check_in(number: int) -> int:
+            body = {"agent_id": f"herd-{number}", "revision": 1, "hostname": f"ci-{number}"}
+            answer = client.post("/api/v1/orgs/acme/devices/check-in", json=body, headers=bob)
+            return answer.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(check_in, range(count)))
+        assert statuses == [200] * count
+
+        def all_settled() -> list[Any] | None:
+            items = settled(client, alice, hook["id"])
+            return items if items and len(items) == count else None
+
+        log = wait_for(all_settled, 60, f"{count} deliveries")
+    database.dispose()
+    locked = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert locked == []
+    assert {(d["event"], d["status"], d["attempts"]) for d in log} == {
+        ("device.registered", "delivered", 1)
+    }
+    agents = sorted(json.loads(r.body)["data"]["agent_id"] for r in receiver.received)
+    assert agents == sorted(f"herd-{n}" for n in range(count))  # each machine told once
