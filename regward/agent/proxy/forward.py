@@ -56,7 +56,7 @@ from .protocol import (
     switched_to,
     upgrade_offer,
 )
-from .relay import PipePool, Tunnel, Tunnels
+from .relay import Tunnel, Tunnels
 from .settings import ProxySettings
 from .upstream import Dialer
 
@@ -235,7 +235,7 @@ async def _exchange(
                 raise ProtocolError(502, f"the registry's response: {error.message}") from None
             await loop.sock_sendall(client, response_head(head, close=not keep) + extra[:taken])
             tunnel.down.moved += taken
-            clean = await _relay_body(settings, tunnels.pool, tunnel, upstream, client, framing)
+            clean = await _relay_body(settings, tunnels, tunnel, upstream, client, framing)
             if sender is not None:
                 # Answered before the body ended (the rest is unread), or the client ended it.
                 sent = sender.result() if sender.done() else None
@@ -336,7 +336,7 @@ async def _response_head(
 
 async def _relay_body(
     settings: ProxySettings,
-    pool: PipePool,
+    tunnels: Tunnels,
     tunnel: Tunnel,
     upstream: socket.socket,
     client: socket.socket,
@@ -350,7 +350,7 @@ async def _relay_body(
         return True
     left = framing.left
     if left is not None:
-        await _Exactly(pool, upstream, client, left, settings.idle_timeout, tunnel).run()
+        await _Exactly(tunnels, upstream, client, left, settings.idle_timeout, tunnel).run()
         return True
     loop = asyncio.get_running_loop()
     while not framing.done:
@@ -376,15 +376,16 @@ class _Exactly:
 
     def __init__(
         self,
-        pool: PipePool,
+        tunnels: Tunnels,
         src: socket.socket,
         dst: socket.socket,
         count: int,
         idle: float,
         tunnel: Tunnel,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._pool = pool
+        self._poller = tunnels.poller  # its sockets are watched where the tunnels' are
+        self._loop = self._poller.loop
+        self._pool = pool = tunnels.pool
         self._src, self._dst = src.fileno(), dst.fileno()
         self._count = count
         self._pending = 0
@@ -395,12 +396,12 @@ class _Exactly:
         self._timer = self._loop.call_later(idle, self._stalled)
 
     async def run(self) -> None:
-        self._loop.add_reader(self._src, self._readable)
+        self._poller.add_reader(self._src, self._readable)
         try:
             await self._done
         finally:
-            self._loop.remove_reader(self._src)
-            self._loop.remove_writer(self._dst)
+            self._poller.remove_reader(self._src)
+            self._poller.remove_writer(self._dst)
             self._timer.cancel()
             (self._pool.discard if self._pending else self._pool.put)(self._pipe)
 
@@ -425,8 +426,8 @@ class _Exactly:
             self._timer = self._loop.call_later(self._idle, self._stalled)
             if not self._flush():
                 if not self._done.done():
-                    self._loop.remove_reader(self._src)
-                    self._loop.add_writer(self._dst, self._writable)
+                    self._poller.remove_reader(self._src)
+                    self._poller.add_writer(self._dst, self._writable)
                 return
             if not self._count:
                 self._end(None)
@@ -447,11 +448,11 @@ class _Exactly:
     def _writable(self) -> None:
         if not self._flush():
             return
-        self._loop.remove_writer(self._dst)
+        self._poller.remove_writer(self._dst)
         if not self._count:
             self._end(None)
         else:
-            self._loop.add_reader(self._src, self._readable)
+            self._poller.add_reader(self._src, self._readable)
 
     def _stalled(self) -> None:
         self._end(OSError(f"no bytes of the response body for {self._idle:g} s"))
