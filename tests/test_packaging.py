@@ -128,7 +128,7 @@ def running(server_install: Path, tmp_path: Path) -> Iterator[str]:
             return process.poll() is not None
 
     try:
-        wait_for(ready, 60, "the installed server to be ready")
+        wait_for(ready, 180, "the installed server to be ready")
         assert process.poll() is None, log.read_text()
         yield url
     finally:
