@@ -261,6 +261,18 @@ def test_plain_http_keeps_its_connection_and_its_pipelined_requests(scene: Scene
         assert responses.rest() == b""  # closed, as the client asked
 
 
+def test_a_host_spelled_with_a_trailing_dot_or_uppercase_reaches_the_registry_decided(
+    scene: Scene,
+) -> None:
+    """`Host: ALLOWED.registry.test.:5000` is decided as allowed.registry.test:5000 and the
+    agent dials that very name (the hosts file knows no trailing dot): the registry answers."""
+    for host in ("allowed.registry.test.:5000", "ALLOWED.Registry.Test.:5000"):
+        with scene.bed.connect(*REGISTRY) as sock:
+            head, body = get(sock, host, MANIFEST)
+        assert head.startswith(b"HTTP/1.1 200 "), (host, head)
+        assert json.loads(body)["name"] == "demo/hello"  # schema 1: no Accept was sent
+
+
 @pytest.mark.parametrize(
     ("second", "subject"),
     [
