@@ -3,9 +3,12 @@ load for a bounded time, watched for leaks and slowdowns.
 
 The load, all over loopback:
 
-- `--agents` simulated agents (default 500), each with its own token and one keep-alive
-  HTTP/1.1 connection through raw asyncio streams: long-poll the feed (`?wait=...&after=N`); on
-  each new revision, check in the revision; every tenth agent also reports a denial with it;
+- `--agents` simulated agents (default 500), each with its own token and keep-alive HTTP/1.1
+  connections through raw asyncio streams: long-poll the feed (`?wait=...&after=N`) on one; on
+  each new revision, poll again at once and check in on a second connection after a random
+  0-`--check-in-spread` seconds (default 5, regward/agent/sync.py's CHECK_IN_SPREAD: real
+  agents spread the check-ins an apply releases), one check-in waiting at a time, telling the
+  newest revision when it goes; every tenth agent also reports a denial with it;
 - an owner who edits the draft (adds or removes one entry, so the policy keeps its size) and
   applies it every `--apply-every` seconds, and signs in with a password and out again on every
   apply.
@@ -17,7 +20,8 @@ revision (propagation; 0 for an agent that had it first).
 The baseline is the same run's first window after warm-up (default: the first minute after a
 one-minute warm-up) beside its last window (the last minute). Targets (issue 13): no server
 error, resident memory growth under 10% after warm-up, no leaked descriptors (the last window
-holds no more than the first, give or take 5), propagation p99 <= 1 s. The last line is JSON.
+holds no more than the first, give or take 5), propagation p99 <= 1 s; no `database is
+locked` in the server's log. The last line is JSON.
 
     make soak                                             # 500 agents, 10 minutes
     .venv/bin/python bench/soak.py --agents 50 --seconds 60
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -53,10 +58,15 @@ from propagation import (  # bench/propagation.py, beside this script
     start_server,
 )
 
+from regward.agent.sync import CHECK_IN_SPREAD
+
 OWNER_TIMEOUT_S = 60.0
 FD_SLACK = 5  # descriptors the server may hold more at the end (a log rotation, a pool slot)
 MEMORY_TARGET = 0.10
 P99_TARGET_S = 1.0
+
+
+BROKEN = (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError)
 
 
 def open_fds(pid: int) -> int:
@@ -83,18 +93,25 @@ class Load:
         return sum(n for status, n in self.statuses.items() if 400 <= status < 500)
 
 
-class SoakAgent:
-    """One simulated agent: long-poll, then check in (and maybe report a denial) per revision."""
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-    def __init__(self, number: int, port: int, token: str, load: Load) -> None:
+
+class SoakAgent:
+    """One simulated agent: long-poll; per revision, check in (and maybe report a denial)
+    after a random part of `spread` seconds, on a second connection."""
+
+    def __init__(self, number: int, port: int, token: str, load: Load, spread: float) -> None:
         self.agent_id = f"soak-{number}"
         self.reports = number % 10 == 0
         self.port = port
         self.token = token
         self.load = load
+        self.spread = spread
         self.revision = 0
         self.arrivals: dict[int, float] = {}
         self.polling = asyncio.Event()
+        self._reporter: Stream | None = None  # the check-ins' connection, kept alive
+        self._waiting: asyncio.Task[None] | None = None  # the check-in waiting for its turn
 
     async def _request(
         self,
@@ -123,12 +140,18 @@ class SoakAgent:
         return status, headers
 
     async def run(self, wait: int) -> None:
-        while True:  # a broken connection is counted and opened again
-            try:
-                await self._session(wait)
-            except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
-                self.load.broken += 1
-                await asyncio.sleep(0.5)
+        try:
+            while True:  # a broken connection is counted and opened again
+                try:
+                    await self._session(wait)
+                except BROKEN:
+                    self.load.broken += 1
+                    await asyncio.sleep(0.5)
+        finally:
+            if self._waiting is not None:
+                self._waiting.cancel()
+            if self._reporter is not None:
+                self._reporter[1].close()
 
     async def _session(self, wait: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -140,10 +163,34 @@ class SoakAgent:
                 if status == 200:
                     self.revision = int(headers["x-regward-revision"])
                     self.arrivals[self.revision] = time.perf_counter()
-                    await self._report(reader, writer)
+                    if query:  # a long-poll an apply ended: spread, as the agent does
+                        self._check_in_later(random.uniform(0, self.spread))
+                    else:  # the first answer: at once
+                        await self._check_in()
                 query = f"?wait={wait}&after={self.revision}"
         finally:
             writer.close()
+
+    def _check_in_later(self, delay: float) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            return  # the waiting one tells the newest revision when it goes
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self._check_in()
+
+        self._waiting = asyncio.create_task(later(), name=f"soak-check-in-{self.agent_id}")
+
+    async def _check_in(self) -> None:
+        try:
+            if self._reporter is None:
+                self._reporter = await asyncio.open_connection("127.0.0.1", self.port)
+            await self._report(*self._reporter)
+        except BROKEN:
+            self.load.broken += 1
+            if self._reporter is not None:
+                self._reporter[1].close()
+            self._reporter = None  # opened again for the next check-in
 
     async def _report(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         check_in = {"agent_id": self.agent_id, "revision": self.revision, "hostname": "soak"}
@@ -260,7 +307,9 @@ def measure(
     load = Load()
 
     async def run() -> tuple[list[Sample], list[Apply], list[SoakAgent]]:
-        agents = [SoakAgent(n, port, tokens[n], load) for n in range(args.agents)]
+        agents = [
+            SoakAgent(n, port, tokens[n], load, args.check_in_spread) for n in range(args.agents)
+        ]
         tasks = []
         for start in range(0, len(agents), 200):  # connect in batches: the backlog is finite
             batch = agents[start : start + 200]
@@ -324,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apply-every", type=float, default=5.0)
     parser.add_argument("--sample-every", type=float, default=5.0)
     parser.add_argument(
+        "--check-in-spread",
+        type=float,
+        default=CHECK_IN_SPREAD,
+        help="seconds over which each apply's check-ins spread (0: all at once, as before)",
+    )
+    parser.add_argument(
         "--window",
         type=float,
         default=60.0,
@@ -344,10 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         samples, applies, agents, load = measure(
             args, server.port, server.url, pid, tokens, owner_token(server)
         )
+        server_log = server.log.read_text(errors="replace")
+        locked = server_log.count("database is locked")  # a writer that lost SQLite's lock
         if load.server_errors or load.timeouts:  # the server's own account, before it goes
             errors = [
                 line
-                for line in server.log.read_text(errors="replace").splitlines()
+                for line in server_log.splitlines()
                 if "Error" in line or "error" in line or "regward/" in line
             ]
             print(
@@ -360,14 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     growth = (last.rss_mb - first.rss_mb) / first.rss_mb if first.rss_mb else 0.0
     leaked = last.fds - first.fds
     met = {
-        "no_server_error": load.server_errors == 0 and load.timeouts == 0,
+        "no_server_error": load.server_errors == 0 and load.timeouts == 0 and locked == 0,
         "memory_growth_under_10pct": growth < MEMORY_TARGET,
         "no_leaked_fds": leaked <= FD_SLACK,
         "p99_under_1s": everything.p99_s <= P99_TARGET_S,
         "every_agent_got_every_apply": missing == 0,
     }
     print(
-        f"Soak: {args.agents} agents long-polling and checking in, one server process (SQLite), "
+        f"Soak: {args.agents} agents long-polling and checking in (spread over "
+        f"{args.check_in_spread:g} s), one server process (SQLite), "
         f"{args.seconds:.0f} s, an apply and a sign-in every {args.apply_every:g} s"
     )
     print(f"  at start (before the load): {started_rss:.0f} MB resident, {started_fds} fds")
@@ -394,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(load.statuses.values())} answers {dict(sorted(load.statuses.items()))}, "
         f"{load.server_errors} server errors, {load.refused} refused, "
         f"{load.broken} broken connections, {load.timeouts} owner requests unanswered within "
-        f"{OWNER_TIMEOUT_S:.0f} s, {missing} agent updates missing"
+        f"{OWNER_TIMEOUT_S:.0f} s, {missing} agent updates missing, {locked} 'database is "
+        "locked' in the server's log"
     )
     print(
         "  targets: "
@@ -407,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "agents": args.agents,
                 "seconds": args.seconds,
+                "check_in_spread_s": args.check_in_spread,
                 "window_s": window,
                 "applies": len(applies),
                 "answers": sum(load.statuses.values()),
@@ -415,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 "refused": load.refused,
                 "broken_connections": load.broken,
                 "owner_timeouts": load.timeouts,
+                "database_locked_lines": locked,
                 "missing_updates": missing,
                 "missing_updates_first": missing_first,
                 "missing_updates_last": missing_last,
@@ -434,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
-    return 0 if load.server_errors == load.timeouts == missing == 0 else 1
+    return 0 if load.server_errors == load.timeouts == missing == locked == 0 else 1
 
 
 if __name__ == "__main__":
