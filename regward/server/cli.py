@@ -423,6 +423,7 @@ def _show_initial_password(settings: Settings) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import gc
+    import logging
 
     import uvicorn
 
@@ -437,11 +438,19 @@ def _run(args: argparse.Namespace) -> int:
     database = Database(settings.database_url)
     database.upgrade()
     app = create_app(settings, database=database)
-    print(
-        f"regward: policy server on http://{join_host_port(args.host, args.port)}/ "
-        f"(API /api/v1, schema /api/v1/openapi.json); data in {settings.data_dir}",
-        flush=True,
-    )
+    address = f"http://{join_host_port(args.host, args.port)}/"
+    if logs.log_format() == "json":  # every line a JSON object, this one too
+        logging.getLogger("regward.server").info(
+            "policy server on %s",
+            address,
+            extra={"fields": {"url": address, "data_dir": str(settings.data_dir)}},
+        )
+    else:
+        print(
+            f"regward: policy server on {address} (API /api/v1, schema /api/v1/openapi.json); "
+            f"data in {settings.data_dir}",
+            flush=True,
+        )
     # What start-up made (modules, the app, its routes and templates) lives as long as the
     # process: out of the collector's sight, so its passes over 10,000 held polls do not walk
     # it again each time.

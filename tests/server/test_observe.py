@@ -132,9 +132,9 @@ def test_a_running_server_writes_json_lines(tmp_path: Path) -> None:
     assert (entry["route"], entry["status"], entry["user"]) == ("/api/v1/orgs/{org}", 200, "alice")
     written = log.read_text()
     assert token not in written and PASSWORD not in written
-    for line in written.splitlines():
-        if not line.startswith("regward: "):  # the startup banner on stdout
-            json.loads(line)
+    entries = [json.loads(line) for line in written.splitlines()]  # every line, the banner too
+    assert entries[0]["message"] == f"policy server on {server.url}/"
+    assert entries[0]["url"] == f"{server.url}/"
 
 
 def _raw(port: int, request: bytes) -> bytes:
