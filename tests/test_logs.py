@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regward import logs
 from regward.errors import ConfigError
@@ -108,3 +112,53 @@ def test_the_agent_refuses_an_unknown_log_format(tmp_path: Path) -> None:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "REGWARD_LOG_FORMAT='xml' is not a log format; use 'text' or 'json'" in done.stderr
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_held_lines_go_out_in_one_write_in_order() -> None:
+    stream = _Writes()
+    handler = logs.make_handler(stream, "text")
+    logger = logging.getLogger("regward.test.held")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with logs.held():
+            for index in range(3):
+                logger.warning("line %d", index)
+            seen_inside = list(stream.writes)
+            worker = threading.Thread(target=logger.warning, args=("from another thread",))
+            worker.start()
+            worker.join()
+        logger.warning("after")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    assert seen_inside == []
+    assert len(stream.writes) == 3  # the other thread's line, the three held, the one after
+    assert stream.writes[0].endswith("from another thread\n")
+    assert [line.rpartition(": ")[2] for line in stream.writes[1].splitlines()] == [
+        "line 0",
+        "line 1",
+        "line 2",
+    ]
+    assert stream.writes[2].endswith("after\n")
+
+
+@given(created=st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_text_times_read_as_logging_writes_them(created: float) -> None:
+    record = _record()
+    record.created, record.msecs = created, (created - int(created)) * 1000
+    ours = logs.TextFormatter()
+    assert ours.formatTime(record) == logging.Formatter().formatTime(record)
+    assert ours.formatTime(record) == logging.Formatter().formatTime(record)  # the cached one
