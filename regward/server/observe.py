@@ -16,10 +16,13 @@ with `note_caller`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -117,8 +120,46 @@ def record(
     request_id: str | None = None,
 ) -> None:
     """Count a request in the metrics and write its access-log line (with `request_id`, or
-    the one of the request being served)."""
-    metrics.observe(method, route, status, seconds)
+    the one of the request being served); inside `held()`, when that ends."""
+    batch: list[_Recorded] | None = getattr(_holding, "batch", None)
+    if batch is not None:
+        batch.append((metrics, method, route, status, seconds, caller, request_id))
+        return
+    metrics.observe(method, route, status, [seconds])
+    _log(method, route, status, seconds, caller, request_id)
+
+
+_Recorded = tuple["ServerMetrics", str, str, int, float, Caller, str | None]
+_holding = threading.local()
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Requests `record`ed by this thread inside are counted and logged when it ends: the
+    counts once per method, route and status, the access-log lines (still one per request)
+    in one write. For answering thousands of long-polls at once, the answers first."""
+    if getattr(_holding, "batch", None) is not None:
+        yield  # already held further out
+        return
+    batch: list[_Recorded] = []
+    _holding.batch = batch
+    try:
+        yield
+    finally:
+        _holding.batch = None
+        kinds: dict[tuple[ServerMetrics, str, str, int], list[float]] = {}
+        for metrics, method, route, status, seconds, _caller, _id in batch:
+            kinds.setdefault((metrics, method, route, status), []).append(seconds)
+        for (metrics, method, route, status), durations in kinds.items():
+            metrics.observe(method, route, status, durations)
+        with logs.held():
+            for _metrics, method, route, status, seconds, caller, request_id in batch:
+                _log(method, route, status, seconds, caller, request_id)
+
+
+def _log(
+    method: str, route: str, status: int, seconds: float, caller: Caller, request_id: str | None
+) -> None:
     extra: dict[str, object] = {
         "fields": {
             "method": method,

@@ -3,6 +3,8 @@ parsed here with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from regward.server.api.feed import ROUTE
+from regward.server.observe import Caller, held, record
 from regward.server.settings import Settings
 from tests.harness.wait import wait_for
 from tests.server.conftest import World
@@ -139,3 +143,35 @@ def test_held_long_polls_are_counted(world: World) -> None:
     assert value(samples, "regward_feed_long_polls_held", organization="acme") == 0
     feed = {"method": "GET", "route": "/api/v1/orgs/{org}/policy", "status": "200"}
     assert value(samples, "regward_http_requests_total", **feed) == 1
+
+
+def test_requests_recorded_while_held_count_and_log_when_the_hold_ends(
+    world: World, json_lines: io.StringIO
+) -> None:
+    metrics = world.app.state.metrics
+    timed = {"method": "GET", "route": ROUTE}
+    before = scrape(world)
+    with held():  # as the feed answers the polls an apply wakes
+        for status, seconds in ((200, 0.2), (200, 3.0), (401, 0.01)):
+            record(metrics, "GET", ROUTE, status, seconds, Caller(None, 7), f"held-{status}")
+        inside = scrape(world)  # served by another thread: not held
+        logged_inside = json_lines.getvalue()
+    after = scrape(world)
+    for samples in (before, inside):
+        assert value(samples, "regward_http_requests_total", **timed, status="200") == 0
+        assert value(samples, "regward_http_request_duration_seconds_count", **timed) == 0
+    assert value(after, "regward_http_requests_total", **timed, status="200") == 2
+    assert value(after, "regward_http_requests_total", **timed, status="401") == 1
+    bucket = "regward_http_request_duration_seconds_bucket"
+    assert value(after, bucket, **timed, le="0.25") == 2
+    assert value(after, bucket, **timed, le="2.5") == 2
+    assert value(after, bucket, **timed, le="5.0") == 3
+    assert "held-" not in logged_inside
+    lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    held_lines = [e for e in lines if str(e.get("request_id", "")).startswith("held-")]
+    assert [(e["status"], e["duration_ms"], e["token_id"]) for e in held_lines] == [
+        (200, 200.0, 7),
+        (200, 3000.0, 7),
+        (401, 10.0, 7),
+    ]
+    assert all(e["logger"] == "regward.access" and e["route"] == ROUTE for e in held_lines)
