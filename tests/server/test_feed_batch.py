@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from datetime import timedelta
 
 import httpx
 import pytest
 
-from regward.server.errors import Unauthenticated
+from regward.server.errors import NotFound, Unauthenticated
 from regward.server.feed import FeedAccess
+from regward.server.models import Token, utcnow
 from regward.server.services import auth
 from tests.harness.wait import wait_for
 from tests.server.conftest import World
@@ -104,3 +106,26 @@ def test_long_polls_woken_together_answer_each_by_its_own_token(world: World) ->
     assert [answer.status_code for answer in answers] == [200, 401, 200]
     assert answers[0].content == answers[2].content
     assert answers[0].headers["etag"].startswith(f'"{after + 1}-')
+
+
+def test_a_batch_tells_expired_tokens_from_those_still_valid(world: World) -> None:
+    (past_id, past), (future_id, future), (_, lasting) = personal_tokens(world, "bob", 3)
+    ((_, outsider),) = personal_tokens(world, "eve", 1)
+    revision = world.publish()
+    now = utcnow()
+    with world.database.session(write=True) as session:
+        session.get_one(Token, past_id).expires_at = now - timedelta(seconds=1)
+        session.get_one(Token, future_id).expires_at = now + timedelta(minutes=5)
+    access: FeedAccess = world.app.state.server.feed_access
+
+    async def together() -> list[auth.FeedGrant]:
+        asks = (past, future, lasting, outsider)
+        return await asyncio.gather(*(access.check("acme", token) for token in asks))
+
+    expired, valid, lasts, outside = asyncio.run(together())
+    assert isinstance(expired.error, Unauthenticated)
+    assert "expired" in str(expired.error)
+    assert expired.token_id == past_id
+    assert (valid.error, valid.revision, valid.token_id) == (None, revision, future_id)
+    assert (lasts.error, lasts.revision) == (None, revision)
+    assert isinstance(outside.error, NotFound)
