@@ -7,8 +7,11 @@ long-poll is woken for revision N, only the first waiter reads the database, the
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -24,7 +27,7 @@ class FeedDocument:
     revision: int
     body: bytes  # SignedPolicy JSON, exactly as signed and stored
 
-    @property
+    @functools.cached_property  # every answer names it: hashed once per document
     def etag(self) -> str:
         return f'"{self.revision}-{hashlib.sha256(self.body).hexdigest()[:16]}"'
 
@@ -75,6 +78,11 @@ class FeedCache:
         return self._documents[organization]
 
 
+Key = tuple[str, str | None]
+"""An organization and a bearer token (None: none given)."""
+Grants = dict[Key, auth.FeedGrant]
+
+
 class FeedAccess:
     """The feed's access checks, batched: checks asked for while a batch runs go into the
     next one, one thread hop and one query per `auth.FEED_BATCH` tokens of an organization.
@@ -88,7 +96,8 @@ class FeedAccess:
     def __init__(self, database: Database, usage: UsageClock) -> None:
         self._database = database
         self._usage = usage
-        self._pending: dict[tuple[str, str | None], list[asyncio.Future[auth.FeedGrant]]] = {}
+        self._pending: dict[Key, list[asyncio.Future[auth.FeedGrant]]] = {}
+        self._groups: list[asyncio.Future[Grants]] = []  # `submit_all`'s, for the same batch
         self._running: asyncio.Task[None] | None = None
 
     async def check(self, organization: str, token: str | None) -> auth.FeedGrant:
@@ -98,24 +107,42 @@ class FeedAccess:
         """The check, as a future (for callers that are callbacks, not coroutines)."""
         waiter: asyncio.Future[auth.FeedGrant] = asyncio.get_running_loop().create_future()
         self._pending.setdefault((organization, token), []).append(waiter)
+        self._start()
+        return waiter
+
+    def submit_all(self, keys: Iterable[Key]) -> asyncio.Future[Grants]:
+        """Many checks, as one future of their grants by (organization, token): what an apply
+        wakes is answered together when the whole batch is checked."""
+        waiter: asyncio.Future[Grants] = asyncio.get_running_loop().create_future()
+        for key in keys:
+            self._pending.setdefault(key, [])
+        self._groups.append(waiter)
+        self._start()
+        return waiter
+
+    def _start(self) -> None:
         if self._running is None:
             self._running = asyncio.create_task(self._drain(), name="regward-feed-access")
-        return waiter
 
     async def _drain(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending, {}
+                groups, self._groups = self._groups, []
                 try:
                     grants = await run_in_threadpool(self._check_all, list(batch))
                 except BaseException as error:
-                    for waiters in batch.values():
-                        for waiter in waiters:
-                            if not waiter.done():
-                                waiter.set_exception(error)
+                    waiting: list[asyncio.Future[Any]] = [*groups]
+                    waiting += [waiter for waiters in batch.values() for waiter in waiters]
+                    for waiter in waiting:
+                        if not waiter.done():
+                            waiter.set_exception(error)
                     if not isinstance(error, Exception):
                         raise
                     continue
+                for group in groups:
+                    if not group.done():
+                        group.set_result(grants)
                 for key, waiters in batch.items():
                     for waiter in waiters:
                         if not waiter.done():
@@ -123,13 +150,11 @@ class FeedAccess:
         finally:
             self._running = None
 
-    def _check_all(
-        self, keys: list[tuple[str, str | None]]
-    ) -> dict[tuple[str, str | None], auth.FeedGrant]:
+    def _check_all(self, keys: list[Key]) -> Grants:
         by_organization: dict[str, list[str | None]] = {}
         for organization, token in keys:
             by_organization.setdefault(organization, []).append(token)
-        grants: dict[tuple[str, str | None], auth.FeedGrant] = {}
+        grants: Grants = {}
         with self._database.session() as session:
             for organization, tokens in by_organization.items():
                 found = auth.feed_access_many(session, organization, tokens)

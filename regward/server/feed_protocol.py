@@ -224,18 +224,10 @@ class FeedProtocol(HttpToolsProtocol):
         if poll.response_complete:
             return
         poll.response_complete = True
-        status, headers, body = answer
+        status, _headers, body = answer
         request_id = poll.request_id = poll.request_id or uuid.uuid4().hex
-        parts = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            parts += [name, b": ", value, b"\r\n"]
-        for text, value_text in headers.items():
-            parts += [text.encode(), b": ", value_text.encode(), b"\r\n"]
-        parts += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
-        parts += [b"x-request-id: ", request_id.encode(), b"\r\n"]
-        if not poll.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
+        parts = [_head(answer, self.server_state.default_headers), request_id.encode()]
+        parts.append(b"\r\n\r\n" if poll.keep_alive else b"\r\nconnection: close\r\n\r\n")
         if not poll.head:
             parts.append(body)
         if not self.transport.is_closing():
@@ -257,6 +249,30 @@ class FeedProtocol(HttpToolsProtocol):
             log.error("the policy feed failed", exc_info=bug, extra={"request_id": poll.request_id})
             answer = 500, {"content-type": "application/json"}, _INTERNAL
         self.answered(poll, answer)
+
+
+_heads: dict[int, tuple[Answer, object, bytes]] = {}
+
+
+def _head(answer: Answer, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The response's head up to the request id's value: the status line, the server's headers,
+    `answer`'s and its length. Made once per answer (the same object goes to every poll an
+    apply wakes) and for the server's headers of the second (uvicorn's `date` header)."""
+    made = _heads.get(id(answer))
+    if made is not None and made[0] is answer and made[1] is default_headers:
+        return made[2]
+    status, headers, body = answer
+    parts = [STATUS_LINE[status]]
+    for name, value in default_headers:
+        parts += [name, b": ", value, b"\r\n"]
+    for text, value_text in headers.items():
+        parts += [text.encode(), b": ", value_text.encode(), b"\r\n"]
+    parts += [b"content-length: ", str(len(body)).encode(), b"\r\n", b"x-request-id: "]
+    head = b"".join(parts)
+    if len(_heads) >= 16:
+        _heads.clear()
+    _heads[id(answer)] = (answer, default_headers, head)  # holding `answer`: its id stays its
+    return head
 
 
 def _parser(protocol: FeedProtocol) -> httptools.HttpRequestParser:

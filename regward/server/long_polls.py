@@ -26,7 +26,8 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from regward.server.errors import ServiceError
-from regward.server.feed import FeedDocument
+from regward.server.feed import FeedDocument, Grants
+from regward.server.observe import held
 from regward.server.services.auth import FeedGrant
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class LongPolls:
         # Waits end in quarter seconds: one timer for all, not one each (about 700 bytes).
         self._expiring: dict[int, set[Poll]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._answers: dict[tuple[FeedDocument, bool, str], Answer] = {}
         server.notifier.on_release(self._release)
 
     async def open(self, poll: Poll) -> Answer | None:
@@ -137,17 +139,21 @@ class LongPolls:
     def _sweep(self) -> None:
         """End the waits whose time has come; again in a `TICK` while any poll waits."""
         now = time.monotonic() / TICK
+        ended: list[Poll] = []
         for tick in [tick for tick in self._expiring if tick <= now]:
             for poll in self._expiring.pop(tick):
                 poll.expiring = None
-                self._finish(poll, False)
+                ended.append(poll)
+        if ended:
+            self._finish(ended, modified=False)
         self._sweeper = (
             asyncio.get_running_loop().call_later(TICK, self._sweep) if self._expiring else None
         )
 
     def drop(self, poll: Poll) -> None:
         """The client went away: end the wait now (no-op unless `poll` is waiting)."""
-        self._end(poll, False)
+        if self._stop(poll):
+            self._finish([poll], modified=False)
 
     def _release(self, organization: str, polls: list[Poll]) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -168,19 +174,18 @@ class LongPolls:
                 if self._stop(poll):
                     poll.sink.failed(poll, error)
             return
+        ended: list[Poll] = []
         for poll in polls:
             if poll.expiring is None:
                 continue  # its wait ended meanwhile
             if document.revision > (poll.after or 0):
                 poll.document = document
-                self._end(poll, True)
+                self._stop(poll)
+                ended.append(poll)
             else:  # woken to re-read (e.g. after a reconnect) and nothing newer: wait on
                 server.notifier.park(organization, poll)
-
-    def _end(self, poll: Poll, modified: bool) -> None:
-        """Stop waiting; check the token again, then answer (no-op unless `poll` waits)."""
-        if self._stop(poll):
-            self._finish(poll, modified)
+        if ended:
+            self._finish(ended, modified=True)
 
     def _stop(self, poll: Poll) -> bool:
         """Take `poll` off its deadline; False when it was not waiting."""
@@ -190,19 +195,31 @@ class LongPolls:
         poll.expiring = None
         return True
 
-    def _finish(self, poll: Poll, modified: bool) -> None:
-        self._server.notifier.unpark(poll.organization, poll)
-        checked = self._server.feed_access.submit(poll.organization, poll.token)
-        checked.add_done_callback(functools.partial(self._checked, poll, modified))
+    def _finish(self, polls: list[Poll], *, modified: bool) -> None:
+        """Check the tokens of `polls` (no longer waiting) again, in one batch; then answer
+        them all together."""
+        notifier = self._server.notifier
+        for poll in polls:
+            notifier.unpark(poll.organization, poll)
+        checked = self._server.feed_access.submit_all(
+            [(poll.organization, poll.token) for poll in polls]
+        )
+        checked.add_done_callback(functools.partial(self._checked, polls, modified))
 
-    def _checked(self, poll: Poll, modified: bool, checked: asyncio.Future[FeedGrant]) -> None:
+    def _checked(self, polls: list[Poll], modified: bool, checked: asyncio.Future[Grants]) -> None:
         if checked.cancelled():
             return  # shutting down
         error = checked.exception()
-        if isinstance(error, Exception):
-            poll.sink.failed(poll, error)
-            return
-        grant = checked.result()
+        with held():  # thousands of answers: their bookkeeping once, after the writes
+            if isinstance(error, Exception):
+                for poll in polls:
+                    poll.sink.failed(poll, error)
+                return
+            grants = checked.result()
+            for poll in polls:
+                self._deliver(poll, modified, grants[poll.organization, poll.token])
+
+    def _deliver(self, poll: Poll, modified: bool, grant: FeedGrant) -> None:
         if grant.token_id is not None:
             poll.token_id = grant.token_id
         try:
@@ -216,7 +233,17 @@ class LongPolls:
 
     def _answer(self, document: FeedDocument, *, modified: bool) -> Answer:
         """Every answer names the key that signs (`X-Regward-Signing-Key`), so agents notice a
-        rotation even while the revision stays the same."""
+        rotation even while the revision stays the same. One answer object per document, kind
+        and key, shared by every poll given it (sinks never change it)."""
+        key = (document, modified, self._server.public_key)
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) >= 8:
+                self._answers.clear()
+            answer = self._answers[key] = self._build(document, modified=modified)
+        return answer
+
+    def _build(self, document: FeedDocument, *, modified: bool) -> Answer:
         headers = {
             "etag": document.etag,
             "cache-control": "no-cache",
