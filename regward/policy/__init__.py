@@ -8,6 +8,7 @@ catalog    well-known registries and the token and blob hosts they need
 engine     evaluate() and evaluate_host(): decisions with reasons
 signing    Ed25519 signatures over a policy revision
 lint       risky or dead entries
+text       text people read: characters not shown as they are refused, or shown escaped
 """
 
 from typing import TYPE_CHECKING

@@ -7,7 +7,7 @@ File format (JSON, or YAML for `.yaml`/`.yml` files; read by regward.policy.file
     enabled: true                  # false allows everything
     registries:
       - address: docker.io         # see regward.policy.address
-        nickname: Docker Hub       # optional
+        nickname: Docker Hub       # optional; visible characters (regward.policy.text)
         allowed: true              # optional; false keeps the entry listed but switched off
         repositories: ["acme/*"]   # optional; default every repository
         actions: [pull]            # optional; pull, push; default both
@@ -33,6 +33,7 @@ from typing import Any, TypeVar, cast
 from regward.errors import InvalidAddress, InvalidPolicy, RegwardError, quote
 from regward.policy.address import Address
 from regward.policy.reference import PATH_COMPONENT
+from regward.policy.text import refuse_invisible
 
 _T = TypeVar("_T")
 _F = TypeVar("_F")
@@ -111,10 +112,10 @@ class RegistryEntry:
     extra_hosts: tuple[Address, ...] = ()
 
     @classmethod
-    def from_dict(cls, data: object, where: str = "") -> RegistryEntry:
+    def from_dict(cls, data: object, where: str = "", *, stored: bool = False) -> RegistryEntry:
         """Parse one entry; errors carry the field (under `where`, e.g. `registries[2]`) and
-        the value. The first error is raised."""
-        return cast(RegistryEntry, cls._parse(data, where, _Problems(collect=False)))
+        the value. The first error is raised. `stored`: see `Policy.from_dict`."""
+        return cast(RegistryEntry, cls._parse(data, where, _Problems(collect=False, stored=stored)))
 
     @classmethod
     def _parse(cls, data: object, where: str, problems: _Problems) -> RegistryEntry | None:
@@ -138,7 +139,9 @@ class RegistryEntry:
                 )
             )
         address = problems.check(lambda: _entry_address(data, where), None)
-        nickname = problems.check(lambda: _nickname(data.get("nickname"), where), "")
+        nickname = problems.check(
+            lambda: _nickname(data.get("nickname"), where, stored=problems.stored), ""
+        )
         allowed = problems.check(
             lambda: _boolean(data.get("allowed", True), where, "allowed"), True
         )
@@ -186,15 +189,20 @@ class Policy:
     _compiled: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, data: object) -> Policy:
+    def from_dict(cls, data: object, *, stored: bool = False) -> Policy:
         """Parse a policy document; raise InvalidPolicy naming the field and value of the first
-        error (`problems` gives every one)."""
-        return cast(Policy, cls._parse(data, _Problems(collect=False)))
+        error (`problems` gives every one).
+
+        New text (a file, an API body, a form) may not hold characters that are not shown as
+        they are (regward.policy.text). A document `stored` before that rule (a signed
+        revision, a saved draft) loads with its text unchanged: nothing stored is lost, and
+        pages show such text escaped."""
+        return cast(Policy, cls._parse(data, _Problems(collect=False, stored=stored)))
 
     @classmethod
-    def problems(cls, data: object) -> list[InvalidPolicy]:
+    def problems(cls, data: object, *, stored: bool = False) -> list[InvalidPolicy]:
         """Every error in a policy document, in document order (none: it parses)."""
-        problems = _Problems(collect=True)
+        problems = _Problems(collect=True, stored=stored)
         cls._parse(data, problems)
         return problems.found
 
@@ -249,8 +257,9 @@ def canonical_json(value: object) -> bytes:
 class _Problems:
     """The errors of one parse: raised at once (`collect=False`), or gathered."""
 
-    def __init__(self, *, collect: bool) -> None:
+    def __init__(self, *, collect: bool, stored: bool) -> None:
         self.collect = collect
+        self.stored = stored
         self.found: list[InvalidPolicy] = []
 
     def add(self, error: InvalidPolicy) -> None:
@@ -312,7 +321,7 @@ def _entry_address(data: Mapping[Any, Any], where: str) -> Address:
     return DOCKER_HUB_ADDRESS if address in _HUB_ALIASES else address
 
 
-def _nickname(value: object, where: str) -> str:
+def _nickname(value: object, where: str, *, stored: bool) -> str:
     nickname = value or ""
     if not isinstance(nickname, str) or len(nickname) > MAX_NICKNAME_LENGTH:
         raise InvalidPolicy(
@@ -320,6 +329,8 @@ def _nickname(value: object, where: str) -> str:
             field=_at(where, "nickname"),
             value=nickname,
         )
+    if not stored:
+        refuse_invisible(nickname, _at(where, "nickname"), InvalidPolicy)
     return nickname
 
 

@@ -37,13 +37,16 @@ def parse_policy_text(text: str, filename: str) -> Policy:
     except (yaml.YAMLError, ValueError) as error:
         problem = f"not valid {kind.upper()}: {_syntax(error, text)}"
         raise InvalidPolicyFile(filename, [problem]) from None
-    if isinstance(data, dict) and set(data) == {"policy", "signature"}:
-        data = data["policy"]  # a revision as the feed serves it; verify() checks signatures
-    problems = Policy.problems(data)
+    # A revision as the feed serves it (verify() checks signatures) was published: it loads as
+    # signed, text from before a rule included (Policy.from_dict's `stored`).
+    stored = isinstance(data, dict) and set(data) == {"policy", "signature"}
+    if stored:
+        data = data["policy"]
+    problems = Policy.problems(data, stored=stored)
     if problems:
         lines = _field_lines(text)
         raise InvalidPolicyFile(filename, [_located(error, lines) for error in problems])
-    return Policy.from_dict(data)
+    return Policy.from_dict(data, stored=stored)
 
 
 def policy_file_text(policy: Policy, kind: Format) -> str:

@@ -53,7 +53,8 @@ class SignedPolicy:
             raw = base64.b64decode(signature, validate=True)
         except binascii.Error:
             raise InvalidPolicy(f"signature: {signature[:20]!r}... is not base64") from None
-        return cls(policy=Policy.from_dict(document["policy"]), signature=raw)
+        # A published revision loads as it was signed, whatever rule came after it.
+        return cls(policy=Policy.from_dict(document["policy"], stored=True), signature=raw)
 
 
 def sign(policy: Policy, private_key: Ed25519PrivateKey) -> SignedPolicy:

@@ -35,6 +35,7 @@ from urllib.parse import quote
 from regward.defaults import SERVER_PORT, SERVER_URL
 from regward.errors import ConfigError, RegwardError
 from regward.policy.address import join_host_port
+from regward.policy.text import shown
 
 if TYPE_CHECKING:
     from regward.server.settings import Settings
@@ -537,7 +538,7 @@ def _list(args: argparse.Namespace) -> int:
         rows.append(
             (
                 entry["address"],
-                entry.get("nickname") or "",
+                shown(entry.get("nickname") or ""),  # a terminal would obey control characters
                 "yes" if entry.get("allowed", True) else "no",
                 ",".join(entry.get("actions") or ["pull", "push"]),
                 ",".join(entry.get("repositories") or []) or "all",  # the dashboard's word

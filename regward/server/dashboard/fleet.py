@@ -21,6 +21,7 @@ from fastapi import Request, Response
 
 from regward.errors import RegwardError
 from regward.policy import Action, ImageReference, Policy, evaluate
+from regward.policy.text import shown
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, org_access
 from regward.server.dashboard.exports import csv_response
@@ -67,7 +68,7 @@ def _result(
         views.entry_label(str(entry.address), (str(p) for p in entry.repositories)) if entry else ""
     )
     if entry and entry.nickname:
-        label += f" ({entry.nickname})"
+        label += f" ({shown(entry.nickname)})"
     return {
         "title": title,
         "allowed": decision.allowed,

@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 from regward.errors import quote
 from regward.policy import lint, policy_file_text
 from regward.policy.files import Format
+from regward.policy.text import invisible_character
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, org_access, owner_write
 from regward.server.dashboard.forms import EntryForm
@@ -324,7 +325,7 @@ def _find_entry(
     """The draft's entry for `address` and `repositories` (None: the address alone, Conflict
     when it has several entries), or None when there is none."""
     registries = registry_access.get_draft(session, organization).registries
-    entries = registry_access.parse_entries(registries)
+    entries = registry_access.parse_entries(registries, stored=True)
     try:
         index = registry_access.find_index(entries, address, repositories, organization)
     except (InvalidInput, NotFound):
@@ -350,7 +351,17 @@ def edit_form(
             entry["address"],
             list(entry.get("repositories") or ()),
             EntryForm.from_entry(entry),
+            errors=_stored_text_errors(entry),
         )
+
+
+def _stored_text_errors(entry: dict[str, Any]) -> dict[str, str]:
+    """A nickname stored before invisible characters were refused, named before the owner
+    saves: Save asks for one of visible characters."""
+    found = invisible_character(str(entry.get("nickname") or ""))
+    if found is None:
+        return {}
+    return {"nickname": f"Holds {found}, which is not shown as it is; replace it to save."}
 
 
 @router.post("/orgs/{org}/registry-access/edit")

@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from regward.errors import RegwardError
+from regward.policy.text import shown
 from regward.server.dashboard.context import (
     ORG_COOKIE,
     CsrfFailed,
@@ -163,6 +164,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.globals["static"] = static_url
+    environment.filters["shown"] = shown  # text stored before invisible characters were refused
     return environment
 
 

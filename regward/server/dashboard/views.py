@@ -14,6 +14,7 @@ import yaml
 
 from regward.errors import RegwardError
 from regward.policy import ImageReference, LintWarning
+from regward.policy.text import shown
 from regward.server.models import ActivityEvent, Denial
 from regward.server.services import activity
 from regward.server.services.devices import DeviceStatus
@@ -162,8 +163,20 @@ def ago(moment: datetime, now: datetime | None = None) -> str:
 
 def _yaml(value: Any) -> str:
     return yaml.safe_dump(
-        value, sort_keys=False, default_flow_style=False, allow_unicode=True
+        _shown(value), sort_keys=False, default_flow_style=False, allow_unicode=True
     ).strip()
+
+
+def _shown(value: Any) -> Any:
+    """`value` with its text as pages show it (`shown`): a nickname stored before invisible
+    characters were refused reads as what it holds."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {key: _shown(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    return value
 
 
 @dataclass

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from regward.policy.text import refuse_invisible
 from regward.server.errors import InvalidInput, NotFound, TooManyRequests
 from regward.server.models import (
     DeviceAuthorization,
@@ -36,7 +37,7 @@ from regward.server.models import (
     User,
     utcnow,
 )
-from regward.server.services import activity, names, orgs
+from regward.server.services import activity, orgs
 from regward.server.services.auth import Caller, new_token_value
 from regward.server.services.names import check_name
 
@@ -95,7 +96,7 @@ def display_user_code(letters: str) -> str:
 def _text(value: object, field: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise InvalidInput(f"{field}: {value!r} must be text of 1 to {limit} characters")
-    names.refuse_invisible(value, field)
+    refuse_invisible(value, field, InvalidInput)
     return value.strip()
 
 

@@ -11,9 +11,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from regward.errors import quote
+from regward.policy.text import refuse_invisible
 from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Device, Organization, Token, TokenKind, User, utcnow
-from regward.server.services import activity, names, registry_access, webhooks
+from regward.server.services import activity, registry_access, webhooks
 from regward.server.services.names import (
     check_page,
     check_revision,
@@ -234,7 +235,9 @@ def check_in(
     agent_id = _text(agent_id, "agent_id", MAX_ID_LENGTH, required=True)
     hostname = _text(hostname, "hostname", MAX_HOSTNAME_LENGTH, required=False)
     for field, shown in (("agent_id", agent_id), ("hostname", hostname)):
-        names.refuse_invisible(shown, field)  # a refusal is the agent's message, kept as sent
+        refuse_invisible(
+            shown, field, InvalidInput
+        )  # a refusal is the agent's message, kept as sent
     refusal = _text(refusal, "refusal", MAX_REFUSAL_LENGTH, required=False) or None
     found = Engine.parse(engine)
     revision = check_revision(revision, "revision")

@@ -7,7 +7,6 @@ Times are ISO 8601 with a time zone (`2026-12-02T06:00:00Z`, `2026-12-02T07:00+0
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,21 +24,6 @@ NAME_SCHEMA: dict[str, Any] = {
 """How the API's schema describes a user or organization name (what `check_name` accepts)."""
 MAX_PAGE = 1_000_000
 """Pages count from 1 to this (a page beyond it would be empty anyway)."""
-
-
-def refuse_invisible(value: str, field: str) -> None:
-    """Raise InvalidInput when `value` holds a control or format character (a newline, U+202E
-    RIGHT-TO-LEFT OVERRIDE, a zero-width space): text owners read on the dashboard (hostnames,
-    machine and token names) must read as it is, not reversed or hidden."""
-    for character in value:
-        if unicodedata.category(character) in ("Cc", "Cf"):
-            name = unicodedata.name(character, "a control character")
-            raise InvalidInput(
-                f"{quote(value)} holds U+{ord(character):04X} ({name}), which is not "
-                "shown as it is; use visible characters only",
-                field=field,
-                value=value,
-            )
 
 
 def check_name(value: object, field: str) -> str:

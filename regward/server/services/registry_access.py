@@ -140,17 +140,18 @@ class AppliedRevision:
 # --- parsing -----------------------------------------------------------------------------
 
 
-def parse_entry(data: object, where: str = "") -> RegistryEntry:
-    """One entry in the policy file's form; InvalidInput carrying the field and the value."""
+def parse_entry(data: object, where: str = "", *, stored: bool = False) -> RegistryEntry:
+    """One entry in the policy file's form; InvalidInput carrying the field and the value.
+    `stored`: an entry of the saved draft (see `Policy.from_dict`)."""
     try:
-        return RegistryEntry.from_dict(data, where)
+        return RegistryEntry.from_dict(data, where, stored=stored)
     except InvalidPolicy as error:
         raise InvalidInput(error.message, field=error.field, value=error.value) from None
 
 
-def parse_entries(data: object) -> list[RegistryEntry]:
+def parse_entries(data: object, *, stored: bool = False) -> list[RegistryEntry]:
     """A `registries` list; InvalidInput for a bad entry or a key (address and repositories)
-    listed twice."""
+    listed twice. `stored`: the saved draft's list (see `Policy.from_dict`)."""
     if not isinstance(data, list):
         raise InvalidInput(
             f"registries {quote(data)} must be a list of entries", field="registries", value=data
@@ -162,7 +163,7 @@ def parse_entries(data: object) -> list[RegistryEntry]:
     entries: list[RegistryEntry] = []
     seen: set[EntryKey] = set()
     for index, item in enumerate(data):
-        entry = parse_entry(item, f"registries[{index}]")
+        entry = parse_entry(item, f"registries[{index}]", stored=stored)
         key = entry_key(entry)
         if key in seen:
             raise InvalidInput(
@@ -173,6 +174,11 @@ def parse_entries(data: object) -> list[RegistryEntry]:
         seen.add(key)
         entries.append(entry)
     return entries
+
+
+def _saved(draft: Draft) -> list[RegistryEntry]:
+    """The saved draft's entries, their text as it was stored."""
+    return parse_entries(draft.registries, stored=True)
 
 
 def canonical_address(text: object) -> str:
@@ -237,7 +243,7 @@ def _next_policy(organization: Organization, draft: Draft, applied: Revision | N
         organization=organization.name,
         revision=(applied.revision if applied else 0) + 1,
         enabled=draft.enabled,
-        registries=tuple(parse_entries(draft.registries)),
+        registries=tuple(_saved(draft)),
     )
 
 
@@ -345,7 +351,7 @@ def _check_version(draft: Draft, version: int | None) -> None:
 def _save(
     draft: Draft, actor: User, entries: Sequence[RegistryEntry], enabled: bool | None = None
 ) -> None:
-    before = _as_policy(draft.enabled, parse_entries(draft.registries))
+    before = _as_policy(draft.enabled, _saved(draft))
     draft.registries = [entry.to_dict() for entry in entries]
     if enabled is not None:
         draft.enabled = enabled
@@ -394,7 +400,7 @@ def set_enabled(
         )
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
-    _save(draft, actor, parse_entries(draft.registries), enabled)
+    _save(draft, actor, _saved(draft), enabled)
     session.flush()
     return get_draft(session, organization)
 
@@ -411,7 +417,7 @@ def add_entry(
     new = parse_entry(entry)
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
-    entries = parse_entries(draft.registries)
+    entries = _saved(draft)
     _refuse_duplicate(entries, new)
     _save(draft, actor, [*entries, new])
     session.flush()
@@ -477,7 +483,7 @@ def update_entry(
     new = parse_entry(entry)
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
-    entries = parse_entries(draft.registries)
+    entries = _saved(draft)
     index = find_index(entries, address, repositories, organization)
     _refuse_duplicate(entries, new, skip=index)
     entries[index] = new
@@ -498,7 +504,7 @@ def remove_entry(
     """Remove the entry for `address` (and `repositories`, see `find_index`)."""
     draft = _draft(session, organization, lock=True)
     _check_version(draft, version)
-    entries = parse_entries(draft.registries)
+    entries = _saved(draft)
     del entries[find_index(entries, address, repositories, organization)]
     _save(draft, actor, entries)
     session.flush()

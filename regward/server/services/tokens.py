@@ -15,10 +15,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from regward.errors import quote
+from regward.policy.text import refuse_invisible
 from regward.server.db import Database
 from regward.server.errors import Conflict, InvalidInput, NotFound
 from regward.server.models import Scope, Token, TokenKind, User, utcnow
-from regward.server.services import names
 from regward.server.services.auth import new_token_value
 
 MAX_NAME_LENGTH = 100
@@ -41,7 +41,7 @@ def create(session: Session, user: User, name: str, scope: Scope | str) -> tuple
             field="name",
             value=name,
         )
-    names.refuse_invisible(name, "name")
+    refuse_invisible(name, "name", InvalidInput)
     try:
         scope = Scope(scope)
     except ValueError:
