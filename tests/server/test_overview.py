@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import select, text
 
+from regward.server.dashboard.views import STATE_WORDS
 from regward.server.db import Database
 from regward.server.models import Device
 from regward.server.services import devices, orgs, overview
@@ -153,3 +154,28 @@ def test_sign_in_opens_the_overview(world: World) -> None:
     assert "No device has checked in yet" in page
     assert "No pull was refused in the last 30 days" in page
     assert c.get("/orgs/evilcorp/overview").status_code == 404
+
+
+STATUS = re.compile(
+    r'<td data-label="Status" data-state="(\w+)"><span class="tag tag-(\w+)">([^<]+)</span>'
+)
+
+
+def test_each_device_s_status_is_the_state_the_overview_counts_it_in(world: World) -> None:
+    """One function decides both: a device on the current revision whose Docker Engine is not
+    protected (or that refused a revision) is not shown "current" on Devices while the
+    Overview counts it among the unprotected (or refused) ones."""
+    seed_fleet(world.database, world.settings, datetime.now(UTC))
+    c = world.client
+    c.cookies.set("regward_session", world.tokens["alice"])
+    overview_page = c.get("/orgs/acme/overview").text
+    for state, (words, tone) in STATE_WORDS.items():
+        counted = re.search(
+            rf'<a href="/orgs/acme/devices\?state={state}" aria-label="(\d+): ', overview_page
+        )
+        assert counted, state
+        statuses = STATUS.findall(c.get(f"/orgs/acme/devices?state={state}").text)
+        assert len(statuses) == int(counted.group(1)) == STATES[state], state
+        assert set(statuses) == {(state, tone, words)}, state
+    everything = STATUS.findall(c.get("/orgs/acme/devices").text)
+    assert len(everything) == len(DEVICES)

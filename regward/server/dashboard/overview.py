@@ -16,20 +16,13 @@ from datetime import datetime, timedelta
 from fastapi import Request, Response
 from markupsafe import Markup
 
-from regward.server.dashboard import charts
+from regward.server.dashboard import charts, views
 from regward.server.dashboard.charts import Figure
 from regward.server.dashboard.context import org_access
 from regward.server.dashboard.rendering import org_path, page_router, render
 from regward.server.services import overview, registry_access
 
 router = page_router()
-
-STATE_WORDS = (
-    ("current", "Current", "ok"),
-    ("outdated", "Outdated", "warn"),
-    ("refused", "Refused a revision", "bad"),
-    ("unprotected", "Docker Engine not protected", "bad"),
-)
 
 
 @dataclass(frozen=True)
@@ -65,7 +58,7 @@ def overview_page(request: Request, org: str) -> Response:
     current = figures.current_revision
     states = [
         Row(words, figures.states[state], list_url(org, "devices", state=state), tone)
-        for state, words, tone in STATE_WORDS
+        for state, (words, tone) in views.STATE_WORDS.items()
     ]
     states.append(
         Row("Not seen for 7 days", figures.stale, list_url(org, "devices", seen="stale"), "warn")

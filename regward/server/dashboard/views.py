@@ -213,6 +213,16 @@ def event_row(event: ActivityEvent) -> EventRow:
     )
 
 
+STATE_WORDS = {
+    "current": ("Current", "ok"),
+    "outdated": ("Outdated", "warn"),
+    "refused": ("Refused a revision", "bad"),
+    "unprotected": ("Docker Engine not protected", "bad"),
+}
+"""Each of devices.STATES as pages name it, and its tone; the Overview's counts, the Devices
+filter and each device's Status say the same words for the same state."""
+
+
 @dataclass
 class DeviceRow:
     id: str
@@ -221,12 +231,21 @@ class DeviceRow:
     revision: int | None
     last_seen: str
     last_seen_iso: str
+    state: str  # one of devices.STATES, the worst: what the Overview counts it as
     outdated: bool
     refusal: str  # "Refused revision 7, which does not verify ...", or "" when none
     engine: str  # "protected", "not protected" or "unknown"
     engine_detail: str  # a few words beside it ("proxy off"), or ""
     engine_problem: str  # why the engine is not protected and the fix, or "" when it is
     token: str = ""  # the machine's own device token: "active", "revoked", or "" without one
+
+    @property
+    def state_words(self) -> str:
+        return STATE_WORDS[self.state][0]
+
+    @property
+    def state_tone(self) -> str:
+        return STATE_WORDS[self.state][1]
 
 
 ENGINE_UNKNOWN = "no Docker Engine answered the agent, or the agent is too old to say"
@@ -279,6 +298,7 @@ def device_row(status: DeviceStatus) -> DeviceRow:
         revision=device.applied_revision or None,  # 0: nothing verified yet
         last_seen=f"{ago(device.last_seen)} ({when(device.last_seen)})",
         last_seen_iso=device.last_seen.isoformat(),
+        state=status.state,
         outdated=not status.up_to_date,
         refusal=capitalized(device.refusal or ""),
         engine=engine,
