@@ -135,3 +135,29 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+_CUT_PLACEHOLDERS = """() => {
+  const cut = [];
+  const measure = document.createElement('canvas').getContext('2d');
+  for (const field of document.querySelectorAll('input[placeholder], textarea[placeholder]')) {
+    if (!field.offsetParent) continue;  // not shown
+    const style = getComputedStyle(field);
+    measure.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    // A search field keeps room for its clear button.
+    const button = field.type === 'search' ? parseFloat(style.fontSize) * 1.25 : 0;
+    const room = field.clientWidth - parseFloat(style.paddingLeft)
+      - parseFloat(style.paddingRight) - button;
+    const needed = measure.measureText(field.placeholder).width;
+    if (needed > room) {
+      cut.push(`#${field.id}: ${Math.ceil(needed)} of ${Math.floor(room)} px`);
+    }
+  }
+  return cut;
+}"""
+
+
+def placeholders_fit(page: Page, what: str) -> None:
+    """Every placeholder shown reads whole in its field (none cut at the field's edge)."""
+    cut = page.evaluate(_CUT_PLACEHOLDERS)
+    assert not cut, f"{what}: placeholders cut: {cut}"
