@@ -116,6 +116,36 @@ def test_a_socket_closed_while_watched_leaves_its_number_usable(run: Loop) -> No
     run(main())
 
 
+def test_a_number_reused_for_the_same_kind_of_watch_is_watched_again(run: Loop) -> None:
+    """A socket closed while watched for reading, its number reused by a new socket watched
+    for reading too: the same mask, but a new socket the epoll set does not hold. It must be
+    put in, or its reader never runs (a relay that stalls until its client gives up)."""
+
+    async def main() -> None:
+        poller = Poller(asyncio.get_running_loop())
+        calls: asyncio.Queue[str] = asyncio.Queue()
+        first, peer = socket.socketpair()
+        number = first.fileno()
+        poller.add_reader(number, calls.put_nowait, "old")
+        first.close()
+        peer.close()
+        again, other = socket.socketpair()
+        try:
+            reused, sender = (again, other) if again.fileno() == number else (other, again)
+            assert reused.fileno() == number
+            poller.add_reader(number, calls.put_nowait, "new")
+            sender.send(b"x")
+            assert await next_call(calls) == "new"
+            poller.remove_reader(number)
+            assert poller.watched == 0
+        finally:
+            again.close()
+            other.close()
+            poller.close()
+
+    run(main())
+
+
 def test_a_failing_callback_is_reported_and_the_others_still_run(
     run: Loop, pair: tuple[socket.socket, socket.socket]
 ) -> None:

@@ -46,7 +46,7 @@ class Poller:
 
     def add_reader(self, fd: int, callback: Callable[..., None], *args: Any) -> None:
         self._readers[fd] = (callback, args)
-        self._update(fd)
+        self._update(fd, adding=True)
 
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is not None:
@@ -54,16 +54,16 @@ class Poller:
 
     def add_writer(self, fd: int, callback: Callable[..., None], *args: Any) -> None:
         self._writers[fd] = (callback, args)
-        self._update(fd)
+        self._update(fd, adding=True)
 
     def remove_writer(self, fd: int) -> None:
         if self._writers.pop(fd, None) is not None:
             self._update(fd)
 
-    def _update(self, fd: int) -> None:
+    def _update(self, fd: int, adding: bool = False) -> None:
         mask = (_READ if fd in self._readers else 0) | (_WRITE if fd in self._writers else 0)
         old = self._masks.get(fd, 0)
-        if mask == old:
+        if mask == old and not adding:
             return
         if not mask:
             del self._masks[fd]
@@ -71,6 +71,9 @@ class Poller:
                 self._epoll.unregister(fd)
             return
         if old:
+            # Also when the mask is unchanged but a watch is added: the number may be a new
+            # socket's, its old one closed while watched (the kernel dropped that one from
+            # the set, the numbers here kept it), and only this call puts the new one in.
             try:
                 self._epoll.modify(fd, mask)
             except FileNotFoundError:  # closed while watched, and the number used again
