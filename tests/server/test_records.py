@@ -242,7 +242,7 @@ def test_a_refused_revision_stays_with_the_device_until_a_good_one(world: World)
     assert listed()["applied_revision"] == 1
     shown = page()
     assert "1 device refused the last policy revision" in shown
-    assert "refused a revision" in shown
+    assert 'data-state="refused"><span class="tag tag-bad">Refused a revision</span>' in shown
     assert "Refused revision 2, which does not verify against the pinned key" in shown
     assert "&lt;b&gt;bad&lt;/b&gt;" in shown and "<b>bad</b>" not in shown  # agent's words escaped
 
