@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -41,7 +40,7 @@ from regward.server.api.feed import PATH, ROUTE, error_answer, request_of
 from regward.server.errors import ServiceError
 from regward.server.inputs import has_nul
 from regward.server.long_polls import Answer, Poll
-from regward.server.observe import Caller, record, request_id_of
+from regward.server.observe import Caller, new_request_id, record, request_id_of
 
 if TYPE_CHECKING:
     from regward.server.metrics import ServerMetrics
@@ -95,10 +94,25 @@ class FeedProtocol(HttpToolsProtocol):
         self.pipeline = _Pipeline()  # type: ignore[assignment]  # the two calls uvicorn makes
 
     # The connection's two addresses are asked of the socket when a request's ASGI scope needs
-    # them, not kept (two tuples, two strings, two numbers: about 400 bytes a connection).
+    # them, not kept (two tuples, two strings, two numbers: about 400 bytes a connection), and
+    # not for the feed's polls (two system calls each): `_beginning` while uvicorn starts a
+    # request's scope, filled in when the request goes to the application.
+    # (Of the class: should another thread's server begin a request meanwhile, its addresses
+    # are looked up a moment later, when the request goes to its application.)
+    _beginning = False
+
+    def on_message_begin(self) -> None:
+        FeedProtocol._beginning = True
+        try:
+            super().on_message_begin()
+        finally:
+            FeedProtocol._beginning = False
+
     @property  # in place of uvicorn's plain attribute, read the same way
     def client(self) -> tuple[str, int] | None:
-        return None if self.transport is None else get_remote_addr(self.transport)
+        if self.transport is None or FeedProtocol._beginning:
+            return None
+        return get_remote_addr(self.transport)
 
     @client.setter
     def client(self, _value: object) -> None:
@@ -106,7 +120,9 @@ class FeedProtocol(HttpToolsProtocol):
 
     @property
     def server(self) -> tuple[str, int | None] | None:
-        return None if self.transport is None else get_local_addr(self.transport)
+        if self.transport is None or FeedProtocol._beginning:
+            return None
+        return get_local_addr(self.transport)
 
     @server.setter
     def server(self, _value: object) -> None:
@@ -142,6 +158,7 @@ class FeedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         if not self._serve_feed():
+            self.scope["server"], self.scope["client"] = self.server, self.client
             super().on_headers_complete()
 
     def _state(self) -> Any:
@@ -225,7 +242,7 @@ class FeedProtocol(HttpToolsProtocol):
             return
         poll.response_complete = True
         status, _headers, body = answer
-        request_id = poll.request_id = poll.request_id or uuid.uuid4().hex
+        request_id = poll.request_id = poll.request_id or new_request_id()
         parts = [_head(answer, self.server_state.default_headers), request_id.encode()]
         parts.append(b"\r\n\r\n" if poll.keep_alive else b"\r\nconnection: close\r\n\r\n")
         if not poll.head:
@@ -245,7 +262,7 @@ class FeedProtocol(HttpToolsProtocol):
         try:
             answer = error_answer(error, self._metrics())
         except Exception as bug:
-            poll.request_id = poll.request_id or uuid.uuid4().hex
+            poll.request_id = poll.request_id or new_request_id()
             log.error("the policy feed failed", exc_info=bug, extra={"request_id": poll.request_id})
             answer = 500, {"content-type": "application/json"}, _INTERNAL
         self.answered(poll, answer)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import h11
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from regward.server.runtime import Server
 from tests.harness.wait import wait_for
@@ -219,3 +220,21 @@ def test_http_1_0_gets_its_answer_and_the_connection_closed(
     assert lines[0] == "HTTP/1.1 200 OK"
     assert "connection: close" in lines
     assert json.loads(body)["policy"]["organization"] == "acme"
+
+
+def test_requests_passed_to_the_application_know_both_addresses() -> None:
+    async def addresses(scope: Scope, receive: Receive, send: Send) -> None:
+        body = json.dumps({"client": scope["client"], "server": scope["server"]}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    with ThreadServer(addresses) as live:  # type: ignore[arg-type]  # a bare ASGI application
+        raw = Raw(live.port)
+        try:
+            raw.send(request("/", None), request("/", None))  # two on one connection
+            seen = [json.loads(raw.answer()[2]) for _ in range(2)]
+            mine = raw.sock.getsockname()
+        finally:
+            raw.close()
+    for answer in seen:
+        assert answer == {"client": list(mine), "server": ["127.0.0.1", live.port]}

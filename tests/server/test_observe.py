@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from regward.server.observe import access_log
+from regward.server.observe import access_log, new_request_id, request_id_of
 from tests.harness.server import ServerProcess
 from tests.harness.wait import wait_for
 from tests.server.accounts import PASSWORD
@@ -145,3 +146,11 @@ def _raw(port: int, request: bytes) -> bytes:
         while chunk := connection.recv(65536):
             answer += chunk
     return answer
+
+
+def test_request_ids_made_here_are_32_hex_digits_and_never_repeat() -> None:
+    made = [new_request_id() for _ in range(1000)]
+    assert len(set(made)) == len(made)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", made_id) for made_id in made)
+    assert request_id_of(b"") != request_id_of(b"")
+    assert request_id_of(b"given-7") == "given-7"
