@@ -584,10 +584,20 @@ def test_plain_http_requests_are_held_to_an_entrys_repositories_and_actions(
         assert head.startswith(b"HTTP/1.1 403 "), head
         head, _ = ask(registry, "GET", "/v2/%6fther/hello/manifests/v1")
         assert head.startswith(b"HTTP/1.1 403 "), head
+        # The registry routes by the decoded, cleaned path: `/%762/` is its `/v2/`.
+        for path in ("/%762/other/hello/manifests/v1", "//v2/other/hello/manifests/v1"):
+            head, _ = ask(registry, "GET", path)
+            assert head.startswith(b"HTTP/1.1 403 Forbidden (Pull of 127.0.0.2:5000/other"), head
+        # A host the policy does not name: any spelling of a registry path is refused.
+        head, _ = ask("127.0.0.3:5000", "GET", "/%762/demo/hello/manifests/v1")
+        assert head.startswith(b"HTTP/1.1 403 "), head
         reports = guard.denials.drain()
         assert [(report.action, report.origin) for report in reports] == [
             ("pull", "from this machine"),
             ("push", "from this machine"),
+            ("pull", "from this machine"),
+            ("pull", "from this machine"),
+            ("pull", "from this machine"),
             ("pull", "from this machine"),
             ("pull", "from this machine"),
         ]

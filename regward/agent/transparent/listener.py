@@ -35,8 +35,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import posixpath
 import re
 import socket
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -328,7 +330,9 @@ class TransparentListener:
         if decision.allowed:
             return ("upstream" if decision.entry is not None else "pass"), decision, name
         policy = self.guard.enforcement.policy
-        if first.request is not None and _REGISTRY_PATH.match(first.request.path):
+        if first.request is not None and any(
+            _REGISTRY_PATH.match(path) for path in _routed_paths(first.request.path)
+        ):
             return "refuse", decision, name
         if policy is None or registry_host(policy, *name):
             return "refuse", decision, name
@@ -340,17 +344,21 @@ class TransparentListener:
         """A plain-HTTP request shows what TLS hides: the repository of a `/v2/NAME/...` path
         and, by its method, a pull or a push. The refusal when the policy does not allow that
         (an entry narrowed to repositories or to pull); None when it does or the path names
-        none. A name the registry would read differently from us (percent-encoded, `..`) is
-        no valid reference, so it is refused."""
-        found = _REPOSITORY_PATH.match(request.path)
-        if found is None:
-            return None
+        none. The path is held as sent and as the registry routes it (`_routed_paths`): a
+        name spelled so that only one of them reads it (percent-encoded, `..`) is no valid
+        reference in the other, so it is refused."""
         registry = name[0] if name[1] in (80, 443) else join_host_port(*name)
         action = Action.PUSH if request.method in _PUSH_METHODS else Action.PULL
-        decision = self.guard.decide(
-            action, f"{registry}/{found[1]}", source="transparent", record=False
-        )
-        return None if decision.allowed else decision
+        for path in _routed_paths(request.path):
+            found = _REPOSITORY_PATH.match(path)
+            if found is None:
+                continue
+            decision = self.guard.decide(
+                action, f"{registry}/{found[1]}", source="transparent", record=False
+            )
+            if not decision.allowed:
+                return decision
+        return None
 
     async def _refuse(
         self,
@@ -364,7 +372,7 @@ class TransparentListener:
         message = self.guard.message(decision)
         action, target = "connect", f"{name[0]}:{name[1]}"
         if first.request is not None:
-            found = _REGISTRY_OBJECT.match(first.request.path)
+            found = _REGISTRY_OBJECT.match(_routed_paths(first.request.path)[1])
             if found:
                 registry = target if name[1] not in (80, 443) else name[0]
                 separator = "@" if ":" in found[3] else ":"
@@ -474,6 +482,19 @@ def _classify(data: bytes, port: int) -> First | None:
         request = parse_request(data[:end], origin_port=port)
         return First(data, request=request, rest=data[end:])
     return None if _MAYBE_HTTP.fullmatch(data) else First(data)
+
+
+def _routed_paths(target: str) -> tuple[str, str]:
+    """An origin-form `target`'s path as sent, and as a registry routes it: percent-decoded
+    (Go's `URL.Path`, which the distribution registry matches, so `/%762/` is its `/v2/`),
+    repeated slashes and dot segments resolved (as a front such as nginx does, or the
+    registry's redirect to the clean path), the query left out. Registry requests are
+    recognised and decided in both, so no spelling of a path slips past as web traffic."""
+    path = urllib.parse.unquote(target.partition("?")[0], errors="replace")
+    routed = posixpath.normpath("/" + path.lstrip("/"))
+    if path.endswith("/") and routed != "/":
+        routed += "/"
+    return target, routed
 
 
 def _policy_name(host: str) -> str:
