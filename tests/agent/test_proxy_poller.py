@@ -12,6 +12,7 @@ import pytest
 import uvloop
 
 from regward.agent.proxy.poller import Poller
+from regward.agent.proxy.relay import Tunnels
 
 Loop = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -175,3 +176,24 @@ def test_a_failing_callback_is_reported_and_the_others_still_run(
     finally:
         extra_left.close()
         extra_right.close()
+
+
+def test_a_tunnel_asked_to_wait_after_it_ended_watches_nothing(
+    run: Loop, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """`Tunnel.readable` after `abort()` (the idle sweep, shutdown) says the tunnel ended at
+    once: a watch added then would outlive the tunnel, on a number its owner closes next."""
+    client, upstream = pair
+
+    async def main() -> None:
+        tunnels = Tunnels()
+        try:
+            with tunnels.opened(client, upstream) as tunnel:
+                tunnel.abort()
+                async with asyncio.timeout(10):
+                    assert not await tunnel.readable(client)
+                assert tunnels.poller.watched == 0
+        finally:
+            tunnels.close()
+
+    run(main())

@@ -220,6 +220,8 @@ class Tunnel:
         """Wait until `sock` (the client) has bytes or its end to read; False when the tunnel
         ended first (the idle sweep, an upstream failure, shutdown). The socket stays watched
         until `start_up()` hands the watch to the relay, or the tunnel ends."""
+        if self._finished.done():  # `abort()` is past: a watch added now would outlive it
+            return False
         waiter = self._loop.create_future()
         self._waiter = waiter
         if self._watched is None:
