@@ -29,6 +29,7 @@ from regward.agent.transparent import (
     parse_interfaces,
     parse_ports,
 )
+from regward.agent.transparent.listener import bind
 from regward.agent.transparent.probe import RegistryProbe, looks_like_registry
 from regward.agent.transparent.rules import policy_ports, ruleset, taken_ports
 from regward.errors import ConfigError
@@ -421,3 +422,20 @@ def test_a_server_that_drops_the_probe_is_taken_for_a_registry_and_asked_again()
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     assert _probe_once(drop) == (True, True, 2)
+
+
+def test_the_listeners_sockets_pass_no_nagle_on_to_what_they_accept() -> None:
+    """TCP_NODELAY is set once on each listening socket (`bind`) and Linux passes it on:
+    relayed segments (a TLS handshake message) are not held for the client's delayed ACK."""
+    sockets = bind(TransparentSettings(interfaces=(), listen_port=0))
+    try:
+        for listener in sockets:
+            assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            listener.settimeout(10)
+            with socket.create_connection(listener.getsockname()[:2], timeout=10):
+                accepted, _ = listener.accept()
+                with accepted:
+                    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        for listener in sockets:
+            listener.close()
