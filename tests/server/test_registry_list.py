@@ -108,3 +108,55 @@ def test_the_list_view_reads_any_query(search: str, sort: str) -> None:
     assert order in views.ENTRY_SORTS
     assert order == sort or sort not in views.ENTRY_SORTS
     assert text == search.strip()[: forms.MAX_SEARCH]
+
+
+@SQLITE
+def test_two_thousand_registries_are_paged_and_searchable(world: World) -> None:
+    """An organization with 2,000 entries gets pages of about 100 (an address's entries stay
+    on one page), each page linked with the search and sort kept, and the whole count."""
+    entries: list[dict[str, object]] = [{"address": "docker.io"}]
+    entries += [{"address": f"r{n:04}.example"} for n in range(1998)]
+    entries += [{"address": "r0150.example", "repositories": ["acme/*"]}]  # a group of two
+    version = world.client.get(f"{ORG}/registry-access", headers=world.headers("alice"))
+    replaced = world.client.put(
+        f"{ORG}/registry-access",
+        json={"enabled": True, "registries": entries, "version": version.json()["version"]},
+        headers=world.headers("alice"),
+    )
+    assert replaced.status_code == 200, replaced.text
+    world.client.cookies.set("regward_session", world.tokens["bob"])
+    first = world.client.get("/orgs/acme/registry-access").text
+    assert len(ROW.findall(first)) == 100 and "Registries (2000)" in first
+    assert (
+        "Page 1 of 20" in first and 'href="/orgs/acme/registry-access?page=2#list-title"' in first
+    )
+    second = world.client.get("/orgs/acme/registry-access", params={"page": "2"}).text
+    rows = ROW.findall(second)
+    assert rows[0] == ("r0099.example", "") and ("r0150.example", "acme/*") in rows
+    assert ("r0150.example", "") in rows and len(rows) == 100  # the group is not split
+    last = shown(world, page="20")
+    assert last[-1] == ("r1997.example", "") and len(last) == 2000 - 19 * 100
+    assert shown(world, page="999") == shown(world, page="20")  # past the end: the last
+    searched = world.client.get(
+        "/orgs/acme/registry-access", params={"q": "r01", "sort": "-address"}
+    )
+    assert "Page 1 of 2" in searched.text
+    assert (
+        'href="/orgs/acme/registry-access?q=r01&amp;sort=-address&amp;page=2#list-title"'
+        in searched.text
+    )
+
+
+@given(st.lists(st.integers(1, 5), max_size=60), st.integers(1, 40))
+def test_pages_hold_every_group_once_and_whole(sizes: list[int], size: int) -> None:
+    groups = [
+        views.EntryGroup(
+            f"r{i}.example", [views.EntryRow(f"r{i}.example", "", True, [], [], [])] * n
+        )
+        for i, n in enumerate(sizes)
+    ]
+    pages = views.page_of_groups(groups, 1, size)[1]
+    paged = [g for n in range(1, pages + 1) for g in views.page_of_groups(groups, n, size)[0]]
+    assert paged == groups
+    for n in range(1, pages):
+        assert sum(len(g.rows) for g in views.page_of_groups(groups, n, size)[0]) >= size

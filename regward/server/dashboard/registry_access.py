@@ -10,6 +10,7 @@ edit unknowingly (Add does not: two owners adding different registries never blo
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,12 +56,15 @@ def _registry_page(
     add_errors: dict[str, str] | None = None,
     sort: str = "address",
     search: str = "",
+    page: int = 1,
     import_problems: list[str] | None = None,
 ) -> HTMLResponse:
     state = registry_access.get_draft(session, organization)
     warnings = lint(state.policy)
     entries = views.entry_rows(state.registries, warnings, state.pending)
-    groups = views.entry_groups(entries, search=search, sort=sort)
+    matching = views.entry_groups(entries, search=search, sort=sort)
+    groups, pages = views.page_of_groups(matching, page)
+    number = min(page, pages)
     return render(
         request,
         "registry_access.html",
@@ -75,7 +79,16 @@ def _registry_page(
         version=state.version,
         entries=entries,
         groups=groups,
-        shown=sum(len(group.rows) for group in groups),
+        shown=sum(len(group.rows) for group in matching),
+        on_page=sum(len(group.rows) for group in groups),
+        newer_label="Previous",
+        older_label="Next",
+        newer_url=_list_page(organization.name, search, sort, number - 1) if number > 1 else None,
+        older_url=_list_page(organization.name, search, sort, number + 1)
+        if number < pages
+        else None,
+        page_number=number,
+        page_count=pages,
         sort=sort,
         search=search,
         sorts=views.ENTRY_SORTS,
@@ -94,6 +107,13 @@ def _registry_page(
     )
 
 
+def _list_page(org: str, search: str, sort: str, number: int) -> str:
+    """The address of page `number` of the list, searched and sorted as it is."""
+    query = {"q": search, "sort": sort if sort != "address" else "", "page": str(number)}
+    kept = {key: value for key, value in query.items() if value}
+    return f"{org_path(org)}?{urllib.parse.urlencode(kept)}#list-title"
+
+
 @router.get("/orgs/{org}/registry-access")
 def registry_page(
     request: Request,
@@ -102,6 +122,7 @@ def registry_page(
     repositories: str = "",
     sort: str = "",
     q: str = "",
+    page: str = "",
 ) -> Response:
     """`?add=HOST&repositories=REPO` fills in Add registry (the Blocked pulls page links here
     with the refused repository, so following it allows that repository, not the whole
@@ -111,7 +132,14 @@ def registry_page(
     order, search = forms.entry_view(sort, q)
     with org_access(request, org) as (session, visitor, organization):
         return _registry_page(
-            request, session, visitor, organization, add_form=prefill, sort=order, search=search
+            request,
+            session,
+            visitor,
+            organization,
+            add_form=prefill,
+            sort=order,
+            search=search,
+            page=forms.page_number(page),
         )
 
 

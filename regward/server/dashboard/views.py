@@ -124,6 +124,26 @@ def entry_groups(
     return ordered
 
 
+ENTRIES_PER_PAGE = 100
+"""Entries on one page of the registry list (a page ends with a whole address)."""
+
+
+def page_of_groups(
+    groups: Sequence[EntryGroup], number: int, size: int = ENTRIES_PER_PAGE
+) -> tuple[list[EntryGroup], int]:
+    """The groups on page `number` (the last page when past it) and how many pages there are:
+    pages of about `size` entries, never splitting the entries of one address."""
+    pages: list[list[EntryGroup]] = [[]]
+    count = 0
+    for group in groups:
+        if count >= size:
+            pages.append([])
+            count = 0
+        pages[-1].append(group)
+        count += len(group.rows)
+    return pages[min(number, len(pages)) - 1], len(pages)
+
+
 def capitalized(text: str) -> str:
     return text[:1].upper() + text[1:]
 
