@@ -240,6 +240,8 @@ class Agent:
             wait=self.options.long_poll,
             on_change=self.write_status,
             engine=self.engine_report,
+            # The transparent rules skip marked sockets: the agent's way to its server.
+            mark=self.options.transparent.mark if self.options.transparent else None,
         )
         self._sync_tasks = [
             asyncio.create_task(self.syncer.run(), name="regward-agent-sync"),

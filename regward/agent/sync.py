@@ -46,6 +46,7 @@ import httpx
 
 from regward.agent.guard import DenialReport, Enforcement, Guard
 from regward.agent.protection import EngineReport
+from regward.agent.server_transport import server_transport
 from regward.agent.state import AgentState, Credentials
 from regward.defaults import LONG_POLL_SECONDS
 from regward.errors import ConfigError, InvalidPolicy, SignatureError
@@ -85,18 +86,22 @@ class SyncStatus:
         }
 
 
-def server_client(token: str, read_timeout: float = 15.0) -> httpx.AsyncClient:
+def server_client(
+    token: str, read_timeout: float = 15.0, mark: int | None = None
+) -> httpx.AsyncClient:
     """An HTTP client for the Regward server.
 
     trust_env is off: HTTPS_PROXY on this machine may point at the agent's own egress proxy,
     which need not allow the server. Certificates are checked against the system's store (where
-    a self-hosted server's private CA is installed), not a bundled one.
+    a self-hosted server's private CA is installed), not a bundled one. `mark` (the transparent
+    rules' mark) tags every socket, so the agent's own rules never take its way to its server:
+    a policy refusing the server's host would otherwise cut the agent off from any newer one.
     """
     return httpx.AsyncClient(
         headers={"Authorization": f"Bearer {token}", "User-Agent": "regward-agent"},
         timeout=httpx.Timeout(10.0, read=read_timeout),
         trust_env=False,
-        verify=ssl.create_default_context(),
+        transport=server_transport(ssl.create_default_context(), mark),
     )
 
 
@@ -118,6 +123,7 @@ class Syncer:
         on_change: Any = None,
         engine: Callable[[], EngineReport | None] | None = None,
         check_in_spread: float = CHECK_IN_SPREAD,
+        mark: int | None = None,
     ) -> None:
         self.state = state
         self.guard = guard
@@ -137,7 +143,7 @@ class Syncer:
         self._spread_check_in: asyncio.Task[None] | None = None  # a new revision's, waiting
         self._unsaved: bytes | None = None  # the enforced revision, when the cache lacks it
         self.report_failures = 0  # denial batches that went back in the queue
-        self._client = server_client(credentials.token, read_timeout=wait + 15.0)
+        self._client = server_client(credentials.token, read_timeout=wait + 15.0, mark=mark)
         current = guard.enforcement.policy
         self.status.revision = current.revision if current else None
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.bed import PYTHON, unavailable_reason
-from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+from tests.harness.scenario import ALLOWED, BLOCKED, SERVER_PORT, Scene
 from tests.harness.wait import wait_for
 
 pytestmark = [
@@ -352,6 +352,40 @@ def test_a_transparent_refusal_reaches_blocked_pulls_with_its_origin(
 
         wait_for(reported, 30, "the transparent refusal to reach the server")
     finally:
+        signed_in.start_agent([])
+
+
+def test_the_agents_own_server_connections_are_never_taken_by_its_rules(
+    signed_in: Scene, owner: Owner
+) -> None:
+    """With --transparent-host and the server's port taken, the agent's own connections to its
+    server (sync, check-ins, denial reports) must never pass through its listener: a policy
+    that refuses the server's host (here, every host: the cached revision is tampered with, so
+    nothing is enforced but a refusal) would cut the agent off from the very revision that
+    would set it right, for good. They carry the agent's mark, which the rules skip."""
+    cache = signed_in.agent_dir / "policy.json"
+    original = cache.read_bytes()
+    document = json.loads(original)
+    document["policy"]["registries"].append({"address": BLOCKED})
+    cache.write_text(json.dumps(document))
+    try:
+        signed_in.start_agent(["--transparent-host", "--transparent-ports", str(SERVER_PORT)])
+        table = ["nft", "list", "table", "inet", "regward"]
+        signed_in.bed.wait_for(
+            "the rules", lambda: signed_in.bed.run(table).returncode == 0, signed_in.agent
+        )
+        revision = owner.get("/policy")["policy"]["revision"]
+
+        def enforced() -> object:
+            status = json.loads(signed_in.regward("status", "--json").stdout)
+            return status["revision"]
+
+        wait_for(lambda: enforced() == revision, 60, "the server's revision to be enforced")
+        newer = owner.apply([{"address": ALLOWED}, {"address": "newer.registry.test"}])
+        wait_for(lambda: enforced() == newer, 60, f"revision {newer} to arrive")
+    finally:
+        if json.loads(cache.read_bytes()) == document:  # never replaced: put the original back
+            cache.write_bytes(original)
         signed_in.start_agent([])
 
 
