@@ -23,7 +23,7 @@ import pytest
 
 from tests.harness.bed import PYTHON, unavailable_reason
 from tests.harness.proxy_bed import Pki, add_tls_registry
-from tests.harness.scenario import ALLOWED, BLOCKED, Scene
+from tests.harness.scenario import ALLOWED, BLOCKED, PULL_ONLY, Scene
 from tests.harness.wait import wait_for
 
 pytestmark = [
@@ -189,6 +189,49 @@ def test_a_new_policy_applies_to_the_next_connection(scene: Scene) -> None:
         policy.write_text(POLICY)
     wait_for(lambda: pull().returncode != 0, 30, "the restored policy to refuse the pull")
     assert f"denied: {refusal(BLOCKED)}" in pull().stderr
+
+
+def test_plain_http_through_the_proxy_is_held_to_an_entrys_repositories_and_actions(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """skopeo with HTTP_PROXY and --tls-verify=false against a plain-HTTP registry: its
+    absolute-form requests show the repository and, by the method, pull or push, and are
+    decided as the AuthZ plugin decides the engine's, not by host alone."""
+    policy = scene.bed.directory / "policy.yaml"
+    narrowed = f"  - address: {PULL_ONLY}\n    repositories: [demo/*]\n    actions: [pull]\n"
+    plain = "--tls-verify=false"
+
+    def inspect(repository: str) -> subprocess.CompletedProcess[str]:
+        image = scene.image(PULL_ONLY, repository)
+        return scene.bed.run(
+            ["skopeo", "inspect", "--raw", plain, f"docker://{image}"], env=PROXY_ENV
+        )
+
+    try:
+        policy.write_text(POLICY.replace("revision: 3", "revision: 5") + narrowed)
+        wait_for(lambda: inspect("demo/hello").returncode == 0, 30, "the narrowed entry")
+        other = inspect("other/hello")
+        assert other.returncode != 0
+        assert f"Pull of {PULL_ONLY}/other/hello" in other.stderr, other.stderr
+        assert "is restricted by your organization 'acme'" in other.stderr
+        copied = skopeo(scene, tmp_path / "source", scene.image(ALLOWED), "--src-tls-verify=false")
+        assert copied.returncode == 0, copied.stderr
+        pushed = scene.bed.run(
+            [
+                "skopeo",
+                "copy",
+                "--dest-tls-verify=false",
+                f"dir:{tmp_path / 'source' / 'copy'}",
+                f"docker://{scene.image(PULL_ONLY, 'demo/pushed')}",
+            ],
+            env=PROXY_ENV,
+            timeout=120,
+        )
+        assert pushed.returncode != 0
+        assert f"Push to {PULL_ONLY}/demo/pushed" in pushed.stderr, pushed.stderr
+    finally:
+        policy.write_text(POLICY)
+    wait_for(lambda: inspect("demo/hello").returncode != 0, 30, "the restored policy")
 
 
 def test_standalone_proxy_command(scene: Scene, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ Entry points for the agent (`regward agent run`):
 
     await serve("127.0.0.1:3128", guard.decide_host, stop_event, describe=guard.message)
 
-    async with ProxyServer(ProxySettings(port=3128), guard.decide_host, guard.message) as px:
+    async with ProxyServer.for_guard(ProxySettings(port=3128), guard) as px:
         ...                       # px.address is the bound (host, port); close() is graceful
 
 and for `regward agent install`: `configure_dockerd(listen)` (in `.dockerd`) writes dockerd's
@@ -35,6 +35,8 @@ Layout, mitmproxy-style, one job per module:
                and their idle sweep
     tunnel     a CONNECT tunnel: the ClientHello check, then the relay
     forward    one absolute-form request to a plain-HTTP registry
+    repository a plain-HTTP request's repository and action, decided as an image reference
+               (the proxy's and the transparent listener's)
     server     the accept loop: read a head, decide, hand over; recheck
     workers    N event loops on one listening socket (this process's and N-1 workers'), one
                policy revision, dead workers replaced

@@ -52,7 +52,7 @@ def bind(settings: Settings) -> list[socket.socket]:
 def make(settings: Settings, guard: Guard) -> Served:
     """A server for `settings` that asks `guard` (its decisions, messages and reports)."""
     if isinstance(settings, ProxySettings):
-        return ProxyServer(settings, guard.decide_host, guard.message)
+        return ProxyServer.for_guard(settings, guard)
     from regward.agent.transparent.listener import TransparentListener
 
     return TransparentListener(settings, guard)

@@ -16,18 +16,23 @@ import logging
 import resource
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from regward.agent.http1 import ProtocolError, head_end
 from regward.errors import ConfigError
-from regward.policy import Decision
+from regward.policy import Action, Decision
 from regward.policy.address import join_host_port
 
 from .forward import Route, forward
 from .protocol import CONNECT_ESTABLISHED, Request, Target, error_response, parse_request
 from .relay import Tunnels, send_all
+from .repository import ReferenceDecider, repository_refusal
 from .settings import HostDecider, ProxySettings, parse_listen
 from .tunnel import run_tunnel
 from .upstream import Dialer
+
+if TYPE_CHECKING:
+    from regward.agent.guard import Guard
 
 log = logging.getLogger("regward.agent.proxy")
 
@@ -39,16 +44,20 @@ SPARE_FILES = 64  # the listener, the loop, logs, the agent's other sockets
 class ProxyServer:
     """The egress proxy. `decide_host` is consulted for every connection, so a new policy
     applies to the next connection at once, and `recheck()` ends the open connections it no
-    longer allows; `describe` turns a refusal into its message."""
+    longer allows; `describe` turns a refusal into its message. `decide_reference` (the
+    guard's) decides a plain-HTTP request's repository and action too (`repository`); without
+    it (a fixed host decider) only hosts are decided."""
 
     def __init__(
         self,
         settings: ProxySettings,
         decide_host: HostDecider,
         describe: Callable[[Decision], str] | None = None,
+        decide_reference: ReferenceDecider | None = None,
     ) -> None:
         self.settings = settings
         self._decide = decide_host
+        self._decide_reference = decide_reference
         self._describe = describe or (lambda decision: decision.message())
         self._listener: socket.socket | None = None
         self._dialer = Dialer(settings)
@@ -136,6 +145,16 @@ class ProxyServer:
                 )
                 task.cancel()
 
+    @classmethod
+    def for_guard(cls, settings: ProxySettings, guard: Guard) -> ProxyServer:
+        """The proxy enforcing what `guard` decides, with its messages and reports: hosts,
+        and plain-HTTP requests' repositories and actions."""
+
+        def decide_reference(action: Action, reference: str) -> Decision:
+            return guard.decide(action, reference, source="proxy")
+
+        return cls(settings, guard.decide_host, guard.message, decide_reference)
+
     def _still_allowed(self, host: str, port: int) -> bool:
         try:
             return self._decide(host, port).allowed
@@ -202,6 +221,12 @@ class ProxyServer:
             if (target.host, target.port) not in hosts:  # a long connection's list stays short
                 hosts.append((target.host, target.port))
             decision = self._decision(target)
+            if decision.allowed and decision.entry is not None and self._decide_reference:
+                refused = repository_refusal(
+                    self._decide_reference, request, target.host, target.port
+                )
+                if refused is not None:
+                    decision = refused
             if decision.allowed:
                 return target
             await self._refuse(client, target, decision)

@@ -323,7 +323,7 @@ async def start_proxy(
     if workers > 1:
         proxy = ProxyWorkers(settings, guard, workers)
     else:
-        proxy = ProxyServer(settings, guard.decide_host, guard.message)
+        proxy = ProxyServer.for_guard(settings, guard)
     await proxy.start()
     guard.watch(proxy.recheck)
     return proxy

@@ -35,10 +35,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import posixpath
 import re
 import socket
-import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,11 +52,12 @@ from regward.agent.proxy.protocol import (
     starts_tls,
 )
 from regward.agent.proxy.relay import Tunnels
+from regward.agent.proxy.repository import repository_refusal, request_action, routed_paths
 from regward.agent.proxy.settings import ProxySettings
 from regward.agent.proxy.upstream import Dialer
 from regward.errors import ConfigError, InvalidAddress
 from regward.policy import Action, Decision
-from regward.policy.address import join_host_port, normalize_host
+from regward.policy.address import normalize_host
 from regward.policy.engine import registry_host
 
 from .origin import Interfaces, original_destination
@@ -74,8 +73,6 @@ _HTTP_START = re.compile(rb"[A-Z]{1,16} ")
 _MAYBE_HTTP = re.compile(rb"[A-Z]{1,16}")
 _REGISTRY_PATH = re.compile(r"/v2(?:/|$)")
 _REGISTRY_OBJECT = re.compile(r"/v2/(.+)/(manifests|blobs)/([^/?]+)")
-_REPOSITORY_PATH = re.compile(r"/v2/([^?]+)/(?:manifests|blobs|tags|referrers)/")
-_PUSH_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -330,7 +327,7 @@ class TransparentListener:
             return ("upstream" if decision.entry is not None else "pass"), decision, name
         policy = self.guard.enforcement.policy
         if first.request is not None and any(
-            _REGISTRY_PATH.match(path) for path in _routed_paths(first.request.path)
+            _REGISTRY_PATH.match(path) for path in routed_paths(first.request.path)
         ):
             return "refuse", decision, name
         if policy is None or registry_host(policy, *name):
@@ -340,24 +337,12 @@ class TransparentListener:
         return "pass", decision, name
 
     def _repository_refusal(self, request: Request, name: tuple[str, int]) -> Decision | None:
-        """A plain-HTTP request shows what TLS hides: the repository of a `/v2/NAME/...` path
-        and, by its method, a pull or a push. The refusal when the policy does not allow that
-        (an entry narrowed to repositories or to pull); None when it does or the path names
-        none. The path is held as sent and as the registry routes it (`_routed_paths`): a
-        name spelled so that only one of them reads it (percent-encoded, `..`) is no valid
-        reference in the other, so it is refused."""
-        registry = name[0] if name[1] in (80, 443) else join_host_port(*name)
-        action = Action.PUSH if request.method in _PUSH_METHODS else Action.PULL
-        for path in _routed_paths(request.path):
-            found = _REPOSITORY_PATH.match(path)
-            if found is None:
-                continue
-            decision = self.guard.decide(
-                action, f"{registry}/{found[1]}", source="transparent", record=False
-            )
-            if not decision.allowed:
-                return decision
-        return None
+        """The refusal by the repository and action a plain-HTTP request names, if any."""
+
+        def decide(action: Action, reference: str) -> Decision:
+            return self.guard.decide(action, reference, source="transparent", record=False)
+
+        return repository_refusal(decide, request, *name)
 
     async def _refuse(
         self,
@@ -371,12 +356,12 @@ class TransparentListener:
         message = self.guard.message(decision)
         action, target = "connect", f"{name[0]}:{name[1]}"
         if first.request is not None:
-            found = _REGISTRY_OBJECT.match(_routed_paths(first.request.path)[1])
+            found = _REGISTRY_OBJECT.match(routed_paths(first.request.path)[1])
             if found:
                 registry = target if name[1] not in (80, 443) else name[0]
                 separator = "@" if ":" in found[3] else ":"
                 target = f"{registry}/{found[1]}{separator}{found[3]}"
-                action = "push" if first.request.method in _PUSH_METHODS else "pull"
+                action = request_action(first.request.method).value
         self.guard.report(
             decision, action, target, name[0], source="transparent", origin=who.describe()
         )
@@ -484,19 +469,6 @@ def _classify(data: bytes, port: int) -> First | None:
         request = parse_request(data[:end], origin_port=port)
         return First(data, request=request, rest=data[end:])
     return None if _MAYBE_HTTP.fullmatch(data) else First(data)
-
-
-def _routed_paths(target: str) -> tuple[str, str]:
-    """An origin-form `target`'s path as sent, and as a registry routes it: percent-decoded
-    (Go's `URL.Path`, which the distribution registry matches, so `/%762/` is its `/v2/`),
-    repeated slashes and dot segments resolved (as a front such as nginx does, or the
-    registry's redirect to the clean path), the query left out. Registry requests are
-    recognised and decided in both, so no spelling of a path slips past as web traffic."""
-    path = urllib.parse.unquote(target.partition("?")[0], errors="replace")
-    routed = posixpath.normpath("/" + path.lstrip("/"))
-    if path.endswith("/") and routed != "/":
-        routed += "/"
-    return target, routed
 
 
 def _policy_name(host: str) -> str:
