@@ -4,6 +4,7 @@ runs: callbacks as the loop's own, one registration per socket, none left behind
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -194,6 +195,45 @@ def test_a_tunnel_asked_to_wait_after_it_ended_watches_nothing(
                     assert not await tunnel.readable(client)
                 assert tunnels.poller.watched == 0
         finally:
+            tunnels.close()
+
+    run(main())
+
+
+def test_a_relay_whose_task_is_cancelled_stops_watching_its_sockets(run: Loop) -> None:
+    """A policy change ends a connection by cancelling its task, which cancels the future
+    `Tunnel.wait` awaits: `abort()` must still stop both directions. Their watches otherwise
+    outlived the sockets, and a later connection given the same numbers had its bytes spliced
+    by the dead relay (or its watch removed by it: a stalled pull)."""
+
+    async def main() -> None:
+        tunnels = Tunnels()
+        client, client_peer = socket.socketpair()
+        upstream, upstream_peer = socket.socketpair()
+        try:
+            for sock in (client, upstream, upstream_peer):
+                sock.setblocking(False)
+
+            async def relay() -> None:
+                with tunnels.opened(client, upstream) as tunnel:
+                    tunnel.up.start()
+                    tunnel.down.start()
+                    await tunnel.wait()
+
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(relay())
+            client_peer.send(b"ping")
+            async with asyncio.timeout(10):
+                assert await loop.sock_recv(upstream_peer, 4) == b"ping"  # relayed: running
+            assert tunnels.poller.watched == 2
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert tunnels.poller.watched == 0
+            assert not tunnels.open
+        finally:
+            for sock in (client, client_peer, upstream, upstream_peer):
+                sock.close()
             tunnels.close()
 
     run(main())

@@ -210,6 +210,10 @@ class Tunnel:
         self._loop = loop
         self._poller = poller
         self._finished: asyncio.Future[None] = loop.create_future()
+        # Not `_finished.done()`: cancelling the task that awaits `_finished` (a policy change
+        # ending the connection, shutdown) cancels the future too, and `abort()` must still
+        # stop the directions then, or their sockets stay watched after they are closed.
+        self._ended = False
         self.up = Direction(poller, pool, client, upstream, self._direction_done)
         self.down = Direction(poller, pool, upstream, client, self._direction_done)
         self.downstream_only = False
@@ -220,7 +224,7 @@ class Tunnel:
         """Wait until `sock` (the client) has bytes or its end to read; False when the tunnel
         ended first (the idle sweep, an upstream failure, shutdown). The socket stays watched
         until `start_up()` hands the watch to the relay, or the tunnel ends."""
-        if self._finished.done():  # `abort()` is past: a watch added now would outlive it
+        if self._ended:  # `abort()` is past: a watch added now would outlive it
             return False
         waiter = self._loop.create_future()
         self._waiter = waiter
@@ -231,7 +235,7 @@ class Tunnel:
             await waiter
         finally:
             self._waiter = None
-        return not self._finished.done()
+        return not self._ended
 
     def start_up(self) -> None:
         """Start the client -> upstream direction (it takes over `readable`'s watch)."""
@@ -253,14 +257,16 @@ class Tunnel:
             self.abort()
 
     def abort(self) -> None:
-        if self._finished.done():
+        if self._ended:
             return
+        self._ended = True
         if self._watched is not None:
             self._poller.remove_reader(self._watched)
             self._watched = None
         self.up.stop()
         self.down.stop()
-        self._finished.set_result(None)
+        if not self._finished.done():
+            self._finished.set_result(None)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
