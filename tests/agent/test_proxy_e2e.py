@@ -234,6 +234,28 @@ def test_plain_http_through_the_proxy_is_held_to_an_entrys_repositories_and_acti
     wait_for(lambda: inspect("demo/hello").returncode != 0, 30, "the restored policy")
 
 
+def test_connect_to_a_name_with_a_trailing_dot_is_dialled_as_the_policy_reads_it(
+    scene: Scene,
+) -> None:
+    """`CONNECT allowed.registry.test.:5000` is allowed (the policy drops the dot) and must
+    reach that registry: dialled as sent, the name misses the hosts file (a 502)."""
+    talk = (
+        "import socket\n"
+        "s = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n"
+        "s.sendall(b'CONNECT ALLOWED.registry.test.:5000 HTTP/1.1\\r\\n\\r\\n')\n"
+        "print(s.recv(4096).split(b'\\r\\n')[0].decode())\n"
+        "s.sendall(b'GET /v2/ HTTP/1.1\\r\\nHost: allowed.registry.test:5000\\r\\n"
+        "Connection: close\\r\\n\\r\\n')\n"
+        "print(s.recv(4096).split(b'\\r\\n')[0].decode())\n"
+    )
+    answered = scene.bed.run([str(PYTHON), "-c", talk])
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.splitlines() == [
+        "HTTP/1.1 200 Connection established",
+        "HTTP/1.1 200 OK",
+    ]
+
+
 def test_standalone_proxy_command(scene: Scene, tmp_path: Path) -> None:
     """`regward agent proxy --policy FILE --listen ADDR` alone, used by skopeo."""
     policy = scene.bed.directory / "standalone.yaml"

@@ -20,12 +20,15 @@ from regward.agent.proxy.protocol import (
     client_hello_sni,
     error_response,
     forward_head,
+    parse_authority,
     parse_request,
     reason_phrase,
     response_head,
     switched_to,
     upgrade_offer,
 )
+from regward.errors import InvalidAddress
+from regward.policy.address import normalize_host
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 LABEL = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,10}[a-z0-9])?", fullmatch=True)
@@ -528,3 +531,32 @@ def test_any_offer_passes_on_what_the_client_sent_but_http(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + offer[-1] + b"\r\n\r\n"
         )
         switched_to(response, offer)
+
+
+@pytest.mark.parametrize(
+    ("head", "host"),
+    [
+        (b"CONNECT Registry.Test.:443 HTTP/1.1\r\n\r\n", "registry.test"),
+        (b"GET http://registry.test.:5000/v2/ HTTP/1.1\r\nHost: x\r\n\r\n", "registry.test"),
+        (b"CONNECT under_score.test:443 HTTP/1.1\r\n\r\n", "under_score.test"),
+    ],
+)
+def test_every_request_kind_names_its_host_as_the_policy_reads_it(head: bytes, host: str) -> None:
+    """A trailing dot or uppercase is decided and dialled as the policy reads the name (one
+    normalisation for CONNECT, absolute-form and the transparent listener's Host); a name the
+    policy cannot read stays as sent (and the policy refuses it)."""
+    assert parse_request(head).target.host == host
+
+
+@settings(max_examples=300)
+@given(st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,40}\.?", fullmatch=True))
+def test_any_accepted_host_is_the_policys_reading_of_it(host: str) -> None:
+    try:
+        target = parse_authority(f"{host}:443")
+    except ProtocolError:
+        return
+    try:
+        expected = normalize_host(host)
+    except InvalidAddress:
+        expected = host.lower()
+    assert target.host == expected

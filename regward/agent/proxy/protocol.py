@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass
 
 from regward.agent.http1 import Head, ProtocolError, Response, parse_head
-from regward.policy.address import join_host_port
+from regward.errors import InvalidAddress
+from regward.policy.address import join_host_port, normalize_host
 
 MAX_REASON = 300
 
@@ -175,6 +176,7 @@ def parse_authority(text: str, default_port: int | None = None) -> Target:
         if not _is_ip(host) and _looks_numeric(host):
             # 127.1, 0x7f.1, 2130706433: inet_aton would turn these into addresses.
             raise ProtocolError(400, "numeric host that is not a full IPv4 address")
+        host = policy_host(host)
     if port_text is None:
         if default_port is None:
             raise ProtocolError(400, "CONNECT target needs a port, as in host:443")
@@ -182,6 +184,17 @@ def parse_authority(text: str, default_port: int | None = None) -> Target:
     if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
         raise ProtocolError(400, "request target port is not a number from 1 to 65535")
     return Target(host, int(port_text))
+
+
+def policy_host(host: str) -> str:
+    """`host` as the policy reads it (lowercase, no trailing dot, IDNA): every path (CONNECT,
+    absolute-form, the transparent listener's Host and TLS server name) decides and dials
+    this one name (`reg.test.` would miss the hosts file's `reg.test`). A host the policy
+    cannot read stays as sent, and the policy refuses it."""
+    try:
+        return normalize_host(host)
+    except InvalidAddress:
+        return host
 
 
 def parse_absolute(text: str) -> tuple[Target, str]:

@@ -49,15 +49,15 @@ from regward.agent.proxy.protocol import (
     client_hello_sni,
     error_response,
     parse_request,
+    policy_host,
     starts_tls,
 )
 from regward.agent.proxy.relay import Tunnels
 from regward.agent.proxy.repository import repository_refusal, request_action, routed_paths
 from regward.agent.proxy.settings import ProxySettings
 from regward.agent.proxy.upstream import Dialer
-from regward.errors import ConfigError, InvalidAddress
+from regward.errors import ConfigError
 from regward.policy import Action, Decision
-from regward.policy.address import normalize_host
 from regward.policy.engine import registry_host
 
 from .origin import Interfaces, original_destination
@@ -307,9 +307,9 @@ class TransparentListener:
         """("pass" | "upstream" | "refuse", the decision, the (name, port) decided on)."""
         address, port = who.destination
         if first.request is not None:
-            name = (_policy_name(first.request.target.host), first.request.target.port)
+            name = (first.request.target.host, first.request.target.port)  # as policy_host reads it
         elif first.tls:
-            name = (first.tls_name or address, port)
+            name = (policy_host(first.tls_name) if first.tls_name else address, port)
         else:
             return "pass", None, (address, port)
         try:
@@ -469,16 +469,6 @@ def _classify(data: bytes, port: int) -> First | None:
         request = parse_request(data[:end], origin_port=port)
         return First(data, request=request, rest=data[end:])
     return None if _MAYBE_HTTP.fullmatch(data) else First(data)
-
-
-def _policy_name(host: str) -> str:
-    """`host` as the policy reads it (lowercase, no trailing dot, IDNA), so the agent resolves
-    the very name it decided on (`Host: reg.test.` would miss the hosts file's `reg.test`); a
-    host the policy cannot read stays as sent, and is refused."""
-    try:
-        return normalize_host(host)
-    except InvalidAddress:
-        return host
 
 
 def _has_bytes(sock: socket.socket) -> bool:
