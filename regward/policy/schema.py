@@ -19,6 +19,7 @@ from typing import Any
 from regward.policy.address import LABEL, MAX_HOST_LENGTH
 from regward.policy.document import MAX_NICKNAME_LENGTH, Action
 from regward.policy.reference import PATH_COMPONENT
+from regward.policy.text import SHOWN_CLASS, VISIBLE_TEXT_PATTERN
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4 = rf"(?:{_OCTET}\.){{3}}{_OCTET}"
@@ -60,11 +61,26 @@ REPOSITORY: dict[str, Any] = {
 }
 
 
+VISIBLE_TEXT: dict[str, Any] = {
+    "pattern": VISIBLE_TEXT_PATTERN,
+    "description": (
+        "visible characters only: no control or format character (newline, NUL, U+202E "
+        "RIGHT-TO-LEFT OVERRIDE, zero-width space), line or paragraph separator"
+    ),
+}
+"""Text people read as it stands (regward.policy.text), as a schema's pattern."""
+VISIBLE_WORDS: dict[str, Any] = {
+    "pattern": f"^[^{SHOWN_CLASS}]*[^{SHOWN_CLASS}\\s][^{SHOWN_CLASS}]*$",
+    "description": VISIBLE_TEXT["description"] + "; not only white space",
+}
+"""The same, for a name that must hold more than white space."""
+
+
 def entry_schema() -> dict[str, Any]:
     """One registry entry as the policy file and the API take it."""
     properties: dict[str, Any] = {
         "address": ADDRESS,
-        "nickname": {"type": "string", "maxLength": MAX_NICKNAME_LENGTH},
+        "nickname": {"type": "string", "maxLength": MAX_NICKNAME_LENGTH, **VISIBLE_TEXT},
         "allowed": {"type": "boolean"},
         "repositories": {"type": "array", "items": REPOSITORY},
         "actions": {

@@ -6,6 +6,7 @@ the notifier's background task starts with the application's lifespan.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ from regward.server.db import (
 )
 from regward.server.errors import ServiceError
 from regward.server.feed import FeedAccess, FeedCache
-from regward.server.inputs import InputGuard, shown
+from regward.server.inputs import InputGuard, declare_text, shown
 from regward.server.notify import notifier_for
 from regward.server.observe import RequestObserver
 from regward.server.oidc import OidcClient
@@ -129,6 +130,15 @@ class _App(FastAPI):
 
     async def rest(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, with the text rule every request meets (`inputs.declare_text`)."""
+        if self.openapi_schema is None:
+            # A copy: FastAPI's schema shares dictionaries with the modules' constants.
+            schema = copy.deepcopy(super().openapi())
+            declare_text(schema)
+            self.openapi_schema = schema
+        return self.openapi_schema
 
 
 def _error(status: int, detail: str) -> JSONResponse:

@@ -12,7 +12,8 @@ it and refuses, with one line naming the problem:
   encode): 422.
 
 So the routes and services only ever see JSON that can be stored and echoed. `shown` is how
-an error message quotes a client's value: short, and safe however odd the value is.
+an error message quotes a client's value: short, and safe however odd the value is;
+`declare_text` writes the same rule into the API's schema.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ _PERCENT_NUL = re.compile(rb"\x00|%00")
 _JSON_NUL = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000")
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 _FORM = b"application/x-www-form-urlencoded"
+TEXT_PATTERN = "^[^\\x00]*$"
+"""Text any request may carry, as a JSON Schema pattern: no NUL (a lone surrogate is refused
+too, but cannot be sent as UTF-8 text, and a class naming surrogates makes schemathesis
+ignore the pattern)."""
+WORDS_PATTERN = "^[^\\x00]*[^\\x00\\s][^\\x00]*$"
+"""The same for text that is not only white space."""
+ANY_JSON = "JsonWithoutNul"
+"""The schema component of any JSON value without NUL, the fields a route ignores."""
 
 _repr = reprlib.Repr()
 _repr.maxlevel = 2
@@ -202,3 +211,53 @@ async def refuse(send: Send, status: int, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
+
+
+def declare_text(schema: dict[str, Any]) -> None:
+    """Give every text a request carries in the OpenAPI `schema` (parameters and bodies) that
+    declares no pattern, enumeration or format of its own the pattern of what this guard lets
+    through (`TEXT_PATTERN`), so a client generating requests from the schema meets no refusal
+    the schema does not describe. Text with a pattern of its own already excludes NUL."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components[ANY_JSON] = {
+        "description": "any JSON value without NUL in its text",
+        "anyOf": [
+            {"type": "string", "pattern": TEXT_PATTERN},
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "items": {"$ref": f"#/components/schemas/{ANY_JSON}"}},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": TEXT_PATTERN},
+                "additionalProperties": {"$ref": f"#/components/schemas/{ANY_JSON}"},
+            },
+        ],
+    }
+    seen: set[int] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict) or id(node) in seen:
+            return
+        seen.add(id(node))
+        reference = node.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/components/schemas/"):
+            walk(components.get(reference.rsplit("/", 1)[-1]))
+        if node.get("type") == "string" and not {"pattern", "enum", "const"} & set(node):
+            if node.get("format") not in ("date-time", "binary"):  # neither holds NUL
+                node["pattern"] = TEXT_PATTERN
+        if node.get("type") == "object" and node.get("additionalProperties", True) in (True, {}):
+            # Fields a route does not know are ignored, but NUL in them is refused too.
+            node["additionalProperties"] = {"$ref": f"#/components/schemas/{ANY_JSON}"}
+            node["propertyNames"] = {"pattern": TEXT_PATTERN}
+        for key, value in node.items():
+            if key not in ("examples", "example", "default", "description"):
+                walk(value)
+
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                walk(operation.get("parameters", []))
+                walk(operation.get("requestBody", {}))

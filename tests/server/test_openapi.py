@@ -3,13 +3,17 @@ names, addresses, repository patterns, entries, token names, denial reports, joi
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from regward.policy.schema import ADDRESS_PATTERN, REPOSITORY_PATTERN, entry_schema
+from regward.policy.text import VISIBLE_TEXT_PATTERN
 from regward.server.app import create_app
+from regward.server.inputs import ANY_JSON, TEXT_PATTERN
 from regward.server.services import denials, names, sso, tokens
 from regward.server.settings import Settings
 
@@ -53,7 +57,75 @@ def test_tokens_denials_and_join_rules_carry_their_limits(schema: dict[str, Any]
     name = _body(schema, "NewToken")["name"]
     assert name["maxLength"] == tokens.MAX_NAME_LENGTH and name["minLength"] == 1
     report = schema["paths"]["/api/v1/orgs/{org}/denials"]["post"]["requestBody"]
-    assert (
-        report["content"]["application/json"]["schema"]["anyOf"] == (denials.REPORT_SCHEMA["anyOf"])
-    )
+    served = report["content"]["application/json"]["schema"]["anyOf"]
+    assert [r["properties"].keys() for r in served] == [
+        r["properties"].keys() for r in denials.REPORT_SCHEMA["anyOf"]
+    ]
+    assert served[1]["properties"]["reference"]["maxLength"] == denials.MAX_REFERENCE_LENGTH
     assert _body(schema, "SsoBody")["join"]["items"] == sso.RULE_SCHEMA
+
+
+def _request_strings(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, schema) of every text a request carries: parameters and bodies."""
+    components = schema["components"]["schemas"]
+    seen: set[str] = set()
+
+    def walk(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                yield from walk(item, f"{where}[{index}]")
+        elif isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference and reference not in seen:
+                seen.add(reference)
+                yield from walk(components[reference.rsplit("/", 1)[-1]], reference)
+            if node.get("type") == "string":
+                yield where, node
+            for key, value in node.items():
+                if key not in ("examples", "default"):
+                    yield from walk(value, f"{where}.{key}")
+
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            yield from walk(operation.get("parameters", []), f"{method} {path}")
+            yield from walk(operation.get("requestBody", {}), f"{method} {path} body")
+
+
+def test_every_text_a_request_carries_declares_that_nul_is_refused(
+    schema: dict[str, Any],
+) -> None:
+    """The server refuses NUL anywhere in a request; the schema says so for every text, so a
+    client generating requests from it never meets a refusal it does not describe."""
+    checked = 0
+    for where, text in _request_strings(schema):
+        if text.get("format") in ("date-time", "binary") or "enum" in text:
+            continue
+        assert "pattern" in text, where
+        assert re.search(text["pattern"], "a\x00b") is None, where
+        checked += 1
+    assert checked >= 30
+    assert schema["components"]["schemas"][ANY_JSON]["anyOf"][0]["pattern"] == TEXT_PATTERN
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ("CheckIn", "hostname"),
+        ("CheckIn", "agent_id"),
+        ("NewToken", "name"),
+        ("Body_start_api_v1_auth_device_post", "machine"),
+        ("Body_start_api_v1_auth_device_post", "agent_id"),
+    ],
+)
+def test_text_owners_read_declares_invisible_characters_refused(
+    schema: dict[str, Any], model: str, field: str
+) -> None:
+    text = _body(schema, model)[field]
+    # An optional field's own pattern sits beside `anyOf` (it constrains only text).
+    patterns = [t["pattern"] for t in (text, *text.get("anyOf", ())) if "pattern" in t]
+    for hidden in ("\u202e", "\n", "\u200b", "\x00"):
+        refused = [re.search(p, f"laptop{hidden}1") is None for p in patterns]
+        assert any(refused), (field, hidden)
+    assert all(re.search(p, "bob's laptop") for p in patterns)
+    nickname = entry_schema()["properties"]["nickname"]["pattern"]
+    assert nickname == VISIBLE_TEXT_PATTERN and re.search(nickname, "Git\u202ebuH") is None

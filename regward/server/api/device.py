@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
+from regward.policy.schema import VISIBLE_WORDS
 from regward.server.api.deps import ServerDep
 from regward.server.services import device_auth, names
 
@@ -41,8 +42,22 @@ def start(
     request: Request,
     server: ServerDep,
     organization: Annotated[str, Form(max_length=200, json_schema_extra=names.NAME_SCHEMA)],
-    machine: Annotated[str, Form(min_length=1, max_length=device_auth.MAX_MACHINE_LENGTH)],
-    agent_id: Annotated[str, Form(min_length=1, max_length=device_auth.MAX_AGENT_ID_LENGTH)],
+    machine: Annotated[
+        str,
+        Form(
+            min_length=1,
+            max_length=device_auth.MAX_MACHINE_LENGTH,
+            json_schema_extra=VISIBLE_WORDS,
+        ),
+    ],
+    agent_id: Annotated[
+        str,
+        Form(
+            min_length=1,
+            max_length=device_auth.MAX_AGENT_ID_LENGTH,
+            json_schema_extra=VISIBLE_WORDS,
+        ),
+    ],
 ) -> JSONResponse:
     settings = server.settings
     client = request.client.host if request.client else "unknown"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from regward.policy.schema import VISIBLE_TEXT
 from regward.server.api.deps import (
     CallerDep,
     MemberDep,
@@ -55,9 +56,13 @@ class EngineReport(BaseModel):
 
 
 class CheckIn(BaseModel):
-    agent_id: str = Field(max_length=devices.MAX_ID_LENGTH, json_schema_extra={"minLength": 1})
+    agent_id: str = Field(
+        max_length=devices.MAX_ID_LENGTH, json_schema_extra={"minLength": 1, **VISIBLE_TEXT}
+    )
     revision: int = Field(ge=0, le=MAX_REVISION)
-    hostname: str | None = Field(default=None, max_length=devices.MAX_HOSTNAME_LENGTH)
+    hostname: str | None = Field(
+        default=None, max_length=devices.MAX_HOSTNAME_LENGTH, json_schema_extra=VISIBLE_TEXT
+    )
     refusal: str | None = Field(default=None, max_length=devices.MAX_REFUSAL_LENGTH)
     # null or absent (an older agent): nobody knows whether the engine is protected
     engine: EngineReport | None = None
@@ -208,8 +213,14 @@ def check_in(body: CheckIn, member: ReportDep) -> dict[str, Any]:
     }
 
 
-def FilterQuery(what: str) -> Any:
-    return Query(description=f"{what}; empty or absent matches all")
+def FilterQuery(what: str, **schema: Any) -> Any:
+    """A list's filter; `schema` what the server takes (surrounding blanks are ignored)."""
+    return Query(description=f"{what}; empty or absent matches all", json_schema_extra=schema)
+
+
+# A filter's revision: digits, as `names.revision_text` takes them (ten digits may pass the
+# largest revision, so the schema says nine).
+_REVISION_FILTER = {"pattern": "^[0-9]{0,9}$"}
 
 
 @router.get(
@@ -218,13 +229,21 @@ def FilterQuery(what: str) -> Any:
 )
 def list_devices(
     owner: OwnerDep,
-    state: Annotated[str, FilterQuery("current, outdated, refused or unprotected")] = "",
-    revision: Annotated[str, FilterQuery("the applied revision, e.g. 7")] = "",
-    user: Annotated[str, FilterQuery("the username the device belongs to")] = "",
-    seen: Annotated[
-        str, FilterQuery("recent (seen within 7 days) or stale (not seen for 7 days)")
+    state: Annotated[
+        str, FilterQuery("current, outdated, refused or unprotected", enum=["", *devices.STATES])
     ] = "",
-    search: Annotated[str, FilterQuery("part of the hostname or agent id, any case")] = "",
+    revision: Annotated[str, FilterQuery("the applied revision, e.g. 7", **_REVISION_FILTER)] = "",
+    user: Annotated[str, FilterQuery("the username the device belongs to", maxLength=64)] = "",
+    seen: Annotated[
+        str,
+        FilterQuery(
+            "recent (seen within 7 days) or stale (not seen for 7 days)",
+            enum=["", *devices.SEEN],
+        ),
+    ] = "",
+    search: Annotated[
+        str, FilterQuery("part of the hostname or agent id, any case", maxLength=255)
+    ] = "",
     page: PageQuery = 1,
     page_size: Annotated[int, Query(ge=1, le=devices.MAX_PAGE_SIZE)] = 100,
 ) -> dict[str, Any]:
@@ -289,11 +308,13 @@ def report_denials(body: DenialsBody, member: ReportDep) -> dict[str, int]:
 )
 def list_denials(
     owner: OwnerDep,
-    registry: Annotated[str, FilterQuery("the registry host, e.g. ghcr.io")] = "",
-    user: Annotated[str, FilterQuery("the username whose machine refused it")] = "",
-    device: Annotated[str, FilterQuery("the agent id of the machine")] = "",
-    action: Annotated[str, FilterQuery("pull or push")] = "",
-    revision: Annotated[str, FilterQuery("the revision that refused it, e.g. 7")] = "",
+    registry: Annotated[str, FilterQuery("the registry host, e.g. ghcr.io", maxLength=300)] = "",
+    user: Annotated[str, FilterQuery("the username whose machine refused it", maxLength=64)] = "",
+    device: Annotated[str, FilterQuery("the agent id of the machine", maxLength=128)] = "",
+    action: Annotated[str, FilterQuery("pull or push", enum=["", "pull", "push"])] = "",
+    revision: Annotated[
+        str, FilterQuery("the revision that refused it, e.g. 7", **_REVISION_FILTER)
+    ] = "",
     since: Annotated[str, TimeQuery("from", "refused at or after this time")] = "",
     until: Annotated[str, TimeQuery("to", "refused before this time")] = "",
     page: PageQuery = 1,

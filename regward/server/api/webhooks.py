@@ -24,7 +24,17 @@ WebhookId = Annotated[int, Path(ge=1, le=MAX_REVISION)]
 
 
 class NewWebhook(BaseModel):
-    url: str = Field(max_length=webhooks.MAX_URL_LENGTH + 100, description="http:// or https://")
+    url: str = Field(
+        max_length=webhooks.MAX_URL_LENGTH + 100,
+        description="http:// or https://, a host name, an optional port and path",
+        # What `webhooks.parse_url` takes, narrowed to names (IP literals may be refused).
+        json_schema_extra={
+            "pattern": (
+                r"^https?://(?:[a-z0-9-]{1,63}\.)+[a-z]{2,63}(?::[1-9][0-9]{0,3})?"
+                r"(?:[/?][^\x00-\x20\x7f#]*)?$"
+            )
+        },
+    )
 
 
 def _webhook(webhook: Webhook) -> dict[str, Any]:

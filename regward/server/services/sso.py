@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from regward.server.errors import InvalidInput, PermissionDenied
+from regward.server.inputs import WORDS_PATTERN
 from regward.server.models import Membership, Organization, Role, SsoSettings, User, utcnow
 from regward.server.services import activity
 
@@ -48,7 +49,7 @@ RULE_SCHEMA: dict[str, Any] = {
                 "groups_claim": {
                     "type": "string",
                     "maxLength": MAX_GROUP_LENGTH,
-                    "pattern": r"\S",
+                    "pattern": WORDS_PATTERN,
                 },
                 "role": _ROLE,
             },

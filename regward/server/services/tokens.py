@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from regward.errors import quote
+from regward.policy.schema import VISIBLE_WORDS
 from regward.policy.text import refuse_invisible
 from regward.server.db import Database
 from regward.server.errors import Conflict, InvalidInput, NotFound
@@ -22,11 +23,7 @@ from regward.server.models import Scope, Token, TokenKind, User, utcnow
 from regward.server.services.auth import new_token_value
 
 MAX_NAME_LENGTH = 100
-NAME_SCHEMA: dict[str, Any] = {
-    "minLength": 1,
-    "pattern": r"\S",
-    "description": "not only white space",
-}
+NAME_SCHEMA: dict[str, Any] = {"minLength": 1, **VISIBLE_WORDS}
 """How the API's schema describes a token's name beside its maxLength (what `create` checks)."""
 HINT_LENGTH = 8  # the prefix and four random characters: `rwp_Xy3k`
 USE_RESOLUTION = 60.0  # seconds: "last used" is kept to the minute
