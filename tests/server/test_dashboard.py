@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from regward.server.app import create_app
+from regward.server.dashboard.rendering import FORM_COOKIE
 from regward.server.db import Database
 from regward.server.keys import load_or_create
 from regward.server.models import Device, Role, Scope, Token, TokenKind
@@ -63,6 +64,16 @@ def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> None
     )
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"] == "/"
+
+
+def shown_after(client: TestClient, answer: httpx.Response) -> httpx.Response:
+    """The page a refused form is shown on: a 303 to a GET page, the form kept for it in a
+    cookie (so a reload never sends the form again); `answer` itself when it is no refusal."""
+    if answer.status_code != 303 or FORM_COOKIE not in answer.headers.get("set-cookie", ""):
+        return answer
+    page: httpx.Response = client.get(answer.headers["location"])
+    assert page.request.method == "GET"
+    return page
 
 
 def draft(client: TestClient) -> list[str]:
@@ -257,7 +268,7 @@ def test_markup_in_a_nickname_is_escaped(client: TestClient) -> None:
 def test_bad_address_names_the_value_and_keeps_the_input(client: TestClient) -> None:
     sign_in(client, "alice")
     token = csrf_of(client.get("/orgs/acme/registry-access").text)
-    answer = client.post(
+    sent = client.post(
         "/orgs/acme/registry-access/add",
         data={
             "csrf_token": token,
@@ -267,6 +278,8 @@ def test_bad_address_names_the_value_and_keeps_the_input(client: TestClient) -> 
             "actions": "pull",
         },
     )
+    assert sent.status_code == 303 and sent.headers["location"] == "/orgs/acme/registry-access"
+    answer = shown_after(client, sent)
     assert answer.status_code == 422
     assert "The registry was not added." in answer.text
     assert "not a host!" in answer.text
@@ -608,8 +621,12 @@ def test_second_entry_for_an_address_is_added_edited_switched_and_removed_by_key
     )
     assert second.status_code == 303
     assert draft(client) == ["docker.io", "ghcr.io", "ghcr.io"]
-    again = client.post(
-        "/orgs/acme/registry-access/add", data={**add, "repositories": "acme/*", "actions": "pull"}
+    again = shown_after(
+        client,
+        client.post(
+            "/orgs/acme/registry-access/add",
+            data={**add, "repositories": "acme/*", "actions": "pull"},
+        ),
     )
     assert again.status_code == 409
     assert "&#39;ghcr.io&#39; for repositories acme/*" in again.text
@@ -698,7 +715,8 @@ def _entries(client: TestClient) -> list[dict[str, Any]]:
 
 def add_entry_form(client: TestClient, **fields: str) -> Any:
     token = csrf_of(client.get("/orgs/acme/registry-access").text)
-    return client.post("/orgs/acme/registry-access/add", data={"csrf_token": token, **fields})
+    sent = client.post("/orgs/acme/registry-access/add", data={"csrf_token": token, **fields})
+    return shown_after(client, sent)
 
 
 def field_error(html: str, field: str) -> str:

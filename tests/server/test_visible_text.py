@@ -14,7 +14,7 @@ from sqlalchemy import select
 from regward.policy.text import shown
 from regward.server.models import Draft
 from tests.server.conftest import World
-from tests.server.test_dashboard import client, csrf_of, sign_in
+from tests.server.test_dashboard import client, csrf_of, shown_after, sign_in
 
 __all__ = ["client"]  # the dashboard's fixture, used here
 ORG = "/api/v1/orgs/acme/registry-access"
@@ -65,14 +65,17 @@ def test_the_api_refuses_a_nickname_with_a_hidden_character(world: World, hidden
 def test_the_add_form_names_the_character_and_keeps_the_input(client: TestClient) -> None:
     sign_in(client, "alice")
     token = csrf_of(client.get("/orgs/acme/registry-access").text)
-    answer = client.post(
-        "/orgs/acme/registry-access/add",
-        data={
-            "csrf_token": token,
-            "address": "ghcr.io",
-            "nickname": "Git\u202ebuH",
-            "actions": "pull",
-        },
+    answer = shown_after(
+        client,
+        client.post(
+            "/orgs/acme/registry-access/add",
+            data={
+                "csrf_token": token,
+                "address": "ghcr.io",
+                "nickname": "Git\u202ebuH",
+                "actions": "pull",
+            },
+        ),
     )
     assert answer.status_code == 422
     assert "U+202E (RIGHT-TO-LEFT OVERRIDE)" in answer.text

@@ -117,6 +117,19 @@ class EntryForm:
         )
 
     @classmethod
+    def kept(cls, values: Mapping[str, Any]) -> EntryForm:
+        """The form as `dataclasses.asdict` kept it for a refusal's page (rendering.KeptForm);
+        a field of another type is left empty."""
+        kept: dict[str, Any] = {}
+        for name in ENTRY_FIELDS:
+            value = values.get(name)
+            if name == "actions" and isinstance(value, list):
+                kept[name] = tuple(str(action) for action in value)
+            elif isinstance(value, bool if name == "allowed" else str):
+                kept[name] = value
+        return cls(**kept)
+
+    @classmethod
     def from_form(cls, form: FormData) -> EntryForm:
         actions: Sequence[str] = [a for a in form.getlist("actions") if isinstance(a, str)]
         return cls(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
@@ -27,7 +28,15 @@ from regward.policy.text import invisible_character
 from regward.server.dashboard import forms, views
 from regward.server.dashboard.context import Form, Visitor, org_access, owner_write
 from regward.server.dashboard.forms import EntryForm
-from regward.server.dashboard.rendering import org_path, page_router, redirect, render, sentence
+from regward.server.dashboard.rendering import (
+    kept_form,
+    org_path,
+    page_router,
+    redirect,
+    refused_redirect,
+    render,
+    sentence,
+)
 from regward.server.errors import (
     Conflict,
     InvalidInput,
@@ -130,13 +139,17 @@ def registry_page(
     list (forms.entry_view)."""
     prefill = EntryForm(address=add[:300], repositories=repositories[:300])
     order, search = forms.entry_view(sort, q)
+    refused = kept_form(request)  # a refused Add, sent here to be shown
     with org_access(request, org) as (session, visitor, organization):
         return _registry_page(
             request,
             session,
             visitor,
             organization,
-            add_form=prefill,
+            add_form=EntryForm.kept(refused.values) if refused else prefill,
+            add_errors=refused.errors if refused else None,
+            error=refused.error if refused else "",
+            status=refused.status if refused else 200,
             sort=order,
             search=search,
             page=forms.page_number(page),
@@ -192,15 +205,22 @@ def add_registry(request: Request, org: str, form: Form) -> Response:
     def refused(
         error: ServiceError, session: Session, visitor: Visitor, organization: Organization
     ) -> Response:
-        return _registry_page(
+        message = f"The registry was not added. {sentence(error)}"
+        errors = forms.field_errors(error)
+        # Shown at the list's address, so a reload shows it again rather than sending the
+        # form twice; a form too long to carry is shown here.
+        sent = refused_redirect(
+            request, org_path(org), error.status, message, asdict(entry), errors
+        )
+        return sent or _registry_page(
             request,
             session,
             visitor,
             organization,
             status=error.status,
-            error=f"The registry was not added. {sentence(error)}",
+            error=message,
             add_form=entry,
-            add_errors=forms.field_errors(error),
+            add_errors=errors,
         )
 
     # Adding is independent of other edits (a duplicate address is refused anyway), so no
@@ -371,6 +391,7 @@ def edit_form(
         entry = _find_entry(session, organization, address, forms.selector(repositories))
         if entry is None:
             raise NotFound(f"registry {address!r} is not in the list of {org!r}")
+        refused = kept_form(request)  # a refused save of this entry, sent here to be shown
         return _edit_page(
             request,
             session,
@@ -378,8 +399,10 @@ def edit_form(
             organization,
             entry["address"],
             list(entry.get("repositories") or ()),
-            EntryForm.from_entry(entry),
-            errors=_stored_text_errors(entry),
+            EntryForm.kept(refused.values) if refused else EntryForm.from_entry(entry),
+            error=refused.error if refused else "",
+            errors=refused.errors if refused else _stored_text_errors(entry),
+            status=refused.status if refused else 200,
         )
 
 
@@ -403,6 +426,17 @@ def edit(request: Request, org: str, form: Form) -> Response:
     def refused(
         error: ServiceError, session: Session, visitor: Visitor, organization: Organization
     ) -> Response:
+        if isinstance(error, InvalidInput):  # a bad value: shown at the entry's Edit address
+            message = f"Your change was not saved. {sentence(error)}"
+            query = {"address": original}
+            if original_repositories is not None:
+                query["repositories"] = registry_access.repositories_text(original_repositories)
+            page = f"{org_path(org)}/edit?{urllib.parse.urlencode(query)}"
+            sent = refused_redirect(
+                request, page, error.status, message, asdict(entry), forms.field_errors(error)
+            )
+            if sent is not None:
+                return sent
         current: dict[str, Any] | None = None
         if isinstance(error, Conflict | NotFound):
             found = _find_entry(session, organization, original, original_repositories)

@@ -8,10 +8,13 @@ and the user's input kept.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import logging
 import urllib.parse
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -206,6 +209,8 @@ def render(
     response = HTMLResponse(html, status_code=status)
     if values["notice"]:
         response.delete_cookie(NOTICE_COOKIE, path="/")
+    if FORM_COOKIE in request.cookies and kept_form(request) is None:
+        response.delete_cookie(FORM_COOKIE, path="/")  # kept for another page: left it
     if org and visitor:
         response.set_cookie(ORG_COOKIE, org, httponly=True, samesite="lax", path="/")
     return response
@@ -250,6 +255,8 @@ def error_page(request: Request, status: int, heading: str, message: str) -> HTM
 def redirect(request: Request, url: str, notice: str | None = None) -> RedirectResponse:
     """303 to `url`, with a one-time notice shown by the next page."""
     response = RedirectResponse(url, status_code=303)
+    if FORM_COOKIE in request.cookies:  # a form went through: its refusal is over
+        response.delete_cookie(FORM_COOKIE, path="/")
     if notice:
         response.set_cookie(
             NOTICE_COOKIE,
@@ -261,6 +268,88 @@ def redirect(request: Request, url: str, notice: str | None = None) -> RedirectR
             path="/",
         )
     return response
+
+
+FORM_COOKIE = "regward_form"
+MAX_KEPT_FORM = 3500
+"""Characters of a kept form's cookie value; browsers keep cookies of up to 4,096 bytes."""
+
+
+@dataclass(frozen=True)
+class KeptForm:
+    """A refused form, carried to the page its 303 sends the browser to (`refused_redirect`):
+    the page shows `error` and the fields as typed, and its address is a GET page that a
+    reload shows again (for a minute) instead of sending the form a second time. Another
+    page, or a form that goes through, drops it."""
+
+    path: str  # and query: rendering._page
+    status: int  # the refusal's: the page answers with it again
+    error: str
+    values: dict[str, Any]
+    errors: dict[str, str]
+
+
+def refused_redirect(
+    request: Request,
+    url: str,
+    status: int,
+    error: str,
+    values: dict[str, Any],
+    errors: dict[str, str] | None = None,
+) -> RedirectResponse | None:
+    """303 to `url` (a GET page) with the refusal and the typed `values` (never a password)
+    kept for it in a one-time cookie; None when they are too long for one (the caller shows
+    the refusal at the form's address instead)."""
+    target = urllib.parse.urlsplit(url)
+    kept = json.dumps(
+        {
+            "path": _page(target.path, target.query),
+            "status": status,
+            "error": error,
+            "values": values,
+            "errors": errors or {},
+        },
+        separators=(",", ":"),
+    )
+    encoded = base64.urlsafe_b64encode(kept.encode()).decode()
+    if len(encoded) > MAX_KEPT_FORM:
+        return None
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        FORM_COOKIE,
+        encoded,
+        max_age=60,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+def kept_form(request: Request) -> KeptForm | None:
+    """The refused form `refused_redirect` kept for this page, or None (none, another page's,
+    or a cookie that is not one)."""
+    text = request.cookies.get(FORM_COOKIE)
+    if not text:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(text.encode()))
+        kept = KeptForm(
+            path=str(data["path"]),
+            status=int(data["status"]),
+            error=str(data["error"]),
+            values=dict(data["values"]),
+            errors={str(k): str(v) for k, v in dict(data["errors"]).items()},
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return kept if kept.path == _page(request.url.path, request.url.query) else None
+
+
+def _page(path: str, query: str) -> str:
+    """Which page a kept form belongs to: its path and query (the entry an Edit is of)."""
+    return f"{path}?{query}" if query else path
 
 
 def confirmation(
