@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000  # how long a SQLite transaction waits for the write lock
+T = TypeVar("T")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -154,8 +156,9 @@ class Database:
 
 class WriteTurn:
     """The one-writer turn of a server process on SQLite: held around every write session
-    that the event loop starts (organization routes, the webhook queue); `async with
-    turn():`. PostgreSQL locks rows: no turn.
+    that the event loop starts (every writing route and dashboard form through
+    `runtime.WriteTurnDep`, the webhook queue); `async with turn():`, or `await
+    turn.run(work)` for sync work in a worker thread. PostgreSQL locks rows: no turn.
 
     A route's write session spans three worker-thread hops (open, route, commit) while it
     holds SQLite's write lock. Waiting for the lock in a worker thread instead, a herd of
@@ -176,6 +179,11 @@ class WriteTurn:
             return
         async with self._lock:
             yield
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """`work()` (which opens its own write session) in a worker thread, in the turn."""
+        async with self():
+            return await run_in_threadpool(work)
 
 
 def alembic_config(engine: Engine | None = None) -> Any:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Depends
 from starlette.requests import Request
 
 from regward.policy import public_key_to_text
@@ -41,8 +44,8 @@ class Server:
     webhooks: DeliveryQueue
     """Sends queued webhook deliveries in the background (regward.server.webhooks)."""
     write_turn: WriteTurn
-    """Held around an organization route's write session on SQLite: `async with
-    server.write_turn():` (one writer at a time, waiting in the event loop)."""
+    """Held around every write session on SQLite (one writer at a time, waiting in the event
+    loop): routes and dashboard forms take it through `WriteTurnDep`."""
     key_chain: tuple[dict[str, str], ...] = ()
     """Endorsements of each rotated signing key by the one before (keys.load_chain)."""
     oidc: OidcClient | None = None
@@ -62,3 +65,15 @@ class Server:
 def server_of(request: Request) -> Server:
     server: Server = request.app.state.server
     return server
+
+
+async def _write_turn(request: Request) -> AsyncIterator[None]:
+    async with server_of(request).write_turn():
+        yield
+
+
+WriteTurnDep = Annotated[None, Depends(_write_turn, scope="function")]
+"""A writing route's turn (`Server.write_turn`): taken once the dependencies before it in
+the route's signature are resolved, left after the route returns and its session committed
+(dependencies unwind in reverse). Put it after any dependency that reads the request body or
+does slow work that needs no lock."""

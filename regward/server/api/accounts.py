@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from regward.server import first_password
+from regward.server import first_password, password_sign_in
 from regward.server.api.deps import CallerDep, ServerDep
-from regward.server.errors import Unauthenticated
 from regward.server.models import MAX_REVISION, Scope, Token
+from regward.server.runtime import WriteTurnDep
 from regward.server.services import auth, orgs, tokens
 
 router = APIRouter()
@@ -71,30 +72,23 @@ class TokenOut(BaseModel):
     response_model=TokenOut,
     responses={429: {"description": "too many failed attempts; see Retry-After"}},
 )
-def sign_in(body: Credentials, request: Request, server: ServerDep) -> Response:
-    limiter = server.sign_in_limiter
+async def sign_in(body: Credentials, request: Request, server: ServerDep) -> Response:
     client = request.client.host if request.client else "unknown"
-    wait = limiter.retry_after(body.username, client)
+    wait = await run_in_threadpool(server.sign_in_limiter.retry_after, body.username, client)
     if wait:
         return JSONResponse(
             {"detail": f"too many failed sign-ins; try again in {wait} seconds"},
             status_code=429,
             headers={"Retry-After": str(wait)},
         )
-    try:
-        with server.database.session(write=True) as session:
-            token = auth.sign_in(session, body.username, body.password, server.settings.session_ttl)
-            user = auth.get_user(session, body.username)
-            one_time = user is not None and user.password_one_time
-    except Unauthenticated:
-        limiter.failed(body.username, client)
-        raise
-    limiter.succeeded(body.username)
-    return JSONResponse({"token": token, "password_change_required": one_time})
+    signed_in = await password_sign_in.sign_in(server, body.username, body.password, client)
+    return JSONResponse(
+        {"token": signed_in.token, "password_change_required": signed_in.password_one_time}
+    )
 
 
 @router.delete("/auth/token", status_code=204, summary="Sign out: revoke the token used")
-def sign_out(caller: CallerDep, server: ServerDep) -> None:
+def sign_out(caller: CallerDep, server: ServerDep, _turn: WriteTurnDep) -> None:
     with server.database.session(write=True) as session:
         auth.sign_out(session, caller)
 
@@ -114,7 +108,9 @@ def me(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
 
 
 @router.put("/user/password", status_code=204, summary="Change the caller's password")
-def change_password(body: NewPassword, caller: CallerDep, server: ServerDep) -> None:
+def change_password(
+    body: NewPassword, caller: CallerDep, server: ServerDep, _turn: WriteTurnDep
+) -> None:
     auth.require_person(caller)
     with server.database.session(write=True) as session:
         auth.require_write(caller)
@@ -141,7 +137,9 @@ def list_tokens(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
 
 
 @router.post("/tokens", status_code=201, summary="Create a personal access token (shown once)")
-def create_token(body: NewToken, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+def create_token(
+    body: NewToken, caller: CallerDep, server: ServerDep, _turn: WriteTurnDep
+) -> dict[str, Any]:
     auth.require_write(caller)
     with server.database.session(write=True) as session:
         token, value = tokens.create(session, caller.user, body.name, body.scope)
@@ -152,7 +150,10 @@ def create_token(body: NewToken, caller: CallerDep, server: ServerDep) -> dict[s
     "/tokens/{token_id}", status_code=204, summary="Revoke a personal access or device token"
 )
 def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=MAX_REVISION)], caller: CallerDep, server: ServerDep
+    token_id: Annotated[int, Path(ge=1, le=MAX_REVISION)],
+    caller: CallerDep,
+    server: ServerDep,
+    _turn: WriteTurnDep,
 ) -> None:
     auth.require_write(caller)
     with server.database.session(write=True) as session:

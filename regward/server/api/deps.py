@@ -13,7 +13,7 @@ back on an error) when the route returns, before the answer is sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from regward.server.errors import Unauthenticated
 from regward.server.models import Organization, Role
-from regward.server.runtime import Server, server_of
+from regward.server.runtime import Server, WriteTurnDep, server_of
 from regward.server.services import auth, names, orgs
 
 _bearer = HTTPBearer(auto_error=False, description="A sign-in token or a personal access token")
@@ -70,15 +70,6 @@ OrgPath = Annotated[str, Path(json_schema_extra=names.NAME_SCHEMA)]
 """An organization's name in a path: the schema says what a name looks like."""
 
 
-async def _write_turn(server: ServerDep) -> AsyncIterator[None]:
-    async with server.write_turn():
-        yield
-
-
-# Entered before the write session and left after its commit (dependencies unwind in reverse).
-_WriteTurn = Annotated[None, Depends(_write_turn, scope="function")]
-
-
 def _org_access(
     role: Role, *, write: bool, writes_settings: bool
 ) -> Callable[..., Iterator[OrgAccess]]:
@@ -95,7 +86,7 @@ def _org_access(
             callback()
 
     def write_dependency(
-        org: OrgPath, server: ServerDep, caller: CallerDep, _turn: _WriteTurn
+        org: OrgPath, server: ServerDep, caller: CallerDep, _turn: WriteTurnDep
     ) -> Iterator[OrgAccess]:
         yield from dependency(org, server, caller)
 

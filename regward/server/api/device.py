@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from regward.policy.schema import VISIBLE_WORDS
 from regward.server.api.deps import ServerDep
+from regward.server.runtime import WriteTurnDep
 from regward.server.services import device_auth, names
 
 router = APIRouter()
@@ -58,6 +59,7 @@ def start(
             json_schema_extra=VISIBLE_WORDS,
         ),
     ],
+    _turn: WriteTurnDep,
 ) -> JSONResponse:
     settings = server.settings
     client = request.client.host if request.client else "unknown"
@@ -95,6 +97,7 @@ def token(
     server: ServerDep,
     grant_type: Annotated[str, Form(min_length=1, max_length=200)],
     device_code: Annotated[str, Form(min_length=1, max_length=200)],
+    _turn: WriteTurnDep,
 ) -> JSONResponse:
     if grant_type != device_auth.GRANT_TYPE:
         return _refused(

@@ -19,6 +19,7 @@ from regward.server.api.deps import (
 )
 from regward.server.errors import PermissionDenied
 from regward.server.models import MAX_REVISION, Membership, Role, Token
+from regward.server.runtime import WriteTurnDep
 from regward.server.services import activity, auth, denials, devices, names, orgs
 
 router = APIRouter()
@@ -88,7 +89,9 @@ def list_orgs(caller: CallerDep, server: ServerDep) -> dict[str, Any]:
 
 
 @router.post("/orgs", status_code=201, summary="Create an organization; the caller owns it")
-def create_org(body: NewOrganization, caller: CallerDep, server: ServerDep) -> dict[str, Any]:
+def create_org(
+    body: NewOrganization, caller: CallerDep, server: ServerDep, _turn: WriteTurnDep
+) -> dict[str, Any]:
     auth.require_write(caller)
     with server.database.session(write=True) as session:
         org = orgs.create(session, body.name, caller.user, server.signing_key)

@@ -5,7 +5,8 @@
                             PasswordChangeRequired while their password is one-time)
     org_access(request, n)  with the organization `n` checked for the visitor (NotFound for
                             outsiders), optionally as its owner in a write session
-    Form                    the posted form, refused (CsrfFailed) without this session's token
+    Form                    the posted form, refused (CsrfFailed) without this session's token;
+                            the route runs in the write turn (`Server.write_turn`)
     owner_write(...)        one change by an owner; the page with the reason when refused
 
 `SignInRequired`, `PasswordChangeRequired` and `CsrfFailed` end a request early;
@@ -15,13 +16,13 @@ page, and an error page.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, Response
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
@@ -138,13 +139,19 @@ def org_access(
         )
         yield session, visitor, organization
     if visitor.last_used != organization.name:
-        # Its own short write: a page read stays a read (SQLite would refuse the upgrade).
-        with server_of(request).database.session(write=True) as session:
-            orgs.remember_last(session, visitor.caller.user, organization)
+        # Its own short write: a page read stays a read (SQLite would refuse the upgrade). A
+        # page view holds no write turn: it never waits for the lock, and when another writer
+        # holds it the page is remembered at the next view.
+        try:
+            with server_of(request).database.session(write=True, wait=False) as session:
+                orgs.remember_last(session, visitor.caller.user, organization)
+        except OperationalError:
+            pass
 
 
-async def checked_form(request: Request) -> FormData:
-    """The posted form, refused unless it carries this session's CSRF token."""
+async def checked_form(request: Request) -> AsyncIterator[FormData]:
+    """The posted form, refused unless it carries this session's CSRF token; the route runs in
+    the write turn (`Server.write_turn`), taken once the form is read and checked."""
     form = await request.form()
     session_token = request.cookies.get(SESSION_COOKIE)
     given = form.get(CSRF_FIELD)
@@ -152,10 +159,12 @@ async def checked_form(request: Request) -> FormData:
         raise CsrfFailed
     if not same_token(csrf_for_session(session_token), given):
         raise CsrfFailed
-    return form
+    async with server_of(request).write_turn():
+        yield form
 
 
-Form = Annotated[FormData, Depends(checked_form)]
+# scope="function": the turn is left once the route has returned (and committed)
+Form = Annotated[FormData, Depends(checked_form, scope="function")]
 
 
 def owner_write(

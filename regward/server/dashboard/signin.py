@@ -11,6 +11,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from regward.server import password_sign_in
 from regward.server.dashboard import forms
 from regward.server.dashboard.context import CsrfFailed, Form, using
 from regward.server.dashboard.rendering import (
@@ -85,8 +86,7 @@ async def signin(request: Request) -> Response:
     password = forms.text(form, "password")
     client = request.client.host if request.client else "unknown"
     server = server_of(request)
-    limiter = server.sign_in_limiter
-    wait = limiter.retry_after(username, client)
+    wait = await run_in_threadpool(server.sign_in_limiter.retry_after, username, client)
     if wait:
         return _signin_page(
             request,
@@ -94,24 +94,16 @@ async def signin(request: Request) -> Response:
             username=username,
             error=f"Too many failed sign-in attempts. Wait {wait} seconds and try again.",
         )
-
-    def sign_in() -> str:
-        with server.database.session(write=True) as session:
-            value: str = auth.sign_in(session, username, password, server.settings.session_ttl)
-            return value
-
     try:
-        session_token = await run_in_threadpool(sign_in)
+        signed_in = await password_sign_in.sign_in(server, username, password, client)
     except Unauthenticated:
-        limiter.failed(username, client)
         return _signin_page(
             request, status=401, username=username, error="Wrong username or password."
         )
     except PermissionDenied as error:  # an organization of the user requires SSO
         return _signin_page(request, status=403, username=username, error=sentence(error))
-    limiter.succeeded(username)
     response = redirect(request, forms.safe_next(forms.text(form, "next") or "/"))
-    start_session(request, response, session_token, server.settings.session_ttl)
+    start_session(request, response, signed_in.token, server.settings.session_ttl)
     response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/signin")
     return response
 

@@ -20,11 +20,12 @@ import dataclasses
 import hashlib
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy import delete
+from starlette.concurrency import run_in_threadpool
 
 from regward.server.dashboard import forms
 from regward.server.dashboard.context import Form, org_access
@@ -58,7 +59,7 @@ def _client(server: Server) -> OidcClient:
 
 
 @router.get("/auth/sso/login")
-def sso_login(request: Request, next: str = "/") -> Response:
+async def sso_login(request: Request, next: str = "/") -> Response:
     server = server_of(request)
     client = _client(server)
     state = secrets.token_urlsafe(32)
@@ -66,17 +67,21 @@ def sso_login(request: Request, next: str = "/") -> Response:
     verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43-128
     location = client.authorization_url(redirect_uri(request, server), state, nonce, verifier)
     now = utcnow()
-    with server.database.session(write=True) as session:
-        session.execute(delete(SsoLogin).where(SsoLogin.expires_at <= now))
-        session.add(
-            SsoLogin(
-                state_hash=_digest(state),
-                nonce=nonce,
-                code_verifier=verifier,
-                next_path=safe_next(next)[:500],
-                expires_at=now + LOGIN_TTL,
+
+    def remember() -> None:
+        with server.database.session(write=True) as session:
+            session.execute(delete(SsoLogin).where(SsoLogin.expires_at <= now))
+            session.add(
+                SsoLogin(
+                    state_hash=_digest(state),
+                    nonce=nonce,
+                    code_verifier=verifier,
+                    next_path=safe_next(next)[:500],
+                    expires_at=now + LOGIN_TTL,
+                )
             )
-        )
+
+    await server.write_turn.run(remember)
     response = RedirectResponse(location, status_code=303)
     response.set_cookie(
         STATE_COOKIE,
@@ -91,19 +96,23 @@ def sso_login(request: Request, next: str = "/") -> Response:
 
 
 @router.get(CALLBACK)
-def sso_callback(
+async def sso_callback(
     request: Request, state: str = "", code: str = "", error: str = "", error_description: str = ""
 ) -> Response:
     server = server_of(request)
     client = _client(server)
     cookie = request.cookies.get(STATE_COOKIE)
-    pending = None
-    with server.database.session(write=True) as session:
-        # Used up whatever happens next: a state works once.
-        login = session.get(SsoLogin, _digest(state)) if state else None
-        if login is not None:
+
+    def use_up() -> tuple[str, str, str, datetime] | None:
+        with server.database.session(write=True) as session:
+            # Used up whatever happens next: a state works once.
+            login = session.get(SsoLogin, _digest(state)) if state else None
+            if login is None:
+                return None
             session.delete(login)
-            pending = (login.nonce, login.code_verifier, login.next_path, login.expires_at)
+            return (login.nonce, login.code_verifier, login.next_path, login.expires_at)
+
+    pending = await server.write_turn.run(use_up)
     if pending is None or not same_token(cookie, state) or pending[3] <= utcnow():
         return _refused(
             request,
@@ -113,9 +122,17 @@ def sso_callback(
     nonce, verifier, next_path, _ = pending
     if error:
         return _refused(request, f"The identity provider said: {error_description or error}.")
-    identity = client.sign_in(code, redirect_uri(request, server), verifier, nonce)
-    with server.database.session(write=True) as session:
-        _user, token = sso_accounts.sign_in(session, identity, server.settings.session_ttl)
+    # The provider's answer is awaited outside the turn: it needs no lock.
+    identity = await run_in_threadpool(
+        client.sign_in, code, redirect_uri(request, server), verifier, nonce
+    )
+
+    def sign_in() -> str:
+        with server.database.session(write=True) as session:
+            _user, token = sso_accounts.sign_in(session, identity, server.settings.session_ttl)
+            return token
+
+    token = await server.write_turn.run(sign_in)
     response = RedirectResponse(next_path, status_code=303)
     start_session(request, response, token, server.settings.session_ttl)
     response.delete_cookie(STATE_COOKIE, path="/auth/sso")

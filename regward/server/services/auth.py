@@ -116,6 +116,30 @@ def _dummy_hash() -> str:
 
 def authenticate(session: Session, username: str, password: str) -> User:
     """The user whose password this is; Unauthenticated (same words either way) otherwise."""
+    checked = verify_password(session, username, password)
+    user = session.get(User, checked.user_id)  # read in this session a moment ago
+    if user is None:
+        raise Unauthenticated("wrong username or password")
+    if checked.rehashed:
+        user.password_hash = checked.rehashed
+    return user
+
+
+@dataclass(frozen=True)
+class CheckedPassword:
+    """A password found right, before any write (argon2 is slow: sign-ins check it outside
+    the write turn); `sign_in_checked` writes the sign-in if the password is still the same."""
+
+    user_id: int
+    password_hash: str
+    """The stored hash the password matched."""
+    rehashed: str | None
+    """A new hash of the password when the stored one's parameters are outdated."""
+
+
+def verify_password(session: Session, username: str, password: str) -> CheckedPassword:
+    """Check `password` for `username` without writing; Unauthenticated (same words either
+    way) when either is wrong."""
     user = get_user(session, username) if isinstance(username, str) else None
     try:
         _hasher.verify(user.password_hash if user else _dummy_hash(), password)
@@ -123,9 +147,8 @@ def authenticate(session: Session, username: str, password: str) -> User:
         user = None
     if user is None:
         raise Unauthenticated("wrong username or password")
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-    return user
+    stale = _hasher.check_needs_rehash(user.password_hash)
+    return CheckedPassword(user.id, user.password_hash, _hasher.hash(password) if stale else None)
 
 
 def set_password(
@@ -178,7 +201,17 @@ def token_hash(value: str) -> str:
 def sign_in(session: Session, username: str, password: str, lifetime: int) -> str:
     """Check the password (and that no organization of the user requires single sign-on);
     return a new sign-in token (read-write, lasts `lifetime` seconds)."""
-    user = authenticate(session, username, password)
+    return sign_in_checked(session, verify_password(session, username, password), lifetime)
+
+
+def sign_in_checked(session: Session, checked: CheckedPassword, lifetime: int) -> str:
+    """`sign_in` for a password checked before this (write) session: Unauthenticated when the
+    password changed since (the old one must not sign in)."""
+    user = session.get(User, checked.user_id)
+    if user is None or user.password_hash != checked.password_hash:
+        raise Unauthenticated("wrong username or password")
+    if checked.rehashed:
+        user.password_hash = checked.rehashed
     sso.check_password_sign_in(session, user)
     return new_session(session, user, lifetime)
 
