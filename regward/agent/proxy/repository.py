@@ -1,8 +1,10 @@
 """What a plain-HTTP registry request names, decided as an image reference: the repository
 of a `/v2/NAME/...` path and, by its method, a pull (GET, HEAD) or a push (PUT, POST, PATCH,
 DELETE). TLS hides this; plain HTTP shows it, so an entry narrowed to repositories or to pull
-holds plain-HTTP requests as the AuthZ plugin holds the engine's. The egress proxy's
-absolute-form requests and the transparent listener's origin-form ones ask this one function.
+holds plain-HTTP requests as the AuthZ plugin holds the engine's. A cross-repository blob
+mount (`POST /v2/NAME/blobs/uploads/?mount=DIGEST&from=OTHER`) pushes to NAME and reads OTHER,
+so it is also decided as a pull of OTHER. The egress proxy's absolute-form requests and the
+transparent listener's origin-form ones ask this one function.
 
     refused = repository_refusal(decide, request, "reg.test", 5000)   # a Decision, or None
 """
@@ -58,7 +60,18 @@ def repository_refusal(
         found = REPOSITORY_PATH.match(path)
         if found is None:
             continue
-        decision = decide(action, f"{registry}/{found[1]}")
-        if not decision.allowed:
-            return decision
+        asked = [(action, found[1])]
+        if request.method == "POST":  # a blob mount's `from` (ignored by other POSTs)
+            asked += [(Action.PULL, source) for source in mount_sources(request.path)]
+        for asked_action, repository in asked:
+            decision = decide(asked_action, f"{registry}/{repository}")
+            if not decision.allowed:
+                return decision
     return None
+
+
+def mount_sources(target: str) -> list[str]:
+    """The repositories a blob mount in `target`'s query reads from (its `from` values, as
+    the registry decodes them); an empty one is kept, and refused as no valid reference."""
+    query = target.partition("?")[2]
+    return urllib.parse.parse_qs(query, keep_blank_values=True).get("from", [])
