@@ -439,15 +439,16 @@ def test_revisions_signed_by_another_key_are_refused(signed_in: Scene) -> None:
     stored["public_key"] = public_key_to_text(generate_key().public_key())  # not the server's
     credentials.write_text(json.dumps(stored))
     try:
+        # Waited for by the pull itself: a refusal an earlier test left in the status is no
+        # sign that the agent has read the new key yet.
+        def pull_refused() -> bool:
+            result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
+            return "No verified policy of organization 'acme'" in result.stderr
 
-        def refused() -> bool:
-            status = json.loads(signed_in.regward("status", "--json").stdout)
-            sync = status.get("sync") or {}
-            return any("does not verify" in item for item in sync.get("refused_revisions", []))
-
-        wait_for(refused, 30, "the refusal")
-        result = signed_in.bed.docker("pull", Scene.image(ALLOWED))
-        assert "No verified policy of organization 'acme'" in result.stderr
+        wait_for(pull_refused, 30, "pulls refused for want of a verified policy")
+        status = json.loads(signed_in.regward("status", "--json").stdout)
+        refusals = (status.get("sync") or {}).get("refused_revisions", [])
+        assert any("does not verify" in item for item in refusals), status
         shown = signed_in.regward("status").stdout
         assert "REFUSED:       refused" in shown and "does not verify" in shown
     finally:
