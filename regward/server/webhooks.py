@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -135,8 +136,7 @@ class DeliveryQueue:
     async def _write(self, action: Callable[..., Any], *args: Any) -> Any:
         """`action(session, *args)` in a write session, in this process's write turn (on
         SQLite, waiting for it among the routes' writers, not in SQLite's busy handler)."""
-        async with self._turn():
-            return await run_in_threadpool(self._in_session, True, action, *args)
+        return await self._turn.run(functools.partial(self._in_session, True, action, *args))
 
     async def _run(self) -> None:
         while not self._stopping:

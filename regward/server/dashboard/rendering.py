@@ -258,16 +258,21 @@ def redirect(request: Request, url: str, notice: str | None = None) -> RedirectR
     if FORM_COOKIE in request.cookies:  # a form went through: its refusal is over
         response.delete_cookie(FORM_COOKIE, path="/")
     if notice:
-        response.set_cookie(
-            NOTICE_COOKIE,
-            notice,
-            max_age=60,
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
+        _set_minute_cookie(request, response, NOTICE_COOKIE, notice)
     return response
+
+
+def _set_minute_cookie(request: Request, response: Response, name: str, value: str) -> None:
+    """A one-minute cookie for the next page only: not for scripts, not sent cross-site."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=60,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
 
 
 FORM_COOKIE = "regward_form"
@@ -315,15 +320,7 @@ def refused_redirect(
     if len(encoded) > MAX_KEPT_FORM:
         return None
     response = RedirectResponse(url, status_code=303)
-    response.set_cookie(
-        FORM_COOKIE,
-        encoded,
-        max_age=60,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    _set_minute_cookie(request, response, FORM_COOKIE, encoded)
     return response
 
 
