@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -103,6 +104,18 @@ def denial(registry: str, revision: int) -> str:
         f"Access to registry {registry} is restricted by your organization 'acme' "
         f"(policy revision {revision})"
     )
+
+
+def tamper_with_cache(scene: Scene) -> tuple[Path, bytes, bytes]:
+    """Add an entry to the agent's cached revision without signing it again: the cache, its
+    bytes before (to put back) and the tampered bytes."""
+    cache = scene.agent_dir / "policy.json"
+    original = cache.read_bytes()
+    document = json.loads(original)
+    document["policy"]["registries"].append({"address": BLOCKED})
+    tampered = json.dumps(document).encode()
+    cache.write_bytes(tampered)
+    return cache, original, tampered
 
 
 def test_login_stores_secrets_private_and_pins_the_key(signed_in: Scene, owner: Owner) -> None:
@@ -363,11 +376,7 @@ def test_the_agents_own_server_connections_are_never_taken_by_its_rules(
     that refuses the server's host (here, every host: the cached revision is tampered with, so
     nothing is enforced but a refusal) would cut the agent off from the very revision that
     would set it right, for good. They carry the agent's mark, which the rules skip."""
-    cache = signed_in.agent_dir / "policy.json"
-    original = cache.read_bytes()
-    document = json.loads(original)
-    document["policy"]["registries"].append({"address": BLOCKED})
-    cache.write_text(json.dumps(document))
+    cache, original, tampered = tamper_with_cache(signed_in)
     try:
         signed_in.start_agent(["--transparent-host", "--transparent-ports", str(SERVER_PORT)])
         table = ["nft", "list", "table", "inet", "regward"]
@@ -384,7 +393,7 @@ def test_the_agents_own_server_connections_are_never_taken_by_its_rules(
         newer = owner.apply([{"address": ALLOWED}, {"address": "newer.registry.test"}])
         wait_for(lambda: enforced() == newer, 60, f"revision {newer} to arrive")
     finally:
-        if json.loads(cache.read_bytes()) == document:  # never replaced: put the original back
+        if cache.read_bytes() == tampered:  # never replaced: put the original back
             cache.write_bytes(original)
         signed_in.start_agent([])
 
@@ -412,11 +421,7 @@ def test_server_stopped_a_restarted_agent_still_enforces_the_last_revision(
 
 
 def test_tampered_cache_is_not_enforced(signed_in: Scene, owner: Owner) -> None:
-    cache = signed_in.agent_dir / "policy.json"
-    original = cache.read_bytes()
-    document = json.loads(original)
-    document["policy"]["registries"].append({"address": BLOCKED})
-    cache.write_text(json.dumps(document))
+    cache, original, _ = tamper_with_cache(signed_in)
     try:
         signed_in.stop_server()
         signed_in.start_agent([])
